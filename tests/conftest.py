@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny random model with a real chat template, the converted SmolLM2, one session vLLM judge."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# Before anything imports transformers/vLLM: no hub on these machines, and a 1 GiB KV cache per engine.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_MAX_MODEL_LEN = 1024
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``slow`` marker (slow tests still run in CI; deselect locally with ``-m 'not slow'``)."""
+    config.addinivalue_line("markers", "slow: real-model or long-running test (runs in CI too)")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tourney.models import SMOLLM2_SUBDIR, cache_dir, is_complete, smollm2_gguf
+
+    converted = cache_dir() / SMOLLM2_SUBDIR
+    if is_complete(converted):  # reading the tokenizer from a converted copy skips the GGUF parse
+        tok = AutoTokenizer.from_pretrained(str(converted))
+    else:
+        gguf = smollm2_gguf()
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,  # head size 32: the smallest the CPU attention backend accepts
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2-135M-Instruct as a HF directory; reuses ``$TOURNEY_CACHE_DIR`` when set (CI may pre-convert)."""
+    from tourney.models import smollm2_dir as convert
+
+    root = os.environ.get("TOURNEY_CACHE_DIR")
+    return convert(Path(root) if root else tmp_path_factory.mktemp("tourney-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
+    """ONE vLLM judge on the tiny model for the whole session (an engine costs 17-38 s to start)."""
+    from tourney.backends.vllm import VLLMJudge
+    from tourney.judges import get_family
+
+    judge = VLLMJudge(
+        str(tiny_model_dir),
+        get_family("rm-r1"),
+        max_tokens=32,
+        dtype="float32",
+        max_model_len=TINY_MAX_MODEL_LEN,
+        engine_kwargs={"enforce_eager": True},
+    )
+    try:
+        yield judge
+    finally:
+        judge.close()

@@ -1,0 +1,140 @@
+"""The CLI end to end in real subprocesses: output, determinism, dry run, summary and every bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
+SIM = ["--judge", "simulated", "--no-cache"]
+
+
+def tourney(*args, stdin=None, env=None):
+    """Run ``python -m tourney`` and return the completed process (text mode)."""
+    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], input=stdin, capture_output=True,
+                          text=stdin is None or isinstance(stdin, str), env=env, timeout=120)  # fmt: skip
+
+
+def test_best_of_n_example(tmp_path):
+    out, summary = tmp_path / "out.jsonl", tmp_path / "s.json"
+    p = tourney("best-of-n", EXAMPLE, "-o", out, "--summary", summary, *SIM)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    src = [json.loads(line) for line in EXAMPLE.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [s["id"] for s in src]
+    for row, s in zip(rows, src):
+        assert {k: v for k, v in row.items() if k not in ("best_index", "best")} == s  # every field preserved
+        assert row["best"] == s["responses"][row["best_index"]]["text"]
+    stats = json.loads(summary.read_text())
+    for key in ("judgments", "invalid", "backend_calls", "prompt_tokens", "completion_tokens", "wall_s"):
+        assert key in stats
+    assert stats["judgments"] == 3 + 3 + 2 and stats["backend_calls"] == 2
+
+
+def test_rank_is_byte_identical_for_a_seed_and_pipes(tmp_path):
+    args = ["rank", "-", "--strategy", "round-robin", "--votes", "3", "--seed", "5", *SIM,
+            "--sim-tau", "3", "--sim-invalid-rate", "0.2"]  # fmt: skip
+    text = EXAMPLE.read_text()
+    a, b = tourney(*args, stdin=text), tourney(*args, stdin=text)
+    assert a.returncode == 0 and a.stdout == b.stdout and a.stdout
+    rows = [json.loads(line) for line in a.stdout.splitlines()]
+    assert all(sorted(r["ranking"]) == list(range(len(r["responses"]))) for r in rows)
+    assert all(len(r["scores"]) == len(r["responses"]) for r in rows)
+    c = tourney(*args[:-6], "--seed", "6", *SIM, "--sim-tau", "3", "--sim-invalid-rate", "0.2", stdin=text)
+    assert c.stdout != a.stdout
+
+
+def test_dry_run_counts_and_runs_nothing(tmp_path):
+    p = tourney("rank", EXAMPLE, "--dry-run", "--votes", "2", "--judge", "simulated")
+    assert p.returncode == 0
+    assert json.loads(p.stdout) == {"prompts": 3, "judgments": 2 * (6 + 6 + 3), "strategy": "round-robin"}
+
+
+def test_cache_rerun_makes_zero_backend_calls(tmp_path):
+    cache, s1, s2 = tmp_path / "c.sqlite", tmp_path / "1.json", tmp_path / "2.json"
+    o1, o2 = tmp_path / "o1", tmp_path / "o2"
+    base = ["rank", EXAMPLE, "--judge", "simulated", "--cache", cache]
+    assert tourney(*base, "-o", o1, "--summary", s1).returncode == 0
+    assert tourney(*base, "-o", o2, "--summary", s2).returncode == 0
+    assert json.loads(s1.read_text())["backend_calls"] == 1
+    assert json.loads(s2.read_text())["backend_calls"] == 0
+    assert o1.read_bytes() == o2.read_bytes()
+
+
+def test_judgments_export_records_order(tmp_path):
+    j = tmp_path / "j.jsonl"
+    assert tourney("rank", EXAMPLE, "-o", tmp_path / "o", "--judgments", j, "--votes", "2", *SIM).returncode == 0
+    recs = [json.loads(line) for line in j.read_text().splitlines()]
+    assert len(recs) == 2 * 15
+    assert {"id", "a", "b", "vote", "verdict", "p_a", "raw"} <= set(recs[0])
+    pairs = {(r["id"], r["a"], r["b"]) for r in recs}
+    assert ("capital", 0, 1) in pairs and ("capital", 1, 0) in pairs
+
+
+def test_one_response_is_ranked_alone(tmp_path):
+    p = tourney("rank", "-", *SIM, stdin='{"prompt": "q", "responses": ["only"]}\n')
+    assert p.returncode == 0
+    assert json.loads(p.stdout)["ranking"] == [0]
+
+
+def test_help_mentions_simulator():
+    p = tourney("rank", "--help")
+    assert p.returncode == 0 and "SIMULATOR" in p.stdout
+
+
+GOOD = '{"prompt": "q", "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 2}]}'
+BAD_INPUTS = [
+    ("{not json", "1", "malformed JSON"),
+    (GOOD + "\n[1, 2]", "2", "expected a JSON object"),
+    ('{"responses": ["a"]}', "field 'prompt'", "missing"),
+    ('{"prompt": 5, "responses": ["a"]}', "field 'prompt'", "expected a string"),
+    ('{"prompt": [{"role": "user"}], "responses": ["a"]}', "field 'prompt[0].content'", "expected a string"),
+    ('{"prompt": "q"}', "field 'responses'", "missing"),
+    ('{"prompt": "q", "responses": "a"}', "field 'responses'", "expected a list"),
+    ('{"prompt": "q", "responses": []}', "field 'responses'", "empty list"),
+    ('{"prompt": "q", "responses": ["a", 3]}', "field 'responses[1]'", "expected a string"),
+    ('{"prompt": "q", "responses": [{"text": 3}]}', "field 'responses[0].text'", "expected a string"),
+    ('{"prompt": "q", "responses": [{"text": "a", "quality": "high"}]}', "responses[0].quality", "a number"),
+    ('{"id": 1, "prompt": "q", "responses": ["a"]}\n{"id": 1, "prompt": "q", "responses": ["b"]}', ":2:", "duplicate"),
+    ('{"id": [1], "prompt": "q", "responses": ["a"]}', "field 'id'", "expected a string or an integer"),
+    ('{"prompt": "q", "responses": [{"text": "a"}, {"text": "b"}]}', "responses[0].quality", "simulated judge"),
+]
+
+
+@pytest.mark.parametrize("content,where,what", BAD_INPUTS)
+def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, content, where, what):
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(content + "\n")
+    p = tourney("rank", src, "-o", out, "--judge", "simulated", "--no-cache")
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert str(src) in lines[0] and where in lines[0] and what in lines[0]
+    assert not out.exists() and os.listdir(tmp_path) == ["in.jsonl"]
+
+
+def test_invalid_utf8(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(GOOD.encode() + b'\n{"prompt": "\xff", "responses": ["a"]}\n')
+    p = tourney("rank", src, *SIM)
+    assert p.returncode == 2 and f"{src}:2:" in p.stderr and "UTF-8" in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--votes", "0"], ["--strategy", "swiss"], ["--rating", "glicko"], ["--sim-tau", "-1"], ["--seed", "x"],
+     ["--no-such-option"]],
+)  # fmt: skip
+def test_bad_option_values(tmp_path, args):
+    out = tmp_path / "o"
+    p = tourney("rank", EXAMPLE, "-o", out, *SIM, *args)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+    assert not out.exists()
+
+
+def test_missing_input_file(tmp_path):
+    p = tourney("rank", tmp_path / "nope.jsonl", *SIM)
+    assert p.returncode == 2 and "nope.jsonl" in p.stderr and len(p.stderr.strip().splitlines()) == 1

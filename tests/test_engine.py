@@ -1,0 +1,122 @@
+"""Engine: batching across prompts, counts, caching, determinism — with the simulated judge."""
+
+import asyncio
+import math
+
+import pytest
+
+from tourney.backends.simulated import SimulatedJudge
+from tourney.cache import Cache
+from tourney.engine import Engine, plan
+from tourney.io import Item
+
+
+def make_items(p, n, seed=0):
+    """P prompts with N responses each; quality = index, so the last response is best."""
+    return [
+        Item(id=f"p{k}", line=k + 1, prompt=f"question {k}", texts=[f"answer {k}.{i}" for i in range(n)],
+             fields=[{"quality": float(i)} for i in range(n)])
+        for k in range(p)
+    ]  # fmt: skip
+
+
+class CountingJudge(SimulatedJudge):
+    """The simulator, counting the calls and batch sizes it receives."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = []
+
+    def judge(self, requests):
+        self.calls.append(len(requests))
+        return super().judge(requests)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 8, 13])
+def test_knockout_costs_one_call_per_round_across_prompts(n):
+    judge = CountingJudge()
+    items = make_items(50, n)
+    engine = Engine(judge, strategy="knockout")
+    engine.run(items)
+    assert len(judge.calls) == math.ceil(math.log2(n))
+    assert sum(judge.calls) == 50 * (n - 1) == engine.stats.judgments
+    assert engine.stats.backend_calls == len(judge.calls) == engine.stats.steps
+
+
+def test_round_robin_is_one_call_and_votes_multiply():
+    judge = CountingJudge()
+    items = make_items(20, 6)
+    engine = Engine(judge, strategy="round-robin", votes=3)
+    engine.run(items)
+    assert judge.calls == [20 * 15 * 3]
+    assert plan(items, strategy="round-robin", votes=3) == 20 * 15 * 3
+
+
+def test_mixed_sizes_take_ceil_log2_of_the_largest():
+    judge = CountingJudge()
+    items = make_items(10, 3) + [Item(id="big", line=99, prompt="q", texts=[str(i) for i in range(17)],
+                                      fields=[{"quality": float(i)} for i in range(17)])]  # fmt: skip
+    Engine(judge, strategy="knockout").run(items)
+    assert len(judge.calls) == 5
+
+
+def test_one_response_needs_no_judgment():
+    judge = CountingJudge()
+    engine = Engine(judge)
+    [res] = engine.run(make_items(1, 1))
+    assert res.ranking == [0] and judge.calls == [] and engine.stats.judgments == 0
+
+
+def test_sharp_judge_finds_the_best():
+    results = Engine(SimulatedJudge(tau=0.01), strategy="knockout").run(make_items(30, 7))
+    assert all(r.ranking[0] == 6 for r in results)
+    results = Engine(SimulatedJudge(tau=0.01), strategy="round-robin", rating="bt").run(make_items(5, 6))
+    assert all(r.ranking == [5, 4, 3, 2, 1, 0] for r in results)
+
+
+def test_invalid_votes_are_counted_and_all_invalid_matches_are_ties():
+    engine = Engine(SimulatedJudge(invalid_rate=1.0), strategy="round-robin")
+    results = engine.run(make_items(3, 4))
+    assert engine.stats.invalid == engine.stats.judgments == 18
+    assert engine.stats.ties == 18
+    assert all(len(set(r.scores)) == 1 for r in results)  # every match a tie: everyone equal
+
+
+def test_same_seed_same_result_and_pipelined_equals_lockstep():
+    items = make_items(12, 9)
+    kw = dict(strategy="knockout", votes=3, seed=7)
+    a = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **kw).run(items)
+    b = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **kw).run(items)
+    c = asyncio.run(Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **kw).arun(items))
+    assert [r.scores for r in a] == [r.scores for r in b] == [r.scores for r in c]
+    d = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **(kw | {"seed": 8})).run(items)
+    assert [r.ranking for r in a] != [r.ranking for r in d]
+
+
+def test_records_keep_the_order_shown(tmp_path):
+    engine = Engine(SimulatedJudge(), strategy="round-robin", votes=2, keep_records=True)
+    [res] = engine.run(make_items(1, 3))
+    shown = sorted((r.a, r.b) for r in res.records)
+    assert shown == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]  # votes=2: each order once
+
+
+def test_cache_rerun_makes_no_backend_call(tmp_path):
+    items = make_items(8, 5)
+    cache = Cache(tmp_path / "c.sqlite")
+    first = Engine(CountingJudge(), strategy="round-robin", cache=cache)
+    r1 = first.run(items)
+    judge = CountingJudge()
+    second = Engine(judge, strategy="round-robin", cache=cache)
+    r2 = second.run(items)
+    assert judge.calls == [] and second.stats.backend_calls == 0 and second.stats.cached == 80
+    assert [r.scores for r in r1] == [r.scores for r in r2]
+    other = Engine(CountingJudge(tau=3.0), strategy="round-robin", cache=cache)  # other settings: other keys
+    other.run(items)
+    assert other.stats.cached == 0 and other.stats.backend_calls == 1
+
+
+def test_duplicate_requests_in_a_batch_are_judged_once():
+    judge = CountingJudge()
+    items = [Item(id="d", line=1, prompt="q", texts=["same", "same", "same"], fields=[{"quality": 0.0}] * 3)]
+    Engine(judge, strategy="round-robin", votes=2).run(items)
+    assert judge.calls == [2]  # (same, same) vote 0 and vote 1

@@ -1,0 +1,5 @@
+"""``python -m tourney`` runs the CLI."""
+
+from tourney.cli import main
+
+main()

@@ -1,0 +1,55 @@
+"""A SIMULATED judge: a statistical stand-in for a reasoning reward model, for tests and experiments.
+
+It never reads the texts. Each response carries a ``quality`` number and the judge prefers the better one with
+P(A wins) = σ((q_A − q_B)/τ + bias), where ``bias`` (a logit) models a judge's preference for position A. A share
+of votes comes back invalid, as unparseable outputs do. Randomness comes from the request's own seed, so a verdict
+does not depend on how requests were batched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from tourney.backends.base import Judgment, Request
+
+
+class SimulatedJudge:
+    """Bradley–Terry coin flips from each response's ``quality`` field; not a model."""
+
+    def __init__(self, tau: float = 1.0, position_bias: float = 0.0, invalid_rate: float = 0.0) -> None:
+        """Set the temperature ``tau``, the logit bias toward position A and the invalid-vote rate."""
+        if tau <= 0:
+            raise ValueError("tau must be > 0")
+        if not 0.0 <= invalid_rate <= 1.0:
+            raise ValueError("invalid_rate must be in [0, 1]")
+        self.tau, self.position_bias, self.invalid_rate = tau, position_bias, invalid_rate
+
+    def identity(self) -> dict[str, Any]:
+        """Describe the simulator's settings (they key the cache)."""
+        return {"backend": "simulated", "tau": self.tau, "position_bias": self.position_bias,
+                "invalid_rate": self.invalid_rate}  # fmt: skip
+
+    def p_a(self, request: Request) -> float:
+        """Return the model's probability that the response in position A wins."""
+        qa, qb = float(request.a_fields["quality"]), float(request.b_fields["quality"])
+        return 1.0 / (1.0 + math.exp(-((qa - qb) / self.tau + self.position_bias)))
+
+    def judge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """Draw one verdict per request from its own seeded generator."""
+        out = []
+        for req in requests:
+            rng = np.random.default_rng(req.seed)
+            invalid, coin = rng.random() < self.invalid_rate, rng.random()
+            if invalid:
+                out.append(Judgment(verdict=None, p_a=None, raw="[simulated] no verdict"))
+                continue
+            verdict = "A" if coin < self.p_a(req) else "B"
+            out.append(Judgment(verdict=verdict, p_a=1.0 if verdict == "A" else 0.0, raw=f"[simulated] {verdict}"))
+        return out
+
+    def close(self) -> None:
+        """Nothing to release."""

