@@ -56,6 +56,8 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Simulator: logit added in favour of position A."),
         click.option("--sim-invalid-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                      help="Simulator: share of votes that come back unparseable."),
+        click.option("--sim-latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Simulator: seconds each judge call takes, standing in for a real backend."),
         click.option("--cache", "cache_path", default=None,
                      help="Judgment cache (SQLite). Default: $TOURNEY_CACHE_DIR or ~/.cache/tourney/judgments.sqlite."),
         click.option("--no-cache", is_flag=True, help="Do not read or write the judgment cache."),

@@ -22,5 +22,5 @@ def make_judge(opts: dict[str, Any]) -> Judge:
     if name == "simulated":
         from tourney.backends.simulated import SimulatedJudge
 
-        return SimulatedJudge(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"])
+        return SimulatedJudge(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
     raise InputError(f"judge {name!r}: model judges need the vLLM backend (not built yet)", field="--judge")

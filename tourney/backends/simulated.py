@@ -9,6 +9,7 @@ does not depend on how requests were batched.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,13 +21,16 @@ from tourney.backends.base import Judgment, Request
 class SimulatedJudge:
     """Bradley–Terry coin flips from each response's ``quality`` field; not a model."""
 
-    def __init__(self, tau: float = 1.0, position_bias: float = 0.0, invalid_rate: float = 0.0) -> None:
-        """Set the temperature ``tau``, the logit bias toward position A and the invalid-vote rate."""
+    def __init__(
+        self, tau: float = 1.0, position_bias: float = 0.0, invalid_rate: float = 0.0, latency: float = 0.0
+    ) -> None:
+        """Set the temperature ``tau``, the logit bias toward position A, the invalid-vote rate and a per-call delay."""
         if tau <= 0:
             raise ValueError("tau must be > 0")
         if not 0.0 <= invalid_rate <= 1.0:
             raise ValueError("invalid_rate must be in [0, 1]")
         self.tau, self.position_bias, self.invalid_rate = tau, position_bias, invalid_rate
+        self.latency = latency  # seconds per call, to stand in for a real backend's round trip
 
     def identity(self) -> dict[str, Any]:
         """Describe the simulator's settings (they key the cache)."""
@@ -40,6 +44,8 @@ class SimulatedJudge:
 
     def judge(self, requests: Sequence[Request]) -> list[Judgment]:
         """Draw one verdict per request from its own seeded generator."""
+        if self.latency:
+            time.sleep(self.latency)
         out = []
         for req in requests:
             rng = np.random.default_rng(req.seed)

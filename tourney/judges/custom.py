@@ -84,7 +84,8 @@ def load_custom(path: str | Path) -> Family:
 
     for key in data:
         if key not in KEYS:
-            raise fail(key, f"unknown key; known keys: {', '.join(sorted(KEYS))}")
+            # repr keeps a quoted TOML key with a newline from breaking the one-line message
+            raise fail(repr(key)[1:-1], f"unknown key; known keys: {', '.join(sorted(KEYS))}")
 
     user = get("user", str, required=True)
     for ph in SINGLE_PLACEHOLDERS:
