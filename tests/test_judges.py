@@ -16,7 +16,7 @@ from tourney.judges import FAMILIES, Family, detect_family, get_family, load_cus
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = REPO.parent / "shared" / "seeds"
-EXAMPLE = REPO / "examples" / "templates" / "rm-r1-instruct.toml"
+EXAMPLE = REPO / "tourney" / "judges" / "rm_r1_instruct.toml"
 END = ["", "\n", "  \n\n", "<|im_end|>", "<|endoftext|>", "</s>", "\n<|eot_id|>", "<｜end▁of▁sentence｜>", "<|end|>\n"]
 VERDICT = {
     "rm-r1": {"A": "<answer>[[A]]</answer>", "B": "<answer>[[B]]</answer>"},
@@ -134,6 +134,7 @@ def test_rm_r1_texts_match_authors_repository() -> None:
 
 def test_rm_r1_instruct_example_matches_authors_repository() -> None:
     fam = load_custom(EXAMPLE)
+    assert get_family("rm-r1-instruct") == fam  # built in, from the same file
     # sha256 of RM_R1_INSTRUCT_SYSTEM_PROMPT, RM_R1_{SINGLE,MULTI}_TURN_INSTRUCT_USER_PROMPT.
     assert _sha(fam.system) == "e0bf09a87f19837abf172278c348e8fc6ed36034f4f39b98191910533c3df3ed"
     assert _sha(fam.user) == "5fa3baf9813bdf0ed9b8601be6fe162ab82e37467e0843c32cfbc22792c65ac2"
@@ -404,7 +405,7 @@ def test_registry_and_identity() -> None:
         ("1", "2"),
     )
     assert isinstance(get_family(str(EXAMPLE)), Family)
-    with pytest.raises(InputError, match="unknown judge family 'nope'; known: rm-r1, rrm"):
+    with pytest.raises(InputError, match="unknown judge family 'nope'; known: rm-r1, rm-r1-instruct, rrm"):
         get_family("nope")
 
 
@@ -414,7 +415,7 @@ def test_registry_and_identity() -> None:
         ("Reward-Reasoning/RRM-7B", "rrm"),
         ("/models/rrm-32b-awq", "rrm"),
         ("gaotang/RM-R1-DeepSeek-Distilled-Qwen-32B", "rm-r1"),
-        ("gaotang/RM-R1-Qwen2.5-Instruct-7B", "rm-r1"),
+        ("gaotang/RM-R1-Qwen2.5-Instruct-7B", "rm-r1-instruct"),
         ("Qwen/Qwen2.5-7B-Instruct", "rm-r1"),  # generic default
         ("ferrmo-7b", "rm-r1"),
     ],

@@ -1,7 +1,8 @@
 """Judge families: the prompt layout a pairwise judge model was trained on, and how to read its final verdict.
 
-Built-in families: ``rm-r1`` (RM-R1 DeepSeek-distilled reasoning checkpoints) and ``rrm`` (RRM-7B/32B). A TOML
-file gives a custom family (see ``tourney/judges/custom.py``; example: ``examples/templates/rm-r1-instruct.toml``).
+Built-in families: ``rm-r1`` (RM-R1 DeepSeek-distilled reasoning checkpoints), ``rm-r1-instruct`` (RM-R1 Instruct
+checkpoints, chain-of-rubrics system prompt) and ``rrm`` (RRM-7B/32B). A TOML file gives a custom family (see
+``tourney/judges/custom.py``; worked example: ``tourney/judges/rm_r1_instruct.toml``).
 
 Adding a built-in family takes one file: create ``tourney/judges/<name>.py`` that defines a module-level
 ``FAMILY = Family(...)`` (see ``base.Family``: system prompt, user template with ``{question}``, ``{answer_a}``,
@@ -62,17 +63,17 @@ def get_family(name_or_toml_path: str | Path | Family) -> Family:
 
 
 def detect_family(model_name: str) -> str:
-    """Guess the family from a model name or path: RRM -> "rrm", RM-R1 -> "rm-r1", anything else -> "rm-r1".
+    """Guess the family from a model name or path: RRM -> "rrm", RM-R1 + Instruct -> "rm-r1-instruct", else "rm-r1".
 
     The generic default is "rm-r1": its plain pairwise prompt ending in ``<answer>[[A]]</answer>`` is the most
-    model-agnostic of the two. RM-R1 *Instruct* checkpoints were trained with a different (chain-of-rubrics) prompt:
-    use ``examples/templates/rm-r1-instruct.toml`` for them.
+    model-agnostic one. As the authors' evaluation does, "Instruct" in an RM-R1 name selects the chain-of-rubrics
+    prompt those checkpoints were trained with.
     """
     # Word-bounded and case-insensitive so local paths like /models/rrm-32b match but "ferrmo" does not.
     if re.search(r"(?<![a-z0-9])rrm(?![a-z])", model_name, re.IGNORECASE):
         return "rrm"
     if re.search(r"(?<![a-z0-9])rm[-_]?r1(?![0-9])", model_name, re.IGNORECASE):
-        return "rm-r1"
+        return "rm-r1-instruct" if re.search("instruct", model_name, re.IGNORECASE) else "rm-r1"
     return "rm-r1"
 
 
