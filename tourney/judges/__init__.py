@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from tourney.backends.base import Prompt
@@ -82,6 +83,6 @@ def render(family: str | Family, prompt: Prompt, answer_a: str, answer_b: str) -
     return get_family(family).render(prompt, answer_a, answer_b)
 
 
-def parse_verdict(family: str | Family, text: str, finished: bool = True) -> Verdict | None:
-    """Return "A", "B" or None (cut off by the token limit, or no final verdict) for a judge's output."""
-    return get_family(family).parse(text, finished)
+def parse_verdict(family: str | Family, text: str, finished: bool = True, quoted: Sequence[str] = ()) -> Verdict | None:
+    """Return "A", "B" or None (cut off, no final verdict, or a copy of a ``quoted`` candidate's ending)."""
+    return get_family(family).parse(text, finished, quoted)

@@ -61,9 +61,16 @@ class Family:
         messages = [{"role": "system", "content": self.system}] if self.system is not None else []
         return messages + [{"role": "user", "content": user}]
 
-    def parse(self, text: str, finished: bool = True) -> Verdict | None:
-        """Return the judge's final verdict, or None if it was cut off, or the output does not end with one."""
-        return final_verdict(text, self.verdicts, self.thinks, finished)
+    def parse(self, text: str, finished: bool = True, quoted: Sequence[str] = ()) -> Verdict | None:
+        """Return the judge's final verdict, or None if it was cut off, does not end with one, or copies a candidate.
+
+        ``quoted``: the candidate texts the judge was shown; an output that ends by copying the end of one of them
+        (verdict string included) has not given a verdict of its own.
+        """
+        verdict = final_verdict(text, self.verdicts, self.thinks, finished)
+        if verdict is not None and ends_by_quoting(text, quoted, self.verdicts[0 if verdict == "A" else 1]):
+            return None
+        return verdict
 
     def identity(self) -> dict[str, Any]:
         """Return everything that shapes the judge's input and the verdict read from it (for a cache key)."""
@@ -147,6 +154,25 @@ def final_verdict(text: str, verdicts: tuple[str, str], thinks: bool, finished: 
     if a and b:  # one verdict string is a suffix of the other: the longer one is what was written
         return "A" if len(verdicts[0]) > len(verdicts[1]) else "B"
     return "A" if a else "B" if b else None
+
+
+QUOTE_CONTEXT = 16  # characters before a verdict that must also match a candidate for the verdict to be a copy
+
+
+def ends_by_quoting(text: str, candidates: Sequence[str], verdict: str) -> bool:
+    """True when ``text`` ends with a candidate's closing verdict AND the characters leading up to it.
+
+    A judge writing its own verdict after its own words shares at most the verdict string with a candidate that ends
+    the same way; one that shares the verdict plus the preceding ``QUOTE_CONTEXT`` characters is copying.
+    """
+    tail = strip_end(text)
+    for cand in candidates:
+        ctail = strip_end(cand)
+        if not ctail.endswith(verdict) or len(ctail) < len(verdict) + QUOTE_CONTEXT:
+            continue
+        if tail.endswith(ctail[-(len(verdict) + QUOTE_CONTEXT) :]):
+            return True
+    return False
 
 
 def split_verdicts(verdict_a: str, verdict_b: str) -> tuple[str, tuple[str, str]] | None:
