@@ -192,6 +192,9 @@ def main() -> None:
         cli.main(standalone_mode=False, prog_name="tourney")
     except click.exceptions.Exit as ex:
         sys.exit(ex.exit_code)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help() if err.ctx else err.format_message())
+        sys.exit(0)
     except click.ClickException as err:
         click.echo(f"tourney: error: {err.format_message()}", err=True)
         sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
