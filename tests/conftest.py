@@ -75,6 +75,7 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
         str(tiny_model_dir),
         get_family("rm-r1"),
         max_tokens=32,
+        temperature=1.0,  # sampled, so the per-request seeds matter
         dtype="float32",
         max_model_len=TINY_MAX_MODEL_LEN,
         engine_kwargs={"enforce_eager": True},

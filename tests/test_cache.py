@@ -27,7 +27,8 @@ def write_input(path, prompts=300, n=12):
 def run_args(src, out, cache, summary):
     return [sys.executable, "-m", "tourney", "rank", str(src), "-o", str(out), "--judge", "simulated",
             "--strategy", "knockout", "--votes", "3", "--sim-tau", "2", "--sim-invalid-rate", "0.1",
-            "--mode", "pipelined", "--sim-latency", "0.002", "--cache", str(cache), "--summary", str(summary), "-q"]  # fmt: skip
+            "--mode", "pipelined", "--sim-latency", "0.002", "--cache", str(cache), "--summary", str(summary),
+            "-q"]  # fmt: skip
 
 
 @pytest.mark.slow

