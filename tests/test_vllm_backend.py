@@ -213,7 +213,8 @@ def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.Mon
     )
     try:
         assert judge.identity()["model"] == {"name": "smollm2", "basename": smollm2_dir.name}
-        assert judge.max_model_len == 4096 and judge.dtype == "float32"
+        assert judge._llm is None and judge._async is None  # lazy: identity needs no engine
+        assert judge.dtype == "float32"
         paris = Request("What is the capital of France?", "The capital of France is Paris.", "It is London.", seed=1)
         reqs = [paris, *requests(4, seed0=7)]
 
@@ -221,7 +222,8 @@ def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.Mon
             # Two batches in flight at once, as a tournament submits its next round while another still runs.
             return list(await asyncio.gather(judge.ajudge(reqs[:2]), judge.ajudge(reqs[2:])))
 
-        first, second = asyncio.run(concurrent())
+        first, second = asyncio.run(concurrent())  # the first ajudge starts the engine
+        assert judge.max_model_len == 4096
         together = first + second
         assert len(together) == len(reqs)
         for j in together:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +29,10 @@ def _judge_options(fn: Callable) -> Callable:
                      help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url."),
         click.option("--base-url", "base_urls", multiple=True, metavar="URL",
                      help="OpenAI-compatible endpoint (repeatable; load is spread over all)."),
+        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+                     help="Requests in flight per --base-url endpoint."),
+        click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
+                     help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Environment variable holding the API key for --backend openai."),
         click.option("--family", default=None,
@@ -102,6 +107,7 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     from tourney.io import dumps, read_items, write_atomic
     from tourney.judging import make_judge, open_cache, resolve_mode
 
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep stderr for our progress and errors
     items = read_items(opts["input_path"])
     strategy = opts["strategy"] or ("knockout" if command == "best-of-n" else "round-robin")
     if opts["judge"] == "simulated":

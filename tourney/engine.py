@@ -107,6 +107,7 @@ class Engine:
         self.cache, self.progress, self.keep_records = cache, progress, keep_records
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
         self.stats = Stats()
+        self._in_flight, self._busy_since = 0, 0.0
 
     def tournament(self, item: Item) -> Voting:
         """Build the (vote-wrapped) strategy for one prompt, seeded by the run seed and the prompt id."""
@@ -156,16 +157,30 @@ class Engine:
                     raise RuntimeError(f"strategy {self.strategy} stalled on prompt {items[k].id}")
                 batch = self._prepare(items, ready)
                 if batch.todo:
-                    t0 = time.perf_counter()
+                    self._busy_enter()
                     try:
                         fresh = await ajudge(self.judge, batch.todo_requests())
                     except BackendError as err:
                         raise batch.locate(err) from None
-                    self._absorb(batch, fresh, time.perf_counter() - t0)
+                    finally:
+                        self._busy_leave()
+                    self._absorb(batch, fresh, 0.0)
                 self._deliver(tours, results, batch)
 
         await asyncio.gather(*(play(k) for k in range(len(items))))
         return self._finish(tours, results, start)
+
+    def _busy_enter(self) -> None:
+        """Pipelined calls overlap: judge_s counts the time at least one is in flight, not the sum of their times."""
+        if self._in_flight == 0:
+            self._busy_since = time.perf_counter()
+        self._in_flight += 1
+
+    def _busy_leave(self) -> None:
+        """Close a call; when none is left in flight, add the busy interval to judge_s."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self.stats.judge_s += time.perf_counter() - self._busy_since
 
     def _prepare(self, items: Sequence[Item], ready: list[tuple[int, Vote]]) -> _Batch:
         """Build requests, read what the cache has, and list what is left to judge (each key once)."""

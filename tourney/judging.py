@@ -40,7 +40,8 @@ def make_judge(opts: dict[str, Any], mode: str) -> Judge:
         from tourney.backends.openai import OpenAIJudge
 
         return OpenAIJudge(list(opts["base_urls"]), name, family or get_family(detect_family(name)), **sampling,
-                           verdict=opts["verdict"], api_key_env=opts["api_key_env"])  # fmt: skip
+                           verdict=opts["verdict"], api_key_env=opts["api_key_env"],
+                           concurrency=opts["concurrency"], max_retries=opts["max_retries"])  # fmt: skip
     if opts["base_urls"]:
         raise InputError("--base-url needs --backend openai", field="--base-url")
     from tourney.backends.vllm import VLLMJudge

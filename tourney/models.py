@@ -11,8 +11,9 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tourney.cache import cache_dir
 from tourney.errors import BackendError
@@ -37,6 +38,7 @@ class ModelSpec:
     verdict: str = "auto"  # verdict forcing: "auto" (when unparseable), "logprobs" (always), "parse" (never)
     builtin: bool = False
     notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)  # engine arguments the built-in needs
 
 
 def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
@@ -77,12 +79,16 @@ def smollm2_spec(path: str) -> ModelSpec:
         name=SMOLLM2,
         path=path,
         family="rm-r1",
+        # float32, not bfloat16: bf16 is ~2x faster on CPUs with AVX512-BF16, but its CPU kernels change a request's
+        # output with the batch it shares, which would make pipelined runs non-reproducible (measured).
         dtype="float32",
         max_model_len=4096,
         max_tokens=96,
         verdict="auto",
         builtin=True,
         notes="SmolLM2-135M-Instruct: a weak judge that exercises the real vLLM path anywhere, not a good ranker",
+        # Eager: torch.compile adds ~55 s to a CPU start-up for ~20% faster decoding, a bad trade for a demo judge.
+        extra={"enforce_eager": True},
     )
 
 

@@ -74,14 +74,24 @@ class VLLMJudge:
         self._thread: threading.Thread | None = None
         self._ids = itertools.count()
         self._lock = threading.Lock()  # LLM is not thread-safe; ajudge in lockstep mode runs judge in threads
-        self._start_engine(max_model_len or self.spec.max_model_len, dict(engine_kwargs or {}))
+        self._engine_args = (max_model_len or self.spec.max_model_len, dict(engine_kwargs or {}))
+        self._closed = False
+        # The tokenizer is enough for identity, prompts and verdict tokens; the engine starts on the first judgment
+        # that is not cached, so a fully cached re-run never pays vLLM's start-up.
+        self.tokenizer = load_tokenizer(self.spec)
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(f"judge model {self.spec.name!r} has no chat template in its tokenizer")
         self._prefix_text, self._choice_ids = ("", None)
         if verdict != "parse":
-            try:
-                self._prefix_text, self._choice_ids = verdict_tokens(self.tokenizer, self.family)
-            except BackendError:
-                self.close()
-                raise
+            self._prefix_text, self._choice_ids = verdict_tokens(self.tokenizer, self.family)
+
+    def start(self) -> None:
+        """Start the engine now (it otherwise starts on the first judgment); safe to call again."""
+        with self._lock:
+            if self._closed:
+                raise BackendError("the vLLM judge is closed")
+            if self._llm is None and self._async is None:
+                self._start_engine(*self._engine_args)
 
     # ---- engine life cycle -------------------------------------------------------------------------------------
 
@@ -96,24 +106,21 @@ class VLLMJudge:
                 "enable_prefix_caching": True,
                 **({"max_model_len": max_model_len} if max_model_len else {}),
                 **cpu_scheduling(self.spec.path, max_model_len, extra),
+                **self.spec.extra,
                 **extra,
             }
             if self.mode == "lockstep":
                 from vllm import LLM
 
                 self._llm = LLM(**args)
-                self.tokenizer = self._llm.get_tokenizer()
                 self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
             else:
                 self._start_async(args)
         except BackendError:
             raise
         except Exception as err:  # vLLM raises many kinds here (OSError, ValueError, RuntimeError from the child)
-            self.close()
+            self._shutdown()
             raise BackendError(f"cannot load judge model {self.spec.name!r}: {one_line(err)}") from err
-        if not getattr(self.tokenizer, "chat_template", None):
-            self.close()
-            raise BackendError(f"judge model {self.spec.name!r} has no chat template in its tokenizer")
 
     def _start_async(self, args: dict[str, Any]) -> None:
         """Start AsyncLLM on a private event-loop thread, so callers on any loop (or none) can submit to it."""
@@ -129,7 +136,6 @@ class VLLMJudge:
             return AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
 
         self._async = self._submit(build()).result()
-        self.tokenizer = self._async.get_tokenizer()
         self.max_model_len = int(self._async.model_config.max_model_len)
 
     def _submit(self, coro: Any) -> Future:
@@ -139,6 +145,11 @@ class VLLMJudge:
 
     def close(self) -> None:
         """Shut the engine (and its child process, and the pipelined loop thread) down; safe to call twice."""
+        self._closed = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        """Stop whatever part of the engine is running."""
         llm, self._llm = self._llm, None
         if llm is not None:
             engine = llm.llm_engine
@@ -241,9 +252,9 @@ class VLLMJudge:
         return final
 
     def _check_open(self) -> None:
-        """Refuse to judge after close()."""
+        """Refuse to judge after close(); start the engine on first use."""
         if self._llm is None and self._async is None:
-            raise BackendError("the vLLM judge is closed")
+            self.start()
 
     # ---- prompts and sampling ----------------------------------------------------------------------------------
 
@@ -300,11 +311,14 @@ class VLLMJudge:
         """Force when asked always, or (auto) when the output has no readable verdict."""
         if self.verdict == "logprobs":
             return True
-        return self.verdict == "auto" and self.family.parse(first["text"], first["finished"], first["quoted"]) is None
+        return (
+            self.verdict == "auto"
+            and self.family.parse(first["text"], first["finished"], first.get("quoted", ())) is None
+        )
 
     def _judgment(self, first: dict[str, Any], forced: Any) -> Judgment:
         """Combine the judge's output and the optional forced-verdict output into one Judgment."""
-        verdict = self.family.parse(first["text"], first["finished"], first["quoted"])
+        verdict = self.family.parse(first["text"], first["finished"], first.get("quoted", ()))
         common = {"raw": first["text"], "finish_reason": first["finish_reason"]}
         if forced is None:
             p_a = None if verdict is None else (1.0 if verdict == "A" else 0.0)
@@ -325,6 +339,16 @@ class VLLMJudge:
             forced=True,
             **common,
         )
+
+
+def load_tokenizer(spec: ModelSpec) -> Any:
+    """Load the judge's own tokenizer (the one vLLM uses) without starting an engine."""
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(spec.path)
+    except Exception as err:  # missing files, no hub access, unknown repo: all one line
+        raise BackendError(f"cannot load judge model {spec.name!r}: {one_line(err)}") from err
 
 
 def cpu_scheduling(path: str, max_model_len: int | None, extra: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,126 @@
+"""The CLI on real models: SmolLM2 in-process (the README quick start) and a real vLLM server killed mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).parents[1]
+EXAMPLE = REPO / "examples" / "best_of_n.jsonl"
+
+
+def tourney_env(cache_root: Path | None = None) -> dict[str, str]:
+    """The environment for a CLI subprocess: offline, small KV cache, optional cache root."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
+    if cache_root is not None:
+        env["TOURNEY_CACHE_DIR"] = str(cache_root)
+    return env
+
+
+def run(args: list, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m tourney`` with the given arguments."""
+    cmd = [sys.executable, "-m", "tourney", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+@pytest.mark.slow
+def test_quick_start_smollm2_best_of_n_then_rerun_is_all_cached(smollm2_dir, tmp_path):
+    root = smollm2_dir.parents[1]  # <root>/models/smollm2-135m-instruct: the CLI finds the converted copy there
+    env = tourney_env(root)
+    out1, out2, s1, s2, j = (tmp_path / n for n in ("o1.jsonl", "o2.jsonl", "s1.json", "s2.json", "j.jsonl"))
+    cache = tmp_path / "judgments.sqlite"
+    p = run(["best-of-n", EXAMPLE, "-o", out1, "--summary", s1, "--cache", cache, "--judgments", j], env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in out1.read_text().splitlines()]
+    assert [r["id"] for r in rows] == ["capital", "arithmetic", "chat"]
+    assert all(r["best"] == r["responses"][r["best_index"]]["text"] for r in rows)
+    stats = json.loads(s1.read_text())
+    assert stats["judgments"] == 3 + 3 + 2 and stats["backend_calls"] >= 1
+    assert stats["prompt_tokens"] > 0 and stats["completion_tokens"] > 0
+    assert stats["judge"]["family"]["name"] == "rm-r1"
+    recs = [json.loads(line) for line in j.read_text().splitlines()]
+    assert len(recs) == 8 and all(r["raw"] for r in recs)
+    assert all(r["p_a"] is not None or r["verdict"] is None for r in recs)
+    # Same command again: every judgment comes from the cache, the output is byte-identical.
+    p = run(["best-of-n", EXAMPLE, "-o", out2, "--summary", s2, "--cache", cache], env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    again = json.loads(s2.read_text())
+    assert again["backend_calls"] == 0 and again["cached"] == 8 and again["completion_tokens"] == 0
+    assert out1.read_bytes() == out2.read_bytes()
+
+
+def write_prompts(path: Path, prompts: int, n: int) -> None:
+    """Distinct prompts with n short responses each."""
+    with open(path, "w") as f:
+        for k in range(prompts):
+            f.write(json.dumps({"id": f"q{k}", "prompt": f"What is {k} + {k}?",
+                                "responses": [f"It is {2 * k + i}." for i in range(n)]}) + "\n")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_server_killed_and_restarted_mid_run_completes_and_judges_nothing_twice(vllm_server, tmp_path):
+    src, out, summ, cache = tmp_path / "in.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json", tmp_path / "c.sqlite"
+    write_prompts(src, prompts=48, n=6)
+    args = ["rank", src, "-o", out, "--summary", summ, "--cache", cache, "--backend", "openai",
+            "--base-url", vllm_server.url, "--judge", "tiny", "--max-tokens", "48", "--temperature", "1",
+            "--concurrency", "4", "--max-retries", "12", "--strategy", "knockout", "-q"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args)], stderr=subprocess.PIPE, text=True,
+                            env=tourney_env())  # fmt: skip
+    time.sleep(4.0)
+    assert proc.poll() is None, "the run finished before the server was killed; make it bigger"
+    vllm_server.stop(kill=True)
+    vllm_server.start()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    stats = json.loads(summ.read_text())
+    assert stats["judgments"] == 48 * 5
+    from tourney.cache import Cache
+
+    assert Cache(cache).count() == stats["judgments"] - stats["cached"]  # every new judgment stored exactly once
+    # The same command again: no request reaches the server, and the output is the same bytes.
+    out2 = tmp_path / "o2.jsonl"
+    p = run([a if a != out else out2 for a in args], tourney_env())
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(summ.read_text())["backend_calls"] == 0
+    assert out.read_bytes() == out2.read_bytes()
+
+
+@pytest.mark.slow
+def test_context_overflow_names_the_prompt_and_keeps_earlier_judgments(vllm_server, tmp_path):
+    src, cache = tmp_path / "in.jsonl", tmp_path / "c.sqlite"
+    long = "word " * 3000
+    src.write_text(
+        json.dumps({"id": "short", "prompt": "Hi?", "responses": ["Hello.", "Hey."]}) + "\n"
+        + json.dumps({"id": "huge", "prompt": long, "responses": ["a", "b"]}) + "\n"
+    )  # fmt: skip
+    args = ["rank", src, "--backend", "openai", "--base-url", vllm_server.url, "--judge", "tiny",
+            "--max-tokens", "16", "--cache", cache, "--mode", "lockstep", "-q"]  # fmt: skip
+    p = run(args, tourney_env())
+    assert p.returncode == 1 and p.stdout == ""
+    line = p.stderr.strip().splitlines()[-1]
+    assert '"huge"' in line and "line 2" in line and "token" in line, p.stderr
+
+
+@pytest.mark.slow
+def test_wrong_model_name_and_unreachable_server_are_one_line_errors(vllm_server, tmp_path):
+    p = run(["rank", EXAMPLE, "--backend", "openai", "--base-url", vllm_server.url, "--judge", "no-such-model",
+             "--no-cache", "-q"], tourney_env(), timeout=120)  # fmt: skip
+    assert p.returncode == 1 and "no-such-model" in p.stderr and "tiny" in p.stderr and "Traceback" not in p.stderr
+    p = run(["rank", EXAMPLE, "--backend", "openai", "--base-url", "http://127.0.0.1:9", "--judge", "tiny",
+             "--max-retries", "1", "--no-cache", "-q"], tourney_env(), timeout=120)  # fmt: skip
+    assert p.returncode == 1 and "127.0.0.1:9" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_bad_family_and_template_are_exit_2(tmp_path):
+    p = run(["rank", EXAMPLE, "--family", "nope", "--no-cache"], tourney_env(tmp_path), timeout=120)
+    assert p.returncode == 2 and "unknown judge family 'nope'" in p.stderr and len(p.stderr.splitlines()) == 1
+    bad = tmp_path / "judge.toml"
+    bad.write_text("user = '''Q: {question} A: {answer_a}'''\nverdict_a = 'A'\nverdict_b = 'B'\n")
+    p = run(["rank", EXAMPLE, "--family", bad, "--no-cache"], tourney_env(tmp_path), timeout=120)
+    assert p.returncode == 2 and str(bad) in p.stderr and "answer_b" in p.stderr and len(p.stderr.splitlines()) == 1
