@@ -200,16 +200,21 @@ class VLLMJudge:
         self._check_open()
         if self.mode == "pipelined":
             return self._submit(self._ajudge(self.prompt_ids(requests), requests)).result()
-        prompts = self.prompt_ids(requests)
-        if not prompts:
+        texts = self.prompt_texts(requests)
+        if not texts:
             return []
         with self._lock:
-            return self._judge_locked(requests, prompts)
+            return self._judge_locked(requests, texts)
 
-    def _judge_locked(self, requests: Sequence[Request], prompts: list[list[int]]) -> list[Judgment]:
+    def _judge_locked(self, requests: Sequence[Request], texts: list[str]) -> list[Judgment]:
         """The lockstep body of judge(): one generate for all, then one for the verdicts to force."""
         params = [self.sampling(r) for r in requests]
-        outs = self._llm.generate([tokens_prompt(p) for p in prompts], params, use_tqdm=False)
+        # Text prompts: vLLM tokenizes each one just before adding it, while the engine process already works on
+        # the ones before it (token ids made up front would serialize tokenizing and generating). The template
+        # already wrote BOS and friends, so the tokenizer must not add them again.
+        outs = self._llm.generate([{"prompt": t} for t in texts], params, use_tqdm=False,
+                                  tokenization_kwargs={"add_special_tokens": False})  # fmt: skip
+        prompts = [list(o.prompt_token_ids or ()) for o in outs]
         firsts = [first_result(o) | {"quoted": (r.a, r.b)} for o, r in zip(outs, requests)]
         todo = [i for i, f in enumerate(firsts) if self._should_force(f)]
         forced: dict[int, Any] = {}
@@ -258,21 +263,37 @@ class VLLMJudge:
 
     # ---- prompts and sampling ----------------------------------------------------------------------------------
 
-    def prompt_ids(self, requests: Sequence[Request]) -> list[list[int]]:
+    def prompt_texts(self, requests: Sequence[Request]) -> list[str]:
         """Render each request with the family and the judge's own chat template; reject prompts that cannot fit."""
-        prompts = []
-        for i, r in enumerate(requests):
-            messages = self.family.render(r.prompt, r.a, r.b)
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            # The template already writes BOS etc.; letting the tokenizer add them again would double them.
-            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
-            if len(ids) + 1 > self.max_model_len:
-                raise BackendError(
-                    f"request {i}: judge prompt has {len(ids)} tokens, more than the context allows "
-                    f"(max_model_len {self.max_model_len}, at least 1 token to generate)"
-                )
-            prompts.append(ids)
-        return prompts
+        texts = [
+            self.tokenizer.apply_chat_template(self.family.render(r.prompt, r.a, r.b), tokenize=False,
+                                               add_generation_prompt=True)
+            for r in requests
+        ]  # fmt: skip
+        for i, text in enumerate(texts):
+            # A token covers at least one UTF-8 byte, so only texts longer in bytes than the context need counting.
+            if len(text.encode()) + 1 > self.max_model_len:
+                self.check_length(i, self.encode(text))
+        return texts
+
+    def prompt_ids(self, requests: Sequence[Request]) -> list[list[int]]:
+        """Render and tokenize each request (one batched tokenizer call); reject prompts that cannot fit."""
+        texts = self.prompt_texts(requests)
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"] if texts else []
+        return [list(ids) for ids in encoded]
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt (the template already wrote BOS etc., so add no special tokens)."""
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def check_length(self, index: int, ids: list[int]) -> None:
+        """Raise a BackendError naming the request when its prompt leaves no room to generate."""
+        if len(ids) + 1 > self.max_model_len:
+            raise BackendError(
+                f"request {index}: judge prompt has {len(ids)} tokens, more than the context allows "
+                f"(max_model_len {self.max_model_len}, at least 1 token to generate)",
+                index=index,
+            )
 
     def sampling(self, request: Request) -> Any:
         """Per-request sampling parameters; the request's own seed makes its output independent of the batch."""

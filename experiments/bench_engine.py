@@ -1,0 +1,147 @@
+"""How close does tourney come to raw vLLM? Side-by-side timings on the tiny random model.
+
+    python -m experiments.bench_engine [--prompts 64] [--n 8] [--max-tokens 32] [--repeats 2]
+
+For each tournament, tourney runs first and every batch it sends to the engine is recorded (as token ids). Then the
+same batches go through ``LLM.generate`` directly, one call per recorded batch, on the same engine: that is the time
+the model work alone takes. efficiency = raw time / tourney wall time; scheduler share = the part of tourney's wall
+time spent outside judge calls (strategies, cache look-ups, bookkeeping). Knockout rounds depend on earlier
+verdicts, so its raw time is one call per round; the pipelined run (AsyncLLM) is compared with the same raw time.
+Greedy decoding and --verdict parse, so raw and tourney do exactly the same model work; the prefix cache is reset
+before every timed run, and each side is timed ``--repeats`` times, interleaved, keeping the best.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+WORDS = "the a judge answer reason model token step proof number sum result because therefore value check".split()
+
+
+def make_items(prompts: int, n: int, seed: int = 0) -> list:
+    """Synthetic prompts with n responses of varied length (deterministic)."""
+    import numpy as np
+
+    from tourney.io import Item
+
+    rng = np.random.default_rng(seed)
+
+    def text(lo: int, hi: int) -> str:
+        return " ".join(rng.choice(WORDS, size=int(rng.integers(lo, hi))))
+
+    return [
+        Item(id=k, line=k + 1, prompt=f"Question {k}: {text(10, 40)}?", texts=[text(5, 60) for _ in range(n)],
+             fields=[{} for _ in range(n)])
+        for k in range(prompts)
+    ]  # fmt: skip
+
+
+class Recorder:
+    """Wraps a judge and keeps every batch of requests it is sent (converted to token ids after the timed run)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.batches = inner, []
+
+    def identity(self) -> dict:
+        return self.inner.identity()
+
+    def judge(self, requests):
+        self.batches.append(list(requests))
+        return self.inner.judge(requests)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def raw_time(llm, batches: list[list[list[int]]], max_tokens: int) -> float:
+    """Time LLM.generate over the recorded batches, one call each, with the judge's own sampling."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    llm.reset_prefix_cache()  # neither side may reuse the other's cached prefills
+    t0 = time.perf_counter()
+    for batch in batches:
+        llm.generate([{"prompt_token_ids": ids} for ids in batch], params, use_tqdm=False)
+    return time.perf_counter() - t0
+
+
+def run_engine(judge, items, strategy: str, pipelined: bool):
+    """Run one tourney Engine (no cache) and return it with its wall time."""
+    from tourney.engine import Engine
+
+    engine = Engine(judge, strategy=strategy, seed=0)
+    inner = getattr(judge, "inner", judge)
+    if inner._llm is not None:  # neither side may reuse the other's (or an earlier repeat's) cached prefills
+        inner._llm.reset_prefix_cache()
+    elif inner._async is not None:
+        inner._submit(inner._async.reset_prefix_cache()).result()
+    t0 = time.perf_counter()
+    asyncio.run(engine.arun(items)) if pipelined else engine.run(items)
+    return engine, time.perf_counter() - t0
+
+
+def main() -> None:
+    """Build the tiny model, run the tournaments and the raw baselines, print the table and the ratios."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each side (the best is kept)")
+    args = ap.parse_args()
+
+    from tourney.backends.vllm import VLLMJudge
+    from tourney.testing import build_tiny_model
+
+    model = build_tiny_model(Path(tempfile.mkdtemp(prefix="tourney-bench-")) / "tiny")
+    items = make_items(args.prompts, args.n)
+    common = dict(family="rm-r1", max_tokens=args.max_tokens, temperature=0.0, verdict="parse", dtype="float32",
+                  max_model_len=2048, engine_kwargs={"enforce_eager": True})  # fmt: skip
+    lock = VLLMJudge(str(model), mode="lockstep", **common)
+    rec = Recorder(lock)
+    warm = make_items(4, args.n, seed=1)
+    run_engine(lock, warm, "round-robin", False)  # warm-up: first calls pay one-off costs
+
+    rows = []
+    for strategy in ("round-robin", "knockout"):
+        walls, raws = [], []
+        for _ in range(args.repeats):  # interleaved repeats, best of each: the machine's noise is not ours
+            rec.batches = []
+            engine, wall = run_engine(rec, items, strategy, False)
+            walls.append(wall)
+            raws.append(raw_time(lock._llm, [lock.prompt_ids(batch) for batch in rec.batches], args.max_tokens))
+        rows.append((f"{strategy} lockstep", min(raws), min(walls), engine.stats))
+        if strategy == "knockout":
+            knock_raw = min(raws)
+    lock.close()
+    pipe = VLLMJudge(str(model), mode="pipelined", **common)
+    run_engine(pipe, warm, "knockout", True)
+    walls = []
+    for _ in range(args.repeats):
+        engine, wall = run_engine(pipe, items, "knockout", True)
+        walls.append(wall)
+    rows.append(("knockout pipelined", knock_raw, min(walls), engine.stats))
+    pipe.close()
+
+    print(f"{args.prompts} prompts x N={args.n}, tiny random model, greedy, {args.max_tokens} new tokens")
+    print(f"{'run':<22}{'judgments':>10}{'calls':>7}{'raw s':>9}{'tourney s':>11}{'efficiency':>12}{'scheduler':>11}")
+    eff = {}
+    for name, raw, wall, st in rows:
+        share = max(wall - st.judge_s, 0.0) / wall
+        eff[name] = raw / wall
+        print(f"{name:<22}{st.judgments:>10}{st.backend_calls:>7}{raw:>9.2f}{wall:>11.2f}{raw / wall:>12.3f}"
+              f"{share:>10.1%}")  # fmt: skip
+    best_knockout = max(eff["knockout lockstep"], eff["knockout pipelined"])
+    print(f"efficiency_round_robin={eff['round-robin lockstep']:.3f} efficiency_knockout={best_knockout:.3f}")
+
+
+if __name__ == "__main__":
+    main()

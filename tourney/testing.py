@@ -1,0 +1,43 @@
+"""Helpers for tests and benchmarks: a tiny random model that the real vLLM engine can load in seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def build_tiny_model(out: Path, seed: int = 0) -> Path:
+    """Save a tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template.
+
+    Head size 32 is the smallest vLLM's CPU attention accepts. Its outputs are noise: it exercises plumbing only.
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tourney.cache import cache_dir
+    from tourney.models import SMOLLM2_SUBDIR, is_complete, smollm2_gguf
+
+    converted = cache_dir() / SMOLLM2_SUBDIR
+    if is_complete(converted):  # reading the tokenizer from a converted copy skips the GGUF parse
+        tok = AutoTokenizer.from_pretrained(str(converted))
+    else:
+        gguf = smollm2_gguf()
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).to(torch.float32)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out))
+    tok.save_pretrained(str(out))
+    return out
