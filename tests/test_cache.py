@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tourney.backends.base import Judgment, Request
-from tourney.cache import Cache, judge_hash, request_key
+from tourney.cache import Cache, judge_hash, request_key, sha
 
 
 def write_input(path, prompts=300, n=12):
@@ -100,9 +100,12 @@ def test_key_depends_on_order_vote_and_judge():
 def test_roundtrip_and_corrupt_file_is_not_overwritten(tmp_path):
     c = Cache(tmp_path / "c.sqlite")
     j = Judgment("B", 0.0, "raw <answer>[[B]]</answer>", "stop", 120, 30, False)
-    c.put_many("judge", [("k1", j)])
+    c.put_many("judge", [("k1", Request(prompt="q", a="first shown", b="second shown", vote=2), j)])
     c.close()
     assert Cache(tmp_path / "c.sqlite").get_many(["k1", "k2"]) == {"k1": j}
+    with sqlite3.connect(tmp_path / "c.sqlite") as db:  # the order shown is stored with the judgment
+        a_sha, b_sha, vote = db.execute("SELECT a_sha, b_sha, vote FROM judgments").fetchone()
+    assert (a_sha, b_sha, vote) == (sha("first shown"), sha("second shown"), 2)
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
     before = bad.read_bytes()

@@ -19,12 +19,14 @@ from typing import Any
 from tourney.backends.base import Judgment, Request
 from tourney.errors import InputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # bump when the table changes: an older file is refused, never rewritten
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS judgments (
     key TEXT PRIMARY KEY, judge TEXT NOT NULL, verdict TEXT, p_a REAL, raw TEXT NOT NULL,
     finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-    forced INTEGER NOT NULL);
+    forced INTEGER NOT NULL,
+    -- what was judged, in the order shown: SHA-256 of the prompt and of the texts in positions A and B
+    prompt_sha TEXT NOT NULL, a_sha TEXT NOT NULL, b_sha TEXT NOT NULL, vote INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS judges (hash TEXT PRIMARY KEY, identity TEXT NOT NULL);
 """
 
@@ -45,6 +47,11 @@ def default_cache_path() -> Path:
 def canonical(obj: Any) -> str:
     """Serialize to canonical JSON (sorted keys, no spaces) for hashing."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sha(text: str) -> str:
+    """SHA-256 hex digest of a text."""
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def judge_hash(identity: dict[str, Any]) -> str:
@@ -72,8 +79,11 @@ class Cache:
             with self._tx():
                 version = self.db.execute("PRAGMA user_version").fetchone()[0]
                 tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if tables and (version != SCHEMA_VERSION or "judgments" not in tables):
-                    raise InputError(f"not a tourney cache (schema {version}); use another --cache", file=self.path)
+                if tables and "judgments" not in tables:
+                    raise InputError("not a tourney cache; use another --cache", file=self.path)
+                if tables and version != SCHEMA_VERSION:
+                    raise InputError(f"cache schema {version}, this tourney writes {SCHEMA_VERSION}; use another "
+                                     f"--cache", file=self.path)  # fmt: skip
                 for statement in _SCHEMA.split(";"):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -102,14 +112,15 @@ class Cache:
                 found[key] = Judgment(verdict, p_a, raw, finish, pt, ct, bool(forced))
         return found
 
-    def put_many(self, judge: str, items: Iterable[tuple[str, Judgment]]) -> None:
-        """Commit judgments in one transaction (durable before the engine counts them)."""
+    def put_many(self, judge: str, items: Iterable[tuple[str, Request, Judgment]]) -> None:
+        """Commit judgments with what they judged (in the order shown) in one transaction, before anyone counts them."""
         rows = [
-            (k, judge, j.verdict, j.p_a, j.raw, j.finish_reason, j.prompt_tokens, j.completion_tokens, int(j.forced))
-            for k, j in items
-        ]
+            (k, judge, j.verdict, j.p_a, j.raw, j.finish_reason, j.prompt_tokens, j.completion_tokens, int(j.forced),
+             sha(canonical(r.prompt)), sha(r.a), sha(r.b), r.vote)
+            for k, r, j in items
+        ]  # fmt: skip
         with self._tx():
-            self.db.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            self.db.executemany("INSERT OR IGNORE INTO judgments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
 
     def count(self) -> int:
         """Number of stored judgments."""

@@ -199,7 +199,7 @@ class Engine:
             raise BackendError(f"judge returned {len(fresh)} judgments for {len(batch.todo)} requests")
         new = dict(zip(batch.todo, fresh))
         if self.cache:
-            self.cache.put_many(self.judge_id, new.items())
+            self.cache.put_many(self.judge_id, ((k, batch.requests[batch.todo[k]], j) for k, j in new.items()))
         batch.found.update(new)
         self.stats.backend_calls += 1
         self.stats.judge_s += seconds
