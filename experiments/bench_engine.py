@@ -19,6 +19,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -48,21 +49,25 @@ def make_items(prompts: int, n: int, seed: int = 0) -> list:
 class Recorder:
     """Wraps a judge and keeps every batch of requests it is sent (converted to token ids after the timed run)."""
 
-    def __init__(self, inner) -> None:
+    def __init__(self, inner: Any) -> None:
+        """Wrap ``inner`` (a VLLMJudge)."""
         self.inner, self.batches = inner, []
 
     def identity(self) -> dict:
+        """The wrapped judge's identity."""
         return self.inner.identity()
 
-    def judge(self, requests):
+    def judge(self, requests: list) -> list:
+        """Record the batch, then judge it."""
         self.batches.append(list(requests))
         return self.inner.judge(requests)
 
     def close(self) -> None:
+        """Close the wrapped judge."""
         self.inner.close()
 
 
-def raw_time(llm, batches: list[list[list[int]]], max_tokens: int) -> float:
+def raw_time(llm: Any, batches: list[list[list[int]]], max_tokens: int) -> float:
     """Time LLM.generate over the recorded batches, one call each, with the judge's own sampling."""
     from vllm import SamplingParams
 
@@ -74,7 +79,7 @@ def raw_time(llm, batches: list[list[list[int]]], max_tokens: int) -> float:
     return time.perf_counter() - t0
 
 
-def run_engine(judge, items, strategy: str, pipelined: bool):
+def run_engine(judge: Any, items: list, strategy: str, pipelined: bool) -> tuple[Any, float]:
     """Run one tourney Engine (no cache) and return it with its wall time."""
     from tourney.engine import Engine
 

@@ -41,6 +41,7 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path):
     full = time.monotonic() - t0
     total = json.loads(ref_sum.read_text())["judgments"]
     rng = random.Random(1)
+    total_kills = 0
     for trial in range(4):
         cache, out, summ = tmp_path / f"c{trial}.sqlite", tmp_path / f"o{trial}.jsonl", tmp_path / f"s{trial}.json"
         kills = 0
@@ -62,7 +63,8 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path):
         # nothing redone: every judgment committed before the kills was read back, not judged again
         assert stats["cached"] >= before
         assert Cache(cache).count() == Cache(tmp_path / "ref.sqlite").count()
-        assert kills >= 1 or trial > 0
+        total_kills += kills
+    assert total_kills >= 3  # the property was exercised, not skipped by runs that finished first
 
 
 def test_concurrent_writers_share_one_file(tmp_path):

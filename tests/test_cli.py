@@ -101,6 +101,11 @@ BAD_INPUTS = [
     ('{"id": 1, "prompt": "q", "responses": ["a"]}\n{"id": 1, "prompt": "q", "responses": ["b"]}', ":2:", "duplicate"),
     ('{"id": [1], "prompt": "q", "responses": ["a"]}', "field 'id'", "expected a string or an integer"),
     ('{"prompt": "q", "responses": [{"text": "a"}, {"text": "b"}]}', "responses[0].quality", "simulated judge"),
+    ('{"prompt": "q", "responses": [{"text": "a", "quality": NaN}, {"text": "b", "quality": 1}]}', ":1:", "NaN"),
+    ('{"prompt": "q", "responses": [{"text": "a", "quality": Infinity}]}', ":1:", "Infinity"),
+    ('{"prompt": "q", "responses": ["a\\ud800", "b"]}', ":1:", "surrogate"),
+    ('{"id": ' + "9" * 5000 + ', "prompt": "q", "responses": ["a"]}', ":1:", "malformed JSON"),
+    ("[" * 100000, ":1:", "malformed JSON"),
 ]
 
 
@@ -138,3 +143,51 @@ def test_bad_option_values(tmp_path, args):
 def test_missing_input_file(tmp_path):
     p = tourney("rank", tmp_path / "nope.jsonl", *SIM)
     assert p.returncode == 2 and "nope.jsonl" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_outputs_fail_before_judging_and_leave_nothing(tmp_path):
+    for bad in (tmp_path / "missing" / "o.jsonl", tmp_path):
+        p = tourney("rank", EXAMPLE, "-o", bad, "--judgments", tmp_path / "j.jsonl", "--summary", tmp_path / "s", *SIM)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+        assert os.listdir(tmp_path) == []  # no output, no judgments, no summary, no temp file
+    p = tourney("rank", EXAMPLE, "--judgments", "-", *SIM)  # two outputs on stdout
+    assert p.returncode == 2 and p.stdout == ""
+
+
+def test_simulator_cache_keys_the_quality_it_reads(tmp_path):
+    cache = tmp_path / "c.sqlite"
+    row = {"prompt": "q", "responses": [{"text": "a", "quality": 10}, {"text": "b", "quality": -10}]}
+    first = tourney("best-of-n", "-", "--judge", "simulated", "--cache", cache, stdin=json.dumps(row))
+    row["responses"][0]["quality"], row["responses"][1]["quality"] = -10, 10
+    second = tourney("best-of-n", "-", "--judge", "simulated", "--cache", cache, stdin=json.dumps(row))
+    assert json.loads(first.stdout)["best_index"] == 0 and json.loads(second.stdout)["best_index"] == 1
+
+
+def test_extreme_qualities_and_bias_do_not_overflow():
+    row = {"prompt": "q", "responses": [{"text": "a", "quality": 1e300}, {"text": "b", "quality": -1e300}]}
+    p = tourney("best-of-n", "-", *SIM, "--sim-tau", "1e-300", "--sim-position-bias", "-1000", stdin=json.dumps(row))
+    assert p.returncode == 0 and json.loads(p.stdout)["best_index"] == 0
+
+
+def test_utf8_bom_and_crlf_are_accepted():
+    text = "\ufeff" + EXAMPLE.read_text().replace("\n", "\r\n")
+    p = tourney("rank", "-", *SIM, stdin=text)
+    assert p.returncode == 0 and len(p.stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "prompt,family,what",
+    [
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "rm-r1", "end with a user turn"),
+        ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "?"}],
+         "rrm", "single-turn"),
+        ([{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}], "rm-r1", "system"),
+    ],
+)  # fmt: skip
+def test_prompts_a_family_cannot_take_fail_up_front_with_their_line(tmp_path, prompt, family, what):
+    src = tmp_path / "in.jsonl"
+    bad = json.dumps({"prompt": prompt, "responses": ["a", "b"]})
+    src.write_text('{"prompt": "ok", "responses": ["a", "b"]}\n' + bad)
+    p = tourney("rank", src, "--family", family, "--no-cache", "--dry-run")  # no model is loaded to find this
+    assert p.returncode == 2 and f"{src}:2: field 'prompt'" in p.stderr and what in p.stderr, p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1

@@ -16,8 +16,10 @@ EXAMPLE = REPO / "examples" / "best_of_n.jsonl"
 
 
 def tourney_env(cache_root: Path | None = None) -> dict[str, str]:
-    """The environment for a CLI subprocess: offline, small KV cache, optional cache root."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", VLLM_CPU_KVCACHE_SPACE="1")
+    """The environment for a CLI subprocess: offline, optional cache root, and vLLM's memory left to tourney's own
+    default (as a user's shell would), not the test session's."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    env.pop("VLLM_CPU_KVCACHE_SPACE", None)
     if cache_root is not None:
         env["TOURNEY_CACHE_DIR"] = str(cache_root)
     return env

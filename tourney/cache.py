@@ -59,9 +59,15 @@ def judge_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical(identity).encode()).hexdigest()
 
 
-def request_key(judge: str, request: Request) -> str:
-    """Hash one judgment's key: judge hash, prompt, text shown as A, text shown as B, vote index."""
-    return hashlib.sha256(canonical([judge, request.prompt, request.a, request.b, request.vote]).encode()).hexdigest()
+def request_key(judge: str, request: Request, fields: Sequence[str] = ()) -> str:
+    """Hash one judgment's key: judge hash, prompt, text shown as A, text shown as B, vote index.
+
+    ``fields``: response fields the judge reads besides the text (the simulator's ``quality``), keyed too.
+    """
+    parts: list[Any] = [judge, request.prompt, request.a, request.b, request.vote]
+    if fields:
+        parts += [[request.a_fields.get(f) for f in fields], [request.b_fields.get(f) for f in fields]]
+    return hashlib.sha256(canonical(parts).encode()).hexdigest()
 
 
 class Cache:
@@ -70,8 +76,11 @@ class Cache:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         """Open (or create) the cache file; a file that is not a tourney cache raises InputError, untouched."""
         self.path = str(path)
-        if not os.path.exists(self.path):
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        try:
+            if not os.path.exists(self.path):
+                os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create the cache's folder: {err.strerror}", file=self.path) from None
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")

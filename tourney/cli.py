@@ -41,6 +41,8 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Tournament (default: knockout for best-of-n, round-robin for rank)."),
         click.option("--rating", type=click.Choice(["elo", "bt"]), default="elo", show_default=True,
                      help="Round-robin rating: sequential ELO or Bradley-Terry MLE."),
+        click.option("--elo-k", type=click.FloatRange(min=0, min_open=True), default=32.0, show_default=True,
+                     help="ELO K-factor (step size) for --rating elo."),
         click.option("--votes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="voting@k: judgments per match, positions balanced."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Run seed."),
@@ -104,14 +106,21 @@ def best_of_n_cmd(**opts: Any) -> None:
 def _run(command: str, opts: dict[str, Any]) -> None:
     """Read, judge, rank and write; every output file is written whole or not at all."""
     from tourney.engine import Engine, plan
-    from tourney.io import dumps, read_items, write_atomic
-    from tourney.judging import make_judge, open_cache, resolve_mode
+    from tourney.io import check_writable, dumps, read_items, write_all
+    from tourney.judging import check_prompts, family_for, make_judge, open_cache, resolve_mode
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep stderr for our progress and errors
     items = read_items(opts["input_path"])
+    outputs = [p for p in (opts["output"], opts["judgments_path"], opts["summary_path"]) if p]
+    for path in outputs:
+        check_writable(path)
+    if sum(p == "-" for p in outputs) > 1:
+        raise InputError("only one of -o, --judgments and --summary can be '-' (stdout)", field="-o")
     strategy = opts["strategy"] or ("knockout" if command == "best-of-n" else "round-robin")
+    source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
     if opts["judge"] == "simulated":
-        _require_quality(items, opts["input_path"])
+        _require_quality(items, source)
+    check_prompts(items, family_for(opts), source)
     if opts["dry_run"]:
         count = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
         click.echo(json.dumps({"prompts": len(items), "judgments": count, "strategy": strategy}))
@@ -122,7 +131,7 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     try:
         with _progress(opts["quiet"]) as bar:
             engine = Engine(judge, strategy=strategy, rating=opts["rating"], votes=opts["votes"], seed=opts["seed"],
-                            cache=cache, keep_records=bool(opts["judgments_path"]))  # fmt: skip
+                            cache=cache, keep_records=bool(opts["judgments_path"]), elo_k=opts["elo_k"])  # fmt: skip
             total = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
             engine.progress = bar(total)
             results = asyncio.run(engine.arun(items)) if mode == "pipelined" else engine.run(items)
@@ -139,12 +148,13 @@ def _run(command: str, opts: dict[str, Any]) -> None:
             row["best_index"] = res.ranking[0]
             row["best"] = res.item.texts[res.ranking[0]]
         rows.append(dumps(row))
+    outputs = [(opts["output"], rows)]
     if opts["judgments_path"]:
-        write_atomic(opts["judgments_path"], (_record_line(r) for res in results for r in res.records))
+        outputs.append((opts["judgments_path"], [_record_line(r) for res in results for r in res.records]))
     if opts["summary_path"]:
         summary = engine.stats.as_dict() | {"strategy": strategy, "votes": opts["votes"], "judge": judge.identity()}
-        write_atomic(opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)])
-    write_atomic(opts["output"], rows)
+        outputs.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
+    write_all(outputs)
 
 
 def _record_line(rec: Any) -> str:
@@ -160,8 +170,7 @@ def _require_quality(items: list, path: str) -> None:
             continue  # ranked alone, never judged
         for k, fields in enumerate(item.fields):
             if "quality" not in fields:
-                raise InputError("missing (the simulated judge reads it)", path if path != "-" else "<stdin>",
-                                 item.line, f"responses[{k}].quality")  # fmt: skip
+                raise InputError("missing (the simulated judge reads it)", path, item.line, f"responses[{k}].quality")
 
 
 class _progress:

@@ -101,18 +101,20 @@ class Engine:
         cache: Cache | None = None,
         progress: Callable[[int], None] | None = None,
         keep_records: bool = False,
+        elo_k: float = 32.0,
     ) -> None:
         """Configure a run; ``progress`` is called with the number of votes just resolved."""
         self.judge, self.strategy, self.rating, self.votes, self.seed = judge, strategy, rating, votes, seed
-        self.cache, self.progress, self.keep_records = cache, progress, keep_records
+        self.cache, self.progress, self.keep_records, self.elo_k = cache, progress, keep_records, elo_k
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
         self.stats = Stats()
+        self.key_fields: tuple[str, ...] = tuple(getattr(judge, "key_fields", lambda: ())())
         self._in_flight, self._busy_since = 0, 0.0
 
     def tournament(self, item: Item) -> Voting:
         """Build the (vote-wrapped) strategy for one prompt, seeded by the run seed and the prompt id."""
         seed = derive_seed(self.seed, item.id)
-        inner = make_strategy(self.strategy, len(item.texts), rating=self.rating, seed=seed)
+        inner = make_strategy(self.strategy, len(item.texts), rating=self.rating, seed=seed, elo_k=self.elo_k)
         return Voting(inner, k=self.votes, seed=seed)
 
     def request(self, item: Item, vote: Vote) -> Request:
@@ -185,7 +187,7 @@ class Engine:
     def _prepare(self, items: Sequence[Item], ready: list[tuple[int, Vote]]) -> _Batch:
         """Build requests, read what the cache has, and list what is left to judge (each key once)."""
         requests = [self.request(items[k], vote) for k, vote in ready]
-        keys = [request_key(self.judge_id, r) for r in requests]
+        keys = [request_key(self.judge_id, r, self.key_fields) for r in requests]
         found = self.cache.get_many(keys) if self.cache else {}
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):

@@ -35,6 +35,8 @@ def read_items(path: str) -> list[Item]:
         raise InputError(f"cannot read input: {err.strerror}", file=name) from None
     items: list[Item] = []
     seen: dict[Any, int] = {}
+    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
+        data = data[3:]
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
@@ -58,9 +60,15 @@ def parse_line(text: str, name: str, lineno: int) -> Item:
         return InputError(message, file=name, line=lineno, field=fld)
 
     try:
-        row = json.loads(text)
+        row = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as err:
         raise bad(f"malformed JSON: {err.msg} at column {err.colno}") from None
+    except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
+        raise bad(f"malformed JSON: {str(err).splitlines()[0][:120]}") from None
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("a string holds a lone surrogate escape (e.g. \\ud800), which is not text") from None
     if not isinstance(row, dict):
         raise bad(f"expected a JSON object, got {type(row).__name__}")
     if "prompt" not in row:
@@ -108,24 +116,58 @@ def parse_line(text: str, name: str, lineno: int) -> Item:
     return Item(id=ident, line=lineno, prompt=prompt, texts=texts, fields=fields, row=row)
 
 
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; Python's parser accepts them unless told otherwise."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_writable(path: str) -> None:
+    """Fail before any judging if an output path cannot be written (no such folder, or a folder itself)."""
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise InputError("is a directory, not a file", file=path)
+    if not os.path.isdir(folder):
+        raise InputError("cannot write: no such directory", file=path)
+    if not os.access(folder, os.W_OK):
+        raise InputError("cannot write: permission denied", file=path)
+
+
 def dumps(row: dict[str, Any]) -> str:
     """Serialize one output row deterministically (key order kept, UTF-8 as is)."""
     return json.dumps(row, ensure_ascii=False)
 
 
-def write_atomic(path: str, lines: Iterable[str]) -> None:
-    """Write lines to ``path`` via a temp file and a rename (``-`` writes stdout), so no partial file is left."""
-    if path == "-":
-        sys.stdout.write("".join(line + "\n" for line in lines))
-        sys.stdout.flush()
-        return
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tourney-", suffix=".tmp", dir=directory)
+def write_all(outputs: list[tuple[str, Iterable[str]]]) -> None:
+    """Write several outputs all or nothing: every file goes to a temp file first, then all are renamed.
+
+    ``-`` writes stdout, last, once every file is in place.
+    """
+    staged: list[tuple[str, str]] = []
+    stdout: list[str] = []
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for line in lines:
-                out.write(line + "\n")
-        os.replace(tmp, path)
+        for path, lines in outputs:
+            if path == "-":
+                stdout.extend(line + "\n" for line in lines)
+                continue
+            fd, tmp = tempfile.mkstemp(prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+            staged.append((tmp, path))
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for line in lines:
+                    out.write(line + "\n")
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except OSError as err:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise InputError(f"cannot write: {err.strerror}", file=err.filename) from None
     except BaseException:
-        os.unlink(tmp)
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         raise
+    if stdout:
+        sys.stdout.write("".join(stdout))
+        sys.stdout.flush()

@@ -7,6 +7,8 @@ from typing import Any
 from tourney.backends.base import Judge
 from tourney.cache import Cache, default_cache_path
 from tourney.errors import InputError
+from tourney.io import Item
+from tourney.judges import Family
 
 
 def open_cache(path: str | None, disabled: bool) -> Cache | None:
@@ -21,6 +23,35 @@ def resolve_mode(opts: dict[str, Any]) -> str:
     if opts["mode"] != "auto":
         return opts["mode"]
     return "lockstep" if opts["judge"] == "simulated" else "pipelined"
+
+
+def family_for(opts: dict[str, Any]) -> Family | None:
+    """The judge family a command will use (None for the simulator), found without loading any model."""
+    from tourney.judges import detect_family, get_family
+
+    if opts["judge"] == "simulated":
+        return None
+    if opts["family"]:
+        return get_family(opts["family"])
+    if opts["backend"] == "vllm":
+        from tourney.models import resolve_model
+
+        spec = resolve_model(opts["judge"], convert=False)
+        return get_family(spec.family or detect_family(opts["judge"]))
+    return get_family(detect_family(opts["judge"]))
+
+
+def check_prompts(items: list[Item], family: Family | None, path: str) -> None:
+    """Render every prompt with the family before any judging, so a prompt it cannot take fails with its line."""
+    if family is None:
+        return
+    for item in items:
+        if len(item.texts) < 2:
+            continue
+        try:
+            family.render(item.prompt, "", "")
+        except InputError as err:
+            raise InputError(err.message, file=path, line=item.line, field="prompt") from None
 
 
 def make_judge(opts: dict[str, Any], mode: str) -> Judge:

@@ -37,10 +37,16 @@ class SimulatedJudge:
         return {"backend": "simulated", "tau": self.tau, "position_bias": self.position_bias,
                 "invalid_rate": self.invalid_rate}  # fmt: skip
 
+    def key_fields(self) -> tuple[str, ...]:
+        """Response fields the verdicts depend on (beyond the texts), so the cache keys them too."""
+        return ("quality",)
+
     def p_a(self, request: Request) -> float:
         """Return the model's probability that the response in position A wins."""
         qa, qb = float(request.a_fields["quality"]), float(request.b_fields["quality"])
-        return 1.0 / (1.0 + math.exp(-((qa - qb) / self.tau + self.position_bias)))
+        with np.errstate(over="ignore"):  # inf logits are fine: tanh saturates to exactly 0 or 1
+            logit = (qa - qb) / self.tau + self.position_bias
+        return 0.5 * (1.0 + math.tanh(logit / 2.0))  # the logistic function, without exp() overflow
 
     def judge(self, requests: Sequence[Request]) -> list[Judgment]:
         """Draw one verdict per request from its own seeded generator."""

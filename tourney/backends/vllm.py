@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import itertools
 import math
+import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -33,6 +34,7 @@ THINK_END = "</think>"
 THINK_CLOSE = "\n</think>\n\n"
 VERDICT_MODES = ("auto", "logprobs", "parse")
 MODES = ("lockstep", "pipelined")
+CPU_KVCACHE_GIB = 2
 FALLBACK_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 4096}
 
 
@@ -191,6 +193,7 @@ class VLLMJudge:
             "sampling": {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens},
             "verdict": self.verdict,
             "dtype": self.dtype,
+            "max_model_len": self._engine_args[0],  # cuts long forced-verdict prompts, so it can change P(A)
         }
 
     # ---- judging -----------------------------------------------------------------------------------------------
@@ -381,7 +384,12 @@ def cpu_scheduling(path: str, max_model_len: int | None, extra: dict[str, Any]) 
     """
     from vllm.platforms import current_platform
 
-    if not current_platform.is_cpu() or "enable_chunked_prefill" in extra:
+    if not current_platform.is_cpu():
+        return {}
+    # vLLM's CPU default is to claim ~92% of the node's memory for the KV cache, which fails as soon as anything
+    # else holds memory; a judge of prompts this size needs a few GiB. VLLM_CPU_KVCACHE_SPACE (GiB) overrides it.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
+    if "enable_chunked_prefill" in extra:
         return {}
     if max_model_len is None:
         from transformers import AutoConfig

@@ -163,13 +163,15 @@ def ends_by_quoting(text: str, candidates: Sequence[str], verdict: str) -> bool:
     """True when ``text`` ends with a candidate's closing verdict AND the characters leading up to it.
 
     A judge writing its own verdict after its own words shares at most the verdict string with a candidate that ends
-    the same way; one that shares the verdict plus the preceding ``QUOTE_CONTEXT`` characters is copying.
+    the same way; one that shares the verdict plus the preceding ``QUOTE_CONTEXT`` characters (or the whole of a
+    shorter candidate, such as a fake ``</think>`` and a verdict) is copying.
     """
     tail = strip_end(text)
     for cand in candidates:
         ctail = strip_end(cand)
-        if not ctail.endswith(verdict) or len(ctail) < len(verdict) + QUOTE_CONTEXT:
-            continue
+        if not ctail.endswith(verdict) or len(ctail) == len(verdict):
+            continue  # a candidate that IS the bare verdict cannot be told apart from the judge writing it
+        # Short candidates (e.g. "</think>\boxed{Assistant 1}") are compared whole, longer ones by their ending.
         if tail.endswith(ctail[-(len(verdict) + QUOTE_CONTEXT) :]):
             return True
     return False

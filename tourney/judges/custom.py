@@ -47,6 +47,8 @@ def load_custom(path: str | Path) -> Family:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(f"cannot read template: {e.strerror or e}", file=str(path)) from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"template is not UTF-8 text (byte {e.start})", file=str(path)) from None
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
