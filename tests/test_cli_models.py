@@ -37,8 +37,9 @@ def test_quick_start_smollm2_best_of_n_then_rerun_is_all_cached(smollm2_dir, tmp
     env = tourney_env(root)
     out1, out2, s1, s2, j = (tmp_path / n for n in ("o1.jsonl", "o2.jsonl", "s1.json", "s2.json", "j.jsonl"))
     cache = tmp_path / "judgments.sqlite"
-    p = run(["best-of-n", EXAMPLE, "-o", out1, "--summary", s1, "--cache", cache, "--judgments", j], env)
+    p = run(["best-of-n", EXAMPLE, "-o", "-", "--summary", s1, "--cache", cache, "--judgments", j], env)
     assert p.returncode == 0, p.stderr[-2000:]
+    out1.write_text(p.stdout)  # stdout carries the JSONL and nothing else (vLLM's own logs go to stderr)
     rows = [json.loads(line) for line in out1.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["capital", "arithmetic", "chat"]
     assert all(r["best"] == r["responses"][r["best_index"]]["text"] for r in rows)

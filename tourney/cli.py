@@ -109,7 +109,9 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     from tourney.io import check_writable, dumps, read_items, write_all
     from tourney.judging import check_prompts, family_for, make_judge, open_cache, resolve_mode
 
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep stderr for our progress and errors
+    # vLLM logs to stdout by default, which would corrupt `-o -`; and only its warnings matter here.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     items = read_items(opts["input_path"])
     outputs = [p for p in (opts["output"], opts["judgments_path"], opts["summary_path"]) if p]
     for path in outputs:
