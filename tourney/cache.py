@@ -56,7 +56,7 @@ def sha(text: str) -> str:
 
 def judge_hash(identity: dict[str, Any]) -> str:
     """Hash a judge identity."""
-    return hashlib.sha256(canonical(identity).encode()).hexdigest()
+    return sha(canonical(identity))
 
 
 def request_key(judge: str, request: Request, fields: Sequence[str] = ()) -> str:
@@ -67,7 +67,7 @@ def request_key(judge: str, request: Request, fields: Sequence[str] = ()) -> str
     parts: list[Any] = [judge, request.prompt, request.a, request.b, request.vote]
     if fields:
         parts += [[request.a_fields.get(f) for f in fields], [request.b_fields.get(f) for f in fields]]
-    return hashlib.sha256(canonical(parts).encode()).hexdigest()
+    return sha(canonical(parts))
 
 
 class Cache:

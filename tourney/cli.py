@@ -122,14 +122,15 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
     if opts["judge"] == "simulated":
         _require_quality(items, source)
-    check_prompts(items, family_for(opts), source)
+    family = family_for(opts)  # resolved once, before any model loads: a bad --family fails here
+    check_prompts(items, family, source)
     if opts["dry_run"]:
         count = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
         click.echo(json.dumps({"prompts": len(items), "judgments": count, "strategy": strategy}))
         return
     cache = open_cache(opts["cache_path"], opts["no_cache"])
     mode = resolve_mode(opts)
-    judge = make_judge(opts, mode)
+    judge = make_judge(opts, mode, family)
     try:
         with _progress(opts["quiet"]) as bar:
             engine = Engine(judge, strategy=strategy, rating=opts["rating"], votes=opts["votes"], seed=opts["seed"],

@@ -137,12 +137,14 @@ class Engine:
             self.stats.steps += 1
             batch = self._prepare(items, ready)
             if batch.todo:
-                t0 = time.perf_counter()
+                self._busy_enter()
                 try:
                     fresh = self.judge.judge(batch.todo_requests())
                 except BackendError as err:
                     raise batch.locate(err) from None
-                self._absorb(batch, fresh, time.perf_counter() - t0)
+                finally:
+                    self._busy_leave()
+                self._absorb(batch, fresh)
             self._deliver(tours, results, batch)
         return self._finish(tours, results, start)
 
@@ -166,14 +168,14 @@ class Engine:
                         raise batch.locate(err) from None
                     finally:
                         self._busy_leave()
-                    self._absorb(batch, fresh, 0.0)
+                    self._absorb(batch, fresh)
                 self._deliver(tours, results, batch)
 
         await asyncio.gather(*(play(k) for k in range(len(items))))
         return self._finish(tours, results, start)
 
     def _busy_enter(self) -> None:
-        """Pipelined calls overlap: judge_s counts the time at least one is in flight, not the sum of their times."""
+        """Open a judge call; judge_s counts the time at least one is in flight (pipelined calls overlap)."""
         if self._in_flight == 0:
             self._busy_since = time.perf_counter()
         self._in_flight += 1
@@ -195,7 +197,7 @@ class Engine:
                 todo[key] = i
         return _Batch(items, ready, requests, keys, found, todo, hits=set(found))
 
-    def _absorb(self, batch: _Batch, fresh: list[Judgment], seconds: float) -> None:
+    def _absorb(self, batch: _Batch, fresh: list[Judgment]) -> None:
         """Commit new judgments to the cache, then count them; only then may strategies see them."""
         if len(fresh) != len(batch.todo):
             raise BackendError(f"judge returned {len(fresh)} judgments for {len(batch.todo)} requests")
@@ -204,7 +206,6 @@ class Engine:
             self.cache.put_many(self.judge_id, ((k, batch.requests[batch.todo[k]], j) for k, j in new.items()))
         batch.found.update(new)
         self.stats.backend_calls += 1
-        self.stats.judge_s += seconds
         for j in fresh:
             self.stats.prompt_tokens += j.prompt_tokens
             self.stats.completion_tokens += j.completion_tokens

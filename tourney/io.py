@@ -158,15 +158,12 @@ def write_all(outputs: list[tuple[str, Iterable[str]]]) -> None:
                     out.write(line + "\n")
         for tmp, path in staged:
             os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         for tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        raise InputError(f"cannot write: {err.strerror}", file=err.filename) from None
-    except BaseException:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise InputError(f"cannot write: {err.strerror}", file=err.filename) from None
         raise
     if stdout:
         sys.stdout.write("".join(stdout))

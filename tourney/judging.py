@@ -36,8 +36,7 @@ def family_for(opts: dict[str, Any]) -> Family | None:
     if opts["backend"] == "vllm":
         from tourney.models import resolve_model
 
-        spec = resolve_model(opts["judge"], convert=False)
-        return get_family(spec.family or detect_family(opts["judge"]))
+        return get_family(resolve_model(opts["judge"], convert=False).family or detect_family(opts["judge"]))
     return get_family(detect_family(opts["judge"]))
 
 
@@ -54,23 +53,20 @@ def check_prompts(items: list[Item], family: Family | None, path: str) -> None:
             raise InputError(err.message, file=path, line=item.line, field="prompt") from None
 
 
-def make_judge(opts: dict[str, Any], mode: str) -> Judge:
-    """Build a judge from command options: the simulator, the in-process vLLM engine or OpenAI-compatible servers."""
-    from tourney.judges import detect_family, get_family
-
+def make_judge(opts: dict[str, Any], mode: str, family: Family | None) -> Judge:
+    """Build a judge from command options (``family`` from ``family_for``): the simulator, vLLM, or servers."""
     name = opts["judge"]
     if name == "simulated":
         from tourney.backends.simulated import SimulatedJudge
 
         return SimulatedJudge(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
-    family = get_family(opts["family"]) if opts["family"] else None  # a bad --family fails before any model loads
     sampling = {"max_tokens": opts["max_tokens"], "temperature": opts["temperature"], "top_p": opts["top_p"]}
     if opts["backend"] == "openai":
         if not opts["base_urls"]:
             raise InputError("--backend openai needs at least one --base-url", field="--base-url")
         from tourney.backends.openai import OpenAIJudge
 
-        return OpenAIJudge(list(opts["base_urls"]), name, family or get_family(detect_family(name)), **sampling,
+        return OpenAIJudge(list(opts["base_urls"]), name, family, **sampling,
                            verdict=opts["verdict"], api_key_env=opts["api_key_env"],
                            concurrency=opts["concurrency"], max_retries=opts["max_retries"])  # fmt: skip
     if opts["base_urls"]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from tourney.cache import cache_dir
 from tourney.errors import BackendError
+from tourney.judges import detect_family
 
 SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -31,7 +32,7 @@ class ModelSpec:
 
     name: str  # as the user gave it
     path: str  # local directory or hub id, handed to vLLM as is
-    family: str | None = None  # family name guess (None: let the families API detect it from ``path``)
+    family: str | None = None  # the family detected from the name (the built-in sets its own)
     dtype: str = "auto"
     max_model_len: int | None = None
     max_tokens: int | None = None
@@ -52,25 +53,12 @@ def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
     if local.is_dir():
         if not (local / "config.json").is_file():
             raise BackendError(f"model directory {name} has no config.json (not a Hugging Face model directory)")
-        return ModelSpec(name=name, path=str(local.resolve()), family=guess_family(name))
+        return ModelSpec(name=name, path=str(local.resolve()), family=detect_family(name))
     if local.exists():
         raise BackendError(f"model {name} is a file, not a model directory or hub id")
     if name.count("/") != 1 or name.startswith(("/", ".", "~")):
         raise BackendError(f"unknown model {name!r}: not a directory, a hub id (org/name) or a built-in ({SMOLLM2})")
-    return ModelSpec(name=name, path=name, family=guess_family(name))
-
-
-def guess_family(name: str) -> str | None:
-    """Guess the judge family from a model name with the families API; None when it cannot tell."""
-    try:
-        from tourney.judges import detect_family
-    except ImportError:  # families not installed alongside: leave the choice to the caller
-        return None
-    try:
-        fam = detect_family(name)
-    except Exception:  # an unknown name is not an error here; the caller asks for --family
-        return None
-    return getattr(fam, "name", fam) if fam is not None else None
+    return ModelSpec(name=name, path=name, family=detect_family(name))
 
 
 def smollm2_spec(path: str) -> ModelSpec:

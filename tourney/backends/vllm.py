@@ -200,7 +200,7 @@ class VLLMJudge:
 
     def judge(self, requests: Sequence[Request]) -> list[Judgment]:
         """Judge a batch with ONE batched generate (plus one for forced verdicts); results in request order."""
-        self._check_open()
+        self._ensure_started()
         if self.mode == "pipelined":
             return self._submit(self._ajudge(self.prompt_ids(requests), requests)).result()
         texts = self.prompt_texts(requests)
@@ -233,7 +233,7 @@ class VLLMJudge:
         """Judge a batch on the async engine; concurrent calls share the engine (pipelined mode only)."""
         if self.mode != "pipelined":
             return await asyncio.to_thread(self.judge, list(requests))
-        self._check_open()
+        self._ensure_started()
         prompts = self.prompt_ids(requests)
         return await asyncio.wrap_future(self._submit(self._ajudge(prompts, requests)))
 
@@ -259,7 +259,7 @@ class VLLMJudge:
             final = out
         return final
 
-    def _check_open(self) -> None:
+    def _ensure_started(self) -> None:
         """Refuse to judge after close(); start the engine on first use."""
         if self._llm is None and self._async is None:
             self.start()
