@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from tourney.backends.base import Judgment, Request
 from tourney.cache import Cache, judge_hash, request_key, sha
+from tourney.types import Judgment, Request
 
 
 def write_input(path, prompts=300, n=12):

@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from tourney.backends.simulated import SimulatedJudge
 from tourney.cache import Cache
 from tourney.engine import Engine, plan
 from tourney.io import Item
+from tourney.simulated import SimulatedJudge
 
 
 def make_items(p, n, seed=0):

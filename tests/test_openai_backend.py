@@ -10,9 +10,9 @@ import time
 import pytest
 from servers import FakeServer, VLLMServer, free_port
 
-from tourney.backends.base import Request
 from tourney.backends.openai import OpenAIJudge, choice_probability
 from tourney.errors import BackendError
+from tourney.types import Request
 
 KEY = "sk-test-DO-NOT-LEAK-4242"
 FAST = {"backoff": 0.02, "backoff_cap": 0.1, "timeout": 30.0}

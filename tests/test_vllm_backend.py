@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tourney.backends.base import Judgment, Request, ajudge
 from tourney.backends.vllm import VLLMJudge, choice_probability, forced_text, verdict_tokens
 from tourney.errors import BackendError
 from tourney.judges import get_family
 from tourney.models import SMOLLM2_SUBDIR, cache_dir, resolve_model, smollm2_gguf
+from tourney.types import Judgment, Request
 
 pytest.importorskip("vllm")
 
@@ -126,7 +126,7 @@ def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: VLLMJudge) -> None:
     reqs = requests(4, seed0=50)
 
     async def both() -> list[list[Judgment]]:
-        return list(await asyncio.gather(ajudge(tiny_vllm_judge, reqs[:2]), ajudge(tiny_vllm_judge, reqs[2:])))
+        return list(await asyncio.gather(tiny_vllm_judge.ajudge(reqs[:2]), tiny_vllm_judge.ajudge(reqs[2:])))
 
     first, second = asyncio.run(both())
     assert first + second == tiny_vllm_judge.judge(reqs)

@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tourney.backends.base import Judgment, Request
 from tourney.errors import InputError
+from tourney.types import Judgment, Request
 
 SCHEMA_VERSION = 2  # bump when the table changes: an older file is refused, never rewritten
 _SCHEMA = """

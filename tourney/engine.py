@@ -18,10 +18,10 @@ from typing import Any
 
 from strategies import Vote, Voting
 from strategies.registry import make_strategy
-from tourney.backends.base import Judge, Judgment, Request, ajudge
 from tourney.cache import Cache, judge_hash, request_key
 from tourney.errors import BackendError
 from tourney.io import Item
+from tourney.types import Judge, Judgment, Request
 
 
 @dataclass
@@ -108,7 +108,7 @@ class Engine:
         self.cache, self.progress, self.keep_records, self.elo_k = cache, progress, keep_records, elo_k
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
         self.stats = Stats()
-        self.key_fields: tuple[str, ...] = tuple(getattr(judge, "key_fields", lambda: ())())
+        self.key_fields = tuple(judge.key_fields())
         self._in_flight, self._busy_since = 0, 0.0
 
     def tournament(self, item: Item) -> Voting:
@@ -163,7 +163,7 @@ class Engine:
                 if batch.todo:
                     self._busy_enter()
                     try:
-                        fresh = await ajudge(self.judge, batch.todo_requests())
+                        fresh = await self.judge.ajudge(batch.todo_requests())
                     except BackendError as err:
                         raise batch.locate(err) from None
                     finally:

@@ -10,8 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tourney.backends.base import Prompt
 from tourney.errors import InputError
+from tourney.types import Prompt
 
 
 @dataclass

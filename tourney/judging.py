@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from tourney.backends.base import Judge
 from tourney.cache import Cache, default_cache_path
 from tourney.errors import InputError
 from tourney.io import Item
 from tourney.judges import Family
+from tourney.types import Judge
 
 
 def open_cache(path: str | None, disabled: bool) -> Cache | None:
@@ -57,7 +57,7 @@ def make_judge(opts: dict[str, Any], mode: str, family: Family | None) -> Judge:
     """Build a judge from command options (``family`` from ``family_for``): the simulator, vLLM, or servers."""
     name = opts["judge"]
     if name == "simulated":
-        from tourney.backends.simulated import SimulatedJudge
+        from tourney.simulated import SimulatedJudge
 
         return SimulatedJudge(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
     sampling = {"max_tokens": opts["max_tokens"], "temperature": opts["temperature"], "top_p": opts["top_p"]}

@@ -36,9 +36,9 @@ from typing import Any
 
 import httpx
 
-from tourney.backends.base import Judgment, Request
 from tourney.errors import BackendError
 from tourney.judges import Family, get_family
+from tourney.types import JudgeBase, Judgment, Request
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class _Endpoint:
     down_until: float = 0.0
 
 
-class OpenAIJudge:
+class OpenAIJudge(JudgeBase):
     """A pairwise judge served by one or more OpenAI-compatible servers (all serving the same model)."""
 
     def __init__(

@@ -25,10 +25,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from tourney.backends.base import Judgment, Request
 from tourney.errors import BackendError
 from tourney.judges import Family, get_family
 from tourney.models import ModelSpec, resolve_model
+from tourney.types import JudgeBase, Judgment, Request
 
 THINK_END = "</think>"
 THINK_CLOSE = "\n</think>\n\n"
@@ -38,7 +38,7 @@ CPU_KVCACHE_GIB = 2
 FALLBACK_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 4096}
 
 
-class VLLMJudge:
+class VLLMJudge(JudgeBase):
     """A pairwise judge run by an in-process vLLM engine (``LLM`` for lockstep, ``AsyncLLM`` for pipelined)."""
 
     def __init__(

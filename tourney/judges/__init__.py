@@ -23,10 +23,10 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from tourney.backends.base import Prompt
 from tourney.errors import InputError
 from tourney.judges.base import Family, Verdict
 from tourney.judges.custom import load_custom
+from tourney.types import Prompt
 
 __all__ = ["FAMILIES", "Family", "Verdict", "detect_family", "get_family", "load_custom", "parse_verdict", "render"]
 

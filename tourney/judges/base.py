@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from tourney.backends.base import Prompt
 from tourney.errors import InputError
+from tourney.types import Prompt
 
 Verdict = Literal["A", "B"]
 

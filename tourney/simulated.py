@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from tourney.backends.base import Judgment, Request
+from tourney.types import JudgeBase, Judgment, Request
 
 
-class SimulatedJudge:
+class SimulatedJudge(JudgeBase):
     """Bradley–Terry coin flips from each response's ``quality`` field; not a model."""
 
     def __init__(

@@ -1,11 +1,15 @@
-"""What a judge backend receives and returns. A backend turns a batch of requests into judgments in one call."""
+"""The neutral types every part of tourney shares: prompts, judge requests and judgments, the Judge protocol.
+
+Judge families, the cache, input/output, the engine and the backends all import from here, never from each other,
+so a family never depends on how it is run.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 Message = Mapping[str, str]
 Prompt = str | Sequence[Message]
@@ -37,6 +41,7 @@ class Judgment:
     forced: bool = False
 
 
+@runtime_checkable
 class Judge(Protocol):
     """A batched pairwise judge. ``identity`` names everything that changes its output (it keys the cache)."""
 
@@ -48,14 +53,37 @@ class Judge(Protocol):
         """Judge a batch in one backend call; results are in request order."""
         ...
 
+    async def ajudge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """Judge a batch from an event loop; concurrent calls may share the backend."""
+        ...
+
+    def key_fields(self) -> tuple[str, ...]:
+        """Response fields the verdicts depend on besides the texts (the cache keys them too)."""
+        ...
+
     def close(self) -> None:
         """Release engines, processes and connections."""
         ...
 
 
-async def ajudge(judge: Judge, requests: Sequence[Request]) -> list[Judgment]:
-    """Await a judge's native ``ajudge`` when it has one, else run its batched ``judge`` in a worker thread."""
-    native = getattr(judge, "ajudge", None)
-    if native is not None:
-        return await native(requests)
-    return await asyncio.to_thread(judge.judge, list(requests))
+class JudgeBase:
+    """Defaults for the Judge protocol's optional hooks: a threaded ``ajudge``, no key fields, nothing to close."""
+
+    def identity(self) -> dict[str, Any]:
+        """Return a JSON-able description of the judge."""
+        raise NotImplementedError
+
+    def judge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """Judge a batch; results are in request order."""
+        raise NotImplementedError
+
+    async def ajudge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """Run the batched ``judge`` in a worker thread."""
+        return await asyncio.to_thread(self.judge, list(requests))
+
+    def key_fields(self) -> tuple[str, ...]:
+        """No response fields besides the texts."""
+        return ()
+
+    def close(self) -> None:
+        """Nothing to release."""
