@@ -50,8 +50,12 @@ class Recorder:
     """Wraps a judge and keeps every batch of requests it is sent (converted to token ids after the timed run)."""
 
     def __init__(self, inner: Any) -> None:
-        """Wrap ``inner`` (a VLLMJudge)."""
+        """Wrap ``inner`` (a PairwiseJudge on the vLLM backend)."""
         self.inner, self.batches = inner, []
+
+    def key_fields(self) -> tuple:
+        """No fields besides the texts."""
+        return ()
 
     def identity(self) -> dict:
         """The wrapped judge's identity."""
@@ -84,14 +88,20 @@ def run_engine(judge: Any, items: list, strategy: str, pipelined: bool) -> tuple
     from tourney.engine import Engine
 
     engine = Engine(judge, strategy=strategy, seed=0)
-    inner = getattr(judge, "inner", judge)
-    if inner._llm is not None:  # neither side may reuse the other's (or an earlier repeat's) cached prefills
-        inner._llm.reset_prefix_cache()
-    elif inner._async is not None:
-        inner._submit(inner._async.reset_prefix_cache()).result()
+    backend = getattr(judge, "inner", judge).backend
+    if backend._llm is not None:  # neither side may reuse the other's (or an earlier repeat's) cached prefills
+        backend._llm.reset_prefix_cache()
+    elif backend._async is not None:
+        backend.loop.run(backend._async.reset_prefix_cache())
     t0 = time.perf_counter()
     asyncio.run(engine.arun(items)) if pipelined else engine.run(items)
     return engine, time.perf_counter() - t0
+
+
+def prompt_ids(judge: Any, requests: list) -> list[list[int]]:
+    """The token ids of the judge prompts tourney sent for ``requests``."""
+    backend, fam = judge.backend, judge.family
+    return [backend.loop.run(backend.chat_ids(fam.render(r.prompt, r.a, r.b))) for r in requests]
 
 
 def main() -> None:
@@ -103,14 +113,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="timed runs of each side (the best is kept)")
     args = ap.parse_args()
 
-    from tourney.backends.vllm import VLLMJudge
+    from tourney.config import JudgeConfig, make_judge
     from tourney.testing import build_tiny_model
 
     model = build_tiny_model(Path(tempfile.mkdtemp(prefix="tourney-bench-")) / "tiny")
     items = make_items(args.prompts, args.n)
     common = dict(family="rm-r1", max_tokens=args.max_tokens, temperature=0.0, verdict="parse", dtype="float32",
                   max_model_len=2048, engine_kwargs={"enforce_eager": True})  # fmt: skip
-    lock = VLLMJudge(str(model), mode="lockstep", **common)
+    lock = make_judge(JudgeConfig(str(model), mode="lockstep", **common))
     rec = Recorder(lock)
     warm = make_items(4, args.n, seed=1)
     run_engine(lock, warm, "round-robin", False)  # warm-up: first calls pay one-off costs
@@ -122,12 +132,14 @@ def main() -> None:
             rec.batches = []
             engine, wall = run_engine(rec, items, strategy, False)
             walls.append(wall)
-            raws.append(raw_time(lock._llm, [lock.prompt_ids(batch) for batch in rec.batches], args.max_tokens))
+            raws.append(
+                raw_time(lock.backend._llm, [prompt_ids(lock, batch) for batch in rec.batches], args.max_tokens)
+            )
         rows.append((f"{strategy} lockstep", min(raws), min(walls), engine.stats))
         if strategy == "knockout":
             knock_raw = min(raws)
     lock.close()
-    pipe = VLLMJudge(str(model), mode="pipelined", **common)
+    pipe = make_judge(JudgeConfig(str(model), mode="pipelined", **common))
     run_engine(pipe, warm, "knockout", True)
     walls = []
     for _ in range(args.repeats):

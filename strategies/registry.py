@@ -7,12 +7,14 @@ from collections.abc import Callable
 
 from strategies.base import Strategy
 from strategies.knockout import Knockout
-from strategies.round_robin import RoundRobin
+from strategies.round_robin import RATINGS, RoundRobin
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "round-robin": RoundRobin,
     "knockout": Knockout,
 }
+
+__all__ = ["RATINGS", "STRATEGIES", "make_strategy"]
 
 
 def make_strategy(name: str, n: int, *, rating: str = "elo", seed: int = 0, elo_k: float = 32.0) -> Strategy:

@@ -41,18 +41,14 @@ def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
     """ONE vLLM judge on the tiny model for the whole session (an engine costs 17-38 s to start)."""
-    from tourney.backends.vllm import VLLMJudge
-    from tourney.judges import get_family
+    from tourney.config import JudgeConfig, make_judge
 
-    judge = VLLMJudge(
-        str(tiny_model_dir),
-        get_family("rm-r1"),
-        max_tokens=32,
-        temperature=1.0,  # sampled, so the per-request seeds matter
-        dtype="float32",
-        max_model_len=TINY_MAX_MODEL_LEN,
-        engine_kwargs={"enforce_eager": True},
-    )
+    cfg = JudgeConfig(
+        str(tiny_model_dir), family="rm-r1", max_tokens=32, temperature=1.0, mode="lockstep", dtype="float32",
+        max_model_len=TINY_MAX_MODEL_LEN, engine_kwargs={"enforce_eager": True},
+    )  # fmt: skip
+    judge = make_judge(cfg)  # sampled (temperature 1), so the per-request seeds matter
+    judge.start()  # tests that look at the engine pass when run alone
     try:
         yield judge
     finally:

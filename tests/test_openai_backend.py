@@ -10,12 +10,23 @@ import time
 import pytest
 from servers import FakeServer, VLLMServer, free_port
 
-from tourney.backends.openai import OpenAIJudge, choice_probability
+from tourney.backends.openai import OpenAIBackend
+from tourney.config import JudgeConfig, judge_sampling
 from tourney.errors import BackendError
+from tourney.forcing import choice_probability
+from tourney.judge import PairwiseJudge
+from tourney.judges import get_family
 from tourney.types import Request
 
 KEY = "sk-test-DO-NOT-LEAK-4242"
 FAST = {"backoff": 0.02, "backoff_cap": 0.1, "timeout": 30.0}
+
+
+def OpenAIJudge(urls, model, family, *, verdict="auto", max_tokens=None, temperature=None, **pool) -> PairwiseJudge:
+    """A family on a server pool, with the same sampling defaults the CLI gives (plus test-speed pool options)."""
+    cfg = JudgeConfig(model, backend="openai", family=family, max_tokens=max_tokens, temperature=temperature)
+    fam = get_family(family)
+    return PairwiseJudge(fam, OpenAIBackend(urls, model, **pool), judge_sampling(cfg, fam), verdict)
 
 
 def requests(n: int, offset: int = 0) -> list[Request]:

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from tourney.backends.vllm import VLLMJudge, choice_probability, forced_text, verdict_tokens
+from tourney.backends.base import Generation
+from tourney.backends.vllm import VLLMBackend
+from tourney.config import JudgeConfig, make_judge
 from tourney.errors import BackendError
+from tourney.forcing import forced_prompt, forced_text, two_way, verdict_tokens
+from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
 from tourney.models import SMOLLM2_SUBDIR, cache_dir, resolve_model, smollm2_gguf
 from tourney.types import Judgment, Request
@@ -32,7 +36,10 @@ def requests(n: int, seed0: int = 0) -> list[Request]:
 
 
 def test_import_is_light() -> None:
-    code = "import sys, tourney.backends.vllm, tourney.models; print(sorted({'vllm', 'torch'} & set(sys.modules)))"
+    code = (
+        "import sys, tourney.backends.vllm, tourney.backends.openai, tourney.config, tourney.judge, tourney.models;"
+        "print(sorted({'vllm', 'torch', 'transformers'} & set(sys.modules)))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -77,26 +84,21 @@ def test_missing_smollm2_wheel_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_unloadable_model_is_one_line_backend_error() -> None:
-    with pytest.raises(BackendError) as err:
-        VLLMJudge("nobody/no-such-judge-model", "rm-r1", max_model_len=512)
-    assert "no-such-judge-model" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(BackendError, match="cannot load model 'nobody/no-such-judge-model'") as err:
+        VLLMBackend("nobody/no-such-judge-model", max_model_len=512)
+    assert "\n" not in str(err.value)
 
 
-def test_choice_probability_is_a_two_way_softmax() -> None:
-    class Lp:
-        def __init__(self, logprob: float) -> None:
-            self.logprob = logprob
-
-    p = choice_probability([{7: Lp(math.log(0.03)), 8: Lp(math.log(0.01)), 9: Lp(-0.1)}], (7, 8))
-    assert p == pytest.approx(0.75)
-    assert choice_probability([{7: Lp(-1.0)}], (7, 8)) is None
-    assert choice_probability([{7: Lp(-1.0), 8: Lp(-1.0)}], (7, 8)) == 0.5
+def test_two_way_softmax() -> None:
+    assert two_way(math.log(0.03), math.log(0.01)) == pytest.approx(0.75)
+    assert two_way(-1.0, None) is None and two_way(-math.inf, -math.inf) is None
+    assert two_way(-1.0, -1.0) == 0.5 and two_way(0.0, -math.inf) == 1.0
 
 
 # ---- the session engine on the tiny random model -----------------------------------------------------------------
 
 
-def test_batch_gives_one_judgment_per_request(tiny_vllm_judge: VLLMJudge) -> None:
+def test_batch_gives_one_judgment_per_request(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(6)
     out = tiny_vllm_judge.judge(reqs)
     assert len(out) == len(reqs) and all(isinstance(j, Judgment) for j in out)
@@ -107,11 +109,11 @@ def test_batch_gives_one_judgment_per_request(tiny_vllm_judge: VLLMJudge) -> Non
     assert tiny_vllm_judge.judge([]) == []
 
 
-def test_prefix_caching_is_on(tiny_vllm_judge: VLLMJudge) -> None:
-    assert tiny_vllm_judge._llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
+def test_prefix_caching_is_on(tiny_vllm_judge: PairwiseJudge) -> None:
+    assert tiny_vllm_judge.backend._llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
 
 
-def test_outputs_are_deterministic_and_batch_independent(tiny_vllm_judge: VLLMJudge) -> None:
+def test_outputs_are_deterministic_and_batch_independent(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(8, seed0=100)
     first = tiny_vllm_judge.judge(reqs)
     assert tiny_vllm_judge.judge(reqs) == first
@@ -122,7 +124,7 @@ def test_outputs_are_deterministic_and_batch_independent(tiny_vllm_judge: VLLMJu
     assert other.raw != first[0].raw
 
 
-def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: VLLMJudge) -> None:
+def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(4, seed0=50)
 
     async def both() -> list[list[Judgment]]:
@@ -132,7 +134,7 @@ def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: VLLMJudge) -> None:
     assert first + second == tiny_vllm_judge.judge(reqs)
 
 
-def test_forced_verdict_gives_soft_probability(tiny_vllm_judge: VLLMJudge) -> None:
+def test_forced_verdict_gives_soft_probability(tiny_vllm_judge: PairwiseJudge) -> None:
     # A random model never writes a verdict, so "auto" forces every one.
     for j in tiny_vllm_judge.judge(requests(4)):
         assert j.forced and j.p_a is not None and 0.0 < j.p_a < 1.0
@@ -140,23 +142,31 @@ def test_forced_verdict_gives_soft_probability(tiny_vllm_judge: VLLMJudge) -> No
         assert j.finish_reason == "length"  # the judge's own finish reason, not the forced call's
 
 
-def test_parsed_verdict_is_not_forced(tiny_vllm_judge: VLLMJudge) -> None:
-    first = {"text": "B is wrong.\n<answer>[[A]]</answer>", "finish_reason": "stop", "finished": True}
-    j = tiny_vllm_judge._judgment({**first, "prompt_tokens": 10, "completion_tokens": 5}, None)
+def test_parsed_verdict_is_not_forced(tiny_vllm_judge: PairwiseJudge) -> None:
+    gen = Generation("B is wrong.\n<answer>[[A]]</answer>", "stop", 10, 5)
+    req = Request("q", "a", "b")
+    j = tiny_vllm_judge._judgment(gen, req, None)
     assert (j.verdict, j.p_a, j.forced) == ("A", 1.0, False)
-    assert not tiny_vllm_judge._should_force(first)
+    assert not tiny_vllm_judge._should_force(gen, req)
 
 
-def test_forced_prompt_cuts_at_a_written_verdict(tiny_vllm_judge: VLLMJudge) -> None:
-    tok = tiny_vllm_judge.tokenizer
-    ids = tiny_vllm_judge.forced_prompt([1, 2, 3], "A is better. <answer>[[C]]</answer>")
+def test_forced_prompt_cuts_at_a_written_verdict(tiny_vllm_judge: PairwiseJudge) -> None:
+    backend, fam = tiny_vllm_judge.backend, tiny_vllm_judge.family
+
+    def forced(prompt: list[int], text: str) -> list[int]:
+        return backend.loop.run(forced_prompt(backend, prompt, *forced_text(fam, "<answer>[[", text)))
+
+    ids = forced([1, 2, 3], "A is better. <answer>[[C]]</answer>")
     assert ids[:3] == [1, 2, 3]
-    assert tok.decode(ids[3:]) == "A is better. <answer>[["
-    ids = tiny_vllm_judge.forced_prompt([1], "no verdict")
-    assert tok.decode(ids[1:]) == "no verdict\n<answer>[["
+    assert backend.tokenizer.decode(ids[3:]) == "A is better. <answer>[["
+    ids = forced([1], "no verdict")
+    assert backend.tokenizer.decode(ids[1:]) == "no verdict\n<answer>[["
+    # Reasoning too long for the context: its end goes, the prompt and the verdict prefix stay.
+    ids = forced([1] * 1000, "word " * 200 + "end")
+    assert len(ids) == 1023 and backend.tokenizer.decode(ids[-8:]).endswith("\n<answer>[[")
 
 
-def test_verdict_modes_parse_and_logprobs(tiny_vllm_judge: VLLMJudge, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_verdict_modes_parse_and_logprobs(tiny_vllm_judge: PairwiseJudge, monkeypatch: pytest.MonkeyPatch) -> None:
     reqs = requests(2)
     monkeypatch.setattr(tiny_vllm_judge, "verdict", "parse")
     for j in tiny_vllm_judge.judge(reqs):
@@ -165,13 +175,14 @@ def test_verdict_modes_parse_and_logprobs(tiny_vllm_judge: VLLMJudge, monkeypatc
     assert all(j.forced and 0 < j.p_a < 1 for j in tiny_vllm_judge.judge(reqs))
 
 
-def test_rrm_choices_take_the_space_with_a_bpe_tokenizer(tiny_vllm_judge: VLLMJudge) -> None:
-    tok, rrm = tiny_vllm_judge.tokenizer, get_family("rrm")
-    prefix, (one, two) = verdict_tokens(tok, rrm)
+def test_rrm_choices_take_the_space_with_a_bpe_tokenizer(tiny_vllm_judge: PairwiseJudge) -> None:
+    backend, rrm = tiny_vllm_judge.backend, get_family("rrm")
+    tok = backend.tokenizer
+    prefix, (one, two) = backend.loop.run(verdict_tokens(backend, rrm))
     assert (
         rrm.verdict_prefix.startswith(prefix) and tok.decode([one]).strip() == "1" and tok.decode([two]).strip() == "2"
     )
-    assert verdict_tokens(tok, get_family("rm-r1")) == ("<answer>[[", tuple(tiny_vllm_judge._choice_ids))
+    assert backend.loop.run(verdict_tokens(backend, get_family("rm-r1"))) == tiny_vllm_judge._choices
 
 
 def test_forced_text_closes_thinking_and_ignores_verdicts_inside_it() -> None:
@@ -183,16 +194,16 @@ def test_forced_text_closes_thinking_and_ignores_verdicts_inside_it() -> None:
     assert (body, closing) == ("thought</think>\n\nSo: ", prefix)
 
 
-def test_context_overflow_names_request_and_tokens(tiny_vllm_judge: VLLMJudge) -> None:
+def test_context_overflow_names_request_and_tokens(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(3)
     long = Request(prompt="word " * 1500, a="x", b="y")
-    with pytest.raises(BackendError, match=r"request 2: judge prompt has (\d+) tokens.*max_model_len 1024") as err:
+    with pytest.raises(BackendError, match=r"request 2: prompt has (\d+) tokens.*max_model_len 1024") as err:
         tiny_vllm_judge.judge(reqs[:2] + [long])
     assert int(err.value.args[0].split(" has ")[1].split()[0]) > 1500
     tiny_vllm_judge.judge(reqs[:1])  # the engine is still usable
 
 
-def test_identity_is_json_and_complete(tiny_vllm_judge: VLLMJudge, tiny_model_dir: Path) -> None:
+def test_identity_is_json_and_complete(tiny_vllm_judge: PairwiseJudge, tiny_model_dir: Path) -> None:
     ident = tiny_vllm_judge.identity()
     json.dumps(ident)
     assert ident["backend"] == "vllm" and ident["model"]["basename"] == tiny_model_dir.name
@@ -208,13 +219,11 @@ def test_identity_is_json_and_complete(tiny_vllm_judge: VLLMJudge, tiny_model_di
 def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (smollm2_dir / "config.json").is_file() and (smollm2_dir / "model.safetensors").is_file()
     monkeypatch.setenv("TOURNEY_CACHE_DIR", str(smollm2_dir.parents[1]))  # "smollm2" resolves to this copy
-    judge = VLLMJudge(
-        "smollm2", mode="pipelined", max_tokens=48, temperature=0.7, engine_kwargs={"enforce_eager": True}
-    )
+    judge = make_judge(JudgeConfig("smollm2", mode="pipelined", max_tokens=48, temperature=0.7))
     try:
         assert judge.identity()["model"] == {"name": "smollm2", "basename": smollm2_dir.name}
-        assert judge._llm is None and judge._async is None  # lazy: identity needs no engine
-        assert judge.dtype == "float32"
+        assert judge.backend._llm is None and judge.backend._async is None  # lazy: identity needs no engine
+        assert judge.identity()["dtype"] == "float32" and judge.backend.engine_kwargs == {"enforce_eager": True}
         paris = Request("What is the capital of France?", "The capital of France is Paris.", "It is London.", seed=1)
         reqs = [paris, *requests(4, seed0=7)]
 
@@ -223,7 +232,7 @@ def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.Mon
             return list(await asyncio.gather(judge.ajudge(reqs[:2]), judge.ajudge(reqs[2:])))
 
         first, second = asyncio.run(concurrent())  # the first ajudge starts the engine
-        assert judge.max_model_len == 4096
+        assert judge.backend.max_model_len == 4096
         together = first + second
         assert len(together) == len(reqs)
         for j in together:

@@ -70,6 +70,13 @@ def request_key(judge: str, request: Request, fields: Sequence[str] = ()) -> str
     return sha(canonical(parts))
 
 
+def open_cache(path: str | None, disabled: bool) -> Cache | None:
+    """Open the judgment cache at ``path`` (or the default), or return None when disabled."""
+    if disabled:
+        return None
+    return Cache(path or default_cache_path())
+
+
 class Cache:
     """A SQLite store of judgments keyed by ``request_key``."""
 

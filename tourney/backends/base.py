@@ -1,0 +1,93 @@
+"""What a backend is: an LLM client that generates text for chat prompts, knowing nothing about judging.
+
+Two implementations: ``vllm.VLLMBackend`` (the in-process engine) and ``openai.OpenAIBackend`` (a pool of
+OpenAI-compatible servers). A judge is a family plus a backend (``tourney.judge``); a policy sampler is a model plus a
+backend. Every method is a coroutine run on the backend's own ``loop`` (``tourney.aio.LoopThread``), and every batch
+method returns results in request order.
+
+To add a backend: subclass ``BackendBase`` in ``tourney/backends/<name>.py``, implement ``identity``, ``start``,
+``generate``, ``tokenize``, ``chat_ids`` and ``next_token_logprobs``, and add it to ``BACKENDS`` in
+``tourney/config.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tourney.aio import LoopThread
+from tourney.errors import BackendError
+
+Chat = Sequence[dict[str, str]]  # chat messages, rendered with the model's own chat template by the backend
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Sampling settings of one request; ``seed`` makes the output independent of the batch it shares."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 4096
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated text; ``prompt_ids`` are the templated prompt's token ids when the backend has them."""
+
+    text: str
+    finish_reason: str  # "stop" or "length"
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_ids: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Scored:
+    """The log-probabilities of given tokens at one next position (None: not returned), and what the call cost."""
+
+    logprobs: tuple[float | None, ...]
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class BackendBase:
+    """The backend protocol, with the optional capability (prefilled top-k log-probs) declared here."""
+
+    loop: LoopThread
+    max_model_len: int = 0  # 0: unknown
+    batched: bool = False  # True: one call for a whole batch beats one call per request (vLLM's LLM.generate)
+    can_tokenize: bool = True  # False: no token ids (a server without /tokenize); see prefill_top_logprobs
+
+    def identity(self) -> dict[str, Any]:
+        """Everything about the model that shapes its outputs (not URLs, not keys), JSON-able."""
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Load the model or check the servers, once; later calls return at once."""
+        raise NotImplementedError
+
+    async def generate(self, prompts: Sequence[Chat], sampling: Sequence[Sampling]) -> list[Generation]:
+        """Generate one text per chat prompt with its own sampling settings."""
+        raise NotImplementedError
+
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids of a plain text, without special tokens."""
+        raise NotImplementedError
+
+    async def chat_ids(self, messages: Chat) -> list[int]:
+        """Token ids of chat messages rendered by the chat template with the generation prompt."""
+        raise NotImplementedError
+
+    async def next_token_logprobs(self, prompts: Sequence[Sequence[int]], tokens: Sequence[int]) -> list[Scored]:
+        """For each token-id prompt, the raw log-probabilities of ``tokens`` as the next token."""
+        raise NotImplementedError
+
+    async def prefill_top_logprobs(self, messages: Chat, reply: str, k: int) -> tuple[list[dict[str, Any]], Scored]:
+        """Continue a prefilled assistant ``reply`` by one token; its top-``k`` ``{token, logprob}`` alternatives."""
+        raise BackendError(f"{type(self).__name__} cannot continue a prefilled reply")
+
+    def close(self) -> None:
+        """Release the engine, processes and connections; safe to call twice."""
+        self.loop.close()

@@ -1,0 +1,133 @@
+"""Judge settings as plain data (``JudgeConfig``), and the one place that turns them into a judge or a backend.
+
+Like vLLM's ``LLM`` + ``SamplingParams``: build a ``JudgeConfig``, call ``make_judge``. The registries here (backends,
+engine modes, verdict modes) are what the CLI offers as choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tourney.backends.base import BackendBase, Sampling
+from tourney.errors import InputError
+from tourney.forcing import VERDICT_MODES
+from tourney.judges import FAMILIES, Family, detect_family, get_family
+from tourney.types import Judge
+
+SIMULATED = "simulated"
+MODES = ("auto", "lockstep", "pipelined")  # auto: pipelined for model judges, lockstep for the simulator
+FALLBACK_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8192}
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The simulated judge's settings (see ``tourney.simulated``)."""
+
+    tau: float = 1.0
+    position_bias: float = 0.0
+    invalid_rate: float = 0.0
+    latency: float = 0.0
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Everything that picks and shapes a judge: model, backend, family, sampling, verdict mode, engine options."""
+
+    judge: str = "smollm2"  # a built-in name, a model directory, a hub id, a served model name, or "simulated"
+    backend: str = "vllm"
+    family: str | None = None  # a family name or a .toml file; None: detected from the model name
+    verdict: str = "auto"
+    max_tokens: int | None = None  # None: the family's (or the built-in model's) default
+    temperature: float | None = None
+    top_p: float | None = None
+    mode: str = "auto"
+    seed: int = 0
+    dtype: str = "auto"  # vLLM only
+    max_model_len: int | None = None  # vLLM only
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vLLM only: more engine arguments
+    base_urls: tuple[str, ...] = ()  # openai only
+    concurrency: int = 16  # openai only: requests in flight per endpoint
+    max_retries: int = 6  # openai only
+    api_key_env: str = "OPENAI_API_KEY"  # openai only
+    sim: SimConfig = field(default_factory=SimConfig)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether this is the simulator (no model)."""
+        return self.judge == SIMULATED
+
+    def engine_mode(self) -> str:
+        """Lockstep or pipelined: model judges pipeline by default, the simulator steps in lockstep."""
+        if self.mode != "auto":
+            return self.mode
+        return "lockstep" if self.simulated else "pipelined"
+
+
+def vllm_backend(cfg: JudgeConfig) -> BackendBase:
+    """The in-process vLLM engine."""
+    from tourney.backends.vllm import VLLMBackend
+
+    return VLLMBackend(cfg.judge, dtype=cfg.dtype, max_model_len=cfg.max_model_len, mode=cfg.engine_mode(),
+                       seed=cfg.seed, engine_kwargs=cfg.engine_kwargs)  # fmt: skip
+
+
+def openai_backend(cfg: JudgeConfig) -> BackendBase:
+    """A pool of OpenAI-compatible servers."""
+    from tourney.backends.openai import OpenAIBackend
+
+    return OpenAIBackend(cfg.base_urls, cfg.judge, concurrency=cfg.concurrency, max_retries=cfg.max_retries,
+                         api_key_env=cfg.api_key_env)  # fmt: skip
+
+
+BACKENDS: dict[str, Callable[[JudgeConfig], BackendBase]] = {"vllm": vllm_backend, "openai": openai_backend}
+
+
+def make_backend(cfg: JudgeConfig) -> BackendBase:
+    """Build the backend ``cfg`` names (the model loads later, on first use)."""
+    if cfg.backend not in BACKENDS:
+        raise InputError(f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}", field="--backend")
+    return BACKENDS[cfg.backend](cfg)
+
+
+def resolve_family(cfg: JudgeConfig) -> Family | None:
+    """The judge family (None for the simulator), found without loading any model."""
+    from tourney.models import builtin_spec
+
+    if cfg.simulated:
+        return None
+    if cfg.family:
+        return get_family(cfg.family)
+    spec = builtin_spec(cfg.judge)
+    return get_family(spec.family if spec and spec.family else detect_family(cfg.judge))
+
+
+def judge_sampling(cfg: JudgeConfig, family: Family) -> Sampling:
+    """Sampling for every backend alike: options > a custom family file's [sampling] > built-in model > family."""
+    from tourney.models import builtin_spec
+
+    spec = builtin_spec(cfg.judge)
+    model = {"max_tokens": spec.max_tokens} if spec and spec.max_tokens else {}
+    own = family.sampling if cfg.family and cfg.family not in FAMILIES and Path(cfg.family).is_file() else {}
+    base = {**FALLBACK_SAMPLING, **family.sampling, **model, **own}
+    given = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
+    merged = base | {k: v for k, v in given.items() if v is not None}
+    return Sampling(float(merged["temperature"]), float(merged["top_p"]), int(merged["max_tokens"]))
+
+
+def make_judge(cfg: JudgeConfig, family: Family | None = None) -> Judge:
+    """Build the judge ``cfg`` describes: the simulator, or a family on a backend (``family``: already resolved)."""
+    if cfg.simulated:
+        from tourney.simulated import SimulatedJudge
+
+        s = cfg.sim
+        return SimulatedJudge(s.tau, s.position_bias, s.invalid_rate, s.latency)
+    from tourney.judge import PairwiseJudge
+
+    if cfg.verdict not in VERDICT_MODES:
+        raise InputError(f"verdict must be one of {', '.join(VERDICT_MODES)}; got {cfg.verdict!r}", field="--verdict")
+    family = family or resolve_family(cfg)
+    assert family is not None
+    return PairwiseJudge(family, make_backend(cfg), judge_sampling(cfg, family), cfg.verdict)

@@ -1,0 +1,99 @@
+"""Forced verdicts, once for every backend: a soft P(A better) read from the judge's next-token log-probabilities.
+
+When a judge's output has no readable verdict (``verdict="auto"``) or always (``"logprobs"``), the judge's own text is
+fed back — cut before any verdict it began, with ``</think>`` closed for a thinking family still inside its block (a
+verdict "written" in there is no verdict, so the whole reasoning is kept) — followed by the family's verdict prefix,
+and the model is asked for ONE next token:
+
+- with token ids (vLLM in-process, vLLM servers' ``/tokenize``): the raw log-probabilities of exactly the two choice
+  tokens (``logprob_token_ids``; before temperature, top-p or any restriction), so
+  ``P(A) = softmax(lp_A, lp_B)[0]`` is the model's own preference even when neither choice is in its top-k. When the
+  reasoning does not fit the context, its end is dropped; the prompt and the closing are kept.
+- without (other servers): the assistant turn is prefilled and the choices are looked up by text among the top-20
+  alternatives; a choice missing there gets the lowest log-prob seen minus ``MISSING_MARGIN`` (it is at most that
+  likely); if both are missing there is no forced verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tourney.backends.base import BackendBase
+from tourney.errors import BackendError
+from tourney.judges import Family
+
+THINK_END = "</think>"
+THINK_CLOSE = "\n</think>\n\n"
+VERDICT_MODES = ("auto", "logprobs", "parse")  # auto: force when unparseable; logprobs: always; parse: never
+TOP_LOGPROBS = 20  # vLLM's default cap (--max-logprobs)
+MISSING_MARGIN = 1.0  # nats below the lowest top-k log-prob, for a choice absent from the top-k
+
+
+def forced_text(family: Family, prefix: str, text: str) -> tuple[str, str]:
+    """Split what a forced call appends into the judge's kept text and the closing (``</think>``, verdict prefix)."""
+    end = text.rfind(THINK_END)
+    if family.thinks and end < 0:  # still thinking: close the block; a verdict "written" inside it is no verdict
+        return text, THINK_CLOSE + prefix
+    cut = text.rfind(prefix, max(end, 0)) if prefix else -1  # the judge began a verdict: force from there
+    body = text[:cut] if cut >= 0 else text
+    return body, ("\n" if body and not body[-1].isspace() else "") + prefix
+
+
+async def verdict_tokens(backend: BackendBase, family: Family) -> tuple[str, tuple[int, int]] | None:
+    """Return (prefix to write, (choice A id, choice B id)), or None when the backend has no token ids.
+
+    The choices must be ONE token right after the prefix. A trailing space of the prefix may join the choice token:
+    byte-level BPE writes ``"Assistant 1"`` as ``Assistant`` + `` 1``; the forced prompt then ends with
+    ``"\\boxed{Assistant"`` and the choices are `` 1``/`` 2``.
+    """
+    for prefix in dict.fromkeys((family.verdict_prefix, family.verdict_prefix.rstrip())):
+        gap = family.verdict_prefix[len(prefix) :]
+        base = await backend.tokenize(prefix)
+        if base is None:
+            return None
+        ids = []
+        for choice in family.choices:
+            full = await backend.tokenize(prefix + gap + choice)
+            if full[: len(base)] == base and len(full) == len(base) + 1:
+                ids.append(full[-1])
+        if len(ids) == 2 and ids[0] != ids[1]:
+            return prefix, (ids[0], ids[1])
+    raise BackendError(
+        f"family {family.name}: choices {family.choices} are not single tokens after {family.verdict_prefix!r} "
+        "for this model's tokenizer; use verdict='parse'"
+    )
+
+
+async def forced_prompt(backend: BackendBase, prompt: Sequence[int], body: str, closing: str) -> list[int]:
+    """Prompt ids + the ids of body and closing; the end of the body is dropped when the context cannot hold it."""
+    tail = await backend.tokenize(body + closing)
+    budget = backend.max_model_len - len(prompt) - 1
+    if backend.max_model_len and len(tail) > budget:
+        close_ids = await backend.tokenize(closing)
+        tail = (await backend.tokenize(body))[: max(budget - len(close_ids), 0)] + close_ids
+    return [*prompt, *tail]
+
+
+def two_way(lp_a: float | None, lp_b: float | None) -> float | None:
+    """P(A) = softmax(lp_a, lp_b)[0]; None when either is missing or both are -inf."""
+    if lp_a is None or lp_b is None or (math.isinf(lp_a) and math.isinf(lp_b)):
+        return None
+    return 1.0 / (1.0 + math.exp(min(lp_b - lp_a, 700.0)))
+
+
+def choice_probability(top: Sequence[dict[str, Any]], choices: tuple[str, str]) -> float | None:
+    """P(A) from OpenAI-style top log-probs matched by text; a missing choice gets the lowest seen minus a margin."""
+    seen = [float(t["logprob"]) for t in top if isinstance(t.get("logprob"), (int, float))]
+    if not seen:
+        return None
+    lps: list[float | None] = []
+    for choice in choices:
+        hits = [float(t["logprob"]) for t in top if str(t.get("token", "")).strip() == choice.strip()]
+        # Several spellings (" A", "A") all write the choice: their probabilities add up.
+        lps.append(max(hits) + math.log(sum(math.exp(h - max(hits)) for h in hits)) if hits else None)
+    if lps[0] is None and lps[1] is None:
+        return None
+    floor = min(seen) - MISSING_MARGIN
+    return two_way(floor if lps[0] is None else lps[0], floor if lps[1] is None else lps[1])

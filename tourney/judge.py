@@ -1,0 +1,155 @@
+"""A pairwise judge = a judge family (prompt + verdict parser) + a backend (an LLM client).
+
+The family renders each pair as chat messages; the backend generates the judge's reasoning; the family's parser reads
+the verdict that ends it; unparseable outputs are forced from log-probabilities (``tourney.forcing``). A backend that
+batches (vLLM's ``LLM.generate``) gets a whole batch per call, once for the generations and once for the verdicts to
+force; the others (vLLM's async engine, servers) get one request at a time, each forced as soon as it finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from tourney.aio import gather_all
+from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
+from tourney.errors import BackendError
+from tourney.forcing import (
+    TOP_LOGPROBS,
+    VERDICT_MODES,
+    choice_probability,
+    forced_prompt,
+    forced_text,
+    two_way,
+    verdict_tokens,
+)
+from tourney.judges import Family
+from tourney.types import JudgeBase, Judgment, Request
+
+Forced = tuple[float | None, Scored]
+
+
+class PairwiseJudge(JudgeBase):
+    """Judges pairs with the family's prompts on the backend; ``sampling`` (seed unused) applies to every request."""
+
+    def __init__(self, family: Family, backend: BackendBase, sampling: Sampling, verdict: str = "auto") -> None:
+        """Keep the parts; nothing loads until the first judgment that is not cached."""
+        if verdict not in VERDICT_MODES:
+            raise BackendError(f"verdict must be one of {', '.join(VERDICT_MODES)}; got {verdict!r}")
+        self.family, self.backend, self.sampling, self.verdict = family, backend, sampling, verdict
+        self._choices: tuple[str, tuple[int, int]] | None = None  # verdict prefix and choice token ids
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+
+    def identity(self) -> dict[str, Any]:
+        """The backend's model identity plus the family's texts, the sampling and the verdict mode."""
+        s = self.sampling
+        return self.backend.identity() | {
+            "family": self.family.identity(),
+            "sampling": {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens},
+            "verdict": self.verdict,
+        }
+
+    def start(self) -> None:
+        """Load the model (or check the servers) now; otherwise that happens on the first judgment not cached."""
+        self.backend.loop.run(self._ensure_ready())
+
+    def judge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """Judge a batch from plain code; results in request order."""
+        return self.backend.loop.run(self._judge(list(requests)))
+
+    async def ajudge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """Judge a batch from any event loop; concurrent calls share the backend."""
+        return await self.backend.loop.wrap(self._judge(list(requests)))
+
+    def close(self) -> None:
+        """Close the backend."""
+        self.backend.close()
+
+    # ---- on the backend's loop ---------------------------------------------------------------------------------
+
+    async def _judge(self, requests: list[Request]) -> list[Judgment]:
+        """Render every request (input errors first), then judge them as one batch or one by one."""
+        messages = [self.family.render(r.prompt, r.a, r.b) for r in requests]
+        if not requests:
+            return []
+        await self._ensure_ready()
+        if self.backend.batched:
+            return await self._batch(requests, messages)
+        parts = await gather_all([self._batch([r], [m], offset=i) for i, (r, m) in enumerate(zip(requests, messages))])
+        return [j for part in parts for j in part]
+
+    async def _ensure_ready(self) -> None:
+        """Start the backend and find the verdict's choice tokens, once."""
+        async with self._ready_lock:
+            if self._ready:
+                return
+            await self.backend.start()
+            if self.verdict != "parse":
+                self._choices = await verdict_tokens(self.backend, self.family)
+            self._ready = True
+
+    async def _batch(self, requests: list[Request], messages: list[Chat], offset: int = 0) -> list[Judgment]:
+        """Generate for every request, then force the verdicts that need it, in one backend call each."""
+        s = self.sampling
+        params = [Sampling(s.temperature, s.top_p, s.max_tokens, seed=r.seed) for r in requests]
+        try:
+            gens = await self.backend.generate(messages, params)
+        except BackendError as err:
+            raise located(err, offset) from None
+        todo = [i for i, (g, r) in enumerate(zip(gens, requests)) if self._should_force(g, r)]
+        try:
+            forced = dict(zip(todo, await self._force([messages[i] for i in todo], [gens[i] for i in todo])))
+        except BackendError as err:
+            raise located(err, offset, todo) from None
+        return [self._judgment(g, r, forced.get(i)) for i, (g, r) in enumerate(zip(gens, requests))]
+
+    async def _force(self, messages: list[Chat], gens: list[Generation]) -> list[Forced]:
+        """P(A) for each generation from the next-token log-probs after its text and the verdict prefix."""
+        if not gens:
+            return []
+        if self._choices is None:  # no token ids: prefill the reply and read the top-k by text
+            return await gather_all([self._force_by_text(i, m, g) for i, (m, g) in enumerate(zip(messages, gens))])
+        prefix, ids = self._choices
+        prompts = []
+        for m, g in zip(messages, gens):
+            prompt = g.prompt_ids if g.prompt_ids is not None else await self.backend.chat_ids(m)
+            prompts.append(await forced_prompt(self.backend, prompt, *forced_text(self.family, prefix, g.text)))
+        scored = await self.backend.next_token_logprobs(prompts, ids)
+        return [(two_way(*s.logprobs), s) for s in scored]
+
+    async def _force_by_text(self, index: int, messages: Chat, gen: Generation) -> Forced:
+        """The fallback for servers without token ids: a prefilled reply, choices matched in the top-k."""
+        body, closing = forced_text(self.family, self.family.verdict_prefix.rstrip(), gen.text)
+        try:
+            top, scored = await self.backend.prefill_top_logprobs(messages, body + closing, TOP_LOGPROBS)
+        except BackendError as err:
+            hint = "forced verdicts need a server that continues a prefilled reply (vLLM); or use verdict='parse'"
+            raise BackendError(f"{err}; {hint}", index) from err
+        return choice_probability(top, self.family.choices), scored
+
+    def _should_force(self, gen: Generation, request: Request) -> bool:
+        """Force when asked always, or (auto) when the output has no readable verdict."""
+        if self.verdict != "auto":
+            return self.verdict == "logprobs"
+        return self.family.parse(gen.text, gen.finish_reason == "stop", (request.a, request.b)) is None
+
+    def _judgment(self, gen: Generation, request: Request, forced: Forced | None) -> Judgment:
+        """Turn the judge's output, and the forced verdict if any, into one Judgment."""
+        if forced is None:
+            verdict = self.family.parse(gen.text, gen.finish_reason == "stop", (request.a, request.b))
+            p_a = None if verdict is None else (1.0 if verdict == "A" else 0.0)
+            return Judgment(verdict, p_a, gen.text, gen.finish_reason, gen.prompt_tokens, gen.completion_tokens)
+        p_a, cost = forced
+        soft = None if p_a is None or p_a == 0.5 else ("A" if p_a > 0.5 else "B")
+        return Judgment(soft, p_a, gen.text, gen.finish_reason, gen.prompt_tokens + cost.prompt_tokens,
+                        gen.completion_tokens + cost.completion_tokens, forced=True)  # fmt: skip
+
+
+def located(err: BackendError, offset: int, positions: Sequence[int] | None = None) -> BackendError:
+    """Point a backend error at its request in the judge's batch (``positions`` maps a sub-batch's indices)."""
+    if err.index is None:
+        return err
+    index = offset + (positions[err.index] if positions is not None else err.index)
+    return BackendError(f"request {index}: {err}", index)
