@@ -57,6 +57,10 @@ class Recorder:
         """No fields besides the texts."""
         return ()
 
+    def retries(self) -> int:
+        """No retries in-process."""
+        return 0
+
     def identity(self) -> dict:
         """The wrapped judge's identity."""
         return self.inner.identity()

@@ -191,3 +191,28 @@ def test_prompts_a_family_cannot_take_fail_up_front_with_their_line(tmp_path, pr
     p = tourney("rank", src, "--family", family, "--no-cache", "--dry-run")  # no model is loaded to find this
     assert p.returncode == 2 and f"{src}:2: field 'prompt'" in p.stderr and what in p.stderr, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_exactly_the_registered_choices():
+    from click.testing import CliRunner
+
+    from strategies.registry import RATINGS, STRATEGIES
+    from tourney.cli import cli
+    from tourney.config import BACKENDS
+    from tourney.forcing import VERDICT_MODES
+
+    text = " ".join(CliRunner().invoke(cli, ["rank", "--help"], terminal_width=400).output.split())
+    assert f"--strategy [{'|'.join(sorted(STRATEGIES))}]" in text
+    assert f"--rating [{'|'.join(RATINGS)}]" in text and f"--backend [{'|'.join(BACKENDS)}]" in text
+    assert f"--verdict [{'|'.join(VERDICT_MODES)}]" in text
+
+
+def test_judge_families_do_not_import_backends():
+    import ast
+    from pathlib import Path
+
+    for path in (Path(__file__).parents[1] / "tourney" / "judges").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("tourney.backends") for n in names), (path.name, names)

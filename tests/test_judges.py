@@ -163,8 +163,20 @@ def test_rm_r1_conversation_layout() -> None:
     assert text == rm_r1.MULTI_TURN.format(conversation_a=a, conversation_b=b)
     with pytest.raises(InputError, match="end with a user turn"):
         render("rm-r1", convo[:2], "x", "y")
-    with pytest.raises(InputError, match="role 'system'"):
-        render("rm-r1", [{"role": "system", "content": "s"}, *convo], "x", "y")
+    # A leading system message (the policy's) is dropped; a system message anywhere else is refused.
+    assert (
+        render("rm-r1", [{"role": "system", "content": "s"}, *convo], "4 {conversation_b}", "5")[0]["content"] == text
+    )
+    with pytest.raises(InputError, match="message 1 has role 'system'"):
+        render("rm-r1", [convo[0], {"role": "system", "content": "s"}, *convo[1:]], "x", "y")
+    with pytest.raises(InputError, match="message 0 has role 'system'"):
+        render("rm-r1", [{"role": "system", "content": "s"}], "x", "y")
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_leading_system_message_is_dropped_by_every_family(family: str) -> None:
+    system = [{"role": "system", "content": "You are a pirate."}, {"role": "user", "content": "What is 2+2?"}]
+    assert render(family, system, "4", "5") == render(family, "What is 2+2?", "4", "5")
 
 
 def test_rrm_rejects_conversations() -> None:
@@ -376,7 +388,7 @@ max_tokens = 100
 )
 def test_custom_errors(tmp_path: Path, change, field: str, message: str) -> None:
     path = _write(tmp_path, change(MINIMAL))
-    with pytest.raises(InputError) as err:
+    with pytest.raises(InputError, match=re.escape(message)) as err:
         load_custom(path)
     line = str(err.value)
     assert "\n" not in line and str(path) in line and f"field '{field}'" in line and message in line
@@ -449,3 +461,21 @@ def test_short_candidate_with_fake_think_and_verdict_cannot_decide(cand: str) ->
     # The judge's own verdict after its own closing of the think block still counts.
     own = "thinking... Assistant 1 wrote: " + cand + "\nSo the second is better.\n</think>\n\n\\boxed{Assistant 2}"
     assert parse_verdict("rrm", own, quoted=(cand, "x")) == "B"
+
+
+def test_contradictory_custom_family_is_refused_with_one_line(tmp_path: Path) -> None:
+    text = MINIMAL + "verdict_prefix = '<answer>'\nchoices = ['A', 'B']\n"
+    path = _write(tmp_path, text)
+    with pytest.raises(InputError, match="does not start with verdict_prefix") as err:
+        load_custom(path)
+    line = str(err.value)
+    assert line.startswith(f"{path}:") and "field 'verdict_a'" in line and "\n" not in line
+
+
+def test_builtin_families_pass_the_same_checks() -> None:
+    assert {name: fam.problems() for name, fam in FAMILIES.items()} == {name: [] for name in FAMILIES}
+    rrm_fam = FAMILIES["rrm"]
+    with pytest.raises(InputError, match="field 'verdict_b'.*does not start with verdict_prefix"):
+        Family(**{**rrm_fam.__dict__, "verdicts": ("\\boxed{Assistant 1}", "\\boxed{Assistant Two}")})
+    with pytest.raises(InputError, match="field 'user'.*placeholder \\{answer_b\\}"):
+        Family(**{**rrm_fam.__dict__, "user": "{question} {answer_a}"})

@@ -81,7 +81,7 @@ def test_garbage_endpoint_fails_after_the_cap(monkeypatch, answer):
     monkeypatch.setenv("TOURNEY_TEST_KEY", KEY)
     with FakeServer(["ok"], default=answer) as srv:
         judge = OpenAIJudge([srv.url], "fake", "rm-r1", max_retries=3, api_key_env="TOURNEY_TEST_KEY", **FAST)
-        with pytest.raises(BackendError) as err:
+        with pytest.raises(BackendError, match="not an API response") as err:
             judge.judge(requests(1))
         judge.close()
     msg = str(err.value)

@@ -78,7 +78,7 @@ def test_round_robin_single_candidate() -> None:
 def test_round_robin_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="unknown rating"):
         RoundRobin(3, rating="glicko")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one candidate"):
         RoundRobin(0)
     rr = RoundRobin(3)
     with pytest.raises(ValueError, match="unknown match"):
@@ -115,7 +115,7 @@ def test_elo_parameters() -> None:
     assert one.tolist() == [1502.0, 1498.0]
     soft = elo_ratings(2, np.array([0]), np.array([1]), np.array([0.75]))
     assert soft.tolist() == [1008.0, 992.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="same length"):
         elo_ratings(2, np.array([0]), np.array([1, 0]), np.array([1.0]))
 
 
@@ -415,7 +415,7 @@ def test_aggregate_rules() -> None:
     assert aggregate([None, None]) == (0.5, True)
     assert aggregate([0.9, 0.6, 0.2], mode="majority") == (1.0, False)
     assert aggregate([1.0, 0.0, 0.0], mode="mean") == (pytest.approx(1 / 3), False)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown aggregate mode"):
         aggregate([0.9], mode="median")
 
 
@@ -432,9 +432,9 @@ def test_voting_maps_swapped_votes_back_and_counts_invalid() -> None:
             voting.receive(v.id, 0.8 if v.a == 1 else 0.4)  # soft: P(1 beats 3) = 0.8 and 0.6
     assert inner.got == {0: 0.0, 1: 0.5, 2: pytest.approx(0.7)}
     assert voting.invalid == 2 and voting.all_invalid == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="already received"):
         voting.receive(votes[0].id, 1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown or already received vote id 99"):
         voting.receive(99, 1.0)
 
 

@@ -52,9 +52,13 @@ def test_resolve_local_dir_and_hub_ids(tiny_model_dir: Path) -> None:
     assert resolve_model("gaotang/RM-R1-DeepSeek-Distilled-Qwen-7B").family == "rm-r1"
 
 
-@pytest.mark.parametrize("name", ["", "no/such/model", "./missing-dir", "/nonexistent/path"])
-def test_resolve_rejects_bad_names(name: str) -> None:
-    with pytest.raises(BackendError):
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("", "empty model name"), ("no/such/model", "unknown model 'no/such/model'"),
+     ("./missing-dir", "unknown model './missing-dir'"), ("/nonexistent/path", "unknown model '/nonexistent/path'")],
+)  # fmt: skip
+def test_resolve_rejects_bad_names(name: str, problem: str) -> None:
+    with pytest.raises(BackendError, match=problem):
         resolve_model(name)
 
 

@@ -12,7 +12,8 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ class Stats:
     ties: int = 0  # matches whose votes were all invalid, counted as 0.5
     forced: int = 0
     backend_calls: int = 0
+    retries: int = 0  # backend calls that failed and were tried again (servers: 429, 5xx, resets, timeouts)
     prompt_tokens: int = 0  # of new judgments only: what this run spent
     completion_tokens: int = 0
     steps: int = 0
@@ -59,7 +61,6 @@ class Record:
     verdict: str | None
     p_a: float | None
     forced: bool
-    cached: bool
     raw: str
 
 
@@ -108,6 +109,7 @@ class Engine:
         self.cache, self.progress, self.keep_records, self.elo_k = cache, progress, keep_records, elo_k
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
         self.stats = Stats()
+        self._retries_before = 0
         self.key_fields = tuple(judge.key_fields())
         self._in_flight, self._busy_since = 0, 0.0
 
@@ -127,7 +129,7 @@ class Engine:
 
     def run(self, items: Sequence[Item]) -> list[Result]:
         """Run every tournament in lockstep: one judge call per step for all ready votes across prompts."""
-        start = time.perf_counter()
+        start, self._retries_before = time.perf_counter(), self.judge.retries()
         tours = [self.tournament(item) for item in items]
         results = [Result(item, [], []) for item in items]
         while True:
@@ -137,20 +139,15 @@ class Engine:
             self.stats.steps += 1
             batch = self._prepare(items, ready)
             if batch.todo:
-                self._busy_enter()
-                try:
+                with self._calling(batch):
                     fresh = self.judge.judge(batch.todo_requests())
-                except BackendError as err:
-                    raise batch.locate(err) from None
-                finally:
-                    self._busy_leave()
                 self._absorb(batch, fresh)
             self._deliver(tours, results, batch)
         return self._finish(tours, results, start)
 
     async def arun(self, items: Sequence[Item]) -> list[Result]:
         """Run every tournament pipelined: each advances as soon as its own votes are judged."""
-        start = time.perf_counter()
+        start, self._retries_before = time.perf_counter(), self.judge.retries()
         tours = [self.tournament(item) for item in items]
         results = [Result(item, [], []) for item in items]
 
@@ -161,18 +158,24 @@ class Engine:
                     raise RuntimeError(f"strategy {self.strategy} stalled on prompt {items[k].id}")
                 batch = self._prepare(items, ready)
                 if batch.todo:
-                    self._busy_enter()
-                    try:
+                    with self._calling(batch):
                         fresh = await self.judge.ajudge(batch.todo_requests())
-                    except BackendError as err:
-                        raise batch.locate(err) from None
-                    finally:
-                        self._busy_leave()
                     self._absorb(batch, fresh)
                 self._deliver(tours, results, batch)
 
         await asyncio.gather(*(play(k) for k in range(len(items))))
         return self._finish(tours, results, start)
+
+    @contextmanager
+    def _calling(self, batch: _Batch) -> Iterator[None]:
+        """Time one judge call (``judge_s``) and point a backend error at its prompt."""
+        self._busy_enter()
+        try:
+            yield
+        except BackendError as err:
+            raise batch.locate(err) from None
+        finally:
+            self._busy_leave()
 
     def _busy_enter(self) -> None:
         """Open a judge call; judge_s counts the time at least one is in flight (pipelined calls overlap)."""
@@ -219,8 +222,7 @@ class Engine:
             self.stats.invalid += j.p_a is None
             self.stats.forced += j.forced
             if self.keep_records:
-                rec = Record(batch.items[k].id, vote.a, vote.b, vote.vote, j.verdict, j.p_a, j.forced,
-                             key in batch.hits, j.raw)  # fmt: skip
+                rec = Record(batch.items[k].id, vote.a, vote.b, vote.vote, j.verdict, j.p_a, j.forced, j.raw)
                 results[k].records.append(rec)
             tours[k].receive(vote.id, j.p_a)
         if self.progress:
@@ -234,6 +236,7 @@ class Engine:
             self.stats.ties += tour.all_invalid
         self.stats.prompts = len(results)
         self.stats.wall_s = time.perf_counter() - start
+        self.stats.retries = self.judge.retries() - self._retries_before
         return results
 
 

@@ -63,6 +63,10 @@ class PairwiseJudge(JudgeBase):
         """Judge a batch from any event loop; concurrent calls share the backend."""
         return await self.backend.loop.wrap(self._judge(list(requests)))
 
+    def retries(self) -> int:
+        """The backend's retried calls so far."""
+        return self.backend.retries
+
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()

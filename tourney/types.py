@@ -61,6 +61,10 @@ class Judge(Protocol):
         """Response fields the verdicts depend on besides the texts (the cache keys them too)."""
         ...
 
+    def retries(self) -> int:
+        """Backend calls that failed and were tried again, so far (servers)."""
+        ...
+
     def close(self) -> None:
         """Release engines, processes and connections."""
         ...
@@ -84,6 +88,10 @@ class JudgeBase:
     def key_fields(self) -> tuple[str, ...]:
         """No response fields besides the texts."""
         return ()
+
+    def retries(self) -> int:
+        """No retries."""
+        return 0
 
     def close(self) -> None:
         """Nothing to release."""

@@ -58,7 +58,7 @@ class BackendBase:
     loop: LoopThread
     max_model_len: int = 0  # 0: unknown
     batched: bool = False  # True: one call for a whole batch beats one call per request (vLLM's LLM.generate)
-    can_tokenize: bool = True  # False: no token ids (a server without /tokenize); see prefill_top_logprobs
+    retries: int = 0  # calls that failed and were tried again (servers)
 
     def identity(self) -> dict[str, Any]:
         """Everything about the model that shapes its outputs (not URLs, not keys), JSON-able."""

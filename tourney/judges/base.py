@@ -41,6 +41,32 @@ class Family:
     labels: tuple[str, str, str] = ("User", "Chatbot A", "Chatbot B")
     sampling: dict[str, Any] = field(default_factory=dict, hash=False)
 
+    def __post_init__(self) -> None:
+        """Refuse a contradictory family (built-in or from a file) with one line naming the field."""
+        for problem, fld in self.problems():
+            raise InputError(f"judge family {self.name!r}: {problem}", field=fld)
+
+    def problems(self) -> list[tuple[str, str]]:
+        """Every inconsistency as (problem, field): placeholders, verdict strings, prefix and choices."""
+        found = [(f"must contain the placeholder {{{ph}}}", "user") for ph in SINGLE_PLACEHOLDERS
+                 if "{" + ph + "}" not in self.user]  # fmt: skip
+        if self.user_multi is not None:
+            found += [(f"must contain the placeholder {{{ph}}}", "user_multi") for ph in MULTI_PLACEHOLDERS
+                      if "{" + ph + "}" not in self.user_multi]  # fmt: skip
+        for fld, verdict in zip(("verdict_a", "verdict_b"), self.verdicts):
+            if not verdict.strip():
+                found.append(("must not be empty", fld))
+        if self.verdicts[0] == self.verdicts[1]:
+            found.append(("must differ from verdict_a", "verdict_b"))
+        if len(self.choices) != 2 or not all(self.choices) or self.choices[0] == self.choices[1]:
+            found.append(("must be two different non-empty strings", "choices"))
+        elif not found:
+            for fld, verdict, choice in zip(("verdict_a", "verdict_b"), self.verdicts, self.choices):
+                if not verdict.startswith(self.verdict_prefix + choice):
+                    found.append((f"{verdict!r} does not start with verdict_prefix + its choice "
+                                  f"({self.verdict_prefix + choice!r})", fld))  # fmt: skip
+        return found
+
     def render(self, prompt: Prompt, answer_a: str, answer_b: str) -> list[dict[str, str]]:
         """Return the chat messages (optional system, then one user turn) that ask the judge to compare A and B."""
         question = single_turn_question(prompt, self.name)
@@ -102,12 +128,18 @@ def single_turn_question(prompt: Prompt, family: str | None = None) -> str | Non
 
 
 def conversation_turns(prompt: Prompt, family: str | None) -> list[dict[str, str]]:
-    """Check a message-list prompt (user/assistant turns ending with a user turn) and return it as plain dicts."""
+    """Check a message-list prompt (user/assistant turns ending with a user turn) and return it as plain dicts.
+
+    A leading ``system`` message is dropped: the judge compares answers to the user's turns, and neither RM-R1's
+    transcript nor RRM's query has a place for the policy's system prompt.
+    """
     where = f"{family}: " if family else ""
     if isinstance(prompt, str) or not isinstance(prompt, Sequence) or not prompt:
         raise InputError(f"{where}a prompt must be a string or a non-empty list of {{role, content}} messages")
     turns = []
     for i, m in enumerate(prompt):
+        if i == 0 and isinstance(m, Mapping) and m.get("role") == "system" and len(prompt) > 1:
+            continue  # the policy's system prompt: no judge family was trained with a place for it (see README)
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise InputError(f"{where}prompt message {i} is not a {{role, content}} pair of strings")
         if m["role"] not in ("user", "assistant"):

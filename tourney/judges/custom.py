@@ -18,11 +18,12 @@ choices         [choice A, choice B]; prefix and choices default to the common p
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.judges.base import MULTI_PLACEHOLDERS, SINGLE_PLACEHOLDERS, Family, split_verdicts
+from tourney.judges.base import Family, split_verdicts
 
 KEYS = {
     "name",
@@ -49,10 +50,8 @@ def load_custom(path: str | Path) -> Family:
         raise InputError(f"cannot read template: {e.strerror or e}", file=str(path)) from None
     except UnicodeDecodeError as e:
         raise InputError(f"template is not UTF-8 text (byte {e.start})", file=str(path)) from None
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -90,53 +89,48 @@ def load_custom(path: str | Path) -> Family:
             raise fail(repr(key)[1:-1], f"unknown key; known keys: {', '.join(sorted(KEYS))}")
 
     user = get("user", str, required=True)
-    for ph in SINGLE_PLACEHOLDERS:
-        if "{" + ph + "}" not in user:
-            raise fail("user", f"must contain the placeholder {{{ph}}}")
     user_multi = get("user_multi", str)
-    for ph in MULTI_PLACEHOLDERS if user_multi is not None else ():
-        if "{" + ph + "}" not in user_multi:
-            raise fail("user_multi", f"must contain the placeholder {{{ph}}}")
-
     verdict_a = get("verdict_a", str, required=True)
     verdict_b = get("verdict_b", str, required=True)
-    for key, value in (("verdict_a", verdict_a), ("verdict_b", verdict_b)):
-        if not value.strip():
-            raise fail(key, "must not be empty")
-    if verdict_a == verdict_b:
-        raise fail("verdict_b", "must differ from verdict_a")
-
     prefix = get("verdict_prefix", str)
     choices = pair("choices", 2)
-    if prefix is None or choices is None:
+    if (prefix is None or choices is None) and verdict_a != verdict_b:
         derived = split_verdicts(verdict_a, verdict_b)
         if derived is None:
             raise fail("choices", "cannot be derived from verdict_a/verdict_b; set verdict_prefix and choices")
         prefix = derived[0] if prefix is None else prefix
         choices = derived[1] if choices is None else choices
-    if not all(choices) or choices[0] == choices[1]:
-        raise fail("choices", "must be two different non-empty strings")
+    prefix, choices = prefix or "", choices or ("", "")
 
+    sampling = parse_sampling(get("sampling", dict, {}), lambda problem: fail("sampling", problem))
+
+    try:
+        return Family(
+            name=get("name", str, path.stem),
+            system=get("system", str),
+            user=user,
+            user_multi=user_multi,
+            labels=pair("labels", 3, ("User", "Chatbot A", "Chatbot B")),
+            verdicts=(verdict_a, verdict_b),
+            verdict_prefix=prefix,
+            choices=choices,
+            thinks=get("thinks", bool, False),
+            sampling=sampling,
+        )
+    except InputError as err:  # the family's own checks: point at the field in the file
+        raise fail(err.field or "user", err.message.split(": ", 1)[-1]) from None
+
+
+def parse_sampling(table: dict[str, Any], fail: Callable[[str], InputError]) -> dict[str, Any]:
+    """Check a ``[sampling]`` table and fill in the defaults."""
     sampling = dict(SAMPLING_DEFAULTS)
-    for key, value in get("sampling", dict, {}).items():
+    for key, value in table.items():
         if key not in SAMPLING_DEFAULTS:
-            raise fail("sampling", f"unknown key '{key}'; known keys: {', '.join(SAMPLING_DEFAULTS)}")
+            raise fail(f"unknown key '{key}'; known keys: {', '.join(SAMPLING_DEFAULTS)}")
         kind = int if key == "max_tokens" else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind):
-            raise fail("sampling", f"'{key}' must be a number")
+            raise fail(f"'{key}' must be a number")
         if value < (1 if key == "max_tokens" else 0) or (key == "top_p" and not 0 < value <= 1):
-            raise fail("sampling", f"'{key}' is out of range: {value}")
+            raise fail(f"'{key}' is out of range: {value}")
         sampling[key] = float(value) if key != "max_tokens" else value
-
-    return Family(
-        name=get("name", str, path.stem),
-        system=get("system", str),
-        user=user,
-        user_multi=user_multi,
-        labels=pair("labels", 3, ("User", "Chatbot A", "Chatbot B")),
-        verdicts=(verdict_a, verdict_b),
-        verdict_prefix=prefix,
-        choices=choices,
-        thinks=get("thinks", bool, False),
-        sampling=sampling,
-    )
+    return sampling
