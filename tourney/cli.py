@@ -436,10 +436,7 @@ def main() -> None:
     except BackendError as err:
         click.echo(f"tourney: judge failed: {err}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("tourney: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("tourney: interrupted (judgments so far are cached)", err=True)
         sys.exit(130)
 

@@ -231,11 +231,13 @@ def _stage(path: str, target: str, lines: Iterable[str]) -> str:
 
 def _write_to(path: str, target: str, lines: list[str]) -> None:
     """Stream lines to a FIFO or device (a full device such as /dev/full is an error)."""
-    out = _fail_as(path, open, target, "w", encoding="utf-8")
-    with out:
-        for line in lines:
-            _fail_as(path, out.write, line + "\n")
-        _fail_as(path, out.flush)
+    fd = _fail_as(path, os.open, target, os.O_WRONLY)
+    try:
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        while data:  # unbuffered, so a full device fails here and not in a close that cannot report it
+            data = data[_fail_as(path, os.write, fd, data) :]
+    finally:
+        os.close(fd)
 
 
 def _fail_as(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
