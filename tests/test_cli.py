@@ -182,7 +182,7 @@ def test_utf8_bom_and_crlf_are_accepted():
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "rm-r1", "end with a user turn"),
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "?"}],
          "rrm", "single-turn"),
-        ([{"role": "user", "content": "hi"}, {"role": "system", "content": "be nice"}, {"role": "user", "content": "?"}],
+        ([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}, {"role": "user", "content": "?"}],
          "rm-r1", "message 1 has role 'system'"),
     ],
 )  # fmt: skip

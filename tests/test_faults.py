@@ -36,11 +36,11 @@ def write_prompts(path: Path, prompts: int, n: int) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def rank(src: Path, out: Path, summary: Path, base_url: str) -> tuple[subprocess.CompletedProcess, float]:
+def rank(src: Path, out: Path, summary: Path, base_url: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
     """Run the CLI's ``rank`` on the server at ``base_url``; the process and its wall time."""
     args = ["rank", src, "--backend", "openai", "--judge", "tiny", "--base-url", base_url, "--family", "rm-r1",
             "--max-tokens", "16", "--temperature", "1.0", "--max-retries", "20", "--summary", summary,
-            "--no-cache", "-q", "-o", out]  # fmt: skip
+            "--no-cache", "-q", "-o", out, *extra]  # fmt: skip
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     began = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], capture_output=True, text=True, env=env,
@@ -55,11 +55,10 @@ def test_cli_through_a_faulty_proxy_to_a_real_vllm_server_gives_the_same_bytes(v
     clean, clean_summary = tmp_path / "clean.jsonl", tmp_path / "clean.json"
     p, clean_s = rank(src, clean, clean_summary, vllm_server.url)
     assert p.returncode == 0, p.stderr[-2000:]
-    # The CLI's client waits up to 600 s for an answer (no option to shorten it), so no stalls here: a delay under
-    # the timeout stands in for slowness; the fast test below covers stalls past a short timeout.
-    with FaultProxy(vllm_server.url, seed=8, rate=0.2, slow=0.5, lifetime=300) as proxy:
+    # Stalls outlast the client's --timeout (20 s); a slow answer (0.5 s) stays under it and is no fault.
+    with FaultProxy(vllm_server.url, seed=8, rate=0.2, kinds=KINDS, slow=0.5, stall=21.0, lifetime=300) as proxy:
         faulty, faulty_summary = tmp_path / "faulty.jsonl", tmp_path / "faulty.json"
-        p, faulty_s = rank(src, faulty, faulty_summary, proxy.url)
+        p, faulty_s = rank(src, faulty, faulty_summary, proxy.url, "--timeout", "20")
     assert p.returncode == 0, p.stderr[-2000:]
     report = proxy.report()
     stats, base = json.loads(faulty_summary.read_text()), json.loads(clean_summary.read_text())

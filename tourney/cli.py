@@ -41,6 +41,8 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Requests in flight per --base-url endpoint."),
         click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
                      help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+                     help="Seconds to wait for one server answer before retrying (--backend openai)."),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Environment variable holding the API key for --backend openai."),
         click.option("--family", default=None,
@@ -300,10 +302,10 @@ def flag(name: str) -> str:
 
 
 MODEL_ONLY = ("family", "verdict", "max_tokens", "temperature", "top_p", "backend", "dtype", "max_model_len",
-              "base_urls", "concurrency", "max_retries", "api_key_env")  # fmt: skip
+              "base_urls", "concurrency", "max_retries", "api_key_env", "timeout")  # fmt: skip
 SIM_ONLY = ("sim_tau", "sim_position_bias", "sim_invalid_rate", "sim_latency")
 VLLM_ONLY = ("dtype", "max_model_len")
-OPENAI_ONLY = ("base_urls", "concurrency", "max_retries", "api_key_env")
+OPENAI_ONLY = ("base_urls", "concurrency", "max_retries", "api_key_env", "timeout")
 WARN_SHARE = 0.5  # warn when this share of judgments or more is invalid, or forced
 
 
@@ -385,7 +387,8 @@ def judge_config(opts: dict[str, Any]) -> JudgeConfig:
         judge=opts["judge"], backend=opts["backend"], family=opts["family"], verdict=opts["verdict"],
         max_tokens=opts["max_tokens"], temperature=opts["temperature"], top_p=opts["top_p"], mode=opts["mode"],
         seed=opts["seed"], dtype=opts["dtype"], max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
-        concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"], sim=sim,
+        concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"],
+        timeout=opts["timeout"], sim=sim,
     )  # fmt: skip
 
 
