@@ -353,14 +353,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             from tourney.io import read_items
 
-            src = [item.row for item in read_items(args.input)]
+            items = read_items(args.input)
             if args.cmd == "label":
-                try:
-                    rows = label(src, gold_by_id(), args.method)
-                except KeyError as err:
-                    raise InputError(f"{err.args[0]}: give rows a 'gold' field or GSM8K ids", file=args.input) from None
+                golds, rows = gold_by_id(), []
+                for item in items:
+                    try:
+                        rows += label([item.row], golds, args.method)
+                    except KeyError:
+                        raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
+                                         file=args.input, line=item.line, field="gold") from None  # fmt: skip
             else:
-                rows = pairs(src, args.per_prompt, args.seed)
+                rows = pairs([item.row for item in items], args.per_prompt, args.seed)
         write_all([(args.output, [dumps(r) for r in rows])])
     except InputError as err:
         print(f"tourney: error: {err}", file=sys.stderr)

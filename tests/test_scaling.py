@@ -302,8 +302,9 @@ def test_budget_is_guarded(tmp_path, capsys):
 
 def test_cli_exit_code_and_one_line(tmp_path):
     cfg = _write(tmp_path, TINY.format(cache=tmp_path / "c.sqlite").replace("votes = [1, 3]", "votes = [-1]"))
-    proc = subprocess.run([sys.executable, "-m", "experiments.scaling", cfg, "--dry-run"], cwd=ROOT,
-                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "experiments.scaling", cfg, "--dry-run"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == [
         f"tourney: error: {cfg}:20: field 'sweep.votes': votes (k) must be an integer >= 1, got -1"
@@ -316,3 +317,19 @@ def test_shipped_configs_pass_a_dry_run(name, capsys):
     out = capsys.readouterr().out
     assert "total judgments:" in out and "SYNTHETIC" in out
     assert int(out.split("total judgments:")[1].split()[0]) > 0
+
+
+def test_gsm8k_command_labels_and_names_a_row_without_gold(tmp_path, capsys):
+    src = tmp_path / "s.jsonl"
+    src.write_text('{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18", "#### 19"]}\n')
+    out = tmp_path / "labelled.jsonl"
+    assert gsm8k.main(["label", str(src), "-o", str(out)]) == 0
+    row = json.loads(out.read_text())
+    assert [r["correct"] for r in row["responses"]] == [True, False] and row["gold"] == "18"
+    src.write_text(src.read_text() + '{"id": "x", "prompt": "q", "responses": ["#### 1"]}\n')
+    assert gsm8k.main(["label", str(src), "-o", str(tmp_path / "o.jsonl")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"tourney: error: {src}:2: field 'gold': no gold answer: give the row a 'gold' field or a GSM8K id "
+        "(gsm8k-test-K)"
+    )
+    assert not (tmp_path / "o.jsonl").exists()

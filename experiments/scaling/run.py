@@ -116,7 +116,9 @@ def build_judge(spec: JudgeSpec) -> Any:
     kwargs = {k: o[k] for k in keys if k in o}
     if "enforce_eager" in o:
         kwargs["engine_kwargs"] = {"enforce_eager": o["enforce_eager"]}
-    return VLLMJudge(o["model"], o.get("family"), **kwargs)
+    judge = VLLMJudge(o["model"], o.get("family"), **kwargs)
+    judge.default_max_tokens = judge.max_tokens  # a max_tokens sweep changes the attribute cell by cell
+    return judge
 
 
 def items_for(data: Data, n: int) -> list[Item]:
@@ -133,8 +135,11 @@ def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dic
     from tourney.engine import Engine
 
     spec = cfg.judges[cell.judge]
-    if cell.max_tokens is not None:
-        judge.max_tokens = cell.max_tokens  # before the Engine reads the judge's identity (it keys the cache)
+    max_tokens = None
+    if spec.kind == "vllm":
+        # Set before the Engine reads the judge's identity (which keys the cache); a cell without a sweep value
+        # gets the judge's own default back, whatever the previous cell used.
+        judge.max_tokens = max_tokens = cell.max_tokens or judge.default_max_tokens
     extra = {"budget": cell.budget} if cell.budget is not None else {}
     engine = Engine(judge, strategy=cell.strategy, rating=cell.rating or "elo", votes=cell.votes, seed=cfg.seed,
                     cache=cache, keep_records=True, **extra)  # fmt: skip
@@ -155,7 +160,7 @@ def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dic
     row: dict[str, Any] = {
         "config": cfg.name, "data": data.label, "synthetic": data.synthetic,
         "judge": cell.judge, "judge_desc": spec.describe(), "strategy": cell.strategy, "rating": cell.rating,
-        "n": cell.n, "votes": cell.votes, "max_tokens": cell.max_tokens, "budget": cell.budget, "prompts": p,
+        "n": cell.n, "votes": cell.votes, "max_tokens": max_tokens, "budget": cell.budget, "prompts": p,
     }  # fmt: skip
     for name, values in (("best_of_n", best), ("oracle", orc), ("random", rnd), ("majority", maj)):
         row[name] = metrics.mean(values)
