@@ -80,9 +80,8 @@ def _label(key: tuple, varying: set[str]) -> str:
     return " ".join([name, *extra])
 
 
-def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str, fixed_n: int | None = None) -> bytes | None:
+def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> bytes | None:
     """One PNG (bytes) of best-of-N accuracy against ``x``; None when ``x`` takes a single value."""
-    rows = [r for r in rows if fixed_n is None or r["n"] == fixed_n]
     if x != "judgments_per_prompt" and len({r[x] for r in rows}) < 2:
         return None
     if x == "judgments_per_prompt" and len({r["n"] for r in rows}) < 2 and len({r["votes"] for r in rows}) < 2:
@@ -155,7 +154,7 @@ def _baselines(ax: Any, rows: Sequence[dict[str, Any]], x: str) -> None:
 PLOTS = (
     ("accuracy_vs_n.png", "n", "candidates N"),
     ("accuracy_vs_calls.png", "judgments_per_prompt", "judge calls per prompt (judgments, votes included)"),
-    ("accuracy_vs_k.png", "votes", "votes per match k"),
+    ("accuracy_vs_k.png", "votes", "votes per match k (each line at its largest N with k swept)"),
     ("accuracy_vs_max_tokens.png", "max_tokens", "judge max tokens"),
     ("accuracy_vs_budget.png", "budget", "budget"),
 )
@@ -167,12 +166,25 @@ def outputs(rows: Sequence[dict[str, Any]], out: str, command: str) -> dict[str,
         os.path.join(out, "results.jsonl"): "".join(line + "\n" for line in jsonl(rows)).encode(),
         os.path.join(out, "results.md"): "".join(line + "\n" for line in markdown(rows, command)).encode(),
     }
-    largest = max(r["n"] for r in rows)
     for name, x, label in PLOTS:
-        if x == "votes":
-            label = f"{label} (N={largest})"
-        files[os.path.join(out, name)] = plot(rows, x, label, fixed_n=largest if x == "votes" else None)
+        files[os.path.join(out, name)] = plot(_largest_swept_n(rows) if x == "votes" else rows, x, label)
     return files
+
+
+def _largest_swept_n(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For the plot against k: each strategy's rows at the largest N where k was swept (one line each)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["judge"], r["strategy"], r["rating"], r["max_tokens"], r["budget"])].append(r)
+    keep = []
+    for group in groups.values():
+        ks: dict[int, set] = defaultdict(set)
+        for r in group:
+            ks[r["n"]].add(r["votes"])
+        swept = [n for n, v in ks.items() if len(v) > 1]
+        n = max(swept) if swept else max(ks)
+        keep += [r for r in group if r["n"] == n]
+    return keep
 
 
 def write(files: dict[str, bytes | None]) -> list[str]:
