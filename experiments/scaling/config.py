@@ -1,7 +1,7 @@
 """Read and check a scaling config (TOML): every key known, every value possible, before any judging.
 
 A bad config stops with one line naming the file, the line (found by scanning the TOML text) and the key, e.g.
-``tourney: error: sim.toml:14: field 'sweep.n': 64 is more than the 32 candidates per prompt``.
+``tourney: error: sim.toml:14: field 'sweep.n': N=64 is more than the 32 candidates of prompt 'gsm8k-test-0'``.
 """
 
 from __future__ import annotations
@@ -169,9 +169,13 @@ def load(path: str | Path, out: str | Path | None = None) -> Config:
         pass  # a file path; paths in a config are relative to the current directory, like `out`
     else:
         raise where.error("cache", "expected true, false or a file path")
-    out_dir = Path(out) if out is not None else Path(raw.get("out", f"experiments/results/{name}"))
+    if not isinstance(raw.get("out", ""), str):
+        raise where.error("out", "expected a folder path")
+    out_dir = Path(out) if out is not None else Path(raw.get("out") or f"experiments/results/{name}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError("output folder is a file", file=str(out_dir))
 
-    data = _data(where, raw.get("data"), path)
+    data = _data(where, raw.get("data"))
     judges = _judges(where, raw.get("judge"))
     sweep = _sweep(where, raw.get("sweep"), judges, STRATEGIES)
     cfg = Config(path, name, seed, bootstrap, cache, out_dir, data, judges, sweep, where=where)
@@ -179,7 +183,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Config:
     return cfg
 
 
-def _data(where: _Where, data: Any, path: Path) -> dict[str, Any]:
+def _data(where: _Where, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise where.error("data", "missing [data] table")
     source = data.get("source", "synthetic")
@@ -215,6 +219,8 @@ def _judges(where: _Where, judges: Any) -> dict[str, JudgeSpec]:
     out: dict[str, JudgeSpec] = {}
     for k, j in enumerate(judges):
         pre = f"judge[{k}]."
+        if not isinstance(j, dict):
+            raise where.error("judge", "expected [[judge]] tables")
         kind = j.get("kind")
         if kind not in JUDGE_KEYS:
             raise where.error(pre + "kind", f"expected one of {', '.join(JUDGE_KEYS)}, got {kind!r}")
