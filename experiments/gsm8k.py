@@ -212,6 +212,13 @@ def _like(value: str, shown: str) -> str:
     return f"{sign}{int(whole.lstrip('-')):,}{dot}{frac}"
 
 
+def _carry(text: str, changed: dict[str, str]) -> str:
+    """Replace every number of ``text`` that a perturbed step changed by its new value, written alike."""
+    if not changed:
+        return text
+    return NUMBER_WORD.sub(lambda t: _like(changed.get(t.group(0).replace(",", ""), t.group(0)), t.group(0)), text)
+
+
 def wrong_solution(solution: str, gold: str, rng: np.random.Generator) -> tuple[str, str]:
     """Perturb one calculation step of a reference solution and carry the error on; return (text, wrong answer)."""
     steps = list(STEP.finditer(solution))
@@ -237,16 +244,12 @@ def wrong_solution(solution: str, gold: str, rng: np.random.Generator) -> tuple[
             shown = NUMBER_WORD.match(solution, end)
             shown = shown if shown and shown.group(0).replace(",", "") == result.replace(",", "") else None
             before = solution[last : m.start()]
-            if k > first and changed:  # the visible operands before a later step use the wrong values too
-                before = NUMBER_WORD.sub(
-                    lambda t: _like(changed.get(t.group(0).replace(",", ""), t.group(0)), t.group(0)), before
-                )
+            if k > first:  # the visible operands before a later step use the wrong values too
+                before = _carry(before, changed)
             visible = _like(new_result, shown.group(0)) if shown else ""
             pieces.append(before + f"<<{new_expr}={new_result}>>" + visible)
             last = shown.end() if shown else end
-        tail = NUMBER_WORD.sub(lambda t: _like(changed.get(t.group(0).replace(",", ""), t.group(0)), t.group(0)),
-                               solution[last:])  # fmt: skip
-        text = "".join(pieces) + tail
+        text = "".join(pieces) + _carry(solution[last:], changed)
     answer = changed.get(gold)
     if answer is None or answer == gold:
         answer = _mutate(gold, rng)
