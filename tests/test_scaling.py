@@ -13,8 +13,9 @@ import pytest
 
 from experiments import gsm8k
 from experiments.scaling import config as config_mod
-from experiments.scaling import metrics
+from experiments.scaling import metrics, run
 from experiments.scaling.__main__ import main
+from tourney.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 Rec = namedtuple("Rec", "a b p_a")
@@ -40,7 +41,7 @@ accuracy = 0.8
 n = [1, 2, 4, 8]
 votes = [1, 3]
 strategy = ["knockout", "round-robin"]
-rating = ["elo", "bt"]
+rating = ["elo"]
 """
 
 
@@ -208,8 +209,8 @@ def test_tiny_config_end_to_end_and_resumes_from_the_cache(tmp_path):
     files = sorted(p.name for p in out.iterdir())
     assert files == ["accuracy_vs_calls.png", "accuracy_vs_k.png", "accuracy_vs_n.png", "results.jsonl", "results.md"]
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    # knockout has no rating (collapsed): 4 N x 2 k for it, 4 x 2 x 2 ratings for round-robin
-    assert len(rows) == 8 + 16
+    assert len(rows) == 8 + 8  # 4 N x 2 k for each strategy
+    assert {r["rating"] for r in rows if r["strategy"] == "knockout"} == {None}  # knockout takes no rating
     for r in rows:
         assert r["synthetic"] is True and "SYNTHETIC" in r["data"] and "SIMULATED" in r["judge_desc"]
         assert r["oracle"] >= r["best_of_n"] - 1e-9
@@ -233,13 +234,36 @@ def test_tiny_config_end_to_end_and_resumes_from_the_cache(tmp_path):
     assert [strip(r) for r in again] == [strip(json.loads(line)) for line in first.splitlines()]
 
 
+def test_sweep_blocks_expand_to_cells_without_duplicates(tmp_path):
+    text = TINY.format(cache=tmp_path / "c.sqlite")
+    text = text[: text.index("[sweep]")] + """
+[[sweep]]
+strategy = ["knockout", "round-robin"]
+rating = ["elo", "bt"]
+n = [2, 4]
+
+[[sweep]]
+strategy = ["knockout"]
+n = [4, 8]
+votes = [1, 3]
+"""
+    cfg = config_mod.load(_write(tmp_path, text))
+    got = [(c.strategy, c.rating, c.n, c.votes) for c in cfg.cells]
+    assert got == [
+        ("knockout", None, 2, 1), ("knockout", None, 4, 1), ("round-robin", "elo", 2, 1), ("round-robin", "elo", 4, 1),
+        ("round-robin", "bt", 2, 1), ("round-robin", "bt", 4, 1), ("knockout", None, 8, 1), ("knockout", None, 4, 3),
+        ("knockout", None, 8, 3),
+    ]  # fmt: skip
+    bad = text.replace("n = [4, 8]", "n = [4, 9]")
+    with pytest.raises(InputError, match="field 'sweep\\[1\\].n'"):
+        run.load_data(config_mod.load(_write(tmp_path, bad, "bad.toml")))
+
+
 def test_simulated_judge_meets_its_stated_accuracy(tmp_path):
     text = TINY.format(cache=tmp_path / "c.sqlite").replace("prompts = 12", "prompts = 60")
     text = text.replace("accuracy = 0.8", "accuracy = 0.75")
     text = text[: text.index("[sweep]")] + '[sweep]\nn = [8]\nstrategy = ["round-robin"]\nvotes = [2]\n'
     cfg = config_mod.load(_write(tmp_path, text))
-    from experiments.scaling import run
-
     (row,) = run.run(cfg, run.load_data(cfg))
     assert row["pairwise_pairs"] > 1000
     assert row["pairwise_accuracy"] == pytest.approx(0.75, abs=0.04)
@@ -279,7 +303,7 @@ def test_jsonl_candidates_with_correct_or_labelled(tmp_path):
         (lambda t: t.replace("accuracy = 0.8", "accuracy = 1.0"), "judge[0].accuracy", 16),
         (lambda t: t.replace("[sweep]", "[sweep]\nbest_of = 3"), "sweep.best_of", 19),
         (lambda t: t.replace("pool = 8", "pool = 8\nsize = 3"), "data.size", 11),
-        (lambda t: t.replace('rating = ["elo", "bt"]', 'rating = ["glicko"]'), "sweep.rating", 22),
+        (lambda t: t.replace('rating = ["elo"]', 'rating = ["glicko"]'), "sweep.rating", 22),
     ],
 )
 def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):
