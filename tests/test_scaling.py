@@ -236,7 +236,7 @@ def test_tiny_config_end_to_end_and_resumes_from_the_cache(tmp_path):
 
 def test_sweep_blocks_expand_to_cells_without_duplicates(tmp_path):
     text = TINY.format(cache=tmp_path / "c.sqlite")
-    text = text[: text.index("[sweep]")] + """
+    blocks = """
 [[sweep]]
 strategy = ["knockout", "round-robin"]
 rating = ["elo", "bt"]
@@ -247,6 +247,7 @@ strategy = ["knockout"]
 n = [4, 8]
 votes = [1, 3]
 """
+    text = text[: text.index("[sweep]")] + blocks
     cfg = config_mod.load(_write(tmp_path, text))
     got = [(c.strategy, c.rating, c.n, c.votes) for c in cfg.cells]
     assert got == [
