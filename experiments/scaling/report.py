@@ -1,0 +1,219 @@
+"""Outputs of a run: results.jsonl (one row per cell), results.md (a table), PNG plots with bootstrap CIs.
+
+Plots (matplotlib, Agg): best-of-N accuracy vs N, vs judge calls per prompt, vs k (votes), and vs max tokens or
+budget when those are swept; one panel per judge, one colour per strategy, a marker and line style per other
+setting; shaded bands / error bars are 95% bootstrap intervals over prompts. A plot whose x axis has a single value
+in the sweep is not drawn.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import textwrap
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from tourney.io import dumps  # noqa: E402
+
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+STYLES = ["-", "--", ":", "-."]
+
+
+def jsonl(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """results.jsonl lines."""
+    return [dumps(r) for r in rows]
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _ci(row: dict[str, Any], key: str) -> str:
+    ci = row.get(f"{key}_ci")
+    return f"{_f(row[key])} [{_f(ci[0], 2)}, {_f(ci[1], 2)}]" if ci else _f(row[key])
+
+
+def markdown(rows: Sequence[dict[str, Any]], command: str) -> list[str]:
+    """results.md lines: what was run, on what data, and one table row per cell."""
+    first = rows[0]
+    judges = dict.fromkeys(r["judge_desc"] for r in rows)
+    lines = [f"# Test-time compute scaling: {first['config']}", "", f"Data: {first['data']}.", ""]
+    lines += [f"- judge {d}" for d in judges] + ["", f"Regenerate: `{command}`", ""]
+    optional = [k for k in ("rating", "max_tokens", "budget") if any(r[k] is not None for r in rows)]
+    head = ["judge", "strategy", *optional, "N", "k", "best-of-N [95% CI]", "oracle", "random", "majority",
+            "pairwise acc", "pos. bias", "calls/prompt", "tokens/prompt", "invalid", "forced", "wall s"]  # fmt: skip
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["judge"], r["strategy"], *[_f(r[k]) if r[k] is not None else "–" for k in optional], r["n"],
+                 r["votes"], _ci(r, "best_of_n"), _f(r["oracle"]), _f(r["random"]), _f(r["majority"]),
+                 _f(r["pairwise_accuracy"]), _f(r["position_bias"]), _f(r["judgments_per_prompt"], 1),
+                 _f(r["tokens_per_prompt"], 0), r["invalid"], r["forced"], _f(r["wall_s"], 1)]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    lines += ["", "best-of-N: the selected candidate is correct; oracle: any of the N is; random: share correct "
+              "(expected accuracy of a random pick); majority: vote over final answers. Intervals: bootstrap over "
+              "prompts. Pairwise accuracy and position bias come from the judge's own correct-vs-wrong judgments. "
+              "Tokens count every judgment used, cached ones included; wall s is this run's time (small when the "
+              "judgments came from the cache)."]  # fmt: skip
+    return lines
+
+
+def _series_key(row: dict[str, Any], x: str) -> tuple:
+    """What distinguishes a line: every swept setting except the x axis (and the judge: one panel each)."""
+    keys = [k for k in ("strategy", "rating", "votes", "n", "max_tokens", "budget") if k != x]
+    return tuple((k, row[k]) for k in keys if not (x == "judgments_per_prompt" and k == "n"))
+
+
+def _label(key: tuple, varying: set[str]) -> str:
+    d = dict(key)
+    name = d["strategy"] + (f" {d['rating']}" if d.get("rating") else "")
+    extra = [f"{short}={d[k]}" for k, short in (("votes", "k"), ("n", "N"), ("max_tokens", "tokens"),
+                                                ("budget", "budget")) if k in d and k in varying]  # fmt: skip
+    return " ".join([name, *extra])
+
+
+def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> bytes | None:
+    """One PNG (bytes) of best-of-N accuracy against ``x``; None when ``x`` takes a single value."""
+    if x != "judgments_per_prompt" and len({r[x] for r in rows}) < 2:
+        return None
+    if x == "judgments_per_prompt" and len({r["n"] for r in rows}) < 2 and len({r["votes"] for r in rows}) < 2:
+        return None
+    judges = list(dict.fromkeys(r["judge"] for r in rows))
+    varying = {k for k in ("votes", "n", "max_tokens", "budget") if len({r[k] for r in rows}) > 1}
+    strategies = list(dict.fromkeys((r["strategy"], r["rating"]) for r in rows))
+    others = list(dict.fromkeys(tuple(r[k] for k in sorted(varying - {x, "n"})) for r in rows))
+    fig, axes = plt.subplots(1, len(judges), figsize=(5.2 * len(judges) + 1.2, 4.4), sharey=True, squeeze=False)
+    for ax, judge in zip(axes[0], judges):
+        mine = [r for r in rows if r["judge"] == judge]
+        lines: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+        for r in mine:
+            lines[_series_key(r, x)].append(r)
+        for key, pts in lines.items():
+            pts = sorted(pts, key=lambda r: (r[x] is None, r[x] or 0))
+            if x == "judgments_per_prompt":
+                pts = [p for p in pts if p[x] > 0]  # N=1 takes no judgment: no point on a log axis
+                if not pts:
+                    continue
+            d = dict(key)
+            color = COLORS[strategies.index((d["strategy"], d.get("rating"))) % len(COLORS)]
+            other = others.index(tuple(d[k] for k in sorted(varying - {x, "n"})))
+            xs, ys = [p[x] for p in pts], [p["best_of_n"] for p in pts]
+            lo = [p["best_of_n"] - p["best_of_n_ci"][0] for p in pts]
+            hi = [p["best_of_n_ci"][1] - p["best_of_n"] for p in pts]
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=color, marker=MARKERS[other % len(MARKERS)],
+                        linestyle=STYLES[other % len(STYLES)], capsize=2, markersize=4, linewidth=1.4,
+                        label=_label(key, varying))  # fmt: skip
+        _baselines(ax, mine, x)
+        ax.set_title(mine[0]["judge_desc"], fontsize=9)
+        ax.set_xlabel(xlabel)
+        if x in ("n", "judgments_per_prompt", "max_tokens", "budget"):
+            ax.set_xscale("log", base=2)
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        if x in ("n", "votes"):
+            ax.set_xticks(sorted({r[x] for r in mine}), [str(v) for v in sorted({r[x] for r in mine})])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("best-of-N accuracy")
+    axes[0][0].set_ylim(0, 1.02)
+    title = f"{rows[0]['config']}: {rows[0]['data']}"
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 12)), fontsize=9)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _baselines(ax: Any, rows: Sequence[dict[str, Any]], x: str) -> None:
+    """Grey reference lines: oracle, majority vote and random pick at each N (or at the largest N)."""
+    by_n = {r["n"]: r for r in rows}
+    if x == "n":
+        ns = sorted(by_n)
+        for key, style, name in (("oracle", ":", "oracle (any correct)"), ("majority", "--", "majority vote"),
+                                 ("random", "-.", "random pick")):  # fmt: skip
+            ys = [by_n[n][key] for n in ns]
+            if all(y is not None for y in ys):
+                ax.plot(ns, ys, color="0.45", linestyle=style, linewidth=1.1, label=name)
+        return
+    top = by_n[max(by_n)]
+    for key, style, name in (("random", "-.", "random pick"), ("majority", "--", f"majority vote (N={top['n']})"),
+                             ("oracle", ":", f"oracle (N={top['n']})")):  # fmt: skip
+        if top[key] is not None:
+            ax.axhline(top[key], color="0.45", linestyle=style, linewidth=1.1, label=name)
+
+
+PLOTS = (
+    ("accuracy_vs_n.png", "n", "candidates N"),
+    ("accuracy_vs_calls.png", "judgments_per_prompt", "judge calls per prompt (judgments, votes included)"),
+    ("accuracy_vs_k.png", "votes", "votes per match k (each line at its largest N with k swept)"),
+    ("accuracy_vs_max_tokens.png", "max_tokens", "judge max tokens"),
+    ("accuracy_vs_budget.png", "budget", "budget"),
+)
+
+
+def outputs(rows: Sequence[dict[str, Any]], out: str, command: str) -> dict[str, bytes | None]:
+    """Every output file's bytes (None: not drawn), keyed by path."""
+    files: dict[str, bytes | None] = {
+        os.path.join(out, "results.jsonl"): "".join(line + "\n" for line in jsonl(rows)).encode(),
+        os.path.join(out, "results.md"): "".join(line + "\n" for line in markdown(rows, command)).encode(),
+    }
+    for name, x, label in PLOTS:
+        files[os.path.join(out, name)] = plot(_largest_swept_n(rows) if x == "votes" else rows, x, label)
+    return files
+
+
+def _largest_swept_n(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For the plot against k: each strategy's rows at the largest N where k was swept (one line each)."""
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["judge"], r["strategy"], r["rating"], r["max_tokens"], r["budget"])].append(r)
+    keep = []
+    for group in groups.values():
+        ks: dict[int, set] = defaultdict(set)
+        for r in group:
+            ks[r["n"]].add(r["votes"])
+        swept = [n for n, v in ks.items() if len(v) > 1]
+        n = max(swept) if swept else max(ks)
+        keep += [r for r in group if r["n"] == n]
+    return keep
+
+
+def write(files: dict[str, bytes | None]) -> list[str]:
+    """Write all files at once (temp files, then renames); returns the paths written."""
+    import tempfile
+
+    staged = []
+    try:
+        for path, data in files.items():
+            if data is None:
+                continue
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".scaling-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
+            staged.append((tmp, path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        raise
+    return [path for _, path in staged]
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -1,0 +1,228 @@
+"""Run a checked config: load the candidate sets, build each judge once, judge every cell, measure it."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from experiments import gsm8k
+from experiments.scaling import metrics
+from experiments.scaling.config import Cell, Config, JudgeSpec
+from tourney.errors import InputError
+from tourney.io import Item
+
+
+@dataclass
+class Candidates:
+    """One prompt's candidate pool in a fixed, seeded order (a cell with N candidates takes the first N)."""
+
+    id: Any
+    prompt: Any
+    texts: list[str]
+    correct: list[bool]
+    answers: list[str | None]
+
+
+@dataclass
+class Data:
+    """The prompts of a run and what to call them in outputs."""
+
+    prompts: list[Candidates]
+    label: str
+    synthetic: bool
+
+
+def load_data(cfg: Config) -> Data:
+    """Build or read the candidate sets the config asks for; N larger than a pool fails here, before any judging."""
+    from tourney.engine import derive_seed
+
+    d = cfg.data
+    if d["source"] == "synthetic":
+        problems = gsm8k.load(d["prompts"], d["start"])
+        rows = gsm8k.synthetic(problems, d["pool"], d["p_correct"], d["distractors"], seed=cfg.seed)
+        last = d["start"] + d["prompts"] - 1
+        label = (f"SYNTHETIC candidates: GSM8K test questions {d['start']}-{last}, {d['pool']} perturbed/reworded "
+                 f"gold solutions each, mean share correct {d['p_correct']:g}")  # fmt: skip
+        synthetic = True
+    else:
+        rows = _read_jsonl(cfg)
+        synthetic = any(r.get("synthetic") for r in rows)
+        label = f"{'SYNTHETIC ' if synthetic else ''}candidates from {d['path']}"
+    prompts = []
+    for row in rows:
+        resp = [r if isinstance(r, dict) else {"text": r} for r in row["responses"]]
+        order = np.random.default_rng(derive_seed(cfg.seed, row["id"], "order")).permutation(len(resp))
+        resp = [resp[int(i)] for i in order]
+        answers = [r.get("answer") if "answer" in r else gsm8k.extract_answer(r["text"], d["answer"]) for r in resp]
+        prompts.append(Candidates(row["id"], row["prompt"], [r["text"] for r in resp],
+                                  [bool(r["correct"]) for r in resp], answers))  # fmt: skip
+    smallest = min(prompts, key=lambda p: len(p.texts))
+    for k, block in enumerate(cfg.sweep):
+        if max(block["n"]) > len(smallest.texts):
+            key = "sweep.n" if len(cfg.sweep) == 1 else f"sweep[{k}].n"
+            raise cfg.error(key, f"N={max(block['n'])} is more than the {len(smallest.texts)} candidates of "
+                                 f"prompt {smallest.id!r}")  # fmt: skip
+    return Data(prompts, label, synthetic)
+
+
+def _read_jsonl(cfg: Config) -> list[dict[str, Any]]:
+    """Read a JSONL of candidate sets; label it by GSM8K answer match, or require ``correct`` on every response."""
+    from tourney.io import read_items
+
+    d = cfg.data
+    items = read_items(d["path"])
+    if d["prompts"] is not None:
+        items = items[: d["prompts"]]
+    if not items:
+        raise InputError("no prompts", file=d["path"])
+    rows = []
+    golds = gsm8k.gold_by_id() if d["label"] else None
+    for item in items:
+        row = {**item.row, "id": item.id}
+        if d["label"]:
+            try:
+                row = gsm8k.label([row], golds, d["answer"])[0]
+            except KeyError:
+                raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
+                                 file=d["path"], line=item.line, field="gold") from None  # fmt: skip
+        else:
+            for k, resp in enumerate(row["responses"]):
+                if not isinstance(resp, dict) or not isinstance(resp.get("correct"), bool):
+                    raise InputError("missing: set correct per response, or data.label = true for GSM8K rows",
+                                     file=d["path"], line=item.line, field=f"responses[{k}].correct")  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def build_judge(spec: JudgeSpec) -> Any:
+    """Build a judge once; the simulator's tau follows from the stated accuracy (quality 1 correct, 0 wrong)."""
+    o = spec.options
+    if spec.kind == "simulated":
+        from tourney.simulated import SimulatedJudge
+
+        # P(correct wins) = σ((1 − 0)/τ) at zero position bias, so τ = 1 / logit(accuracy).
+        tau = 1.0 / math.log(o["accuracy"] / (1.0 - o["accuracy"]))
+        return SimulatedJudge(tau, o["position_bias"], o["invalid_rate"])
+    from tourney.backends.vllm import VLLMJudge
+
+    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "mode", "seed", "verdict")
+    kwargs = {k: o[k] for k in keys if k in o}
+    if "enforce_eager" in o:
+        kwargs["engine_kwargs"] = {"enforce_eager": o["enforce_eager"]}
+    judge = VLLMJudge(o["model"], o.get("family"), **kwargs)
+    judge.default_max_tokens = judge.max_tokens  # a max_tokens sweep changes the attribute cell by cell
+    return judge
+
+
+def items_for(data: Data, n: int) -> list[Item]:
+    """Each prompt with its first ``n`` candidates; ``quality`` (1 correct, 0 wrong) is read only by the simulator."""
+    out = []
+    for line, c in enumerate(data.prompts, start=1):
+        fields = [{"quality": 1.0 if ok else 0.0, "correct": ok} for ok in c.correct[:n]]
+        out.append(Item(id=c.id, line=line, prompt=c.prompt, texts=c.texts[:n], fields=fields))
+    return out
+
+
+def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dict[str, Any]:
+    """Judge one cell and measure it; returns its results row."""
+    from tourney.engine import Engine
+
+    spec = cfg.judges[cell.judge]
+    max_tokens = None
+    if spec.kind == "vllm":
+        # Set before the Engine reads the judge's identity (which keys the cache); a cell without a sweep value
+        # gets the judge's own default back, whatever the previous cell used.
+        judge.max_tokens = max_tokens = cell.max_tokens or judge.default_max_tokens
+    extra = {"budget": cell.budget} if cell.budget is not None else {}
+    engine = Engine(judge, strategy=cell.strategy, rating=cell.rating or "elo", votes=cell.votes, seed=cfg.seed,
+                    cache=cache, keep_records=True, **extra)  # fmt: skip
+    items = items_for(data, cell.n)
+    if spec.options.get("mode") == "pipelined":
+        results = asyncio.run(engine.arun(items))
+    else:
+        results = engine.run(items)
+    correct = [c.correct[: cell.n] for c in data.prompts]
+    answers = [c.answers[: cell.n] for c in data.prompts]
+    best = [metrics.best_of_n(ok, r.ranking) for ok, r in zip(correct, results)]
+    orc = [metrics.oracle(ok) for ok in correct]
+    rnd = [metrics.random_pick(ok) for ok in correct]
+    maj = [metrics.majority_vote(a, ok) for a, ok in zip(answers, correct)]
+    stats = engine.stats
+    prompt_tokens, completion_tokens = _tokens(engine, items, results, cache)
+    p = len(items)
+    row: dict[str, Any] = {
+        "config": cfg.name, "data": data.label, "synthetic": data.synthetic,
+        "judge": cell.judge, "judge_desc": spec.describe(), "strategy": cell.strategy, "rating": cell.rating,
+        "n": cell.n, "votes": cell.votes, "max_tokens": max_tokens, "budget": cell.budget, "prompts": p,
+    }  # fmt: skip
+    for name, values in (("best_of_n", best), ("oracle", orc), ("random", rnd), ("majority", maj)):
+        row[name] = metrics.mean(values)
+        row[f"{name}_ci"] = metrics.bootstrap_ci(values, cfg.bootstrap, seed=cfg.seed)
+    row.update(metrics.judge_quality([r.records for r in results], correct))
+    row.update({
+        "judgments": stats.judgments, "judgments_per_prompt": round(stats.judgments / p, 3), "cached": stats.cached,
+        "invalid": stats.invalid, "forced": stats.forced, "ties": stats.ties, "backend_calls": stats.backend_calls,
+        "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+        "tokens_per_prompt": round((prompt_tokens + completion_tokens) / p, 1),
+        "judge_s": round(stats.judge_s, 3), "wall_s": round(stats.wall_s, 3),
+    })  # fmt: skip
+    return row
+
+
+def _tokens(engine: Any, items: list[Item], results: list[Any], cache: Any) -> tuple[int, int]:
+    """Tokens of every judgment used, cached ones included (read back from the cache), so a resumed run counts all."""
+    if cache is None:
+        return engine.stats.prompt_tokens, engine.stats.completion_tokens
+    from strategies import Vote
+    from tourney.cache import request_key
+
+    keys = []
+    for item, res in zip(items, results):
+        for r in res.records:
+            req = engine.request(item, Vote(id=0, a=r.a, b=r.b, vote=r.vote, match=0))
+            keys.append(request_key(engine.judge_id, req, engine.key_fields))
+    found = cache.get_many(keys)
+    return (sum(found[k].prompt_tokens for k in keys if k in found),
+            sum(found[k].completion_tokens for k in keys if k in found))  # fmt: skip
+
+
+def run(cfg: Config, data: Data, report: Callable[[int, Cell, dict[str, Any] | None], None] | None = None) -> list:
+    """Run every cell, judge by judge (each built once, closed after its cells); return the rows in cell order."""
+    from tourney.cache import Cache, default_cache_path
+
+    cache = None
+    if cfg.cache is not None:
+        cache = Cache(default_cache_path() if cfg.cache == "default" else cfg.cache)
+    rows: list[dict[str, Any]] = []
+    judge, judge_name = None, None
+    try:
+        for k, cell in enumerate(cfg.cells):
+            if cell.judge != judge_name:
+                if judge is not None:
+                    judge.close()
+                judge, judge_name = build_judge(cfg.judges[cell.judge]), cell.judge
+            if report:
+                report(k, cell, None)
+            t0 = time.perf_counter()
+            row = run_cell(cfg, data, cell, judge, cache)
+            rows.append(row)
+            if report:
+                report(k, cell, {**row, "cell_s": time.perf_counter() - t0})
+    finally:
+        if judge is not None:
+            judge.close()
+        if cache is not None:
+            cache.close()
+    return rows
+
+
+def log(message: str) -> None:
+    """A progress line on stderr."""
+    print(message, file=sys.stderr, flush=True)
