@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import sys
 import time
@@ -110,14 +111,14 @@ def build_judge(spec: JudgeSpec) -> Any:
         # P(correct wins) = σ((1 − 0)/τ) at zero position bias, so τ = 1 / logit(accuracy).
         tau = 1.0 / math.log(o["accuracy"] / (1.0 - o["accuracy"]))
         return SimulatedJudge(tau, o["position_bias"], o["invalid_rate"])
-    from tourney.backends.vllm import VLLMJudge
+    from tourney.config import JudgeConfig, make_judge
 
-    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "mode", "seed", "verdict")
+    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "seed", "verdict")
     kwargs = {k: o[k] for k in keys if k in o}
     if "enforce_eager" in o:
         kwargs["engine_kwargs"] = {"enforce_eager": o["enforce_eager"]}
-    judge = VLLMJudge(o["model"], o.get("family"), **kwargs)
-    judge.default_max_tokens = judge.max_tokens  # a max_tokens sweep changes the attribute cell by cell
+    judge = make_judge(JudgeConfig(o["model"], family=o.get("family"), mode=o.get("mode", "lockstep"), **kwargs))
+    judge.default_sampling = judge.sampling  # a max_tokens sweep replaces the sampling cell by cell
     return judge
 
 
@@ -139,7 +140,8 @@ def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dic
     if spec.kind == "vllm":
         # Set before the Engine reads the judge's identity (which keys the cache); a cell without a sweep value
         # gets the judge's own default back, whatever the previous cell used.
-        judge.max_tokens = max_tokens = cell.max_tokens or judge.default_max_tokens
+        max_tokens = cell.max_tokens or judge.default_sampling.max_tokens
+        judge.sampling = dataclasses.replace(judge.default_sampling, max_tokens=max_tokens)
     extra = {"budget": cell.budget} if cell.budget is not None else {}
     engine = Engine(judge, strategy=cell.strategy, rating=cell.rating or "elo", votes=cell.votes, seed=cfg.seed,
                     cache=cache, keep_records=True, **extra)  # fmt: skip
