@@ -235,6 +235,12 @@ class _progress:
             self.bar.stop()
 
 
+from tourney.cli_data import pairs_cmd, sample_cmd  # noqa: E402
+
+cli.add_command(sample_cmd)
+cli.add_command(pairs_cmd)
+
+
 def main() -> None:
     """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures."""
     try:
