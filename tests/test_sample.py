@@ -146,3 +146,17 @@ def test_prompt_rows_as_chat():
     assert PromptRow("a", 1, "hi").chat() == [{"role": "user", "content": "hi"}]
     msgs = [{"role": "user", "content": "x", "name": "u"}]
     assert PromptRow("a", 1, msgs).chat() == [{"role": "user", "content": "x"}]
+
+
+@pytest.mark.slow
+def test_sample_on_an_openai_compatible_server(vllm_server, prompts_file, tmp_path):
+    """The same command on a real vLLM server (the session's): seeded, so two runs write the same bytes."""
+    args = ["sample", prompts_file, "--backend", "openai", "--base-url", vllm_server.url, "--policy", "tiny", "-n", 2,
+            "--max-tokens", 8, "--no-cache"]  # fmt: skip
+    a, b = tourney(*args), tourney(*args)
+    assert a.returncode == 0 and a.stdout == b.stdout, a.stderr
+    rows = [json.loads(line) for line in a.stdout.splitlines()]
+    assert len(rows) == 3 and all(len({x["text"] for x in r["responses"]}) == 2 for r in rows)
+    assert all(x["completion_tokens"] <= 8 and x["prompt_tokens"] > 0 for r in rows for x in r["responses"])
+    p = tourney(*args[:-7], "--policy", "no-such-model", "-o", tmp_path / "o.jsonl")
+    assert p.returncode == 1 and "policy failed" in p.stderr and not (tmp_path / "o.jsonl").exists()
