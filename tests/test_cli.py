@@ -50,7 +50,8 @@ def test_rank_is_byte_identical_for_a_seed_and_pipes(tmp_path):
 def test_dry_run_counts_and_runs_nothing(tmp_path):
     p = tourney("rank", EXAMPLE, "--dry-run", "--votes", "2", "--judge", "simulated")
     assert p.returncode == 0
-    assert json.loads(p.stdout) == {"prompts": 3, "judgments": 2 * (6 + 6 + 3), "strategy": "round-robin"}
+    want = {"prompts": 3, "judgments": 2 * (6 + 6 + 3), "new": 30, "cached": 0, "strategy": "round-robin"}
+    assert json.loads(p.stdout) == want
 
 
 def test_cache_rerun_makes_zero_backend_calls(tmp_path):
@@ -130,7 +131,7 @@ def test_invalid_utf8(tmp_path):
 
 @pytest.mark.parametrize(
     "args",
-    [["--votes", "0"], ["--strategy", "swiss"], ["--rating", "glicko"], ["--sim-tau", "-1"], ["--seed", "x"],
+    [["--votes", "0"], ["--strategy", "no-such"], ["--rating", "glicko"], ["--sim-tau", "-1"], ["--seed", "x"],
      ["--no-such-option"]],
 )  # fmt: skip
 def test_bad_option_values(tmp_path, args):
@@ -181,7 +182,8 @@ def test_utf8_bom_and_crlf_are_accepted():
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}], "rm-r1", "end with a user turn"),
         ([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}, {"role": "user", "content": "?"}],
          "rrm", "single-turn"),
-        ([{"role": "system", "content": "be nice"}, {"role": "user", "content": "hi"}], "rm-r1", "system"),
+        ([{"role": "user", "content": "hi"}, {"role": "system", "content": "x"}, {"role": "user", "content": "?"}],
+         "rm-r1", "message 1 has role 'system'"),
     ],
 )  # fmt: skip
 def test_prompts_a_family_cannot_take_fail_up_front_with_their_line(tmp_path, prompt, family, what):

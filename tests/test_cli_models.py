@@ -39,7 +39,12 @@ def test_quick_start_smollm2_best_of_n_then_rerun_is_all_cached(smollm2_dir, tmp
     cache = tmp_path / "judgments.sqlite"
     p = run(["best-of-n", EXAMPLE, "-o", "-", "--summary", s1, "--cache", cache, "--judgments", j], env)
     assert p.returncode == 0, p.stderr[-2000:]
-    out1.write_text(p.stdout)  # stdout carries the JSONL and nothing else (vLLM's own logs go to stderr)
+    out1.write_text(p.stdout)  # stdout carries the JSONL and nothing else
+    # vLLM's and torch's logs went to the log file; the user sees tourney's closing line and its warning only.
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith("tourney: 8 judgments (0 cached)") and len(lines) <= 2, p.stderr
+    assert all(line.startswith("tourney: ") for line in lines), p.stderr
+    assert "vLLM" in (root / "logs" / "last-run.log").read_text()
     rows = [json.loads(line) for line in out1.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["capital", "arithmetic", "chat"]
     assert all(r["best"] == r["responses"][r["best_index"]]["text"] for r in rows)
@@ -127,3 +132,42 @@ def test_bad_family_and_template_are_exit_2(tmp_path):
     bad.write_text("user = '''Q: {question} A: {answer_a}'''\nverdict_a = 'A'\nverdict_b = 'B'\n")
     p = run(["rank", EXAMPLE, "--family", bad, "--no-cache"], tourney_env(tmp_path), timeout=120)
     assert p.returncode == 2 and str(bad) in p.stderr and "answer_b" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_prompt_too_long_for_the_context_fails_before_the_engine_starts(tiny_model_dir, tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"prompt": "Hi?", "responses": ["a", "b"]}) + "\n"
+                   + json.dumps({"prompt": "Hi?", "responses": ["x " * 400, "y"]}) + "\n")  # fmt: skip
+    began = time.monotonic()
+    p = run(["rank", src, "--judge", tiny_model_dir, "--max-model-len", "256", "--no-cache"], tourney_env(tmp_path))
+    line = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 2 and f"{src}:2: field 'responses'" in line and "context is 256" in line, p.stderr
+    assert time.monotonic() - began < 25 and "Traceback" not in p.stderr  # no engine was started
+    dry = run(["rank", src, "--judge", tiny_model_dir, "--max-model-len", "256", "--no-cache", "--dry-run"],
+              tourney_env(tmp_path))  # fmt: skip
+    assert dry.returncode == 2 and "context is 256" in dry.stderr
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_process_is_one_line_and_keeps_judgments(tiny_model_dir, tmp_path):
+    import signal
+    import sqlite3
+
+    src, cache = tmp_path / "in.jsonl", tmp_path / "c.sqlite"
+    write_prompts(src, prompts=48, n=6)
+    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--max-tokens", "64", "--temperature", "1",
+            "--cache", cache, "-o", tmp_path / "o.jsonl"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=tourney_env(tmp_path))  # fmt: skip
+    deadline, rows = time.monotonic() + 240, 0
+    while rows == 0 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        if cache.exists():
+            rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+    assert rows > 0 and proc.poll() is None, "no judgment was stored before the run ended"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and lines == ["tourney: interrupted (judgments so far are cached)"], err
+    assert not (tmp_path / "o.jsonl").exists()

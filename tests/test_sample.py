@@ -129,7 +129,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, content, where, what):
     [
         (["-n", "1"], 2, "'-n'"),
         (["--temperature", "0"], 2, "'--temperature'"),
-        (["--base-url", "http://127.0.0.1:9/v1"], 2, "--base-url needs --backend openai"),
+        (["--base-url", "http://127.0.0.1:9/v1"], 2, "--base-url only applies to --backend openai"),
         (["--backend", "openai"], 2, "needs at least one --base-url"),
         (["--policy", "/no/such/model"], 1, "policy failed"),
         (["--policy", "."], 1, "no config.json"),

@@ -66,6 +66,7 @@ class LoopThread:
         try:
             if last is not None:
                 asyncio.run_coroutine_threadsafe(last, loop).result(timeout=timeout)
+            asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=timeout)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             if self._thread is not None:
@@ -83,3 +84,11 @@ async def gather_all(aws: Sequence[Awaitable[T]]) -> list[T]:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _cancel_all() -> None:
+    """Cancel every other task on this loop and wait for them (an interrupted batch leaves requests in flight)."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

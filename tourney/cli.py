@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import click
 
 from strategies.registry import RATINGS, STRATEGIES
 from tourney.config import BACKENDS, MODES, JudgeConfig, SimConfig
+from tourney.console import Console
 from tourney.errors import BackendError, InputError
 from tourney.forcing import VERDICT_MODES
+
+CONSOLE = Console()
+DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
 def _judge_options(fn: Callable) -> Callable:
@@ -34,6 +41,8 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Requests in flight per --base-url endpoint."),
         click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
                      help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+                     help="Seconds to wait for one server answer before retrying (--backend openai)."),
         click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                      help="Environment variable holding the API key for --backend openai."),
         click.option("--family", default=None,
@@ -56,7 +65,8 @@ def _judge_options(fn: Callable) -> Callable:
         click.option("--verdict", type=click.Choice(list(VERDICT_MODES)), default="auto",
                      show_default=True, help="auto: force a verdict from log-probs when unparseable; "
                                              "logprobs: always; parse: never."),
-        click.option("--dtype", default="auto", show_default=True, help="vLLM dtype (float32, bfloat16, auto)."),
+        click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+                     help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
         click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length."),
         click.option("--sim-tau", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
                      help="Simulator: temperature of P(i beats j) = sigmoid((q_i - q_j)/tau)."),
@@ -72,8 +82,13 @@ def _judge_options(fn: Callable) -> Callable:
         click.option("--judgments", "judgments_path", default=None,
                      help="Write every judgment (ids, order shown, vote, verdict, raw text) as JSONL."),
         click.option("--summary", "summary_path", default=None, help="Write run counters as JSON."),
-        click.option("--dry-run", is_flag=True, help="Print how many judgments the run would make; run none."),
-        click.option("-q", "--quiet", is_flag=True, help="No progress bar (it is also off when stderr is not a TTY)."),
+        click.option("--dry-run", is_flag=True,
+                     help="Print how many judgments the run would make and how many are cached; check every prompt "
+                          "against the judge's context (no model is started, nothing is written)."),
+        click.option("-q", "--quiet", is_flag=True,
+                     help="No progress bar and no closing summary line (warnings and errors still show)."),
+        click.option("-v", "--verbose", is_flag=True,
+                     help="Show vLLM/torch logs on stderr (otherwise they go to ~/.cache/tourney/logs/last-run.log)."),
     ]  # fmt: skip
     for opt in reversed(opts):
         fn = opt(fn)
@@ -105,46 +120,123 @@ def best_of_n_cmd(**opts: Any) -> None:
 
 
 def _run(command: str, opts: dict[str, Any]) -> None:
-    """Read, judge, rank and write; every output file is written whole or not at all."""
-    from tourney.cache import open_cache
+    """Check everything, then judge, rank and write; every output file is written whole or not at all."""
+    from tourney.cache import default_cache_path, open_cache
     from tourney.config import make_judge, resolve_family
-    from tourney.engine import Engine, plan
-    from tourney.io import check_writable, dumps, read_items, write_all
+    from tourney.io import check_outputs, read_items
 
-    # vLLM logs to stdout by default, which would corrupt `-o -`; and only its warnings matter here.
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    items = read_items(opts["input_path"])
-    outputs = [p for p in (opts["output"], opts["judgments_path"], opts["summary_path"]) if p]
-    for path in outputs:
-        check_writable(path)
-    if sum(p == "-" for p in outputs) > 1:
-        raise InputError("only one of -o, --judgments and --summary can be '-' (stdout)", field="-o")
+    console = CONSOLE
+    console.quiet = opts["quiet"]
     strategy = opts["strategy"] or ("knockout" if command == "best-of-n" else "round-robin")
+    check_options(opts, given_options(), strategy)
+    items = read_items(opts["input_path"])
     source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
-    if opts["judge"] == "simulated":
-        _require_quality(items, source)
+    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts["judgments_path"],
+                                          "--summary": opts["summary_path"]}  # fmt: skip
+    check_outputs(outputs, opts["input_path"])
     cfg = judge_config(opts)
+    if cfg.simulated:
+        _require_quality(items, source)
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
+    _warn_unknown_family(cfg, console)
     check_prompts(items, family, source)
-    if opts["dry_run"]:
-        count = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
-        click.echo(json.dumps({"prompts": len(items), "judgments": count, "strategy": strategy}))
-        return
     cache = open_cache(opts["cache_path"], opts["no_cache"])
-    mode = cfg.engine_mode()
-    judge = make_judge(cfg, family)
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
+    logs = nullcontext() if cfg.simulated or opts["verbose"] else console.logs_to(log_path())
     try:
-        with _progress(opts["quiet"]) as bar:
-            engine = Engine(judge, strategy=strategy, rating=opts["rating"], votes=opts["votes"], seed=opts["seed"],
-                            cache=cache, keep_records=bool(opts["judgments_path"]), elo_k=opts["elo_k"])  # fmt: skip
-            total = plan(items, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
-            engine.progress = bar(total)
-            results = asyncio.run(engine.arun(items)) if mode == "pipelined" else engine.run(items)
+        with logs:
+            judge = make_judge(cfg, family)
+            try:
+                check_context(items, judge, source)
+                engine = _engine(judge, opts, strategy, cache, dry=opts["dry_run"])
+                if opts["dry_run"]:
+                    return _dry_run(engine, items, strategy, console)
+                results = _judge_all(engine, judge, items, cfg.engine_mode(), console)
+            finally:
+                judge.close()
+    except BackendError as err:
+        if console.log_path is not None or not (cfg.simulated or opts["verbose"]):
+            err.args = (f"{err} (log: {log_path()})",)
+        raise
     finally:
-        judge.close()
         if cache:
             cache.close()
+    _write(command, opts, results, engine, judge, strategy)
+    _report(engine, results, console, default_cache_path() if cache else None)
+
+
+def _engine(judge: Any, opts: dict[str, Any], strategy: str, cache: Any, dry: bool) -> Any:
+    """The engine for this command (a dry run reads the cache and asks the judge nothing)."""
+    from tourney.engine import Engine
+
+    kw = {"strategy": strategy, "rating": opts["rating"], "votes": opts["votes"], "seed": opts["seed"],
+          "cache": cache, "keep_records": bool(opts["judgments_path"]), "elo_k": opts["elo_k"]}  # fmt: skip
+    if dry:
+        return Engine(_DryJudge(judge), write_cache=False, **kw)
+    return Engine(judge, **kw)
+
+
+def _judge_all(engine: Any, judge: Any, items: list, mode: str, console: Console) -> list:
+    """Run every tournament with a progress bar; a model's start-up shows as its own phase."""
+    from tourney.engine import plan
+
+    total = plan(items, strategy=engine.strategy, votes=engine.votes, seed=engine.seed)
+    with console.progress(total) as bar:
+        engine.progress = bar.callback()
+        if hasattr(judge, "status"):
+            judge.status = bar.phase
+        return asyncio.run(engine.arun(items)) if mode == "pipelined" else engine.run(items)
+
+
+def _dry_run(engine: Any, items: list, strategy: str, console: Console) -> None:
+    """Print how many judgments the run would make and how many the cache already has; judge nothing."""
+    results = engine.run(items)
+    st = engine.stats
+    new = st.judgments - st.cached
+    click.echo(json.dumps({"prompts": len(results), "judgments": st.judgments, "new": new, "cached": st.cached,
+                           "strategy": strategy}))  # fmt: skip
+    if st.judgments and new and engine.strategy == "knockout":
+        console.say("tourney: note: a knockout's later rounds depend on verdicts not judged yet; 'new' assumes "
+                    "they are not cached either")  # fmt: skip
+
+
+class _DryJudge:
+    """Stands in for the judge in a dry run: same identity (so cache hits are real), never judges."""
+
+    def __init__(self, inner: Any) -> None:
+        """Wrap the real judge (its model is never loaded)."""
+        self.inner = inner
+
+    def identity(self) -> dict[str, Any]:
+        """The real judge's identity."""
+        return self.inner.identity()
+
+    def key_fields(self) -> tuple[str, ...]:
+        """The real judge's key fields."""
+        return self.inner.key_fields()
+
+    def judge(self, requests: list) -> list:
+        """An invalid judgment for each request (it abstains; nothing is stored)."""
+        from tourney.types import Judgment
+
+        return [Judgment(None, None, "[dry run]") for _ in requests]
+
+    async def ajudge(self, requests: list) -> list:
+        """As ``judge``."""
+        return self.judge(requests)
+
+    def retries(self) -> int:
+        """None."""
+        return 0
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _write(command: str, opts: dict[str, Any], results: list, engine: Any, judge: Any, strategy: str) -> None:
+    """Write the ranked rows, and the judgments and summary when asked, all or nothing."""
+    from tourney.io import dumps, write_all
+
     rows = []
     for res in results:
         row = dict(res.item.row)
@@ -158,23 +250,145 @@ def _run(command: str, opts: dict[str, Any]) -> None:
     if opts["judgments_path"]:
         outputs.append((opts["judgments_path"], [_record_line(r) for res in results for r in res.records]))
     if opts["summary_path"]:
-        summary = engine.stats.as_dict() | {"strategy": strategy, "votes": opts["votes"], "judge": judge.identity()}
+        summary = engine.stats.as_dict() | {"all_invalid_prompts": _all_invalid(results), "strategy": strategy,
+                                            "votes": opts["votes"], "judge": judge.identity()}  # fmt: skip
         outputs.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(outputs)
+
+
+def _all_invalid(results: list) -> list:
+    """Ids of the prompts whose every judgment had no verdict (their ranking is the input order)."""
+    return [r.item.id for r in results if r.judgments and r.invalid == r.judgments]
+
+
+def _report(engine: Any, results: list, console: Console, cache: Any) -> None:
+    """One closing line with the counters, and warnings when the verdicts cannot be trusted."""
+    st = engine.stats
+    console.say(f"tourney: {st.judgments} judgments ({st.cached} cached), {st.invalid} invalid, {st.forced} forced, "
+                f"{st.backend_calls} judge calls, {st.retries} retries, {st.wall_s:.1f} s")  # fmt: skip
+    if st.judgments and st.invalid / st.judgments >= WARN_SHARE:
+        console.warn(f"{st.invalid} of {st.judgments} judgments ({st.invalid / st.judgments:.0%}) had no verdict; "
+                     "they abstain, so these rankings rest on few votes")  # fmt: skip
+    if st.judgments and st.forced / st.judgments >= WARN_SHARE:
+        console.warn(f"{st.forced} of {st.judgments} verdicts ({st.forced / st.judgments:.0%}) were forced from "
+                     "log-probabilities: the judge rarely wrote a verdict of its own")  # fmt: skip
+    bad = _all_invalid(results)
+    if bad:
+        shown = ", ".join(json.dumps(i) for i in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        console.warn(f"{len(bad)} prompts got no verdict at all (ranked in input order): {shown}")
+
+
+def log_path() -> Any:
+    """Where a run's vLLM/torch logs go."""
+    from tourney.cache import cache_dir
+
+    return cache_dir() / "logs" / "last-run.log"
+
+
+def given_options() -> set[str]:
+    """The options the user set on the command line (not defaults)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return {name for name in ctx.params if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE}
+
+
+def flag(name: str) -> str:
+    """The option's long flag as the user types it (``base_urls`` -> ``--base-url``)."""
+    for param in click.get_current_context().command.params:
+        if param.name == name:
+            return max(param.opts, key=len)
+    return name
+
+
+MODEL_ONLY = ("family", "verdict", "max_tokens", "temperature", "top_p", "backend", "dtype", "max_model_len",
+              "base_urls", "concurrency", "max_retries", "api_key_env", "timeout")  # fmt: skip
+SIM_ONLY = ("sim_tau", "sim_position_bias", "sim_invalid_rate", "sim_latency")
+VLLM_ONLY = ("dtype", "max_model_len")
+OPENAI_ONLY = ("base_urls", "concurrency", "max_retries", "api_key_env", "timeout")
+WARN_SHARE = 0.5  # warn when this share of judgments or more is invalid, or forced
+
+
+def check_options(opts: dict[str, Any], given: set[str], strategy: str) -> None:
+    """Refuse options that contradict each other or would be ignored, naming both (exit 2)."""
+
+    def clash(a: str, b: str, why: str) -> InputError:
+        return InputError(f"{flag(a)} {why} {b}", field=flag(a))
+
+    simulated = opts["judge"] == "simulated"
+    for name in sorted(given):
+        if simulated and name in MODEL_ONLY and not (name == "backend" and opts["backend"] == "vllm"):
+            raise clash(name, "--judge simulated", "has no effect with")
+        if not simulated and name in SIM_ONLY:
+            raise clash(name, "--judge simulated", "only applies to")
+        if not simulated and opts["backend"] == "openai" and name in VLLM_ONLY:
+            raise clash(name, "--backend openai (the server sets it)", "has no effect with")
+        if not simulated and opts["backend"] == "vllm" and name in OPENAI_ONLY:
+            raise clash(name, "--backend openai", "only applies to")
+    accepts = strategy_options(strategy)
+    for name in ("rating", "elo_k"):
+        if name in given and name not in accepts:
+            raise clash(name, f"--strategy {strategy}", "has no effect with")
+    if "elo_k" in given and opts["rating"] != "elo":
+        raise clash("elo_k", f"--rating {opts['rating']}", "has no effect with")
+    if opts["no_cache"] and "cache_path" in given:
+        raise clash("cache_path", "--no-cache", "contradicts")
+    if opts["quiet"] and opts["verbose"]:
+        raise clash("quiet", "--verbose", "contradicts")
+    for name in ("output", "judgments_path", "summary_path"):
+        if opts["dry_run"] and name in given:
+            raise clash(name, "--dry-run (it writes nothing)", "has no effect with")
+    for url in opts["base_urls"]:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(f"expected http://HOST[:PORT][/v1], got {url!r}", field="--base-url")
+
+
+def strategy_options(strategy: str) -> set[str]:
+    """The keyword options a strategy's constructor takes (the others would be ignored)."""
+    return set(inspect.signature(STRATEGIES[strategy]).parameters)
+
+
+def _warn_unknown_family(cfg: Any, console: Console) -> None:
+    """Say which family a model name that names none falls back to."""
+    from tourney.judges import family_from_name
+    from tourney.models import builtin_spec
+
+    if cfg.simulated or cfg.family or builtin_spec(cfg.judge) or family_from_name(cfg.judge):
+        return
+    console.warn(f"the judge name {cfg.judge!r} names no known family; using rm-r1's prompt and verdict (set --family)")
+
+
+def check_context(items: list, judge: Any, path: str) -> None:
+    """Fail before the engine starts when a prompt's judge prompt (its two longest responses) cannot fit the context."""
+    backend = getattr(judge, "backend", None)
+    limit = backend.context_limit() if backend is not None else 0
+    if not limit:
+        return  # the simulator, or servers (they say their context only when asked)
+    for item in items:
+        if len(item.texts) < 2:
+            continue
+        a, b = sorted(item.texts, key=len)[-2:]
+        # A token covers at least one UTF-8 byte: only prompts longer in bytes than the context need counting.
+        if len(("".join(map(str, item.prompt)) + a + b).encode()) + 1000 < limit:
+            continue
+        n = judge.prompt_tokens(item.prompt, b, a)
+        if n + 1 > limit:
+            why = f"the judge prompt for its two longest responses has {n} tokens; the judge's context is {limit}"
+            raise InputError(f"{why} (raise --max-model-len or shorten them)", path, item.line, "responses")
 
 
 def judge_config(opts: dict[str, Any]) -> JudgeConfig:
     """The typed judge settings of a command's options."""
     if opts["backend"] == "openai" and not opts["base_urls"] and opts["judge"] != "simulated":
         raise InputError("--backend openai needs at least one --base-url", field="--base-url")
-    if opts["backend"] != "openai" and opts["base_urls"]:
-        raise InputError("--base-url needs --backend openai", field="--base-url")
     sim = SimConfig(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
     return JudgeConfig(
         judge=opts["judge"], backend=opts["backend"], family=opts["family"], verdict=opts["verdict"],
         max_tokens=opts["max_tokens"], temperature=opts["temperature"], top_p=opts["top_p"], mode=opts["mode"],
         seed=opts["seed"], dtype=opts["dtype"], max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
-        concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"], sim=sim,
+        concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"],
+        timeout=opts["timeout"], sim=sim,
     )  # fmt: skip
 
 
@@ -207,34 +421,6 @@ def _require_quality(items: list, path: str) -> None:
                 raise InputError("missing (the simulated judge reads it)", path, item.line, f"responses[{k}].quality")
 
 
-class _progress:
-    """A rich progress bar on stderr, or nothing when quiet or not a terminal."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.on = not quiet and sys.stderr.isatty()
-        self.bar = None
-
-    def __enter__(self) -> Callable[[int], Callable[[int], None] | None]:
-        if not self.on:
-            return lambda total: None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.bar = Progress(TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                            console=Console(stderr=True), transient=True)  # fmt: skip
-        self.bar.start()
-
-        def make(total: int) -> Callable[[int], None]:
-            task = self.bar.add_task("judging", total=total)
-            return lambda n: self.bar.advance(task, n)
-
-        return make
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar:
-            self.bar.stop()
-
-
 from tourney.cli_data import pairs_cmd, sample_cmd  # noqa: E402
 
 cli.add_command(sample_cmd)
@@ -259,10 +445,7 @@ def main() -> None:
     except BackendError as err:
         click.echo(f"tourney: judge failed: {err}", err=True)
         sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("tourney: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo("tourney: interrupted (judgments so far are cached)", err=True)
         sys.exit(130)
 

@@ -5,15 +5,16 @@ Registered on the main group by the hook at the end of ``tourney/cli.py``.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import click
 
-from tourney.cli import _judge_options, _progress, _record_line, _require_quality, check_prompts, judge_config
+from tourney import cli
+from tourney.cli import _judge_options
 from tourney.config import BACKENDS
 from tourney.errors import BackendError, InputError
 
@@ -90,24 +91,30 @@ from tourney.errors import BackendError, InputError
 @click.option("--no-cache", is_flag=True, help="Do not read or write the sample cache.")
 @click.option("--summary", "summary_path", default=None, help="Write run counters as JSON.")
 @click.option("--dry-run", is_flag=True, help="Print how many samples the run would ask for; load no model.")
+@click.option("-q", "--quiet", is_flag=True, help="No closing summary line (errors still show).")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Show vLLM/torch logs on stderr (otherwise they go to ~/.cache/tourney/logs/last-run.log).",
+)
 def sample_cmd(**opts: Any) -> None:
     """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
     from tourney.config import JudgeConfig, make_backend
-    from tourney.io import check_writable, dumps, write_all
+    from tourney.io import check_outputs, dumps, write_all
     from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
 
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    rows = read_prompts(opts["input_path"])
-    outputs = [p for p in (opts["output"], opts["summary_path"]) if p]
-    for path in outputs:
-        check_writable(path)
-    if sum(p == "-" for p in outputs) > 1:
-        raise InputError("only one of -o and --summary can be '-' (stdout)", field="-o")
+    console = cli.CONSOLE
+    console.quiet = opts["quiet"]
+    if opts["quiet"] and opts["verbose"]:
+        raise InputError("--quiet contradicts --verbose", field="--quiet")
     if opts["backend"] == "openai" and not opts["base_urls"]:
         raise InputError("--backend openai needs at least one --base-url", field="--base-url")
     if opts["backend"] != "openai" and opts["base_urls"]:
-        raise InputError("--base-url needs --backend openai", field="--base-url")
+        raise InputError("--base-url only applies to --backend openai", field="--base-url")
+    rows = read_prompts(opts["input_path"])
+    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
+    check_outputs(outputs, opts["input_path"])
     if opts["dry_run"]:
         click.echo(json.dumps({"prompts": len(rows), "samples": len(rows) * opts["n"]}))
         return
@@ -115,14 +122,19 @@ def sample_cmd(**opts: Any) -> None:
                       max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
                       concurrency=opts["concurrency"], api_key_env=opts["api_key_env"])  # fmt: skip
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
+    logs = nullcontext() if opts["verbose"] else console.logs_to(cli.log_path())
     backend = None
     try:
-        backend = make_backend(cfg)
-        out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
-                            max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
-                            batch_size=opts["batch_size"])  # fmt: skip
+        with logs:
+            backend = make_backend(cfg)
+            identity = backend.identity()
+            out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
+                                max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
+                                batch_size=opts["batch_size"])  # fmt: skip
     except BackendError as err:
-        raise click.ClickException(f"policy failed: {err}") from None
+        where = "" if opts["verbose"] else f" (log: {cli.log_path()})"
+        raise click.ClickException(f"policy failed: {err}{where}") from None
     finally:
         if backend is not None:
             backend.close()
@@ -130,9 +142,11 @@ def sample_cmd(**opts: Any) -> None:
             cache.close()
     files = [(opts["output"], [dumps(r) for r in out])]
     if opts["summary_path"]:
-        summary = stats.as_dict() | {"policy": backend.identity(), "n": opts["n"], "seed": opts["seed"]}
+        summary = stats.as_dict() | {"policy": identity, "n": opts["n"], "seed": opts["seed"]}
         files.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(files)
+    console.say(f"tourney: {stats.samples} samples ({stats.cached} cached, {stats.generated} generated), "
+                f"{stats.backend_calls} backend calls, {stats.wall_s:.1f} s")  # fmt: skip
 
 
 @click.command("pairs")
@@ -161,77 +175,97 @@ def sample_cmd(**opts: Any) -> None:
 )
 def pairs_cmd(**opts: Any) -> None:
     """Judge every prompt's responses and write DPO preference pairs (prompt, chosen, rejected + metadata)."""
-    from tourney.cache import open_cache
+    from tourney.cache import default_cache_path, open_cache
     from tourney.config import make_judge, resolve_family
-    from tourney.engine import Engine, plan
-    from tourney.io import check_writable, dumps, read_items, write_all
-    from tourney.pairs import PairStats, check_policy, distinct, make_pairs, parse_policy, rows_of, write_parquet_staged
+    from tourney.io import check_outputs, read_items
+    from tourney.pairs import check_policy, distinct, parse_policy
 
-    # Like _run in tourney/cli.py (vLLM logs off stdout, outputs checked, prompts rendered) before any judging.
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # The same checks and engine run as _run in tourney/cli.py, on the items with repeated texts merged.
+    console = cli.CONSOLE
+    console.quiet = opts["quiet"]
+    strategy = opts["strategy"] or "round-robin"
+    cli.check_options(opts, cli.given_options(), strategy)
     policy = parse_policy(opts["pairing"])
     parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].endswith(".parquet"))
-    if parquet and opts["output"] == "-":
+    if parquet and opts["output"] == "-" and not opts["dry_run"]:
         raise InputError("Parquet needs a file (-o PATH.parquet), not stdout", field="-o")
     items = read_items(opts["input_path"])
-    outputs = [p for p in (opts["output"], opts["judgments_path"], opts["summary_path"]) if p]
-    for path in outputs:
-        check_writable(path)
-    if sum(p == "-" for p in outputs) > 1:
-        raise InputError("only one of -o, --judgments and --summary can be '-' (stdout)", field="-o")
     source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
+    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts["judgments_path"],
+                                          "--summary": opts["summary_path"]}  # fmt: skip
+    check_outputs(outputs, opts["input_path"])
     check_policy(items, policy, source)
-    strategy = opts["strategy"] or "round-robin"
-    if opts["judge"] == "simulated":
-        _require_quality(items, source)
-    cfg = judge_config(opts)
+    cfg = cli.judge_config(opts)
+    if cfg.simulated:
+        cli._require_quality(items, source)
     family = resolve_family(cfg)
-    check_prompts(items, family, source)
-    slim, index = zip(*(distinct(item) for item in items)) if items else ((), ())
-    if opts["dry_run"]:
-        count = plan(slim, strategy=strategy, votes=opts["votes"], seed=opts["seed"])
-        click.echo(json.dumps({"prompts": len(items), "judgments": count, "strategy": strategy}))
-        return
+    cli._warn_unknown_family(cfg, console)
+    cli.check_prompts(items, family, source)
+    slim, index = (list(x) for x in zip(*(distinct(item) for item in items))) if items else ([], [])
     cache = open_cache(opts["cache_path"], opts["no_cache"])
-    judge = make_judge(cfg, family)
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    logs = nullcontext() if cfg.simulated or opts["verbose"] else console.logs_to(cli.log_path())
     try:
-        with _progress(opts["quiet"]) as bar:
-            engine = Engine(judge, strategy=strategy, rating=opts["rating"], votes=opts["votes"], seed=opts["seed"],
-                            cache=cache, keep_records=True, elo_k=opts["elo_k"])  # fmt: skip
-            engine.progress = bar(plan(slim, strategy=strategy, votes=opts["votes"], seed=opts["seed"]))
-            mode = cfg.engine_mode()
-            results = asyncio.run(engine.arun(slim)) if mode == "pipelined" else engine.run(slim)
+        with logs:
+            judge = make_judge(cfg, family)
+            try:
+                cli.check_context(slim, judge, source)
+                engine = cli._engine(judge, opts, strategy, cache, dry=opts["dry_run"])
+                engine.keep_records = True  # pairs read the direct votes
+                if opts["dry_run"]:
+                    return cli._dry_run(engine, slim, strategy, console)
+                results = cli._judge_all(engine, judge, slim, cfg.engine_mode(), console)
+            finally:
+                judge.close()
+    except BackendError as err:
+        if console.log_path is not None or not (cfg.simulated or opts["verbose"]):
+            err.args = (f"{err} (log: {cli.log_path()})",)
+        raise
     finally:
-        judge.close()
         if cache:
             cache.close()
-    # Pairing itself: the part that is not _run's.
+    stats = _write_pairs(opts, results, index, items, policy, parquet, engine, judge, strategy)
+    cli._report(engine, results, console, default_cache_path() if cache else None)
+    console.say(f"tourney: {stats.pairs} pairs from {stats.prompts} prompts; skipped {stats.skipped_too_few} with < 2 "
+                f"distinct responses, {stats.skipped_unseparated} unseparated, {stats.skipped_no_pair} with no pair "
+                f"for {opts['pairing']}; {stats.dropped_low_confidence} pairs below --min-confidence")  # fmt: skip
+
+
+def _write_pairs(
+    opts: dict[str, Any],
+    results: list,
+    index: list,
+    items: list,
+    policy: Any,
+    parquet: bool,
+    engine: Any,
+    judge: Any,
+    strategy: str,
+) -> Any:
+    """Pair, then write the pairs (JSONL or Parquet), the judgments and the summary, all or nothing."""
+    from tourney.io import dumps, write_all
+    from tourney.pairs import PairStats, make_pairs, rows_of, write_parquet_staged
+
     stats = PairStats()
     pairs = make_pairs(results, index, items, policy, min_confidence=opts["min_confidence"],
                        rationale=opts["rationale"], stats=stats)  # fmt: skip
     rows = rows_of(pairs, opts["rationale"])
     files = []
-    if opts["judgments_path"]:
+    if opts["judgments_path"]:  # candidate indices back into the input's responses
         recs = [dataclasses.replace(r, a=idx[r.a], b=idx[r.b]) for res, idx in zip(results, index) for r in res.records]
-        files.append((opts["judgments_path"], [_record_line(r) for r in recs]))
+        files.append((opts["judgments_path"], [cli._record_line(r) for r in recs]))
     if opts["summary_path"]:
         summary = engine.stats.as_dict() | {"strategy": strategy, "votes": opts["votes"], "judge": judge.identity(),
                                             "pairing": opts["pairing"], "pairs": stats.as_dict()}  # fmt: skip
         files.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     if not parquet:
         write_all([(opts["output"], [dumps(r) for r in rows]), *files])
-    else:
-        staged = write_parquet_staged(opts["output"], rows)
-        try:
-            write_all(files)
-            os.replace(staged, opts["output"])
-        finally:
-            if os.path.exists(staged):
-                os.unlink(staged)
-    if not opts["quiet"]:
-        s = stats
-        click.echo(f"tourney pairs: {s.pairs} pairs from {s.prompts} prompts; skipped: {s.skipped_too_few} with < 2 "
-                   f"distinct responses, {s.skipped_unseparated} unseparated, {s.skipped_no_pair} with no pair "
-                   f"meeting {opts['pairing']}; {s.dropped_low_confidence} pairs below --min-confidence",
-                   err=True)  # fmt: skip
+        return stats
+    staged = write_parquet_staged(opts["output"], rows)
+    try:
+        write_all(files)
+        os.replace(staged, os.path.realpath(opts["output"]))
+    finally:
+        if os.path.exists(staged):
+            os.unlink(staged)
+    return stats

@@ -52,6 +52,7 @@ class JudgeConfig:
     concurrency: int = 16  # openai only: requests in flight per endpoint
     max_retries: int = 6  # openai only
     api_key_env: str = "OPENAI_API_KEY"  # openai only
+    timeout: float = 600.0  # openai only: seconds to wait for one answer before retrying
     sim: SimConfig = field(default_factory=SimConfig)
 
     @property
@@ -79,7 +80,7 @@ def openai_backend(cfg: JudgeConfig) -> BackendBase:
     from tourney.backends.openai import OpenAIBackend
 
     return OpenAIBackend(cfg.base_urls, cfg.judge, concurrency=cfg.concurrency, max_retries=cfg.max_retries,
-                         api_key_env=cfg.api_key_env)  # fmt: skip
+                         api_key_env=cfg.api_key_env, timeout=cfg.timeout)  # fmt: skip
 
 
 BACKENDS: dict[str, Callable[[JudgeConfig], BackendBase]] = {"vllm": vllm_backend, "openai": openai_backend}

@@ -39,7 +39,7 @@ class Stats:
     retries: int = 0  # backend calls that failed and were tried again (servers: 429, 5xx, resets, timeouts)
     prompt_tokens: int = 0  # of new judgments only: what this run spent
     completion_tokens: int = 0
-    steps: int = 0
+    steps: int = 0  # the most rounds (propose, judge, receive) any one prompt went through, cached rounds included
     judge_s: float = 0.0
     wall_s: float = 0.0
 
@@ -72,6 +72,9 @@ class Result:
     scores: list[float]
     ranking: list[int]
     records: list[Record] = field(default_factory=list)
+    judgments: int = 0
+    invalid: int = 0  # judgments without a verdict (they abstain)
+    rounds: int = 0
 
 
 def derive_seed(*parts: Any) -> int:
@@ -103,10 +106,12 @@ class Engine:
         progress: Callable[[int], None] | None = None,
         keep_records: bool = False,
         elo_k: float = 32.0,
+        write_cache: bool = True,
     ) -> None:
         """Configure a run; ``progress`` is called with the number of votes just resolved."""
         self.judge, self.strategy, self.rating, self.votes, self.seed = judge, strategy, rating, votes, seed
         self.cache, self.progress, self.keep_records, self.elo_k = cache, progress, keep_records, elo_k
+        self.write_cache = write_cache  # False for dry runs: read what is cached, store nothing
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
         self.stats = Stats()
         self._retries_before = 0
@@ -136,7 +141,6 @@ class Engine:
             ready = [(k, vote) for k, tour in enumerate(tours) if not tour.done() for vote in tour.propose()]
             if not ready:
                 break
-            self.stats.steps += 1
             batch = self._prepare(items, ready)
             if batch.todo:
                 with self._calling(batch):
@@ -205,7 +209,7 @@ class Engine:
         if len(fresh) != len(batch.todo):
             raise BackendError(f"judge returned {len(fresh)} judgments for {len(batch.todo)} requests")
         new = dict(zip(batch.todo, fresh))
-        if self.cache:
+        if self.cache and self.write_cache:
             self.cache.put_many(self.judge_id, ((k, batch.requests[batch.todo[k]], j) for k, j in new.items()))
         batch.found.update(new)
         self.stats.backend_calls += 1
@@ -215,8 +219,12 @@ class Engine:
 
     def _deliver(self, tours: list[Voting], results: list[Result], batch: _Batch) -> None:
         """Hand each vote's outcome to its tournament and record it."""
+        for k in {k for k, _ in batch.ready}:
+            results[k].rounds += 1
         for (k, vote), key in zip(batch.ready, batch.keys):
             j = batch.found[key]
+            results[k].judgments += 1
+            results[k].invalid += j.p_a is None
             self.stats.judgments += 1
             self.stats.cached += key in batch.hits
             self.stats.invalid += j.p_a is None
@@ -235,6 +243,7 @@ class Engine:
             res.ranking = list(tour.ranking())
             self.stats.ties += tour.all_invalid
         self.stats.prompts = len(results)
+        self.stats.steps = max((r.rounds for r in results), default=0)
         self.stats.wall_s = time.perf_counter() - start
         self.stats.retries = self.judge.retries() - self._retries_before
         return results

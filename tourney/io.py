@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable
@@ -121,17 +122,57 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def check_writable(path: str) -> None:
-    """Fail before any judging if an output path cannot be written (no such folder, or a folder itself)."""
+def output_target(path: str) -> tuple[str, bool]:
+    """Where writing ``path`` lands (a symlink's final target) and whether it is streamed (FIFO, character device).
+
+    Raises InputError (naming ``path``) when it cannot be an output: a folder, a block device, a socket, a missing or
+    unwritable folder.
+    """
     if path == "-":
-        return
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise InputError("is a directory, not a file", file=path)
+        return path, True
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as err:
+        raise InputError(f"cannot write: {err.strerror}", file=path) from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError("is a directory, not a file", file=path)
+        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+            if not os.access(target, os.W_OK):
+                raise InputError("cannot write: permission denied", file=path)
+            return target, True
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError("cannot write: not a regular file, FIFO or character device", file=path)
+    folder = os.path.dirname(target)
     if not os.path.isdir(folder):
         raise InputError("cannot write: no such directory", file=path)
     if not os.access(folder, os.W_OK):
         raise InputError("cannot write: permission denied", file=path)
+    return target, False
+
+
+def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -> None:
+    """Check every output before any work: writable, and no two (nor one and the input) naming the same file.
+
+    ``paths`` maps an option name (``-o``) to its path (None: not asked for). Character devices such as /dev/null may
+    be named twice; ``-`` (stdout) only once.
+    """
+    seen: dict[str, str] = {}
+    if input_path and input_path != "-":
+        seen[os.path.realpath(input_path)] = "INPUT"
+    for option, path in paths.items():
+        if path is None:
+            continue
+        target, streamed = output_target(path)
+        if streamed and path != "-" and stat.S_ISCHR(os.stat(target).st_mode):
+            continue
+        if target in seen:
+            what = "stdout" if path == "-" else "the same file"
+            raise InputError(f"{option} and {seen[target]} name {what} ({path})", field=option)
+        seen[target] = option
 
 
 def dumps(row: dict[str, Any]) -> str:
@@ -140,31 +181,75 @@ def dumps(row: dict[str, Any]) -> str:
 
 
 def write_all(outputs: list[tuple[str, Iterable[str]]]) -> None:
-    """Write several outputs all or nothing: every file goes to a temp file first, then all are renamed.
+    """Write several outputs all or nothing, as far as files allow.
 
-    ``-`` writes stdout, last, once every file is in place.
+    A regular file (or a symlink's target) is written to a temp file beside it and renamed over it once every output is
+    written, keeping an existing file's mode (a new file gets the umask's). A FIFO or character device is streamed to
+    directly and never replaced. ``-`` writes stdout, last. Errors name the path the user gave.
     """
-    staged: list[tuple[str, str]] = []
+    staged: list[tuple[str, str, str]] = []
+    streams: list[tuple[str, str, list[str]]] = []
     stdout: list[str] = []
     try:
         for path, lines in outputs:
+            target, streamed = output_target(path)
             if path == "-":
                 stdout.extend(line + "\n" for line in lines)
-                continue
-            fd, tmp = tempfile.mkstemp(prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-            staged.append((tmp, path))
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                for line in lines:
-                    out.write(line + "\n")
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException as err:
-        for tmp, _ in staged:
+            elif streamed:
+                streams.append((path, target, list(lines)))
+            else:
+                staged.append((path, _stage(path, target, lines), target))
+        for path, target, lines in streams:
+            _write_to(path, target, lines)
+        for path, tmp, target in staged:
+            _fail_as(path, os.replace, tmp, target)
+    finally:
+        for _, tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise InputError(f"cannot write: {err.strerror}", file=err.filename) from None
-        raise
     if stdout:
         sys.stdout.write("".join(stdout))
         sys.stdout.flush()
+
+
+def _stage(path: str, target: str, lines: Iterable[str]) -> str:
+    """Write ``lines`` to a temp file beside ``target`` with the mode the final file will have; return its path."""
+    fd, tmp = _fail_as(path, tempfile.mkstemp, prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(target))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~_umask()
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            for line in lines:
+                _fail_as(path, out.write, line + "\n")
+            _fail_as(path, out.flush)
+            _fail_as(path, os.fsync, out.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _write_to(path: str, target: str, lines: list[str]) -> None:
+    """Stream lines to a FIFO or device (a full device such as /dev/full is an error)."""
+    fd = _fail_as(path, os.open, target, os.O_WRONLY)
+    try:
+        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        while data:  # unbuffered, so a full device fails here and not in a close that cannot report it
+            data = data[_fail_as(path, os.write, fd, data) :]
+    finally:
+        os.close(fd)
+
+
+def _fail_as(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn``; an OSError becomes a one-line InputError naming the user's ``path``."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError as err:
+        raise InputError(f"cannot write: {err.strerror or err}", file=path) from None
+
+
+def _umask() -> int:
+    """The process umask (read by setting it, then putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -9,7 +9,7 @@ force; the others (vLLM's async engine, servers) get one request at a time, each
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tourney.aio import gather_all
@@ -25,7 +25,7 @@ from tourney.forcing import (
     verdict_tokens,
 )
 from tourney.judges import Family
-from tourney.types import JudgeBase, Judgment, Request
+from tourney.types import JudgeBase, Judgment, Prompt, Request
 
 Forced = tuple[float | None, Scored]
 
@@ -41,6 +41,7 @@ class PairwiseJudge(JudgeBase):
         self._choices: tuple[str, tuple[int, int]] | None = None  # verdict prefix and choice token ids
         self._ready = False
         self._ready_lock = asyncio.Lock()
+        self.status: Callable[[str], None] | None = None  # told when the model starts loading, e.g. a progress bar
 
     def identity(self) -> dict[str, Any]:
         """The backend's model identity plus the family's texts, the sampling and the verdict mode."""
@@ -50,6 +51,15 @@ class PairwiseJudge(JudgeBase):
             "sampling": {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens},
             "verdict": self.verdict,
         }
+
+    def describe(self) -> str:
+        """The model's name as the user gave it."""
+        model = self.backend.identity().get("model")
+        return str(model.get("name") if isinstance(model, dict) else model)
+
+    def prompt_tokens(self, prompt: Prompt, a: str, b: str) -> int:
+        """How many tokens the judge prompt for (a, b) takes (the backend's tokenizer; vLLM servers are asked)."""
+        return len(self.backend.loop.run(self.backend.chat_ids(self.family.render(prompt, a, b))))
 
     def start(self) -> None:
         """Load the model (or check the servers) now; otherwise that happens on the first judgment not cached."""
@@ -89,6 +99,8 @@ class PairwiseJudge(JudgeBase):
         async with self._ready_lock:
             if self._ready:
                 return
+            if self.status is not None:
+                self.status(f"starting {self.backend.identity().get('backend')} ({self.describe()})")
             await self.backend.start()
             if self.verdict != "parse":
                 self._choices = await verdict_tokens(self.backend, self.family)

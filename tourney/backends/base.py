@@ -88,6 +88,10 @@ class BackendBase:
         """Continue a prefilled assistant ``reply`` by one token; its top-``k`` ``{token, logprob}`` alternatives."""
         raise BackendError(f"{type(self).__name__} cannot continue a prefilled reply")
 
+    def context_limit(self) -> int:
+        """The context length known without starting anything (0: unknown until started)."""
+        return self.max_model_len
+
     def close(self) -> None:
         """Release the engine, processes and connections; safe to call twice."""
         self.loop.close()

@@ -67,6 +67,17 @@ class VLLMBackend(BackendBase):
             "max_model_len": self.context,
         }
 
+    def context_limit(self) -> int:
+        """The context the engine will have: asked for, the built-in's, or the model config's positions."""
+        if self.max_model_len:
+            return self.max_model_len
+        if self.context:
+            return self.context
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(self.spec.path)
+        return int(getattr(cfg.get_text_config(), "max_position_embeddings", 0) or 0)
+
     # ---- engine life cycle -------------------------------------------------------------------------------------
 
     async def start(self) -> None:

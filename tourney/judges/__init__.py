@@ -28,7 +28,17 @@ from tourney.judges.base import Family, Verdict
 from tourney.judges.custom import load_custom
 from tourney.types import Prompt
 
-__all__ = ["FAMILIES", "Family", "Verdict", "detect_family", "get_family", "load_custom", "parse_verdict", "render"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "Verdict",
+    "detect_family",
+    "family_from_name",
+    "get_family",
+    "load_custom",
+    "parse_verdict",
+    "render",
+]
 
 _NOT_FAMILIES = {"base", "custom"}
 
@@ -63,6 +73,16 @@ def get_family(name_or_toml_path: str | Path | Family) -> Family:
     raise InputError(f"unknown judge family '{key}'; known: {known}, or the path of a .toml template")
 
 
+def family_from_name(model_name: str) -> str | None:
+    """The family a model name says it belongs to (RRM, RM-R1, RM-R1 Instruct), or None when it says none."""
+    # Word-bounded and case-insensitive so local paths like /models/rrm-32b match but "ferrmo" does not.
+    if re.search(r"(?<![a-z0-9])rrm(?![a-z])", model_name, re.IGNORECASE):
+        return "rrm"
+    if re.search(r"(?<![a-z0-9])rm[-_]?r1(?![0-9])", model_name, re.IGNORECASE):
+        return "rm-r1-instruct" if re.search("instruct", model_name, re.IGNORECASE) else "rm-r1"
+    return None
+
+
 def detect_family(model_name: str) -> str:
     """Guess the family from a model name or path: RRM -> "rrm", RM-R1 + Instruct -> "rm-r1-instruct", else "rm-r1".
 
@@ -70,12 +90,7 @@ def detect_family(model_name: str) -> str:
     model-agnostic one. As the authors' evaluation does, "Instruct" in an RM-R1 name selects the chain-of-rubrics
     prompt those checkpoints were trained with.
     """
-    # Word-bounded and case-insensitive so local paths like /models/rrm-32b match but "ferrmo" does not.
-    if re.search(r"(?<![a-z0-9])rrm(?![a-z])", model_name, re.IGNORECASE):
-        return "rrm"
-    if re.search(r"(?<![a-z0-9])rm[-_]?r1(?![0-9])", model_name, re.IGNORECASE):
-        return "rm-r1-instruct" if re.search("instruct", model_name, re.IGNORECASE) else "rm-r1"
-    return "rm-r1"
+    return family_from_name(model_name) or "rm-r1"
 
 
 def render(family: str | Family, prompt: Prompt, answer_a: str, answer_b: str) -> list[dict[str, str]]:

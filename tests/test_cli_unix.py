@@ -1,0 +1,233 @@
+"""The CLI as a careful Unix tool: outputs that are links, FIFOs or devices; modes; contradictory options; warnings;
+dry runs against the cache; interrupts; counters that mean the same in both engine modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from servers import FakeServer
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
+SIM = ["--judge", "simulated", "--no-cache"]
+
+
+def tourney(*args, umask=None, timeout=120, env=None):
+    """Run ``python -m tourney``; optionally under a umask."""
+    pre = (lambda: os.umask(umask)) if umask is not None else None
+    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=pre, env=env)  # fmt: skip
+
+
+def one_error(p: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The single stderr line of a failed run (no traceback), after checking the exit code."""
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == code and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    return lines[0]
+
+
+# ---- outputs -------------------------------------------------------------------------------------------------------
+
+
+def test_symlink_output_writes_its_target_and_stays_a_link(tmp_path):
+    target, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert tourney("rank", EXAMPLE, "-o", link, *SIM).returncode == 0
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 3
+
+
+def test_fifo_output_is_streamed_and_never_replaced(tmp_path):
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    p = tourney("rank", EXAMPLE, "-o", fifo, *SIM)
+    reader.join(timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and len(got[0].splitlines()) == 3
+    assert os.listdir(tmp_path) == ["out.fifo"]  # no temp file left beside it
+
+
+def test_dev_null_stays_a_device_and_dev_full_is_an_error(tmp_path):
+    assert tourney("rank", EXAMPLE, "-o", "/dev/null", "--judgments", "/dev/null", *SIM).returncode == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    line = one_error(tourney("rank", EXAMPLE, "-o", "/dev/full", *SIM))
+    assert line.startswith("tourney: error: /dev/full: cannot write: No space left on device")
+
+
+def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):
+    new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
+    assert tourney("rank", EXAMPLE, "-o", new, *SIM, umask=0o027).returncode == 0
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640
+    old.write_text("x\n")
+    old.chmod(0o604)
+    assert tourney("rank", EXAMPLE, "-o", old, *SIM, umask=0o077).returncode == 0
+    assert stat.S_IMODE(old.stat().st_mode) == 0o604 and old.read_text() != "x\n"
+
+
+def test_write_errors_name_the_users_path_not_a_temp_file(tmp_path):
+    line = one_error(tourney("rank", EXAMPLE, "-o", "/proc/tourney-out.jsonl", *SIM))
+    assert "/proc/tourney-out.jsonl" in line and ".tmp" not in line and "cannot write" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["-o", "{d}/x.jsonl", "--judgments", "{d}/x.jsonl"], ["--judgments", "--output"]),
+        (["-o", "{d}/x.jsonl", "--summary", "{d}/link"], ["--summary", "--output"]),
+        (["-o", "{input}"], ["--output", "INPUT"]),
+    ],
+)
+def test_two_outputs_naming_one_file_are_refused_before_any_work(tmp_path, args, names):
+    src = tmp_path / "in.jsonl"
+    src.write_text(EXAMPLE.read_text())
+    (tmp_path / "link").symlink_to(tmp_path / "x.jsonl")
+    before = sorted(os.listdir(tmp_path))
+    line = one_error(tourney("rank", src, *[a.format(d=tmp_path, input=src) for a in args], *SIM))
+    assert all(n in line for n in names) and "same file" in line
+    assert sorted(os.listdir(tmp_path)) == before and src.read_text() == EXAMPLE.read_text()
+
+
+# ---- options -------------------------------------------------------------------------------------------------------
+
+CLASHES = [
+    (["--strategy", "knockout", "--rating", "bt"], ["--rating", "--strategy knockout"]),
+    (["--rating", "bt", "--elo-k", "10"], ["--elo-k", "--rating bt"]),
+    (["--no-cache", "--cache", "c.sqlite"], ["--cache", "--no-cache"]),
+    (["--family", "rrm"], ["--family", "--judge simulated"]),
+    (["--backend", "openai"], ["--backend", "--judge simulated"]),
+    (["--max-tokens", "10"], ["--max-tokens", "--judge simulated"]),
+    (["--quiet", "--verbose"], ["--quiet", "--verbose"]),
+    (["--dry-run", "-o", "x.jsonl"], ["--output", "--dry-run"]),
+]
+
+
+@pytest.mark.parametrize(("args", "names"), CLASHES)
+def test_contradictory_or_ignored_options_are_refused_naming_both(tmp_path, args, names):
+    line = one_error(tourney("rank", EXAMPLE, "--judge", "simulated", *args))
+    assert all(n in line for n in names), line
+
+
+@pytest.mark.parametrize(
+    ("args", "names"),
+    [
+        (["--sim-tau", "2"], ["--sim-tau", "--judge simulated"]),
+        (["--dtype", "float32", "--backend", "openai", "--base-url", "http://127.0.0.1:9"], ["--dtype", "openai"]),
+        (["--concurrency", "4"], ["--concurrency", "--backend openai"]),
+        (["--base-url", "http://127.0.0.1:9"], ["--base-url", "--backend openai"]),
+    ],
+)
+def test_model_judge_option_clashes(args, names):
+    began = time.monotonic()
+    line = one_error(tourney("rank", EXAMPLE, "--judge", "smollm2", "--no-cache", *args))
+    assert all(n in line for n in names) and time.monotonic() - began < 30  # before any model loads
+
+
+@pytest.mark.parametrize(
+    ("args", "what"),
+    [
+        (["--dtype", "float13"], "'float13' is not one of"),
+        (["--backend", "openai", "--base-url", "localhost:18123"], "--base-url': expected http://HOST"),
+        (["--family", "missing.toml"], "missing.toml"),
+    ],
+)
+def test_bad_option_values_fail_before_any_model_loads(args, what):
+    began = time.monotonic()
+    line = one_error(tourney("rank", EXAMPLE, "--judge", "Reward-Reasoning/RRM-7B", "--no-cache", *args))
+    assert what in line and time.monotonic() - began < 30
+
+
+def test_unknown_model_name_warns_which_family_it_falls_back_to(tmp_path):
+    p = tourney("rank", EXAMPLE, "--judge", "someone/plain-chat-model", "--no-cache", "--dry-run",
+                env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert "names no known family; using rm-r1" in p.stderr
+    assert p.returncode == 1 and "cannot load model 'someone/plain-chat-model'" in p.stderr  # no hub here
+
+
+# ---- what the user is told -----------------------------------------------------------------------------------------
+
+
+def test_closing_line_and_warnings_for_invalid_verdicts(tmp_path):
+    summary = tmp_path / "s.json"
+    p = tourney("rank", EXAMPLE, *SIM, "--sim-invalid-rate", "1", "--summary", summary, "-o", tmp_path / "o")
+    assert p.returncode == 0
+    lines = p.stderr.strip().splitlines()
+    assert lines[0].startswith("tourney: 15 judgments (0 cached), 15 invalid, 0 forced, 1 judge calls")
+    assert "15 of 15 judgments (100%) had no verdict" in lines[1]
+    assert 'no verdict at all (ranked in input order): "capital", "arithmetic", "chat"' in lines[2]
+    assert json.loads(summary.read_text())["all_invalid_prompts"] == ["capital", "arithmetic", "chat"]
+    quiet = tourney("rank", EXAMPLE, *SIM, "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_dry_run_counts_new_and_cached_judgments(tmp_path):
+    cache = tmp_path / "c.sqlite"
+    base = ["rank", EXAMPLE, "--judge", "simulated", "--cache", cache]
+    assert json.loads(tourney(*base, "--dry-run").stdout)["new"] == 15
+    assert not cache.exists() or json.loads(tourney(*base, "--dry-run").stdout)["cached"] == 0
+    assert tourney(*base, "-o", tmp_path / "o").returncode == 0
+    done = json.loads(tourney(*base, "--dry-run").stdout)
+    assert (done["judgments"], done["new"], done["cached"]) == (15, 0, 15)
+    votes = json.loads(tourney(*base, "--dry-run", "--votes", "2").stdout)
+    # Vote 0 of a match is cached when it was shown in the order the single vote's coin chose.
+    assert votes["judgments"] == 30 and 0 < votes["cached"] < 15 and votes["new"] == 30 - votes["cached"]
+
+
+def test_counters_mean_the_same_in_both_modes(tmp_path):
+    stats = {}
+    for mode in ("lockstep", "pipelined"):
+        s = tmp_path / f"{mode}.json"
+        p = tourney("best-of-n", EXAMPLE, *SIM, "--mode", mode, "--sim-latency", "0.2", "--summary", s,
+                    "-o", tmp_path / "o")  # fmt: skip
+        assert p.returncode == 0, p.stderr
+        stats[mode] = json.loads(s.read_text())
+    for st in stats.values():
+        assert st["steps"] == 2  # a knockout of 4 (the largest prompt) takes 2 rounds
+        assert st["wall_s"] >= st["judge_s"] >= 0.2 * 2 * 0.9  # at least two sequential 0.2 s calls
+    assert stats["lockstep"]["judgments"] == stats["pipelined"]["judgments"] == 3 + 3 + 2
+
+
+# ---- interrupts ------------------------------------------------------------------------------------------------------
+
+
+def interrupt(args: list, wait: float, cache: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """Start tourney, send SIGINT after ``wait`` seconds; return the process and the judgments in the cache."""
+    import sqlite3
+
+    proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args), "--cache", cache],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(wait)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM judgments").fetchone()[0] if cache.exists() else 0
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), rows
+
+
+def test_ctrl_c_on_the_simulator_keeps_what_was_judged(tmp_path):
+    args = ["best-of-n", EXAMPLE, "--judge", "simulated", "--sim-latency", "2", "-o", tmp_path / "o"]
+    p, rows = interrupt(args, 4.5, tmp_path / "c.sqlite")  # the first of two 2-second rounds is done
+    assert one_error(p, 130) == "tourney: interrupted (judgments so far are cached)"
+    assert rows >= 1 and not (tmp_path / "o").exists()
+
+
+def test_ctrl_c_on_the_server_backend_is_one_line(tmp_path):
+    src = tmp_path / "in.jsonl"  # one quick prompt (1 judgment), then 75 judgments that take ~10 s
+    rows_in = [{"prompt": "q0", "responses": ["a", "b"]}]
+    rows_in += [{"prompt": f"q{k}", "responses": [f"r{i}" for i in range(6)]} for k in range(1, 6)]
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows_in))
+    with FakeServer(delay=0.5) as srv:
+        args = ["rank", src, "--judge", "fake", "--family", "rm-r1", "--backend", "openai", "--base-url", srv.url,
+                "--concurrency", "4", "--verdict", "parse", "-o", tmp_path / "o"]  # fmt: skip
+        p, rows = interrupt(args, 4.0, tmp_path / "c.sqlite")
+    assert one_error(p, 130) == "tourney: interrupted (judgments so far are cached)"
+    assert rows >= 1 and "Task was destroyed" not in p.stderr

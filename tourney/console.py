@@ -1,0 +1,122 @@
+"""What the user sees on stderr: one-line messages, a progress bar with ETA, and vLLM/torch logs kept out of the way.
+
+Model libraries write to file descriptor 2 from this process and from vLLM's engine process. ``Console.logs_to``
+points fd 2 at a log file for the length of a run and keeps a private copy of the terminal for tourney's own lines, so
+the bar and the messages stay readable and ``-o -`` stays clean.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class Console:
+    """tourney's own stderr: messages, warnings, the progress bar."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        """``quiet``: no bar and no closing summary line (warnings and errors still show)."""
+        self.quiet = quiet
+        self.stream: TextIO = sys.stderr
+        self.log_path: Path | None = None
+
+    def say(self, message: str) -> None:
+        """One line on stderr, unless quiet."""
+        if not self.quiet:
+            self.line(message)
+
+    def warn(self, message: str) -> None:
+        """A warning line (shown even when quiet)."""
+        self.line(f"tourney: warning: {message}")
+
+    def line(self, text: str) -> None:
+        """Write one line to the terminal's stderr."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    @contextmanager
+    def logs_to(self, path: Path) -> Iterator[None]:
+        """Send fd 2 (this process and its children) to ``path`` while tourney keeps writing to the terminal."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        saved = os.dup(2)
+        log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 2)
+        os.close(log)
+        mine = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        previous, self.stream, self.log_path = self.stream, mine, path
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            self.stream = previous
+            mine.close()
+
+    @contextmanager
+    def progress(self, total: int) -> Iterator[Progress]:
+        """A progress bar over ``total`` judgments (a no-op when quiet or stderr is not a terminal)."""
+        bar = Progress(self, total, enabled=not self.quiet and self.stream.isatty())
+        try:
+            yield bar
+        finally:
+            bar.stop()
+
+
+class Progress:
+    """The judging bar: phase, done/total, rate, elapsed and ETA; cached judgments count as soon as they are read."""
+
+    def __init__(self, console: Console, total: int, enabled: bool) -> None:
+        """Start the bar on the console's stream when enabled."""
+        self.started = time.monotonic()
+        self._bar: Any = None
+        if not enabled:
+            return
+        from rich.console import Console as RichConsole
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import (
+            Progress as RichProgress,
+        )
+
+        self._bar = RichProgress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=RichConsole(file=console.stream), transient=True,
+        )  # fmt: skip
+        self._task = self._bar.add_task("judging", total=total, rate="")
+        self._bar.start()
+
+    def phase(self, text: str) -> None:
+        """Show what is happening now (e.g. the engine starting)."""
+        if self._bar is not None:
+            self._bar.update(self._task, description=text)
+
+    def advance(self, n: int) -> None:
+        """Count ``n`` more judgments done."""
+        if self._bar is not None:
+            task = self._bar.tasks[0]
+            self._bar.update(self._task, advance=n, description="judging")
+            speed = task.speed
+            self._bar.update(self._task, rate=f"{speed:.1f}/s" if speed else "")
+
+    def callback(self) -> Callable[[int], None]:
+        """The engine's progress hook."""
+        return self.advance
+
+    def stop(self) -> None:
+        """Remove the bar."""
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
