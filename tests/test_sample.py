@@ -93,7 +93,7 @@ def test_samples_are_seeded_cached_and_resume_to_the_same_bytes(backend, prompts
     assert out.read_text() == "".join(dumps(r) + "\n" for r in whole)
     assert json.loads(summary.read_text())["generated"] == 0
     # ... and what it wrote is tourney input: rank reads it.
-    p = tourney("rank", out, "--judge", "org/judge", "--family", "rm-r1", "--dry-run")
+    p = tourney("rank", out, "--judge", backend.spec.name, "--family", "rm-r1", "--dry-run")
     assert p.returncode == 0 and json.loads(p.stdout)["judgments"] == 3 * 3
 
 
@@ -160,3 +160,38 @@ def test_sample_on_an_openai_compatible_server(vllm_server, prompts_file, tmp_pa
     assert all(x["completion_tokens"] <= 8 and x["prompt_tokens"] > 0 for r in rows for x in r["responses"])
     p = tourney(*args[:-7], "--policy", "no-such-model", "-o", tmp_path / "o.jsonl")
     assert p.returncode == 1 and "policy failed" in p.stderr and not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_sample_killed_with_sigkill_resumes_to_the_same_bytes(vllm_server, prompts_file, tmp_path):
+    """kill -9 a sampling run (one request per backend call) mid-way; the resumed run writes an unkilled run's bytes."""
+    import signal
+    import sqlite3
+    import time
+
+    cache, out = tmp_path / "samples.sqlite", tmp_path / "out.jsonl"
+    args = ["sample", prompts_file, "--backend", "openai", "--base-url", vllm_server.url, "--policy", "tiny", "-n", 8,
+            "--max-tokens", 64, "--batch-size", 1]  # fmt: skip
+    clean = tourney(*args, "--no-cache")
+    assert clean.returncode == 0, clean.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args), "--cache", cache, "-o", out],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    done, deadline = 0, time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if cache.exists():
+            try:
+                done = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+            except sqlite3.OperationalError:  # table not created yet
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL and 2 <= done < 24 and not out.exists()
+    summary = tmp_path / "s.json"
+    p = tourney(*args, "--cache", cache, "-o", out, "--summary", summary)
+    assert p.returncode == 0, p.stderr
+    assert out.read_text() == clean.stdout
+    stats = json.loads(summary.read_text())
+    assert stats["cached"] >= 2 and stats["generated"] == 24 - stats["cached"]

@@ -123,7 +123,10 @@ def make_pairs(
     rationale: bool = False,
     stats: PairStats | None = None,
 ) -> list[Pair]:
-    """Pairs from ranked results over distinct responses; ``index[p]`` maps result p's candidates to input indices."""
+    """Pairs from ranked results over distinct responses; ``index[p]`` maps result p's candidates to input indices.
+
+    The results need their judgment records (``Engine(keep_records=True)``): without them nothing counts as separated.
+    """
     stats = stats if stats is not None else PairStats()
     out: list[Pair] = []
     for res, idx, orig in zip(results, index, originals):
