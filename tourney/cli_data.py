@@ -73,7 +73,7 @@ from tourney.errors import BackendError, InputError
     show_default=True,
     help="Environment variable holding the API key for --backend openai.",
 )
-@click.option("--dtype", default="auto", show_default=True, help="vLLM dtype (float32, bfloat16, auto).")
+@click.option("--dtype", type=click.Choice(cli.DTYPES), default="auto", show_default=True, help="vLLM dtype.")
 @click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length.")
 @click.option(
     "--batch-size",
@@ -108,6 +108,8 @@ def sample_cmd(**opts: Any) -> None:
     console.quiet = opts["quiet"]
     if opts["quiet"] and opts["verbose"]:
         raise InputError("--quiet contradicts --verbose", field="--quiet")
+    if opts["no_cache"] and opts["cache_path"]:
+        raise InputError("--cache contradicts --no-cache", field="--cache")
     if opts["backend"] == "openai" and not opts["base_urls"]:
         raise InputError("--backend openai needs at least one --base-url", field="--base-url")
     if opts["backend"] != "openai" and opts["base_urls"]:
