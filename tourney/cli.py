@@ -121,56 +121,76 @@ def best_of_n_cmd(**opts: Any) -> None:
 
 def _run(command: str, opts: dict[str, Any]) -> None:
     """Check everything, then judge, rank and write; every output file is written whole or not at all."""
-    from tourney.cache import default_cache_path, open_cache
-    from tourney.config import make_judge, resolve_family
+    strategy = opts["strategy"] or ("knockout" if command == "best-of-n" else "round-robin")
+    items, source, cfg, family = prepare(opts, strategy)
+    ran = judge_items(opts, cfg, family, items, source, strategy)
+    if ran is not None:
+        results, engine, judge = ran
+        _write(command, opts, results, engine, judge, strategy)
+        _report(engine, results, CONSOLE)
+
+
+def prepare(opts: dict[str, Any], strategy: str, check: Callable[[list, str], None] | None = None) -> tuple:
+    """Every check that needs no model: options, input rows, outputs, family, prompts; returns (items, source, cfg,
+    family). ``check(items, source)``: a command's own checks of the rows, before the outputs are looked at."""
+    from tourney.config import resolve_family
     from tourney.io import check_outputs, read_items
 
-    console = CONSOLE
-    console.quiet = opts["quiet"]
-    strategy = opts["strategy"] or ("knockout" if command == "best-of-n" else "round-robin")
+    CONSOLE.quiet = opts["quiet"]
     check_options(opts, given_options(), strategy)
     items = read_items(opts["input_path"])
     source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
-    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts["judgments_path"],
-                                          "--summary": opts["summary_path"]}  # fmt: skip
+    if check is not None:
+        check(items, source)
+    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
+                                          "--summary": opts.get("summary_path")}  # fmt: skip
     check_outputs(outputs, opts["input_path"])
     cfg = judge_config(opts)
     if cfg.simulated:
         _require_quality(items, source)
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
-    _warn_unknown_family(cfg, console)
+    _warn_unknown_family(cfg, CONSOLE)
     check_prompts(items, family, source)
+    return items, source, cfg, family
+
+
+def judge_items(opts: dict[str, Any], cfg: Any, family: Any, items: list, source: str, strategy: str,
+                keep_records: bool = False) -> tuple | None:  # fmt: skip
+    """Run the tournaments (model logs kept in the log file); (results, engine, judge), or None after a dry run."""
+    from tourney.cache import open_cache
+    from tourney.config import make_judge
+
     cache = open_cache(opts["cache_path"], opts["no_cache"])
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
-    logs = nullcontext() if cfg.simulated or opts["verbose"] else console.logs_to(log_path())
+    logs = nullcontext() if cfg.simulated or opts["verbose"] else CONSOLE.logs_to(log_path())
     try:
         with logs:
             judge = make_judge(cfg, family)
             try:
                 check_context(items, judge, source)
-                engine = _engine(judge, opts, strategy, cache, dry=opts["dry_run"])
+                engine = _engine(judge, opts, strategy, cache, dry=opts["dry_run"], keep_records=keep_records)
                 if opts["dry_run"]:
-                    return _dry_run(engine, items, strategy, console)
-                results = _judge_all(engine, judge, items, cfg.engine_mode(), console)
+                    _dry_run(engine, items, strategy, CONSOLE)
+                    return None
+                return _judge_all(engine, judge, items, cfg.engine_mode(), CONSOLE), engine, judge
             finally:
                 judge.close()
     except BackendError as err:
-        if console.log_path is not None or not (cfg.simulated or opts["verbose"]):
+        if not (cfg.simulated or opts["verbose"]):
             err.args = (f"{err} (log: {log_path()})",)
         raise
     finally:
         if cache:
             cache.close()
-    _write(command, opts, results, engine, judge, strategy)
-    _report(engine, results, console, default_cache_path() if cache else None)
 
 
-def _engine(judge: Any, opts: dict[str, Any], strategy: str, cache: Any, dry: bool) -> Any:
+def _engine(judge: Any, opts: dict[str, Any], strategy: str, cache: Any, dry: bool, keep_records: bool = False) -> Any:
     """The engine for this command (a dry run reads the cache and asks the judge nothing)."""
     from tourney.engine import Engine
 
+    keep = keep_records or bool(opts["judgments_path"])
     kw = {"strategy": strategy, "rating": opts["rating"], "votes": opts["votes"], "seed": opts["seed"],
-          "cache": cache, "keep_records": bool(opts["judgments_path"]), "elo_k": opts["elo_k"]}  # fmt: skip
+          "cache": cache, "keep_records": keep, "elo_k": opts["elo_k"]}  # fmt: skip
     if dry:
         return Engine(_DryJudge(judge), write_cache=False, **kw)
     return Engine(judge, **kw)
@@ -261,7 +281,7 @@ def _all_invalid(results: list) -> list:
     return [r.item.id for r in results if r.judgments and r.invalid == r.judgments]
 
 
-def _report(engine: Any, results: list, console: Console, cache: Any) -> None:
+def _report(engine: Any, results: list, console: Console) -> None:
     """One closing line with the counters, and warnings when the verdicts cannot be trusted."""
     st = engine.stats
     console.say(f"tourney: {st.judgments} judgments ({st.cached} cached), {st.invalid} invalid, {st.forced} forced, "

@@ -177,60 +177,26 @@ def sample_cmd(**opts: Any) -> None:
 )
 def pairs_cmd(**opts: Any) -> None:
     """Judge every prompt's responses and write DPO preference pairs (prompt, chosen, rejected + metadata)."""
-    from tourney.cache import default_cache_path, open_cache
-    from tourney.config import make_judge, resolve_family
-    from tourney.io import check_outputs, read_items
     from tourney.pairs import check_policy, distinct, parse_policy
 
-    # The same checks and engine run as _run in tourney/cli.py, on the items with repeated texts merged.
-    console = cli.CONSOLE
-    console.quiet = opts["quiet"]
     strategy = opts["strategy"] or "round-robin"
-    cli.check_options(opts, cli.given_options(), strategy)
     policy = parse_policy(opts["pairing"])
     parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].endswith(".parquet"))
     if parquet and opts["output"] == "-" and not opts["dry_run"]:
         raise InputError("Parquet needs a file (-o PATH.parquet), not stdout", field="-o")
-    items = read_items(opts["input_path"])
-    source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
-    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts["judgments_path"],
-                                          "--summary": opts["summary_path"]}  # fmt: skip
-    check_outputs(outputs, opts["input_path"])
-    check_policy(items, policy, source)
-    cfg = cli.judge_config(opts)
-    if cfg.simulated:
-        cli._require_quality(items, source)
-    family = resolve_family(cfg)
-    cli._warn_unknown_family(cfg, console)
-    cli.check_prompts(items, family, source)
+    items, source, cfg, family = cli.prepare(opts, strategy, lambda rows, src: check_policy(rows, policy, src))
     slim, index = (list(x) for x in zip(*(distinct(item) for item in items))) if items else ([], [])
-    cache = open_cache(opts["cache_path"], opts["no_cache"])
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-    logs = nullcontext() if cfg.simulated or opts["verbose"] else console.logs_to(cli.log_path())
-    try:
-        with logs:
-            judge = make_judge(cfg, family)
-            try:
-                cli.check_context(slim, judge, source)
-                engine = cli._engine(judge, opts, strategy, cache, dry=opts["dry_run"])
-                engine.keep_records = True  # pairs read the direct votes
-                if opts["dry_run"]:
-                    return cli._dry_run(engine, slim, strategy, console)
-                results = cli._judge_all(engine, judge, slim, cfg.engine_mode(), console)
-            finally:
-                judge.close()
-    except BackendError as err:
-        if console.log_path is not None or not (cfg.simulated or opts["verbose"]):
-            err.args = (f"{err} (log: {cli.log_path()})",)
-        raise
-    finally:
-        if cache:
-            cache.close()
+    ran = cli.judge_items(opts, cfg, family, slim, source, strategy, keep_records=True)  # pairs read the direct votes
+    if ran is None:
+        return
+    results, engine, judge = ran
     stats = _write_pairs(opts, results, index, items, policy, parquet, engine, judge, strategy)
-    cli._report(engine, results, console, default_cache_path() if cache else None)
-    console.say(f"tourney: {stats.pairs} pairs from {stats.prompts} prompts; skipped {stats.skipped_too_few} with < 2 "
-                f"distinct responses, {stats.skipped_unseparated} unseparated, {stats.skipped_no_pair} with no pair "
-                f"for {opts['pairing']}; {stats.dropped_low_confidence} pairs below --min-confidence")  # fmt: skip
+    cli._report(engine, results, cli.CONSOLE)
+    cli.CONSOLE.say(
+        f"tourney: {stats.pairs} pairs from {stats.prompts} prompts; skipped {stats.skipped_too_few} with < 2 "
+        f"distinct responses, {stats.skipped_unseparated} unseparated, {stats.skipped_no_pair} with no pair "
+        f"for {opts['pairing']}; {stats.dropped_low_confidence} pairs below --min-confidence"
+    )
 
 
 def _write_pairs(
