@@ -11,9 +11,11 @@ and alternates the positions, which cancels a judge's position bias.
 Budget. ``budget`` counts judgments (= proposed matches) for the whole tournament and is never exceeded; it must be
 at least n − 1 (one judgment per bracket match). Rounds are played one after another. When round r starts, one
 judgment is reserved for each match of the later rounds, and of what is left round r gets the share w_r / Σ_{s≥r} w_s
-with w_r = growth^(r−1) (``growth = 1``: equal shares per round, so a late match, with fewer matches to share a round,
-gets more judgments). Its matches get equal odd caps (an odd cap cannot end in a tie); what a round leaves unused
-passes on to the next ones, and the final gets everything left.
+with w_r = growth^(r−1). With the default ``growth = 0.5`` every round's share is split over half as many matches as
+the round before, so each match gets about the same share; what early lopsided matches leave unused moves on to the
+later, closer matches (at N=16 in ``experiments.bench_strategies``, 0.5 and 0.3 tie and beat 0.7 and 1 by 1-3 points).
+A round's matches get equal odd caps (an odd cap cannot end in a tie); what a round leaves unused passes on to the
+next ones, and the final gets everything left.
 
 Batching. Each ``propose()`` returns, for every open match, the fewest judgments that could decide it (never one
 that could turn out useless), so a round's matches are judged side by side and a match needs few sequential steps.
@@ -35,7 +37,7 @@ class AdaptiveKnockout:
     """Seeded knockout whose matches are voted until decided, within ``budget`` judgments in total."""
 
     def __init__(
-        self, n: int, seed: int = 0, budget: int | None = None, lead: int | None = None, growth: float = 1.0
+        self, n: int, seed: int = 0, budget: int | None = None, lead: int | None = None, growth: float = 0.5
     ) -> None:
         """Draw the bracket; ``budget`` defaults to 3(n − 1) judgments; ``lead`` stops a match once one side leads."""
         self.bracket = Knockout(n, seed=seed)

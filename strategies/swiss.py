@@ -16,8 +16,8 @@ points first. A round needs the previous round's results, so rounds are the sequ
 ⌊n/2⌋ matches.
 
 Budget. ``budget`` counts matches (= judgments with one vote each) and is never exceeded: the number of rounds is
-``rounds`` (default ⌈log2 n⌉ + 2), cut to ⌊budget / ⌊n/2⌋⌋ when a budget is given, and to n − 1 (after that every
-pair has met).
+``rounds``, cut to ⌊budget / ⌊n/2⌋⌋ when a budget is given (with only a budget, that many rounds; with neither,
+⌈log2 n⌉ + 2), and to n − 1 (after that every pair has met).
 """
 
 from __future__ import annotations
@@ -39,13 +39,14 @@ class Swiss:
             raise ValueError(f"need at least one candidate, got n={n}")
         self.n, self.seed = n, seed
         per_round = n // 2
-        want = (n - 1).bit_length() + 2 if rounds is None else int(rounds)
-        if want < 0:
+        if rounds is not None and rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
-        if budget is not None:
-            if budget < 0:
-                raise ValueError(f"budget must be >= 0, got {budget}")
-            want = min(want, budget // per_round) if per_round else want
+        if budget is not None and budget < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}")
+        want = (n - 1).bit_length() + 2 if rounds is None and budget is None else rounds
+        if budget is not None and per_round:
+            want = budget // per_round if want is None else min(want, budget // per_round)
+        want = 0 if want is None else int(want)
         self.rounds = min(want, n - 1)
         self.round = 0
         self._rng = np.random.default_rng(seed)
