@@ -1,4 +1,4 @@
-"""Adaptive strategies (Swiss, LUCB, adaptive knockout, adaptive voting): budgets, termination, determinism, batching."""
+"""Adaptive strategies (Swiss, LUCB, adaptive knockout, adaptive voting): budgets, termination, batching."""
 
 from __future__ import annotations
 
