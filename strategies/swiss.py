@@ -4,10 +4,11 @@ The chess Swiss system (FIDE Handbook C.04): every round, players with the same 
 opponent twice, and after R rounds the standings are by points. Pairing is a matching problem: we take a maximum-
 weight matching (Edmonds 1965, "Paths, trees, and flowers"; ``networkx.max_weight_matching``) on the graph of pairs
 not yet played, with weight −(score difference)² (shifted to stay positive) and maximum cardinality, so as many
-candidates as possible play and the score groups stay together. The graph first holds only pairs at most 6 places
-apart in the standings (far cheaper for large n); when that cannot pair everyone, it holds every unplayed pair.
-Equal standings are ordered by a seeded shuffle, and a seeded jitter breaks ties between equal weights, so the first
-round is a random pairing. With an odd number of candidates the lowest-ranked one that had no bye yet sits out and
+candidates as possible play and the score groups stay together. The graph first holds only pairs at most 4 places
+apart in the standings (far cheaper for large n); when that cannot pair everyone, the window doubles until it can (or
+holds every unplayed pair).
+Equal standings are ordered by a seeded shuffle, and the graph is built in that order, so the first round is a random
+pairing. With an odd number of candidates the lowest-ranked one that had no bye yet sits out and
 gets a point (one bye each at most; when everyone had one, the lowest-ranked sits out again).
 
 Standings: points (a match outcome P(i beats j) adds p to i and 1 − p to j), then the Buchholz tie-break (the sum
@@ -26,18 +27,23 @@ import networkx as nx
 import numpy as np
 
 from strategies.base import Match, check_probability, rank_by_scores
+from strategies.bradley_terry import bt_laplace
 
-_WINDOW = 6  # pair within this many places in the standings first: the matching is then much cheaper
+_WINDOW = 4  # pair within this many places in the standings first: the matching is then much cheaper
 
 
 class Swiss:
     """Seeded Swiss-system tournament over ``n`` candidates."""
 
-    def __init__(self, n: int, seed: int = 0, rounds: int | None = None, budget: int | None = None) -> None:
+    def __init__(
+        self, n: int, seed: int = 0, rounds: int | None = None, budget: int | None = None, standings: str = "bt"
+    ) -> None:
         """Fix the number of rounds from ``rounds`` and ``budget`` (matches); ``seed`` breaks pairing ties."""
         if n < 1:
             raise ValueError(f"need at least one candidate, got n={n}")
-        self.n, self.seed = n, seed
+        if standings not in ("points", "bt"):
+            raise ValueError(f"unknown standings {standings!r}; choose points or bt")
+        self.n, self.seed, self.standings = n, seed, standings
         per_round = n // 2
         if rounds is not None and rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
@@ -71,9 +77,11 @@ class Swiss:
             self._byes[bye] += 1
             self._points[bye] += 1.0
         players = [c for c in order if c not in sitting]
-        pairs = self._matching(players, window=_WINDOW)
-        if 2 * len(pairs) < len(players) - 1:  # the window was too narrow for a full pairing: use every pair
-            pairs = self._matching(players, window=len(players))
+        window = _WINDOW
+        pairs = self._matching(players, window)
+        while 2 * len(pairs) < len(players) - 1 and window < len(players):  # too narrow for a full pairing: widen
+            window *= 2
+            pairs = self._matching(players, window)
         out = []
         for x, y in pairs:
             m = Match(id=len(self._matches), i=x, j=y)
@@ -84,7 +92,6 @@ class Swiss:
 
     def _matching(self, players: list[int], window: int) -> list[tuple[int, int]]:
         """Max-cardinality, max-weight pairing of ``players`` (in standings order) among pairs ``window`` apart."""
-        jitter = self._rng.integers(0, 16, size=(self.n, self.n))
         spread = (self.rounds + 1) ** 2
         g = nx.Graph()
         g.add_nodes_from(players)
@@ -92,10 +99,9 @@ class Swiss:
             for y in players[a + 1 : a + 1 + window]:
                 if (min(x, y), max(x, y)) not in self._played:
                     diff = self._points[x] - self._points[y]
-                    # Positive integer weights (the blossom algorithm is exact and faster on them); max cardinality
-                    # comes first, then closeness in points; the seeded jitter (< 1/64 point²) only breaks ties.
-                    close = round(1024 * (spread + 1 - diff * diff))
-                    g.add_edge(x, y, weight=close + int(jitter[min(x, y), max(x, y)]))
+                    # Positive integer weights (the blossom algorithm is exact and faster on them, and few distinct
+                    # values keep it fast): max cardinality comes first, then closeness in points (to 1/16 point²).
+                    g.add_edge(x, y, weight=round(16 * (spread + 1 - diff * diff)))
         return sorted(tuple(sorted(e)) for e in nx.max_weight_matching(g, maxcardinality=True))
 
     def propose(self) -> list[Match]:
@@ -128,7 +134,12 @@ class Swiss:
         return not self._waiting and (self._stuck or self.round >= self.rounds)
 
     def scores(self) -> np.ndarray:
-        """Points, with the Buchholz sum as a tie-break below one point."""
+        """Points, with the Buchholz sum as a tie-break below one point (or BT log-strengths with standings="bt")."""
+        if self.standings == "bt" and self._p:
+            ids = sorted(self._p)
+            i = np.array([self._matches[k].i for k in ids])
+            j = np.array([self._matches[k].j for k in ids])
+            return bt_laplace(self.n, i, j, np.array([self._p[k] for k in ids]), prior=1.0)[0]
         buchholz = np.array([self._points[o].sum() if o else 0.0 for o in self._opponents])
         return self._points + buchholz / (max(self.rounds, 1) * self.n + 1)
 
