@@ -9,9 +9,9 @@ and is counted in ``all_invalid``.
 Rematches. A strategy may propose the same pair again (best-arm identification and the adaptive knockout do: each of
 their matches is one judgment). A judgment is cached under its vote index, so a rematch must not reuse one: the
 votes of a pair are numbered across all its matches, and from the second match on their order alternates (vote t of
-a pair shows the lower index first when ``t`` is even XOR the pair's seeded coin is heads), so repeated single votes
-cancel a position bias. A strategy that never repeats a pair (round robin, knockout) gets exactly the votes it got
-before.
+a pair shows the lower index first when ``t`` is even and the pair's seeded coin is heads, or ``t`` is odd and it is
+tails), so repeated single votes cancel a position bias. ``AdaptiveVoting`` alternates from a pair's first vote.
+A strategy that never repeats a pair (round robin, knockout) gets exactly the votes it got before.
 
 ``AdaptiveVoting`` (below) stops a match's votes as soon as the majority of ``k`` is decided.
 """
