@@ -48,6 +48,54 @@ def bt_fit(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float = 0
     return s - s.mean()
 
 
+def _hessian(n: int, i: np.ndarray, j: np.ndarray, w: np.ndarray, prior: float) -> np.ndarray:
+    """Hessian of the negative log-posterior: the weighted Laplacian of the comparison graph plus the prior."""
+    h = prior * np.eye(n)
+    np.add.at(h, (i, i), w)
+    np.add.at(h, (j, j), w)
+    np.add.at(h, (i, j), -w)
+    np.add.at(h, (j, i), -w)
+    return h
+
+
+def bt_laplace(
+    n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float, start: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the ``bt_fit`` MAP by Newton's method from ``start``, and its Laplace covariance; needs ``prior`` > 0.
+
+    The same objective as ``bt_fit``, solved with Newton steps and a backtracking line search (the posterior is
+    strictly convex when ``prior`` > 0), a few hundred times faster for small n; the covariance is the inverse
+    Hessian at the optimum, the usual Laplace approximation of the posterior.
+    """
+    i, j, p = _as_matches(i, j, p)
+    if prior <= 0:
+        raise ValueError(f"prior must be > 0, got {prior}")
+
+    def loss(s: np.ndarray) -> float:
+        """Negative log-posterior."""
+        d = s[i] - s[j]
+        return float(np.sum(p * np.logaddexp(0.0, -d) + (1.0 - p) * np.logaddexp(0.0, d)) + 0.5 * prior * s @ s)
+
+    s = np.zeros(n) if start is None else np.array(start, dtype=float)
+    current = loss(s)
+    for _ in range(100):
+        d = expit(s[i] - s[j])
+        r = d - p
+        grad = np.bincount(i, weights=r, minlength=n) - np.bincount(j, weights=r, minlength=n) + prior * s
+        if np.max(np.abs(grad), initial=0.0) < 1e-10:
+            break
+        step = np.linalg.solve(_hessian(n, i, j, d * (1.0 - d), prior), grad)
+        t = 1.0
+        while t > 1e-6:
+            trial = loss(s - t * step)
+            if trial <= current - 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        s, current = s - t * step, trial
+    d = expit(s[i] - s[j])
+    return s, np.linalg.inv(_hessian(n, i, j, d * (1.0 - d), prior))
+
+
 def bt_bootstrap(
     n: int,
     i: np.ndarray,

@@ -5,10 +5,20 @@ so half of the votes show the pair in each order (⌊k/2⌋ each way; the odd vo
 votes abstain. Hard votes are decided by majority (an exact split is a tie, 0.5); when any vote is soft (a
 probability from log-probabilities) the outcome is the mean. A match whose votes are all invalid is a tie (0.5),
 and is counted in ``all_invalid``.
+
+Rematches. A strategy may propose the same pair again (best-arm identification and the adaptive knockout do: each of
+their matches is one judgment). A judgment is cached under its vote index, so a rematch must not reuse one: the
+votes of a pair are numbered across all its matches, and from the second match on their order alternates (vote t of
+a pair shows the lower index first when ``t`` is even and the pair's seeded coin is heads, or ``t`` is odd and it is
+tails), so repeated single votes cancel a position bias. ``AdaptiveVoting`` alternates from a pair's first vote.
+A strategy that never repeats a pair (round robin, knockout) gets exactly the votes it got before.
+
+``AdaptiveVoting`` (below) stops a match's votes as soon as the majority of ``k`` is decided.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,8 +66,33 @@ class Voting:
         self._matches: dict[int, Match] = {}
         self._pending: dict[int, list[float | None]] = {}
         self._received: set[int] = set()
+        self._pair_votes: dict[tuple[int, int], int] = {}  # votes issued so far per unordered pair
         self.invalid = 0
         self.all_invalid = 0
+
+    def _coin(self, i: int, j: int) -> bool:
+        """The pair's seeded coin: True shows the lower index first (by pair, not call order, so modes agree)."""
+        return bool(np.random.default_rng([self.seed, min(i, j), max(i, j)]).random() < 0.5)
+
+    def _issue(self, m: Match, count: int, block: bool = False) -> list[Vote]:
+        """Create ``count`` more votes for match ``m``, numbered and ordered per pair (see the module doc)."""
+        pair = (min(m.i, m.j), max(m.i, m.j))
+        start = self._pair_votes.get(pair, 0)
+        self._pair_votes[pair] = start + count
+        if block and start == 0:  # a pair's first k votes: half each way, the odd one by the coin
+            forward = [True] * (self.k // 2) + [False] * (self.k // 2)
+            if self.k % 2:
+                forward.append(self._coin(m.i, m.j) == (m.i < m.j))
+            shows = [(m.i, m.j) if fwd else (m.j, m.i) for fwd in forward]
+        else:
+            heads = self._coin(m.i, m.j)
+            shows = [pair if (t % 2 == 0) == heads else pair[::-1] for t in range(start, start + count)]
+        out = []
+        for t, (a, b) in zip(range(start, start + count), shows):
+            vote = Vote(id=len(self._votes), a=a, b=b, vote=t, match=m.id)
+            self._votes[vote.id] = vote
+            out.append(vote)
+        return out
 
     def propose(self) -> list[Vote]:
         """Expand the inner strategy's ready matches into votes."""
@@ -65,16 +100,7 @@ class Voting:
         for m in self.inner.propose():
             self._matches[m.id] = m
             self._pending[m.id] = []
-            forward = [True] * (self.k // 2) + [False] * (self.k // 2)
-            if self.k % 2:
-                # Seeded by the pair, not by call order, so pipelined runs draw the same coins as lockstep ones.
-                coin = np.random.default_rng([self.seed, min(m.i, m.j), max(m.i, m.j)]).random()
-                forward.append(bool(coin < 0.5) == (m.i < m.j))
-            for v, fwd in enumerate(forward):
-                a, b = (m.i, m.j) if fwd else (m.j, m.i)
-                vote = Vote(id=len(self._votes), a=a, b=b, vote=v, match=m.id)
-                self._votes[vote.id] = vote
-                out.append(vote)
+            out += self._issue(m, self.k, block=True)
         return out
 
     def receive(self, vote_id: int, p_a: float | None) -> None:
@@ -113,3 +139,108 @@ class Voting:
     def budget(self) -> int:
         """Number of judgments: the inner budget times k."""
         return self.inner.budget() * self.k
+
+
+class AdaptiveVoting(Voting):
+    """Voting@k that stops a match's votes once its majority is decided, within an optional judgment budget.
+
+    A match first gets the fewest votes that could decide it (⌊k/2⌋ + 1), then, while the k-vote majority is still
+    open, the fewest more that could close it; so a lopsided match costs ⌊k/2⌋ + 1 judgments and only close ones
+    get more. For hard votes the outcome is exactly the full k-vote majority (the votes never cast could not change
+    it); soft votes count as fractional wins and the outcome is their mean. Votes alternate positions.
+
+    ``budget`` caps the judgments of the whole tournament, never exceeded: ⌊k/2⌋ + 1 judgments stay reserved for
+    every match the inner strategy may still propose (its ``budget()``), and a match that cannot get the votes it
+    needs is settled on the votes it has (a tie, 0.5, when it has none valid).
+    """
+
+    def __init__(
+        self, inner: Strategy, k: int = 3, seed: int = 0, mode: str = "auto", budget: int | None = None
+    ) -> None:
+        """Wrap ``inner``; ``budget`` (judgments, None for no cap) must cover ⌊k/2⌋ + 1 per inner match."""
+        super().__init__(inner, k=k, seed=seed, mode=mode)
+        if budget is not None and budget < 0:
+            raise ValueError(f"budget must be >= 0, got {budget}")
+        self.cap = budget
+        self.first = k // 2 + 1
+        self.spent = 0  # judgments issued
+        self._issued: dict[int, int] = {}  # match id -> votes issued
+        self._waiting: dict[int, None] = {}  # matches whose received votes leave the majority open (ordered)
+        self._started = 0
+
+    def _lead_and_left(self, match_id: int) -> tuple[float, int]:
+        """Return |wins(i) − wins(j)| over the valid votes so far and the votes left before k."""
+        got = [v for v in self._pending[match_id] if v is not None]
+        lead = abs(sum(2.0 * v - 1.0 for v in got))
+        return lead, self.k - self._issued[match_id]
+
+    def _need(self, match_id: int) -> int:
+        """The fewest more votes that could decide the match (0 when decided or out of votes)."""
+        lead, left = self._lead_and_left(match_id)
+        if lead > left or left == 0:
+            return 0
+        return min(left, math.floor((left - lead) / 2) + 1)
+
+    def _affordable(self) -> int:
+        """Judgments that may be issued now without eating into the reserve of matches not yet proposed."""
+        if self.cap is None:
+            return self.k
+        unstarted = max(0, self.inner.budget() - self._started)
+        return max(0, self.cap - self.spent - self.first * unstarted)
+
+    def _settle(self, match_id: int) -> None:
+        """Aggregate the votes a match got and tell the inner strategy."""
+        self._waiting.pop(match_id, None)
+        outcome, none_valid = aggregate(self._pending.pop(match_id), self.mode)
+        self.all_invalid += none_valid
+        self.inner.receive(match_id, outcome)
+
+    def propose(self) -> list[Vote]:
+        """Issue votes for new matches and for open matches whose previous votes are all back."""
+        out: list[Vote] = []
+        while True:
+            for m in self.inner.propose():
+                self._matches[m.id] = m
+                self._pending[m.id] = []
+                self._issued[m.id] = 0
+                self._waiting[m.id] = None
+                self._started += 1
+            settled = False
+            for match_id in list(self._waiting):
+                grant = min(self._need(match_id), self._affordable())
+                if grant == 0:
+                    self._settle(match_id)  # decided, or out of budget: may unlock new inner matches
+                    settled = True
+                    continue
+                del self._waiting[match_id]
+                self._issued[match_id] += grant
+                self.spent += grant
+                out += self._issue(self._matches[match_id], grant)
+            if not settled:
+                return out
+
+    def receive(self, vote_id: int, p_a: float | None) -> None:
+        """Record one vote; once a match's outstanding votes are back, settle it or queue it for more."""
+        if vote_id not in self._votes or vote_id in self._received:
+            raise ValueError(f"unknown or already received vote id {vote_id}")
+        vote = self._votes[vote_id]
+        m = self._matches[vote.match]
+        if p_a is None:
+            self.invalid += 1
+            p_i = None
+        else:
+            p_a = check_probability(p_a)
+            p_i = p_a if vote.a == m.i else 1.0 - p_a
+        self._received.add(vote_id)
+        got = self._pending[m.id]
+        got.append(p_i)
+        if len(got) == self._issued[m.id]:
+            if self._need(m.id) == 0:
+                self._settle(m.id)
+            else:
+                self._waiting[m.id] = None
+
+    def budget(self) -> int:
+        """Upper bound on judgments: k per inner match, or the cap when it is lower."""
+        bound = self.inner.budget() * self.k
+        return bound if self.cap is None else min(bound, self.cap)

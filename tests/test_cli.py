@@ -218,3 +218,18 @@ def test_judge_families_do_not_import_backends():
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
             names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             assert not any(n.startswith("tourney.backends") for n in names), (path.name, names)
+
+
+def test_budget_and_adaptive_votes_from_the_cli(tmp_path):
+    data = Path(__file__).parent / "data" / "sim12.jsonl"
+    summary = tmp_path / "s.json"
+    p = tourney("best-of-n", data, *SIM, "--strategy", "adaptive-knockout", "--budget", "30", "--votes", "5",
+                "--adaptive-votes", "--summary", summary, "-o", tmp_path / "o")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    stats = json.loads(summary.read_text())
+    assert stats["budget"] == 30 and stats["adaptive_votes"] and stats["judgments"] <= 30 * 12
+    p = tourney("best-of-n", data, *SIM, "--strategy", "knockout", "--budget", "5")
+    line = p.stderr.strip()
+    assert p.returncode == 2 and f"{data}:1: field '--budget'" in line and "over the budget of 5" in line
+    p = tourney("rank", data, *SIM, "--votes", "1", "--adaptive-votes")
+    assert p.returncode == 2 and "--adaptive-votes has no effect with --votes 1" in p.stderr

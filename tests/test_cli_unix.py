@@ -200,22 +200,32 @@ def test_counters_mean_the_same_in_both_modes(tmp_path):
 # ---- interrupts ------------------------------------------------------------------------------------------------------
 
 
-def interrupt(args: list, wait: float, cache: Path) -> tuple[subprocess.CompletedProcess, int]:
-    """Start tourney, send SIGINT after ``wait`` seconds; return the process and the judgments in the cache."""
+def interrupt(args: list, cache: Path) -> tuple[subprocess.CompletedProcess, int]:
+    """Start tourney, send SIGINT once the cache holds a judgment; return the process and the judgments stored."""
     import sqlite3
+
+    def stored() -> int:
+        if not cache.exists():
+            return 0
+        try:
+            return sqlite3.connect(cache).execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+        except sqlite3.OperationalError:  # the table is not made yet
+            return 0
 
     proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args), "--cache", cache],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    time.sleep(wait)
+    deadline = time.monotonic() + 60
+    while stored() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM judgments").fetchone()[0] if cache.exists() else 0
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), rows
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), stored()
 
 
 def test_ctrl_c_on_the_simulator_keeps_what_was_judged(tmp_path):
     args = ["best-of-n", EXAMPLE, "--judge", "simulated", "--sim-latency", "2", "-o", tmp_path / "o"]
-    p, rows = interrupt(args, 4.5, tmp_path / "c.sqlite")  # the first of two 2-second rounds is done
+    p, rows = interrupt(args, tmp_path / "c.sqlite")  # between the first and the second 2-second round
     assert one_error(p, 130) == "tourney: interrupted (judgments so far are cached)"
     assert rows >= 1 and not (tmp_path / "o").exists()
 
@@ -228,6 +238,6 @@ def test_ctrl_c_on_the_server_backend_is_one_line(tmp_path):
     with FakeServer(delay=0.5) as srv:
         args = ["rank", src, "--judge", "fake", "--family", "rm-r1", "--backend", "openai", "--base-url", srv.url,
                 "--concurrency", "4", "--verdict", "parse", "-o", tmp_path / "o"]  # fmt: skip
-        p, rows = interrupt(args, 4.0, tmp_path / "c.sqlite")
+        p, rows = interrupt(args, tmp_path / "c.sqlite")
     assert one_error(p, 130) == "tourney: interrupted (judgments so far are cached)"
     assert rows >= 1 and "Task was destroyed" not in p.stderr

@@ -329,10 +329,10 @@ def test_make_strategy() -> None:
     assert isinstance(rr, RoundRobin) and rr.rating == "bt" and rr.seed == 2 and rr.elo_k == 16.0
     ko = make_strategy("knockout", 4, rating="bt", seed=2)  # knockout has no rating
     assert isinstance(ko, Knockout) and ko.seed == 2
-    assert set(STRATEGIES) == {"round-robin", "knockout"}
+    assert set(STRATEGIES) == {"round-robin", "knockout", "swiss", "lucb", "adaptive-knockout"}
     assert isinstance(rr, Strategy) and isinstance(ko, Strategy)
-    with pytest.raises(ValueError, match="unknown strategy 'swiss'"):
-        make_strategy("swiss", 4)
+    with pytest.raises(ValueError, match="unknown strategy 'ladder'"):
+        make_strategy("ladder", 4)
 
 
 # --- voting@k ----------------------------------------------------------------------------------------------------
@@ -465,6 +465,8 @@ def test_random_oracle_always_terminates(name: str, n: int, k: int, rating: str,
             received += 1
         pending = pending[cut:]
     assert voting.done() and strategy.done()
-    assert received == voting.budget() == k * strategy.budget()
+    assert received <= voting.budget() == k * strategy.budget()
+    if name in ("round-robin", "knockout"):  # fixed sizes; the adaptive ones stop early
+        assert received == voting.budget()
     assert sorted(voting.ranking()) == list(range(n))
     assert voting.ranking() == rank_by_scores(voting.scores())

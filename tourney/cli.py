@@ -55,6 +55,11 @@ def _judge_options(fn: Callable) -> Callable:
                      help="ELO K-factor (step size) for --rating elo."),
         click.option("--votes", type=click.IntRange(min=1), default=1, show_default=True,
                      help="voting@k: judgments per match, positions balanced."),
+        click.option("--budget", type=click.IntRange(min=1), default=None,
+                     help="Judge calls per prompt (votes included), never exceeded; adaptive strategies stop early "
+                          "when they are sure. See the README's strategy guide."),
+        click.option("--adaptive-votes", is_flag=True,
+                     help="Stop a match's --votes once their majority is decided (--votes is then the most)."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Run seed."),
         click.option("--mode", type=click.Choice(list(MODES)), default="auto",
                      show_default=True, help="pipelined: no barrier across prompts (default for model judges)."),
@@ -151,7 +156,24 @@ def prepare(opts: dict[str, Any], strategy: str, check: Callable[[list, str], No
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     _warn_unknown_family(cfg, CONSOLE)
     check_prompts(items, family, source)
+    check_budget(items, opts, strategy, source)
     return items, source, cfg, family
+
+
+def check_budget(items: list, opts: dict[str, Any], strategy: str, path: str) -> None:
+    """Every prompt's tournament must fit the --budget (a knockout of N needs N-1 matches times the votes)."""
+    from strategies.registry import make_tournament
+
+    if opts["budget"] is None:
+        return
+    for item in items:
+        try:
+            make_tournament(strategy, len(item.texts), votes=opts["votes"], adaptive_votes=opts["adaptive_votes"],
+                            budget=opts["budget"])  # fmt: skip
+        except ValueError as err:
+            raise InputError(
+                f"{err} (raise --budget or pick an adaptive strategy)", path, item.line, "--budget"
+            ) from None
 
 
 def judge_items(opts: dict[str, Any], cfg: Any, family: Any, items: list, source: str, strategy: str,
@@ -190,7 +212,8 @@ def _engine(judge: Any, opts: dict[str, Any], strategy: str, cache: Any, dry: bo
 
     keep = keep_records or bool(opts["judgments_path"])
     kw = {"strategy": strategy, "rating": opts["rating"], "votes": opts["votes"], "seed": opts["seed"],
-          "cache": cache, "keep_records": keep, "elo_k": opts["elo_k"]}  # fmt: skip
+          "cache": cache, "keep_records": keep, "elo_k": opts["elo_k"], "budget": opts["budget"],
+          "adaptive_votes": opts["adaptive_votes"]}  # fmt: skip
     if dry:
         return Engine(_DryJudge(judge), write_cache=False, **kw)
     return Engine(judge, **kw)
@@ -200,7 +223,8 @@ def _judge_all(engine: Any, judge: Any, items: list, mode: str, console: Console
     """Run every tournament with a progress bar; a model's start-up shows as its own phase."""
     from tourney.engine import plan
 
-    total = plan(items, strategy=engine.strategy, votes=engine.votes, seed=engine.seed)
+    total = plan(items, strategy=engine.strategy, votes=engine.votes, seed=engine.seed, budget=engine.budget,
+                 adaptive_votes=engine.adaptive_votes)  # an upper bound for adaptive strategies  # fmt: skip
     with console.progress(total) as bar:
         engine.progress = bar.callback()
         if hasattr(judge, "status"):
@@ -271,7 +295,8 @@ def _write(command: str, opts: dict[str, Any], results: list, engine: Any, judge
         outputs.append((opts["judgments_path"], [_record_line(r) for res in results for r in res.records]))
     if opts["summary_path"]:
         summary = engine.stats.as_dict() | {"all_invalid_prompts": _all_invalid(results), "strategy": strategy,
-                                            "votes": opts["votes"], "judge": judge.identity()}  # fmt: skip
+                                            "votes": opts["votes"], "adaptive_votes": opts["adaptive_votes"],
+                                            "budget": opts["budget"], "judge": judge.identity()}  # fmt: skip
         outputs.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(outputs)
 
@@ -333,7 +358,7 @@ def check_options(opts: dict[str, Any], given: set[str], strategy: str) -> None:
     """Refuse options that contradict each other or would be ignored, naming both (exit 2)."""
 
     def clash(a: str, b: str, why: str) -> InputError:
-        return InputError(f"{flag(a)} {why} {b}", field=flag(a))
+        return InputError(f"{flag(a)} {why} {b}")
 
     simulated = opts["judge"] == "simulated"
     for name in sorted(given):
@@ -353,6 +378,10 @@ def check_options(opts: dict[str, Any], given: set[str], strategy: str) -> None:
         raise clash("elo_k", f"--rating {opts['rating']}", "has no effect with")
     if opts["no_cache"] and "cache_path" in given:
         raise clash("cache_path", "--no-cache", "contradicts")
+    if opts["adaptive_votes"] and opts["votes"] < 3:
+        raise clash(
+            "adaptive_votes", f"--votes {opts['votes']} (it needs 3 or more to stop early)", "has no effect with"
+        )
     if opts["quiet"] and opts["verbose"]:
         raise clash("quiet", "--verbose", "contradicts")
     for name in ("output", "judgments_path", "summary_path"):

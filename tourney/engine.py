@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from strategies import Vote, Voting
-from strategies.registry import make_strategy
+from strategies.registry import make_tournament
 from tourney.cache import Cache, judge_hash, request_key
 from tourney.errors import BackendError
 from tourney.io import Item
@@ -83,12 +83,21 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "big") >> 1
 
 
-def plan(items: Sequence[Item], *, strategy: str = "knockout", votes: int = 1, seed: int = 0) -> int:
+def plan(
+    items: Sequence[Item],
+    *,
+    strategy: str = "knockout",
+    votes: int = 1,
+    seed: int = 0,
+    budget: int | None = None,
+    adaptive_votes: bool = False,
+) -> int:
     """Count the judgments a run would make (an upper bound for adaptive strategies), without a judge."""
     return sum(
-        Voting(make_strategy(strategy, len(item.texts), seed=derive_seed(seed, item.id)), k=votes).budget()
+        make_tournament(strategy, len(item.texts), seed=derive_seed(seed, item.id), votes=votes, budget=budget,
+                        adaptive_votes=adaptive_votes).budget()
         for item in items
-    )
+    )  # fmt: skip
 
 
 class Engine:
@@ -107,12 +116,19 @@ class Engine:
         keep_records: bool = False,
         elo_k: float = 32.0,
         write_cache: bool = True,
+        budget: int | None = None,
+        adaptive_votes: bool = False,
     ) -> None:
-        """Configure a run; ``progress`` is called with the number of votes just resolved."""
+        """Configure a run; ``progress`` is called with the number of votes just resolved.
+
+        ``budget`` caps the judgments (votes included) per prompt; ``adaptive_votes`` stops a match's ``votes`` once
+        their majority is decided (see ``strategies.registry.make_tournament``).
+        """
         self.judge, self.strategy, self.rating, self.votes, self.seed = judge, strategy, rating, votes, seed
         self.cache, self.progress, self.keep_records, self.elo_k = cache, progress, keep_records, elo_k
         self.write_cache = write_cache  # False for dry runs: read what is cached, store nothing
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
+        self.budget, self.adaptive_votes = budget, adaptive_votes
         self.stats = Stats()
         self._retries_before = 0
         self.key_fields = tuple(judge.key_fields())
@@ -121,8 +137,8 @@ class Engine:
     def tournament(self, item: Item) -> Voting:
         """Build the (vote-wrapped) strategy for one prompt, seeded by the run seed and the prompt id."""
         seed = derive_seed(self.seed, item.id)
-        inner = make_strategy(self.strategy, len(item.texts), rating=self.rating, seed=seed, elo_k=self.elo_k)
-        return Voting(inner, k=self.votes, seed=seed)
+        return make_tournament(self.strategy, len(item.texts), rating=self.rating, seed=seed, elo_k=self.elo_k,
+                               votes=self.votes, adaptive_votes=self.adaptive_votes, budget=self.budget)  # fmt: skip
 
     def request(self, item: Item, vote: Vote) -> Request:
         """Build the judge request for one vote; its sampling seed depends only on what it judges."""
