@@ -114,7 +114,10 @@ def metrics(p_a: np.ndarray, seed: int = 0, reps: int = 2000) -> dict:
     out = {}
     for name, v in per_pair.items():
         boot = v[idx].mean(1)
-        out[name] = {"mean": round(float(v.mean()), 4), "ci95": [round(float(x), 4) for x in np.percentile(boot, [2.5, 97.5])]}
+        out[name] = {
+            "mean": round(float(v.mean()), 4),
+            "ci95": [round(float(x), 4) for x in np.percentile(boot, [2.5, 97.5])],
+        }
     out["mean_p_correct"] = round(float(np.concatenate([p_a[:, 0], 1 - p_a[:, 1]]).mean()), 4)
     return out
 

@@ -204,6 +204,11 @@ class _progress:
             self.bar.stop()
 
 
+from tourney.train.cli import train  # noqa: E402
+
+cli.add_command(train)
+
+
 def main() -> None:
     """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures."""
     try:

@@ -95,7 +95,9 @@ def prepare(
     if not train_rows:
         raise InputError("no usable pairs (every pair was skipped)", file=path)
     os.makedirs(out_dir, exist_ok=True)
-    write_parquets([(os.path.join(out_dir, "train.parquet"), train_rows), (os.path.join(out_dir, "val.parquet"), val_rows)])
+    write_parquets(
+        [(os.path.join(out_dir, "train.parquet"), train_rows), (os.path.join(out_dir, "val.parquet"), val_rows)]
+    )
 
     def balance(rows: list[dict[str, Any]]) -> dict[str, int]:
         a = sum(r["reward_model"]["ground_truth"] == "A" for r in rows)
@@ -117,7 +119,13 @@ def parquet_schema() -> Any:
 
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     extra = pa.struct(
-        [("split", pa.string()), ("index", pa.int64()), ("id", pa.string()), ("line", pa.int64()), ("family", pa.string())]
+        [
+            ("split", pa.string()),
+            ("index", pa.int64()),
+            ("id", pa.string()),
+            ("line", pa.int64()),
+            ("family", pa.string()),
+        ]
     )
     return pa.schema(
         [
