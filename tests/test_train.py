@@ -22,11 +22,11 @@ from tourney.train.reward import compute_score
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -m tourney ...`` from this checkout."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "tourney", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "tourney", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout
     )
 
 

@@ -79,10 +79,15 @@ def test_a_misspelled_key_fails_to_compose(prepared):
 
 def test_sft_overrides_compose_in_sft_trainer_engine(tmp_path):
     items, judgments = judgments_fixture(tmp_path)
-    assert run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "sft")).returncode == 0
+    assert (
+        run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "sft")).returncode
+        == 0
+    )
     res = run_cli("train", "sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--data", str(tmp_path / "sft"),
                   "--output", str(tmp_path / "ck"), "--dry-run")  # fmt: skip
-    code, out = verl("compose", "sft_trainer_engine", json.dumps(dry_run_overrides(res.stdout, "verl.trainer.sft_trainer")))
+    code, out = verl(
+        "compose", "sft_trainer_engine", json.dumps(dry_run_overrides(res.stdout, "verl.trainer.sft_trainer"))
+    )
     assert code == 0, out
     assert out["config"]["optim"]["lr"] == 5e-6 and out["config"]["data"]["messages_key"] == "messages"
     assert out["config"]["model"]["path"] == "Qwen/Qwen2.5-7B-Instruct"
@@ -130,7 +135,9 @@ def test_reward_through_verls_reward_manager_and_grpo_advantage(prepared, tiny_m
 
 
 def test_train_env_has_tourney_without_inference_extras():
-    code = "import importlib.util as u, verl, tourney.train.reward; print(verl.__version__, u.find_spec('vllm') is None)"
+    code = (
+        "import importlib.util as u, verl, tourney.train.reward; print(verl.__version__, u.find_spec('vllm') is None)"
+    )
     out = subprocess.run([str(TRAIN_PY), "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["0.9.1", "True"]
