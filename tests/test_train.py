@@ -26,7 +26,12 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subpro
     """Run ``python -m tourney ...`` from this checkout."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "tourney", *args], capture_output=True, text=True, env=full_env, cwd=ROOT, timeout=timeout
+        [sys.executable, "-m", "tourney", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+        timeout=timeout,
     )
 
 

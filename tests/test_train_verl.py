@@ -28,37 +28,61 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def verl(*args: str) -> tuple[int, dict]:
-    """Run one check in the training environment; (exit code, its JSON)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([str(TRAIN_PY), str(CHECKS), *args], capture_output=True, text=True, env=env, timeout=300)
-    lines = out.stdout.strip().splitlines()
-    assert lines, out.stderr[-2000:]
-    return out.returncode, json.loads(lines[-1])
+CASES = [  # group 0: RM-R1 judge outputs, the better answer is A; group 1: RRM outputs, the better one is B
+    {"group": 0, "response": "A is right. <answer>[[A]]</answer>", "ground_truth": "A", "family": "rm-r1"},
+    {"group": 0, "response": "B is right. <answer>[[B]]</answer>", "ground_truth": "A", "family": "rm-r1"},
+    {"group": 0, "response": "I cannot tell.", "ground_truth": "A", "family": "rm-r1"},
+    {"group": 0, "response": "<answer>[[A]]</answer> or not", "ground_truth": "A", "family": "rm-r1"},
+    {"group": 1, "response": "Hmm.\n</think>\n\\boxed{Assistant 2}", "ground_truth": "B", "family": "rrm"},
+    {"group": 1, "response": "Hmm.\n</think>\n\\boxed{Assistant 1}", "ground_truth": "B", "family": "rrm"},
+    {"group": 1, "response": "\\boxed{Assistant 2}", "ground_truth": "B", "family": "rrm"},  # no </think>
+]
 
 
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("verl")
-    res = run_cli("train", "prepare", str(write_pairs(tmp / "pairs.jsonl", n=12)), "-o", str(tmp / "data"))
-    assert res.returncode == 0, res.stderr
-    return tmp
-
-
-def rlvr_overrides(prepared: Path, *extra: str) -> list[str]:
+def rlvr_overrides(tmp: Path, *extra: str) -> list[str]:
     """Exactly what `tourney train rlvr --dry-run` prints, parsed back."""
-    args = ["train", "rlvr", "--model", "Qwen/Qwen2.5-7B-Instruct", "--data", str(prepared / "data")]
-    res = run_cli(*args, "--output", str(prepared / "ckpt"), "--dry-run", *extra)
+    args = ["train", "rlvr", "--model", "Qwen/Qwen2.5-7B-Instruct", "--data", str(tmp / "data")]
+    res = run_cli(*args, "--output", str(tmp / "ckpt"), "--dry-run", *extra)
     assert res.returncode == 0, res.stderr
     assert res.stdout.startswith(str(TRAIN_PY))  # the launcher picks the training environment's interpreter
     return dry_run_overrides(res.stdout, "verl.trainer.main_ppo")
 
 
-def test_launcher_overrides_compose_in_verls_own_config(prepared):
-    overrides = rlvr_overrides(prepared, "--format-penalty", "-0.5", "--", "trainer.save_freq=7")
-    code, out = verl("compose", "ppo_trainer", json.dumps(overrides))
-    assert code == 0, out
-    cfg = out["config"]
+@pytest.fixture(scope="module")
+def verl_run(tmp_path_factory, tiny_model_dir) -> dict:
+    """Prepare data with the CLI, then run every verl check in one .venv-train process; results by name."""
+    tmp = tmp_path_factory.mktemp("verl")
+    res = run_cli("train", "prepare", str(write_pairs(tmp / "pairs.jsonl", n=12)), "-o", str(tmp / "data"))
+    assert res.returncode == 0, res.stderr
+    items, judgments = judgments_fixture(tmp)
+    assert (
+        run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp / "sft")).returncode == 0
+    )
+    sft = run_cli("train", "sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--data", str(tmp / "sft"),
+                  "--output", str(tmp / "ck"), "--dry-run")  # fmt: skip
+    plain = rlvr_overrides(tmp)
+    jobs = {
+        "compose": [
+            "compose",
+            "ppo_trainer",
+            rlvr_overrides(tmp, "--format-penalty", "-0.5", "--", "trainer.save_freq=7"),
+        ],
+        "misspelled": ["compose", "ppo_trainer", rlvr_overrides(tmp, "--", "actor_rollout_ref.rollout.temprature=0.7")],
+        "sft": ["compose", "sft_trainer_engine", dry_run_overrides(sft.stdout, "verl.trainer.sft_trainer")],
+        "dataset": ["dataset", str(tmp / "data" / "train.parquet"), str(tiny_model_dir)],
+        "reward": ["reward", plain, str(tiny_model_dir), CASES],
+    }
+    (tmp / "jobs.json").write_text(json.dumps(list(jobs.values())))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([str(TRAIN_PY), str(CHECKS), str(tmp / "jobs.json")], capture_output=True, text=True,
+                         env=env, timeout=600)  # fmt: skip
+    assert out.returncode == 0 and out.stdout.strip(), out.stderr[-3000:]
+    return {"tmp": tmp, **dict(zip(jobs, json.loads(out.stdout.strip().splitlines()[-1])))}
+
+
+def test_launcher_overrides_compose_in_verls_own_config(verl_run):
+    assert "error" not in verl_run["compose"], verl_run["compose"]
+    cfg = verl_run["compose"]["config"]
     actor, rollout = cfg["actor_rollout_ref"]["actor"], cfg["actor_rollout_ref"]["rollout"]
     assert cfg["algorithm"]["adv_estimator"] == "grpo" and cfg["algorithm"]["use_kl_in_reward"] is False
     assert rollout["name"] == "vllm" and rollout["n"] == 7 and rollout["tensor_model_parallel_size"] == 4
@@ -67,37 +91,26 @@ def test_launcher_overrides_compose_in_verls_own_config(prepared):
     reward = cfg["reward"]["custom_reward_function"]
     assert reward["path"].endswith("tourney/train/reward.py") and reward["name"] == "compute_score"
     assert reward["reward_kwargs"] == {"format_penalty": -0.5}
-    assert cfg["trainer"]["save_freq"] == 7 and cfg["data"]["train_files"] == str(prepared / "data" / "train.parquet")
+    assert cfg["trainer"]["save_freq"] == 7
+    assert cfg["data"]["train_files"] == str(verl_run["tmp"] / "data" / "train.parquet")
 
 
-def test_a_misspelled_key_fails_to_compose(prepared):
-    overrides = rlvr_overrides(prepared, "--", "actor_rollout_ref.rollout.temprature=0.7")
-    code, out = verl("compose", "ppo_trainer", json.dumps(overrides))
-    assert code == 3 and out["error"] == "ConfigCompositionException", out
+def test_a_misspelled_key_fails_to_compose(verl_run):
+    out = verl_run["misspelled"]
+    assert out.get("error") == "ConfigCompositionException", out
     assert "temprature" in out["message"]
 
 
-def test_sft_overrides_compose_in_sft_trainer_engine(tmp_path):
-    items, judgments = judgments_fixture(tmp_path)
-    assert (
-        run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "sft")).returncode
-        == 0
-    )
-    res = run_cli("train", "sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--data", str(tmp_path / "sft"),
-                  "--output", str(tmp_path / "ck"), "--dry-run")  # fmt: skip
-    code, out = verl(
-        "compose", "sft_trainer_engine", json.dumps(dry_run_overrides(res.stdout, "verl.trainer.sft_trainer"))
-    )
-    assert code == 0, out
-    assert out["config"]["optim"]["lr"] == 5e-6 and out["config"]["data"]["messages_key"] == "messages"
-    assert out["config"]["model"]["path"] == "Qwen/Qwen2.5-7B-Instruct"
+def test_sft_overrides_compose_in_sft_trainer_engine(verl_run):
+    assert "error" not in verl_run["sft"], verl_run["sft"]
+    cfg = verl_run["sft"]["config"]
+    assert cfg["optim"]["lr"] == 5e-6 and cfg["data"]["messages_key"] == "messages"
+    assert cfg["model"]["path"] == "Qwen/Qwen2.5-7B-Instruct"
 
 
-def test_rlhf_dataset_loads_prepared_parquet_with_real_tokenizer(prepared, tiny_model_dir):
-    path = prepared / "data" / "train.parquet"
-    code, out = verl("dataset", str(path), str(tiny_model_dir))
-    assert code == 0, out
-    rows = pq.read_table(path).to_pylist()
+def test_rlhf_dataset_loads_prepared_parquet_with_real_tokenizer(verl_run):
+    out = verl_run["dataset"]
+    rows = pq.read_table(verl_run["tmp"] / "data" / "train.parquet").to_pylist()
     assert out["len"] == len(rows) > 0
     for mine, theirs in zip(rows, out["rows"]):
         assert theirs["raw_prompt"] == mine["prompt"]
@@ -107,28 +120,17 @@ def test_rlhf_dataset_loads_prepared_parquet_with_real_tokenizer(prepared, tiny_
         assert 100 < theirs["prompt_tokens"] < 4096
 
 
-def test_reward_through_verls_reward_manager_and_grpo_advantage(prepared, tiny_model_dir):
-    cases = [  # group 0: RM-R1 judge outputs, the better answer is A; group 1: RRM outputs, the better one is B
-        {"group": 0, "response": "A is right. <answer>[[A]]</answer>", "ground_truth": "A", "family": "rm-r1"},
-        {"group": 0, "response": "B is right. <answer>[[B]]</answer>", "ground_truth": "A", "family": "rm-r1"},
-        {"group": 0, "response": "I cannot tell.", "ground_truth": "A", "family": "rm-r1"},
-        {"group": 0, "response": "<answer>[[A]]</answer> or not", "ground_truth": "A", "family": "rm-r1"},
-        {"group": 1, "response": "Hmm.\n</think>\n\\boxed{Assistant 2}", "ground_truth": "B", "family": "rrm"},
-        {"group": 1, "response": "Hmm.\n</think>\n\\boxed{Assistant 1}", "ground_truth": "B", "family": "rrm"},
-        {"group": 1, "response": "\\boxed{Assistant 2}", "ground_truth": "B", "family": "rrm"},  # no </think>
-    ]
-    overrides = rlvr_overrides(prepared)
-    code, out = verl("reward", json.dumps(overrides), str(tiny_model_dir), json.dumps(cases))
-    assert code == 0, out
+def test_reward_through_verls_reward_manager_and_grpo_advantage(verl_run):
+    import numpy as np
+
+    out = verl_run["reward"]
     assert out["manager"] == "NaiveRewardManager"
     assert out["scores"] == [1.0, -1.0, -1.0, -1.0, 1.0, -1.0, -1.0]
     assert out["rm_scores_sum"] == out["scores"]  # one reward on the last response token
     assert [e["valid"] for e in out["extras"]] == [1, 1, 0, 0, 1, 1, 0]
-    # GRPO: (r - group mean) / group std, per group; the right verdict is the only one pushed up.
-    import numpy as np
-
+    # GRPO: (r - group mean) / group std, per group; only the right verdicts are pushed up.
     for group in (0, 1):
-        ks = [k for k, c in enumerate(cases) if c["group"] == group]
+        ks = [k for k, c in enumerate(CASES) if c["group"] == group]
         r = np.array([out["scores"][k] for k in ks])
         want = (r - r.mean()) / (r.std(ddof=1) + 1e-6)
         assert np.allclose([out["advantage"][k] for k in ks], want, atol=1e-4)

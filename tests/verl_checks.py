@@ -1,10 +1,10 @@
 """Checks that run INSIDE the training environment (.venv-train, stock verl 0.9.1); tests/test_train_verl.py calls them.
 
-    .venv-train/bin/python tests/verl_checks.py compose CONFIG_NAME OVERRIDES_JSON
-    .venv-train/bin/python tests/verl_checks.py dataset PARQUET TOKENIZER_DIR
-    .venv-train/bin/python tests/verl_checks.py reward OVERRIDES_JSON TOKENIZER_DIR CASES_JSON
+    .venv-train/bin/python tests/verl_checks.py JOBS_JSON_FILE
 
-Each prints one JSON object on the last line of stdout; a failed composition prints {"error": ...} and exits 3.
+JOBS: a list of [check, args...] with check one of ``compose CONFIG_NAME OVERRIDES``, ``dataset PARQUET
+TOKENIZER_DIR``, ``reward OVERRIDES TOKENIZER_DIR CASES``. All run in ONE process (verl's import costs ~10 s);
+the last stdout line is the JSON list of results, a failed composition giving {"error": ..., "message": ...}.
 """
 
 from __future__ import annotations
@@ -31,15 +31,14 @@ def compose(name: str, overrides: list[str]):  # noqa: ANN201
         return hydra_compose(config_name=name, overrides=overrides)
 
 
-def cmd_compose(name: str, overrides_json: str) -> dict:
+def cmd_compose(name: str, overrides: list[str]) -> dict:
     """Compose and report the values the launcher sets."""
     from omegaconf import OmegaConf
 
     try:
-        cfg = compose(name, json.loads(overrides_json))
+        cfg = compose(name, overrides)
     except Exception as err:  # Hydra raises ConfigCompositionException and friends
-        print(json.dumps({"error": type(err).__name__, "message": str(err).splitlines()[0]}))
-        sys.exit(3)
+        return {"error": type(err).__name__, "message": str(err).splitlines()[0]}
     return {"config": OmegaConf.to_container(cfg, resolve=False)}
 
 
@@ -72,7 +71,7 @@ def cmd_dataset(parquet: str, tokenizer_dir: str) -> dict:
     return {"len": len(ds), "rows": rows}
 
 
-def cmd_reward(overrides_json: str, tokenizer_dir: str, cases_json: str) -> dict:
+def cmd_reward(overrides: list[str], tokenizer_dir: str, cases: list[dict]) -> dict:
     """Score judge outputs with verl's own reward manager (loading tourney's reward by path), then GRPO advantages.
 
     ``cases``: list of {"group": int, "response": str, "ground_truth": "A"|"B", "family": str}.
@@ -84,10 +83,9 @@ def cmd_reward(overrides_json: str, tokenizer_dir: str, cases_json: str) -> dict
     from verl.trainer.ppo import core_algos
     from verl.trainer.ppo.reward import load_reward_manager
 
-    cfg = compose("ppo_trainer", json.loads(overrides_json))
+    cfg = compose("ppo_trainer", overrides)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     manager = load_reward_manager(cfg, tokenizer)
-    cases = json.loads(cases_json)
     prompt_ids = tokenizer("Judge these.", add_special_tokens=False)["input_ids"]
     encoded = [tokenizer(c["response"], add_special_tokens=False)["input_ids"] for c in cases]
     width = max(len(e) for e in encoded) + 1
@@ -124,11 +122,11 @@ def cmd_reward(overrides_json: str, tokenizer_dir: str, cases_json: str) -> dict
 
 
 def main() -> None:
-    """Dispatch one check and print its JSON result."""
+    """Run every job of the JSON file named on the command line; print the JSON list of results."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    cmd, *args = sys.argv[1:]
-    result = {"compose": cmd_compose, "dataset": cmd_dataset, "reward": cmd_reward}[cmd](*args)
-    print(json.dumps(result, default=str))
+    checks = {"compose": cmd_compose, "dataset": cmd_dataset, "reward": cmd_reward}
+    jobs = json.loads(Path(sys.argv[1]).read_text())
+    print(json.dumps([checks[name](*args) for name, *args in jobs], default=str))
 
 
 if __name__ == "__main__":
