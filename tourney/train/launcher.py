@@ -251,6 +251,8 @@ def format_command(cmd: list[str], nnodes: int = 1) -> str:
             "#   head:   ray start --head --port=6379",
             "#   others: ray start --address=<head-ip>:6379",
         ]
+    elif nnodes > 1:
+        head = [f"# {nnodes} nodes: run this on every node, adding --node_rank=<i> --master_addr=<head-ip> to torchrun"]
     return "\n".join(head + [" \\\n  ".join(shlex.quote(c) for c in cmd)])
 
 
