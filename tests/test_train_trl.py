@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from train_helpers import run_cli, write_pairs
 
-from tests.test_train import run_cli, write_pairs
 from tourney.judges import FAMILIES
 from tourney.train.trl_loop import cut_at_verdict, forced_prefix, make_reward
 

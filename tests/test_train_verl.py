@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-
-from tests.test_train import dry_run_overrides, judgments_fixture, run_cli, write_pairs
+from train_helpers import dry_run_overrides, judgments_fixture, run_cli, write_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / ".venv-train" / "bin" / "python"
