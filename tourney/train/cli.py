@@ -60,7 +60,7 @@ def _launch_options(fn: Any) -> Any:
             "--lr",
             type=click.FloatRange(min=0, min_open=True),
             default=None,
-            help="Learning rate (default: RM-R1's for the model size).",
+            help="Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
         ),
         click.option(
             "--nnodes", type=click.IntRange(min=1), default=None, help="Nodes (default: RM-R1's for the size)."
@@ -141,6 +141,8 @@ def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
 def rlvr(**o: Any) -> None:
     """GRPO with verifiable rewards: print or run verl's main_ppo (RM-R1 settings), or run TRL on the CPU."""
     if o["engine"] == "trl":
+        if o["dry_run"]:
+            raise click.UsageError("--dry-run prints verl's command; --engine trl trains right here")
         _run_trl(o)
         return
     _, preset = launcher.resolve_preset(o["model"], o["size"], o["lr"])

@@ -12,9 +12,10 @@ Imports only ``tourney.judges`` (pure Python): verl's process needs neither vLLM
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from tourney.judges import parse_verdict
+from tourney.judges import Family, get_family, parse_verdict
 
 CORRECT, WRONG = 1.0, -1.0
 DEFAULT_FAMILY = "rm-r1"
@@ -31,9 +32,15 @@ def family_of(data_source: str, extra_info: dict[str, Any] | None) -> str:
     return DEFAULT_FAMILY
 
 
+@lru_cache(maxsize=64)
+def cached_family(name: str) -> Family:
+    """A family by name or TOML path, loaded once per process (verl scores every rollout of every step)."""
+    return get_family(name)
+
+
 def judge_verdict(solution_str: str, family: str) -> str | None:
     """The judge's final verdict ("A", "B") in ``solution_str``, or None."""
-    return parse_verdict(family, solution_str)
+    return parse_verdict(cached_family(family), solution_str)
 
 
 def compute_score(

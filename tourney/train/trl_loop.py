@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from tourney.judges import Family, get_family
-from tourney.train.reward import compute_score, family_of
+from tourney.train.reward import cached_family, compute_score, family_of
 
 THINK_CLOSE = "\n</think>\n\n"
 
@@ -68,7 +68,7 @@ def make_reward(family_override: str | None, forced: bool, format_penalty: float
         scores = []
         for k, completion in enumerate(completions):
             name = family_override or family_of(columns["data_source"][k], {"family": columns["family"][k]})
-            family = get_family(name)
+            family = cached_family(name)
             text = cut_at_verdict(forced_prefix(family) + completion, family) if forced else completion
             out = compute_score(columns["data_source"][k], text, columns["ground_truth"][k], None, name, format_penalty)
             scores.append(out["score"])
