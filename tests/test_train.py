@@ -98,6 +98,9 @@ def test_prepare_unknown_family_and_all_identical(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.jsonl", n=2)
     res = run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "o"), "--family", "nope")
     assert res.returncode == 2 and "unknown judge family 'nope'" in res.stderr
+    (tmp_path / "file").write_text("")
+    res = run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "file"))
+    assert res.returncode == 2 and "cannot create output directory" in res.stderr and res.stderr.count("\n") == 1
     same = write_pairs(tmp_path / "same.jsonl", n=0, identical=3)
     res = run_cli("train", "prepare", str(same), "-o", str(tmp_path / "o"))
     assert res.returncode == 2 and "no usable pairs" in res.stderr

@@ -94,7 +94,7 @@ def prepare(
     val_rows = build_rows(val, family, ref, "val", seed + 1, path, start=len(train_rows))
     if not train_rows:
         raise InputError("no usable pairs (every pair was skipped)", file=path)
-    os.makedirs(out_dir, exist_ok=True)
+    make_dir(out_dir)
     write_parquets(
         [(os.path.join(out_dir, "train.parquet"), train_rows), (os.path.join(out_dir, "val.parquet"), val_rows)]
     )
@@ -111,6 +111,14 @@ def prepare(
         "val": balance(val_rows),
         "out": out_dir,
     }
+
+
+def make_dir(out_dir: str) -> None:
+    """Create the output directory, or fail with one line (a file in the way, no permission)."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create output directory: {err.strerror}", file=out_dir) from None
 
 
 def parquet_schema() -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from tourney.errors import InputError
 from tourney.io import Item, read_items
 from tourney.judges import get_family, parse_verdict
-from tourney.train.prepare import write_parquets
+from tourney.train.prepare import make_dir, write_parquets
 
 
 def read_judgments(path: str) -> list[tuple[int, dict[str, Any]]]:
@@ -115,7 +115,7 @@ def sft_prepare(
     val_ids = set(ids[:n_val])
     train = [r for pid, r in rows if pid not in val_ids]
     val = [r for pid, r in rows if pid in val_ids]
-    os.makedirs(out_dir, exist_ok=True)
+    make_dir(out_dir)
     write_parquets(
         [(os.path.join(out_dir, "train.parquet"), train), (os.path.join(out_dir, "val.parquet"), val)], sft_schema()
     )
