@@ -33,11 +33,11 @@ def test_forced_prefix_reward_reads_the_verdict_the_policy_completes():
 @pytest.mark.slow
 def test_trl_engine_runs_grpo_steps_on_the_cpu(tmp_path, smollm2_dir):
     data = tmp_path / "data"
-    assert run_cli("train", "prepare", str(write_pairs(tmp_path / "p.jsonl", n=8)), "-o", str(data)).returncode == 0
+    assert run_cli("train", "prepare", str(write_pairs(tmp_path / "p.jsonl", n=4)), "-o", str(data)).returncode == 0
     out = tmp_path / "ckpt"
     res = run_cli(
         "train", "rlvr", "--engine", "trl", "--model", "smollm2", "--data", str(data), "--output", str(out),
-        "--max-steps", "2", "--batch-size", "4", "--num-generations", "2", "--max-completion-tokens", "5",
+        "--max-steps", "2", "--batch-size", "2", "--num-generations", "2", "--max-completion-tokens", "3",
         env={"HF_HUB_OFFLINE": "1", "TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])},  # `smollm2` = the fixture's copy
         timeout=600,
     )  # fmt: skip
