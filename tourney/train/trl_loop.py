@@ -1,0 +1,168 @@
+"""RLVR of a pairwise judge on the CPU with TRL's GRPOTrainer, on the same parquet and the same reward as verl.
+
+verl is the engine for real training (it needs GPUs for a GRPO step); this loop is the CPU stand-in that runs the
+whole thing end to end here. GRPO (Shao et al., 2024, arXiv 2402.03300) samples a group of judgments per prompt and
+moves the policy toward those whose reward beats the group mean.
+
+Forced verdict prefix: a small model (SmolLM2-135M) almost never writes the family's verdict string on its own, so
+every reward is -1 and every group advantage is 0. With ``forced=True`` the policy prompt ends with the family's
+verdict prefix (``<answer>[[`` for RM-R1; ``</think>`` then ``\\boxed{Assistant `` for RRM), the completion is cut
+right after the first full verdict string (what a stop string does at generation), and the reward is
+``compute_score`` on prefix + completion: the model learns which answer to name, the reward stays RM-R1's +1/-1.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from tourney.judges import Family, get_family
+from tourney.train.reward import cached_family, compute_score, family_of
+
+THINK_CLOSE = "\n</think>\n\n"
+
+
+def forced_prefix(family: Family) -> str:
+    """What the forced policy prompt ends with: ``</think>`` for thinking families, then the verdict prefix."""
+    return (THINK_CLOSE if family.thinks else "") + family.verdict_prefix
+
+
+def cut_at_verdict(text: str, family: Family) -> str:
+    """Cut ``text`` right after its first full verdict string, as a stop string would; unchanged if none."""
+    ends = [i + len(v) for v in family.verdicts if (i := text.find(v)) >= 0]
+    return text[: min(ends)] if ends else text
+
+
+def read_split(data_dir: str, split: str) -> list[dict[str, Any]]:
+    """The rows of ``train.parquet`` or ``val.parquet`` written by ``tourney train prepare``."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(Path(data_dir) / f"{split}.parquet")).to_pylist()
+
+
+def policy_prompt(tokenizer: Any, messages: list[dict[str, str]], prefix: str) -> str:
+    """The judge's chat prompt as text (template + generation prompt), plus the forced prefix if any."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
+
+
+def load_policy(model: str) -> tuple[Any, Any, str]:
+    """Load a causal LM and its tokenizer in float32 on the CPU; ``smollm2`` is the built-in SmolLM2-135M."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tourney.models import resolve_model
+
+    path = resolve_model(model).path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:  # TRL pads generation batches; SmolLM2's own end-of-turn token serves
+        tokenizer.pad_token = tokenizer.eos_token
+    policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    return policy, tokenizer, path
+
+
+def make_reward(family_override: str | None, forced: bool, format_penalty: float | None) -> Any:
+    """A TRL reward function (batch of completions -> list of floats) wrapping ``compute_score``."""
+
+    def judge_reward(prompts: list[Any], completions: list[str], **columns: Any) -> list[float]:
+        scores = []
+        for k, completion in enumerate(completions):
+            name = family_override or family_of(columns["data_source"][k], {"family": columns["family"][k]})
+            family = cached_family(name)
+            text = cut_at_verdict(forced_prefix(family) + completion, family) if forced else completion
+            out = compute_score(columns["data_source"][k], text, columns["ground_truth"][k], None, name, format_penalty)
+            scores.append(out["score"])
+        return scores
+
+    judge_reward.__name__ = "tourney_verdict"
+    return judge_reward
+
+
+def train_trl(
+    model: str,
+    data_dir: str,
+    output: str | None,
+    *,
+    family: str | None = None,
+    max_steps: int = 10,
+    max_seconds: float | None = None,
+    learning_rate: float = 1e-5,
+    batch_size: int = 8,
+    num_generations: int = 4,
+    max_completion_tokens: int = 8,
+    forced: bool = True,
+    format_penalty: float | None = None,
+    seed: int = 0,
+    policy: Any = None,
+    tokenizer: Any = None,
+) -> dict[str, Any]:
+    """Run GRPO with TRL on the CPU; save the model to ``output`` (if given); return per-step logs and timings.
+
+    ``policy``/``tokenizer`` may be passed in already loaded (the experiment evaluates the same object before/after).
+    """
+    import torch
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(seed)
+    if policy is None:
+        policy, tokenizer, _ = load_policy(model)
+    rows = read_split(data_dir, "train")
+    records = []
+    for r in rows:
+        name = family or family_of(r["data_source"], r["extra_info"])
+        prefix = forced_prefix(get_family(name)) if forced else ""
+        records.append(
+            {
+                "prompt": policy_prompt(tokenizer, r["prompt"], prefix),
+                "ground_truth": r["reward_model"]["ground_truth"],
+                "data_source": r["data_source"],
+                "family": name,
+            }
+        )
+    started = time.monotonic()
+
+    class Deadline(TrainerCallback):
+        """Stop after ``max_seconds`` of training (checked at each step end)."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                control.should_training_stop = True
+            return control
+
+    args = GRPOConfig(
+        output_dir=output or str(Path(data_dir) / "trl-run"),
+        use_cpu=True,
+        per_device_train_batch_size=batch_size,
+        num_generations=num_generations,
+        max_completion_length=max_completion_tokens,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",  # RM-R1: constant learning rate, no warm-up
+        beta=0.0,  # no reference model: halves the CPU cost; RM-R1's KL (0.001) barely binds in a short run
+        temperature=1.0,  # RM-R1's rollout temperature
+        max_steps=max_steps,
+        logging_steps=1,
+        report_to=[],
+        save_strategy="no",
+        seed=seed,
+        bf16=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        gradient_checkpointing=False,  # TRL turns it on by default; on the CPU it only costs time (135M fits)
+    )
+    trainer = GRPOTrainer(
+        model=policy,
+        reward_funcs=[make_reward(family, forced, format_penalty)],
+        args=args,
+        train_dataset=Dataset.from_list(records),
+        processing_class=tokenizer,
+        callbacks=[Deadline()],
+    )
+    trainer.train()
+    seconds = time.monotonic() - started
+    if output:
+        trainer.save_model(output)
+        tokenizer.save_pretrained(output)
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    return {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "log": logs, "policy": trainer.model}
