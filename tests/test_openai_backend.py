@@ -1,4 +1,4 @@
-"""OpenAIJudge against real local servers: vLLM's OpenAI server on the tiny model, and scripted bad endpoints."""
+"""A family on a server pool (OpenAIBackend) against real local servers and scripted bad endpoints."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ KEY = "sk-test-DO-NOT-LEAK-4242"
 FAST = {"backoff": 0.02, "backoff_cap": 0.1, "timeout": 30.0}
 
 
-def OpenAIJudge(urls, model, family, *, verdict="auto", max_tokens=None, temperature=None, **pool) -> PairwiseJudge:
+def server_judge(urls, model, family, *, verdict="auto", max_tokens=None, temperature=None, **pool) -> PairwiseJudge:
     """A family on a server pool, with the same sampling defaults the CLI gives (plus test-speed pool options)."""
     cfg = JudgeConfig(model, backend="openai", family=family, max_tokens=max_tokens, temperature=temperature)
     fam = get_family(family)
@@ -47,7 +47,10 @@ def dead_url() -> str:
 
 def test_judgments_key_header_and_identity(monkeypatch):
     monkeypatch.setenv("TOURNEY_TEST_KEY", KEY)
-    with FakeServer() as srv, OpenAIJudge([srv.url + "/v1/"], "fake", "rm-r1", api_key_env="TOURNEY_TEST_KEY") as judge:
+    with (
+        FakeServer() as srv,
+        server_judge([srv.url + "/v1/"], "fake", "rm-r1", api_key_env="TOURNEY_TEST_KEY") as judge,
+    ):
         out = judge.judge(requests(3))
         ident = judge.identity()
     assert [(j.verdict, j.p_a, j.finish_reason, j.forced) for j in out] == [("A", 1.0, "stop", False)] * 3
@@ -63,14 +66,14 @@ def test_judgments_key_header_and_identity(monkeypatch):
 
 def test_no_key_means_no_authorization_header(monkeypatch):
     monkeypatch.delenv("TOURNEY_TEST_KEY", raising=False)
-    with FakeServer() as srv, OpenAIJudge([srv.url], "fake", "rm-r1", api_key_env="TOURNEY_TEST_KEY") as judge:
+    with FakeServer() as srv, server_judge([srv.url], "fake", "rm-r1", api_key_env="TOURNEY_TEST_KEY") as judge:
         judge.judge(requests(1))
     assert all("Authorization" not in r["headers"] for r in srv.seen)
 
 
 def test_429_500_and_dropped_connections_are_retried():
     with FakeServer([429, "ok", 429, 500, "drop", 503]) as srv:
-        with OpenAIJudge([srv.url], "fake", "rm-r1", verdict="parse", max_retries=6, **FAST) as judge:
+        with server_judge([srv.url], "fake", "rm-r1", verdict="parse", max_retries=6, **FAST) as judge:
             out = judge.judge(requests(1))
     assert out[0].verdict == "A"
     assert len(srv.calls("/v1/models")) == 2 and len(srv.calls("/v1/chat/completions")) == 5
@@ -80,7 +83,7 @@ def test_429_500_and_dropped_connections_are_retried():
 def test_garbage_endpoint_fails_after_the_cap(monkeypatch, answer):
     monkeypatch.setenv("TOURNEY_TEST_KEY", KEY)
     with FakeServer(["ok"], default=answer) as srv:
-        judge = OpenAIJudge([srv.url], "fake", "rm-r1", max_retries=3, api_key_env="TOURNEY_TEST_KEY", **FAST)
+        judge = server_judge([srv.url], "fake", "rm-r1", max_retries=3, api_key_env="TOURNEY_TEST_KEY", **FAST)
         with pytest.raises(BackendError, match="not an API response") as err:
             judge.judge(requests(1))
         judge.close()
@@ -90,13 +93,13 @@ def test_garbage_endpoint_fails_after_the_cap(monkeypatch, answer):
 
 
 def test_persistent_500_fails_after_the_cap():
-    with FakeServer(default=500) as srv, OpenAIJudge([srv.url], "fake", "rm-r1", max_retries=2, **FAST) as judge:
+    with FakeServer(default=500) as srv, server_judge([srv.url], "fake", "rm-r1", max_retries=2, **FAST) as judge:
         with pytest.raises(BackendError, match=r"HTTP 500 .*gave up after 3 attempts"):
             judge.judge(requests(1))
 
 
 def test_wrong_model_fails_fast_listing_served_models():
-    with FakeServer() as srv, OpenAIJudge([srv.url], "other", "rm-r1", max_retries=6) as judge:
+    with FakeServer() as srv, server_judge([srv.url], "other", "rm-r1", max_retries=6) as judge:
         began = time.monotonic()
         with pytest.raises(BackendError, match=r"model 'other' is not served there; it serves: fake"):
             judge.judge(requests(2))
@@ -104,7 +107,7 @@ def test_wrong_model_fails_fast_listing_served_models():
 
 
 def test_wrong_model_found_at_chat_time_when_listing_failed_at_start():
-    with FakeServer([404]) as srv, OpenAIJudge([srv.url], "other", "rm-r1", max_retries=6) as judge:
+    with FakeServer([404]) as srv, server_judge([srv.url], "other", "rm-r1", max_retries=6) as judge:
         with pytest.raises(BackendError, match=r"'other' is not served there; it serves: fake") as err:
             judge.judge(requests(1))
     assert err.value.index == 0 and len(srv.calls("/v1/chat/completions")) == 1
@@ -112,7 +115,7 @@ def test_wrong_model_found_at_chat_time_when_listing_failed_at_start():
 
 def test_unreachable_server_fails_after_the_cap():
     url = dead_url()
-    with OpenAIJudge([url], "tiny", "rm-r1", max_retries=2, **FAST) as judge:
+    with server_judge([url], "tiny", "rm-r1", max_retries=2, **FAST) as judge:
         with pytest.raises(BackendError, match=r"connection failed .*gave up after 3 attempts") as err:
             judge.judge(requests(1))
     assert url in str(err.value)
@@ -120,7 +123,7 @@ def test_unreachable_server_fails_after_the_cap():
 
 def test_load_spreads_over_endpoints_and_skips_a_dead_one():
     with FakeServer(delay=0.02) as one, FakeServer(delay=0.02) as two:
-        with OpenAIJudge([dead_url(), one.url, two.url], "fake", "rm-r1", concurrency=2, **FAST) as judge:
+        with server_judge([dead_url(), one.url, two.url], "fake", "rm-r1", concurrency=2, **FAST) as judge:
             out = judge.judge(requests(40))
     assert [j.verdict for j in out] == ["A"] * 40
     n1, n2 = len(one.calls("/v1/chat/completions")), len(two.calls("/v1/chat/completions"))
@@ -129,7 +132,7 @@ def test_load_spreads_over_endpoints_and_skips_a_dead_one():
 
 def test_ajudge_from_a_running_loop_and_closed_judge():
     with FakeServer() as srv:
-        judge = OpenAIJudge([srv.url], "fake", "rm-r1")
+        judge = server_judge([srv.url], "fake", "rm-r1")
 
         async def both() -> list:
             return await asyncio.gather(judge.ajudge(requests(2)), judge.ajudge(requests(3, offset=2)))
@@ -145,20 +148,20 @@ def test_ajudge_from_a_running_loop_and_closed_judge():
 def test_forced_verdict_fallback_reads_top_logprobs():
     # /tokenize is missing (not vLLM): the assistant turn is prefilled and the choices are read from the top-k.
     fake = FakeServer(content="Both look fine", top_logprobs=[("A", -0.5), (" B", -1.5), ("x", -3.0)])
-    with fake as srv, OpenAIJudge([srv.url], "fake", "rm-r1") as judge:
+    with fake as srv, server_judge([srv.url], "fake", "rm-r1") as judge:
         auto = judge.judge(requests(1))[0]
         prefill = srv.calls("/v1/chat/completions")[-1]["body"]
     assert auto.forced and auto.verdict == "A" and auto.p_a == pytest.approx(1 / (1 + math.exp(-1.0)))
     assert (auto.raw, auto.prompt_tokens, auto.completion_tokens) == ("Both look fine", 200, 4)
     assert prefill["continue_final_message"] and not prefill["add_generation_prompt"] and prefill["max_tokens"] == 1
     assert prefill["messages"][-1] == {"role": "assistant", "content": "Both look fine\n<answer>[["}
-    with FakeServer(content="Both look fine") as srv, OpenAIJudge([srv.url], "fake", "rm-r1", verdict="parse") as j:
+    with FakeServer(content="Both look fine") as srv, server_judge([srv.url], "fake", "rm-r1", verdict="parse") as j:
         parsed = j.judge(requests(1))[0]
     assert (parsed.verdict, parsed.p_a, parsed.forced) == (None, None, False)
 
 
 def test_forced_verdict_always_cuts_the_written_verdict():
-    with FakeServer() as srv, OpenAIJudge([srv.url], "fake", "rm-r1", verdict="logprobs") as judge:
+    with FakeServer() as srv, server_judge([srv.url], "fake", "rm-r1", verdict="logprobs") as judge:
         out = judge.judge(requests(1))[0]
         prefill = srv.calls("/v1/chat/completions")[-1]["body"]["messages"][-1]["content"]
     assert out.forced and 0.5 < out.p_a < 1 and out.raw.endswith("<answer>[[A]]</answer>")
@@ -176,20 +179,20 @@ def test_choice_probability_missing_choices():
 
 def test_bad_options():
     with pytest.raises(BackendError, match="verdict"):
-        OpenAIJudge(["http://127.0.0.1:1"], "m", "rm-r1", verdict="maybe")
+        server_judge(["http://127.0.0.1:1"], "m", "rm-r1", verdict="maybe")
     with pytest.raises(BackendError, match="http"):
-        OpenAIJudge(["127.0.0.1:8000"], "m", "rm-r1")
+        server_judge(["127.0.0.1:8000"], "m", "rm-r1")
     with pytest.raises(BackendError, match="no server"):
-        OpenAIJudge([], "m", "rm-r1")
+        server_judge([], "m", "rm-r1")
 
 
 # ---- a real vLLM server on the tiny model (slow) ----------------------------------------------------------------
 
 
-def real_judge(server: VLLMServer, **kw) -> OpenAIJudge:
+def real_judge(server: VLLMServer, **kw) -> server_judge:
     """A judge on the tiny model: short sampled outputs, so seeds matter."""
     opts = {"max_tokens": 16, "temperature": 1.0, "verdict": "parse", "timeout": 60.0, **kw}
-    return OpenAIJudge([server.url], "tiny", "rm-r1", **opts)
+    return server_judge([server.url], "tiny", "rm-r1", **opts)
 
 
 @pytest.mark.slow
@@ -222,7 +225,7 @@ def test_real_server_forced_verdicts_are_soft(vllm_server):
 
 @pytest.mark.slow
 def test_real_server_wrong_model_and_context_overflow(vllm_server):
-    judge = OpenAIJudge([vllm_server.url], "nope", "rm-r1", max_tokens=8)
+    judge = server_judge([vllm_server.url], "nope", "rm-r1", max_tokens=8)
     began = time.monotonic()
     with pytest.raises(BackendError, match=r"model 'nope' is not served there; it serves: tiny"):
         judge.judge(requests(1))
@@ -241,7 +244,7 @@ def test_real_server_failover_past_a_dead_endpoint(vllm_server):
     with real_judge(vllm_server) as judge:
         reference = judge.judge(reqs)
     urls = [dead_url(), vllm_server.url, vllm_server.url + "/v1"]
-    with OpenAIJudge(urls, "tiny", "rm-r1", max_tokens=16, temperature=1.0, verdict="parse", concurrency=2) as judge:
+    with server_judge(urls, "tiny", "rm-r1", max_tokens=16, temperature=1.0, verdict="parse", concurrency=2) as judge:
         out = judge.judge(reqs)
     assert [j.raw for j in out] == [j.raw for j in reference]
 
