@@ -171,7 +171,7 @@ def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -
             continue
         if target in seen:
             what = "stdout" if path == "-" else "the same file"
-            raise InputError(f"{option} and {seen[target]} name {what} ({path})", field=option)
+            raise InputError(f"{option} and {seen[target]} name {what} ({path})")
         seen[target] = option
 
 
