@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,23 +89,38 @@ class Cache:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         except OSError as err:
             raise InputError(f"cannot create the cache's folder: {err.strerror}", file=self.path) from None
-        try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            with self._tx():
-                version = self.db.execute("PRAGMA user_version").fetchone()[0]
-                tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-                if tables and "judgments" not in tables:
-                    raise InputError("not a tourney cache; use another --cache", file=self.path)
-                if tables and version != SCHEMA_VERSION:
-                    raise InputError(f"cache schema {version}, this tourney writes {SCHEMA_VERSION}; use another "
-                                     f"--cache", file=self.path)  # fmt: skip
-                for statement in _SCHEMA.split(";"):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as err:
-            raise InputError(f"cannot open cache: {err}", file=self.path) from None
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self._open()
+                return
+            except sqlite3.OperationalError as err:
+                # Switching a new file to WAL takes a lock that SQLite's busy wait does not cover: a second process
+                # opening the same new cache at that moment sees "database is locked". Try again a little later.
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise InputError(f"cannot open cache: {err}", file=self.path) from None
+                if getattr(self, "db", None) is not None:
+                    self.db.close()
+                time.sleep(0.05)
+            except sqlite3.DatabaseError as err:
+                raise InputError(f"cannot open cache: {err}", file=self.path) from None
+
+    def _open(self) -> None:
+        """Connect, switch to WAL, and check (or create) the schema."""
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        with self._tx():
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if tables and "judgments" not in tables:
+                raise InputError("not a tourney cache; use another --cache", file=self.path)
+            if tables and version != SCHEMA_VERSION:
+                raise InputError(f"cache schema {version}, this tourney writes {SCHEMA_VERSION}; use another "
+                                 f"--cache", file=self.path)  # fmt: skip
+            for statement in _SCHEMA.split(";"):
+                self.db.execute(statement)
+            self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def register(self, identity: dict[str, Any]) -> str:
         """Store a judge identity (for inspection) and return its hash."""
