@@ -7,12 +7,14 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tourney.errors import InputError
 from tourney.types import Prompt
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,13 +30,18 @@ class Item:
 
 
 def read_items(path: str) -> list[Item]:
-    """Read and validate a JSONL file (``-`` for stdin); raise InputError on the first bad line."""
+    """Read and validate a JSONL file of prompts with responses (``-`` for stdin); InputError on the first bad line."""
+    return read_rows(path, parse_line)
+
+
+def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
+    """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)``; ids must be unique."""
     name = "<stdin>" if path == "-" else path
     try:
         data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     except OSError as err:
         raise InputError(f"cannot read input: {err.strerror}", file=name) from None
-    items: list[Item] = []
+    rows: list[T] = []
     seen: dict[Any, int] = {}
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
         data = data[3:]
@@ -45,17 +52,17 @@ def read_items(path: str) -> list[Item]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
-        item = parse_line(text, name, lineno)
-        key = json.dumps(item.id)
+        row = parse(text, name, lineno)
+        key = json.dumps(row.id)  # type: ignore[attr-defined]
         if key in seen:
             raise InputError(f"duplicate id {key} (first on line {seen[key]})", name, lineno, "id")
         seen[key] = lineno
-        items.append(item)
-    return items
+        rows.append(row)
+    return rows
 
 
-def parse_line(text: str, name: str, lineno: int) -> Item:
-    """Validate one JSON line into an Item."""
+def parse_prompt(text: str, name: str, lineno: int) -> tuple[dict[str, Any], Prompt]:
+    """Validate one JSON line as far as its ``prompt`` (a string or chat messages): returns (row, prompt)."""
 
     def bad(message: str, fld: str | None = None) -> InputError:
         return InputError(message, file=name, line=lineno, field=fld)
@@ -86,6 +93,16 @@ def parse_line(text: str, name: str, lineno: int) -> Item:
                     raise bad("expected a string", f"prompt[{k}].{key}")
     elif not isinstance(prompt, str):
         raise bad("expected a string or a list of chat messages", "prompt")
+    return row, prompt
+
+
+def parse_line(text: str, name: str, lineno: int) -> Item:
+    """Validate one JSON line into an Item."""
+
+    def bad(message: str, fld: str | None = None) -> InputError:
+        return InputError(message, file=name, line=lineno, field=fld)
+
+    row, prompt = parse_prompt(text, name, lineno)
     if "responses" not in row:
         raise bad("missing", "responses")
     responses = row["responses"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,6 +19,7 @@ from tourney.backends.base import BackendBase, Generation, Sampling
 from tourney.cache import cache_dir, canonical, sha
 from tourney.engine import derive_seed
 from tourney.errors import BackendError, InputError
+from tourney.io import parse_prompt, read_rows
 from tourney.types import Prompt
 
 
@@ -59,29 +59,7 @@ class SampleStats:
 
 def read_prompts(path: str) -> list[PromptRow]:
     """Read and validate a JSONL file of prompts (``-`` for stdin); raise InputError on the first bad line."""
-    name = "<stdin>" if path == "-" else path
-    try:
-        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
-    except OSError as err:
-        raise InputError(f"cannot read input: {err.strerror}", file=name) from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    rows: list[PromptRow] = []
-    seen: dict[str, int] = {}
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
-        row = parse_prompt_line(text, name, lineno)
-        key = json.dumps(row.id)
-        if key in seen:
-            raise InputError(f"duplicate id {key} (first on line {seen[key]})", name, lineno, "id")
-        seen[key] = lineno
-        rows.append(row)
-    return rows
+    return read_rows(path, parse_prompt_line)
 
 
 def parse_prompt_line(text: str, name: str, lineno: int) -> PromptRow:
@@ -90,45 +68,15 @@ def parse_prompt_line(text: str, name: str, lineno: int) -> PromptRow:
     def bad(message: str, fld: str | None = None) -> InputError:
         return InputError(message, file=name, line=lineno, field=fld)
 
-    try:
-        row = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise bad(f"malformed JSON: {err.msg} at column {err.colno}") from None
-    except (ValueError, RecursionError) as err:
-        raise bad(f"malformed JSON: {str(err).splitlines()[0][:120]}") from None
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise bad("a string holds a lone surrogate escape (e.g. \\ud800), which is not text") from None
-    if not isinstance(row, dict):
-        raise bad(f"expected a JSON object, got {type(row).__name__}")
-    if "prompt" not in row:
-        raise bad("missing", "prompt")
-    prompt = row["prompt"]
-    if isinstance(prompt, list):
-        if not prompt:
-            raise bad("empty message list", "prompt")
-        for k, msg in enumerate(prompt):
-            if not isinstance(msg, dict):
-                raise bad("expected an object with role and content", f"prompt[{k}]")
-            for key in ("role", "content"):
-                if not isinstance(msg.get(key), str):
-                    raise bad("expected a string", f"prompt[{k}].{key}")
-        if prompt[-1]["role"] != "user":
-            raise bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
-    elif not isinstance(prompt, str):
-        raise bad("expected a string or a list of chat messages", "prompt")
+    row, prompt = parse_prompt(text, name, lineno)
+    if isinstance(prompt, list) and prompt[-1]["role"] != "user":
+        raise bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
     if "responses" in row:
         raise bad("already present: sample writes it (remove it, or rank this file instead)", "responses")
     ident = row.get("id", lineno)
     if not isinstance(ident, (str, int)) or isinstance(ident, bool):
         raise bad("expected a string or an integer", "id")
     return PromptRow(id=ident, line=lineno, prompt=prompt, row=row)
-
-
-def _reject_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON."""
-    raise ValueError(f"{name} is not a JSON number")
 
 
 # ---- cache -------------------------------------------------------------------------------------------------------
