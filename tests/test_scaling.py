@@ -317,12 +317,18 @@ def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):
     assert not out.exists() and not (tmp_path / "cache.sqlite").exists()
 
 
-def test_budget_is_guarded(tmp_path, capsys):
-    cfg = _write(tmp_path, TINY.format(cache=tmp_path / "c.sqlite").replace("[sweep]", "[sweep]\nbudget = [10]"))
-    if config_mod.engine_takes_budget():
-        pytest.skip("this tourney's Engine takes a budget")
-    assert main([cfg, "--out", str(tmp_path / "out")]) == 2
-    assert "field 'sweep.budget'" in capsys.readouterr().err
+def test_budget_sweep_respects_the_budget(tmp_path):
+    text = TINY.format(cache=tmp_path / "c.sqlite")
+    text = (
+        text[: text.index("[sweep]")]
+        + '[sweep]\nn = [8]\nstrategy = ["adaptive-knockout", "lucb"]\nbudget = [10, 20]\n'
+    )
+    cfg = _write(tmp_path, text)
+    assert main([cfg, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["strategy"], r["budget"]) for r in rows) == [("adaptive-knockout", 10), ("adaptive-knockout", 20),
+                                                                  ("lucb", 10), ("lucb", 20)]  # fmt: skip
+    assert all(0 < r["judgments_per_prompt"] <= r["budget"] for r in rows)
 
 
 def test_cli_exit_code_and_one_line(tmp_path):

@@ -325,18 +325,9 @@ def _block(where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, Jud
     if "budget" in out:
         for b in out["budget"]:
             _int(where, f"{pre}.budget", b)
-        if not engine_takes_budget():
-            raise where.error(f"{pre}.budget", "this tourney's Engine takes no budget (no budgeted strategies yet)")
         if not any(_accepts(strategies[s], "budget") for s in out["strategy"]):
             raise where.error(f"{pre}.budget", f"no strategy in {pre}.strategy takes a budget")
     return out
-
-
-def engine_takes_budget() -> bool:
-    """True when ``Engine`` accepts ``budget=`` (adaptive strategies with a judge-call budget)."""
-    from tourney.engine import Engine
-
-    return "budget" in inspect.signature(Engine.__init__).parameters
 
 
 def _accepts(factory: Any, name: str) -> bool:
