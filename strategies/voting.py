@@ -103,8 +103,8 @@ class Voting:
             out += self._issue(m, self.k, block=True)
         return out
 
-    def receive(self, vote_id: int, p_a: float | None) -> None:
-        """Record P(candidate shown as A wins) for a vote, or None when the judgment was invalid."""
+    def _record(self, vote_id: int, p_a: float | None) -> tuple[Match, list[float | None]]:
+        """Store one vote as P(the match's ``i`` wins) (None: invalid); return its match and the votes so far."""
         if vote_id not in self._votes or vote_id in self._received:
             raise ValueError(f"unknown or already received vote id {vote_id}")
         vote = self._votes[vote_id]
@@ -118,6 +118,11 @@ class Voting:
         self._received.add(vote_id)
         got = self._pending[m.id]
         got.append(p_i)
+        return m, got
+
+    def receive(self, vote_id: int, p_a: float | None) -> None:
+        """Record P(candidate shown as A wins) for a vote, or None when the judgment was invalid."""
+        m, got = self._record(vote_id, p_a)
         if len(got) == self.k:
             outcome, none_valid = aggregate(got, self.mode)
             self.all_invalid += none_valid
@@ -221,19 +226,7 @@ class AdaptiveVoting(Voting):
 
     def receive(self, vote_id: int, p_a: float | None) -> None:
         """Record one vote; once a match's outstanding votes are back, settle it or queue it for more."""
-        if vote_id not in self._votes or vote_id in self._received:
-            raise ValueError(f"unknown or already received vote id {vote_id}")
-        vote = self._votes[vote_id]
-        m = self._matches[vote.match]
-        if p_a is None:
-            self.invalid += 1
-            p_i = None
-        else:
-            p_a = check_probability(p_a)
-            p_i = p_a if vote.a == m.i else 1.0 - p_a
-        self._received.add(vote_id)
-        got = self._pending[m.id]
-        got.append(p_i)
+        m, got = self._record(vote_id, p_a)
         if len(got) == self._issued[m.id]:
             if self._need(m.id) == 0:
                 self._settle(m.id)
