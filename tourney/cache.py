@@ -71,6 +71,26 @@ def request_key(judge: str, request: Request, fields: Sequence[str] = ()) -> str
     return sha(canonical(parts))
 
 
+def connect_wal(path: str) -> sqlite3.Connection:
+    """Connect with a 60 s busy wait and switch to WAL (so readers and one writer of several processes coexist).
+
+    Switching a new file to WAL takes a lock SQLite's busy wait does not cover: a second process opening the same new
+    file at that moment sees "database is locked". That is tried again for up to 60 s.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            return db
+        except sqlite3.OperationalError as err:
+            db.close()
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def open_cache(path: str | None, disabled: bool) -> Cache | None:
     """Open the judgment cache at ``path`` (or the default), or return None when disabled."""
     if disabled:
@@ -89,27 +109,14 @@ class Cache:
                 os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         except OSError as err:
             raise InputError(f"cannot create the cache's folder: {err.strerror}", file=self.path) from None
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self._open()
-                return
-            except sqlite3.OperationalError as err:
-                # Switching a new file to WAL takes a lock that SQLite's busy wait does not cover: a second process
-                # opening the same new cache at that moment sees "database is locked". Try again a little later.
-                if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise InputError(f"cannot open cache: {err}", file=self.path) from None
-                if getattr(self, "db", None) is not None:
-                    self.db.close()
-                time.sleep(0.05)
-            except sqlite3.DatabaseError as err:
-                raise InputError(f"cannot open cache: {err}", file=self.path) from None
+        try:
+            self.db = connect_wal(self.path)
+            self._check_schema()
+        except sqlite3.DatabaseError as err:
+            raise InputError(f"cannot open cache: {err}", file=self.path) from None
 
-    def _open(self) -> None:
-        """Connect, switch to WAL, and check (or create) the schema."""
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+    def _check_schema(self) -> None:
+        """Check (or create) the tables of a tourney judgment cache."""
         with self._tx():
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}

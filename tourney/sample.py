@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tourney.backends.base import BackendBase, Generation, Sampling
-from tourney.cache import cache_dir, canonical, sha
+from tourney.cache import cache_dir, canonical, connect_wal, sha
 from tourney.engine import derive_seed
 from tourney.errors import BackendError, InputError
 from tourney.io import parse_prompt, read_rows
@@ -105,9 +105,7 @@ class SampleCache:
         except OSError as err:
             raise InputError(f"cannot create the cache's folder: {err.strerror}", file=self.path) from None
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db = connect_wal(self.path)
             self.db.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
                 self.db.execute(statement)
