@@ -208,15 +208,43 @@ def test_lucb_stops_once_the_top_is_separated():
     assert len(log) < 500 and lucb.challengers()[1] == []
 
 
-def test_lucb_proposes_the_leader_against_its_challengers_in_batches():
-    lucb = LUCB(16, seed=0, budget=100, batch=4)
-    warm = lucb.propose()
-    assert len(warm) == 8 and len({c for m in warm for c in (m.i, m.j)}) == 16 and lucb.propose() == []
-    for m in warm:
-        lucb.receive(m.id, 1.0 if m.i > m.j else 0.0)
+def test_lucb_warms_up_with_the_seeded_knockout_then_duels_the_leader_in_batches():
+    lucb, bracket = LUCB(16, seed=3, budget=100, batch=4), Knockout(16, seed=3)
+    for size in (8, 4, 2, 1):  # the warm-up is exactly Knockout(seed)'s bracket, round by round, one match each
+        warm, expected = lucb.propose(), bracket.propose()
+        assert len(warm) == size and [(m.i, m.j) for m in warm] == [(m.i, m.j) for m in expected]
+        assert lucb.propose() == [] and not lucb.done()
+        for m, b in zip(warm, expected):
+            lucb.receive(m.id, 1.0 if m.i > m.j else 0.0)
+            bracket.receive(b.id, 1.0 if b.i > b.j else 0.0)
+    assert lucb.bracket.done() and lucb.bracket.ranking()[0] == 15
     leader, rivals = lucb.challengers()
     batch = lucb.propose()
-    assert len(batch) == 4 and all(m.i == leader and m.j in rivals for m in batch)
+    assert leader == 15 and len(batch) == 4 and all(m.i == leader and m.j in rivals for m in batch)
+
+
+def test_lucb_gives_a_round_to_the_close_rival_not_one_match_to_each():
+    # 0 and 1 have split 10 duels; everyone else lost twice to 0. The close rival should get the whole round.
+    lucb = LUCB(6, seed=0, budget=10_000, batch=4)
+    while not lucb.bracket.done():
+        for m in lucb.propose():
+            lucb.receive(m.id, 1.0 if m.i < m.j else 0.0)  # lower index wins: 0 is the champion
+    for k in range(10):
+        lucb.receive(lucb._add(0, 1).id, float(k % 2))
+    for c in range(2, 6):
+        for _ in range(2):
+            lucb.receive(lucb._add(0, c).id, 1.0)
+    leader, rivals = lucb.challengers()
+    assert leader == 0 and rivals[0] == 1 and len(rivals) > 1
+    assert [(m.i, m.j) for m in lucb.propose()] == [(0, 1)] * 4
+
+
+def test_lucb_budget_below_the_bracket_cuts_the_warm_up():
+    lucb = LUCB(16, seed=0, budget=5)
+    assert len(lucb.propose()) == 5 and lucb.propose() == []
+    for m_id in range(5):
+        lucb.receive(m_id, 1.0)
+    assert lucb.done() and lucb.propose() == [] and sorted(lucb.ranking()) == list(range(16))
 
 
 def test_bt_laplace_matches_bt_fit():
