@@ -231,5 +231,8 @@ def test_budget_and_adaptive_votes_from_the_cli(tmp_path):
     p = tourney("best-of-n", data, *SIM, "--strategy", "knockout", "--budget", "5")
     line = p.stderr.strip()
     assert p.returncode == 2 and f"{data}:1: field '--budget'" in line and "over the budget of 5" in line
+    assert "pick a budgeted strategy (lucb, adaptive-knockout, swiss)" in line and len(p.stderr.splitlines()) == 1
+    p = tourney("best-of-n", data, *SIM, "--strategy", "adaptive-knockout", "--budget", "5")
+    assert p.returncode == 2 and p.stderr.strip().endswith("(raise --budget or use --strategy lucb)")
     p = tourney("rank", data, *SIM, "--votes", "1", "--adaptive-votes")
     assert p.returncode == 2 and "--adaptive-votes has no effect with --votes 1" in p.stderr

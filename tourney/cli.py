@@ -171,9 +171,13 @@ def check_budget(items: list, opts: dict[str, Any], strategy: str, path: str) ->
             make_tournament(strategy, len(item.texts), votes=opts["votes"], adaptive_votes=opts["adaptive_votes"],
                             budget=opts["budget"])  # fmt: skip
         except ValueError as err:
-            raise InputError(
-                f"{err} (raise --budget or pick an adaptive strategy)", path, item.line, "--budget"
-            ) from None
+            # lucb and swiss fit any budget; the others need at least one judgment per bracket match.
+            hint = (
+                "raise --budget or use --strategy lucb"
+                if strategy == "adaptive-knockout"
+                else "raise --budget or pick a budgeted strategy (lucb, adaptive-knockout, swiss)"
+            )
+            raise InputError(f"{err} ({hint})", path, item.line, "--budget") from None
 
 
 def judge_items(opts: dict[str, Any], cfg: Any, family: Any, items: list, source: str, strategy: str,
