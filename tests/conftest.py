@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tests never read or write the user's cache (~/.cache/tourney): a judgment cached by the user's own runs would
+# change what a test sees, and the tests' judgments have no place there. Every session gets its own, models included.
+_SESSION_CACHE = tempfile.mkdtemp(prefix="tourney-tests-")
+os.environ["TOURNEY_CACHE_DIR"] = _SESSION_CACHE
 
 TINY_MAX_MODEL_LEN = 1024
 
@@ -19,6 +25,11 @@ TINY_MAX_MODEL_LEN = 1024
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``slow`` marker (slow tests still run in CI; deselect locally with ``-m 'not slow'``)."""
     config.addinivalue_line("markers", "slow: real-model or long-running test (runs in CI too)")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's cache folder."""
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -30,12 +41,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SmolLM2-135M-Instruct as a HF directory; reuses ``$TOURNEY_CACHE_DIR`` when set (CI may pre-convert)."""
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a HF directory, converted once per session into the session's cache."""
     from tourney.models import smollm2_dir as convert
 
-    root = os.environ.get("TOURNEY_CACHE_DIR")
-    return convert(Path(root) if root else tmp_path_factory.mktemp("tourney-cache"))
+    return convert(Path(_SESSION_CACHE))
 
 
 @pytest.fixture(scope="session")
