@@ -24,6 +24,35 @@ CONSOLE = Console()
 DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
+def apply_options(fn: Callable, options: list[Callable]) -> Callable:
+    """Decorate ``fn`` with click options, listed in the order --help shows them."""
+    for opt in reversed(options):
+        fn = opt(fn)
+    return fn
+
+
+# The model's backend: shared by the judge commands and `tourney sample` (a policy runs on the same backends).
+SERVER_OPTIONS = [
+    click.option("--backend", type=click.Choice(list(BACKENDS)), default="vllm", show_default=True,
+                 help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url."),
+    click.option("--base-url", "base_urls", multiple=True, metavar="URL",
+                 help="OpenAI-compatible endpoint (repeatable; load is spread over all)."),
+    click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
+                 help="Requests in flight per --base-url endpoint."),
+]  # fmt: skip
+API_KEY_OPTION = click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+                              help="Environment variable holding the API key for --backend openai.")  # fmt: skip
+VLLM_OPTIONS = [
+    click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+                 help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
+    click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length."),
+]  # fmt: skip
+VERBOSE_OPTION = click.option(
+    "-v", "--verbose", is_flag=True,
+    help="Show vLLM/torch logs on stderr (otherwise they go to ~/.cache/tourney/logs/last-run.log).",
+)  # fmt: skip
+
+
 def _judge_options(fn: Callable) -> Callable:
     """Options shared by every command that runs tournaments."""
     opts = [
@@ -33,18 +62,12 @@ def _judge_options(fn: Callable) -> Callable:
                      help="Judge: 'smollm2' (built-in weak CPU judge), a model directory or hub id (e.g. "
                           "Reward-Reasoning/RRM-7B), or 'simulated' (a statistical SIMULATOR reading each "
                           "response's 'quality'; not a model)."),
-        click.option("--backend", type=click.Choice(list(BACKENDS)), default="vllm", show_default=True,
-                     help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url."),
-        click.option("--base-url", "base_urls", multiple=True, metavar="URL",
-                     help="OpenAI-compatible endpoint (repeatable; load is spread over all)."),
-        click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
-                     help="Requests in flight per --base-url endpoint."),
+        *SERVER_OPTIONS,
         click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
                      help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
         click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
                      help="Seconds to wait for one server answer before retrying (--backend openai)."),
-        click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
-                     help="Environment variable holding the API key for --backend openai."),
+        API_KEY_OPTION,
         click.option("--family", default=None,
                      help="Judge family: rm-r1, rrm, or a template .toml file (default: detected from the model)."),
         click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default=None,
@@ -70,9 +93,7 @@ def _judge_options(fn: Callable) -> Callable:
         click.option("--verdict", type=click.Choice(list(VERDICT_MODES)), default="auto",
                      show_default=True, help="auto: force a verdict from log-probs when unparseable; "
                                              "logprobs: always; parse: never."),
-        click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
-                     help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
-        click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length."),
+        *VLLM_OPTIONS,
         click.option("--sim-tau", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
                      help="Simulator: temperature of P(i beats j) = sigmoid((q_i - q_j)/tau)."),
         click.option("--sim-position-bias", type=float, default=0.0, show_default=True,
@@ -92,12 +113,9 @@ def _judge_options(fn: Callable) -> Callable:
                           "against the judge's context (no model is started, nothing is written)."),
         click.option("-q", "--quiet", is_flag=True,
                      help="No progress bar and no closing summary line (warnings and errors still show)."),
-        click.option("-v", "--verbose", is_flag=True,
-                     help="Show vLLM/torch logs on stderr (otherwise they go to ~/.cache/tourney/logs/last-run.log)."),
+        VERBOSE_OPTION,
     ]  # fmt: skip
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+    return apply_options(fn, opts)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -360,41 +378,56 @@ WARN_SHARE = 0.5  # warn when this share of judgments or more is invalid, or for
 
 def check_options(opts: dict[str, Any], given: set[str], strategy: str) -> None:
     """Refuse options that contradict each other or would be ignored, naming both (exit 2)."""
-
-    def clash(a: str, b: str, why: str) -> InputError:
-        return InputError(f"{flag(a)} {why} {b}")
-
     simulated = opts["judge"] == "simulated"
     for name in sorted(given):
         if simulated and name in MODEL_ONLY and not (name == "backend" and opts["backend"] == "vllm"):
             raise clash(name, "--judge simulated", "has no effect with")
         if not simulated and name in SIM_ONLY:
             raise clash(name, "--judge simulated", "only applies to")
-        if not simulated and opts["backend"] == "openai" and name in VLLM_ONLY:
-            raise clash(name, "--backend openai (the server sets it)", "has no effect with")
-        if not simulated and opts["backend"] == "vllm" and name in OPENAI_ONLY:
-            raise clash(name, "--backend openai", "only applies to")
+    if not simulated:
+        check_backend_options(opts, given)
     accepts = strategy_options(strategy)
     for name in ("rating", "elo_k"):
         if name in given and name not in accepts:
             raise clash(name, f"--strategy {strategy}", "has no effect with")
     if "elo_k" in given and opts["rating"] != "elo":
         raise clash("elo_k", f"--rating {opts['rating']}", "has no effect with")
-    if opts["no_cache"] and "cache_path" in given:
-        raise clash("cache_path", "--no-cache", "contradicts")
     if opts["adaptive_votes"] and opts["votes"] < 3:
         raise clash(
             "adaptive_votes", f"--votes {opts['votes']} (it needs 3 or more to stop early)", "has no effect with"
         )
-    if opts["quiet"] and opts["verbose"]:
-        raise clash("quiet", "--verbose", "contradicts")
     for name in ("output", "judgments_path", "summary_path"):
         if opts["dry_run"] and name in given:
             raise clash(name, "--dry-run (it writes nothing)", "has no effect with")
+    check_run_options(opts, given)
+
+
+def clash(a: str, b: str, why: str) -> InputError:
+    """The one-line error for option ``a`` against ``b``, as the user typed them."""
+    return InputError(f"{flag(a)} {why} {b}")
+
+
+def check_backend_options(opts: dict[str, Any], given: set[str]) -> None:
+    """Refuse vLLM-only options with --backend openai and server options with --backend vllm."""
+    for name in sorted(given):
+        if opts["backend"] == "openai" and name in VLLM_ONLY:
+            raise clash(name, "--backend openai (the server sets it)", "has no effect with")
+        if opts["backend"] == "vllm" and name in OPENAI_ONLY:
+            raise clash(name, "--backend openai", "only applies to")
+
+
+def check_run_options(opts: dict[str, Any], given: set[str]) -> None:
+    """The checks every model command shares: cache, log and URL options."""
+    if opts["no_cache"] and "cache_path" in given:
+        raise clash("cache_path", "--no-cache", "contradicts")
+    if opts["quiet"] and opts["verbose"]:
+        raise clash("quiet", "--verbose", "contradicts")
     for url in opts["base_urls"]:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise InputError(f"expected http://HOST[:PORT][/v1], got {url!r}", field="--base-url")
+    if opts["backend"] == "openai" and not opts["base_urls"] and opts.get("judge") != "simulated":
+        raise InputError("--backend openai needs at least one --base-url", field="--base-url")
 
 
 def strategy_options(strategy: str) -> set[str]:
@@ -433,8 +466,6 @@ def check_context(items: list, judge: Any, path: str) -> None:
 
 def judge_config(opts: dict[str, Any]) -> JudgeConfig:
     """The typed judge settings of a command's options."""
-    if opts["backend"] == "openai" and not opts["base_urls"] and opts["judge"] != "simulated":
-        raise InputError("--backend openai needs at least one --base-url", field="--base-url")
     sim = SimConfig(opts["sim_tau"], opts["sim_position_bias"], opts["sim_invalid_rate"], opts["sim_latency"])
     return JudgeConfig(
         judge=opts["judge"], backend=opts["backend"], family=opts["family"], verdict=opts["verdict"],

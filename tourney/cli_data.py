@@ -6,6 +6,7 @@ Registered on the main group by the hook at the end of ``tourney/cli.py``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from contextlib import nullcontext
@@ -15,7 +16,6 @@ import click
 
 from tourney import cli
 from tourney.cli import _judge_options
-from tourney.config import BACKENDS
 from tourney.errors import BackendError, InputError
 
 
@@ -52,29 +52,7 @@ from tourney.errors import BackendError, InputError
     show_default=True,
     help="Run seed; sample k of a prompt uses a seed derived from (seed, prompt, k).",
 )
-@click.option(
-    "--backend",
-    type=click.Choice(list(BACKENDS)),
-    default="vllm",
-    show_default=True,
-    help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url.",
-)
-@click.option("--base-url", "base_urls", multiple=True, metavar="URL", help="OpenAI-compatible endpoint (repeatable).")
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    default=16,
-    show_default=True,
-    help="Requests in flight per --base-url endpoint.",
-)
-@click.option(
-    "--api-key-env",
-    default="OPENAI_API_KEY",
-    show_default=True,
-    help="Environment variable holding the API key for --backend openai.",
-)
-@click.option("--dtype", type=click.Choice(cli.DTYPES), default="auto", show_default=True, help="vLLM dtype.")
-@click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length.")
+@functools.partial(cli.apply_options, options=[*cli.SERVER_OPTIONS, cli.API_KEY_OPTION, *cli.VLLM_OPTIONS])
 @click.option(
     "--batch-size",
     type=click.IntRange(min=1),
@@ -92,12 +70,7 @@ from tourney.errors import BackendError, InputError
 @click.option("--summary", "summary_path", default=None, help="Write run counters as JSON.")
 @click.option("--dry-run", is_flag=True, help="Print how many samples the run would ask for; load no model.")
 @click.option("-q", "--quiet", is_flag=True, help="No closing summary line (errors still show).")
-@click.option(
-    "-v",
-    "--verbose",
-    is_flag=True,
-    help="Show vLLM/torch logs on stderr (otherwise they go to ~/.cache/tourney/logs/last-run.log).",
-)
+@cli.VERBOSE_OPTION
 def sample_cmd(**opts: Any) -> None:
     """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
     from tourney.config import JudgeConfig, make_backend
@@ -106,14 +79,9 @@ def sample_cmd(**opts: Any) -> None:
 
     console = cli.CONSOLE
     console.quiet = opts["quiet"]
-    if opts["quiet"] and opts["verbose"]:
-        raise InputError("--quiet contradicts --verbose", field="--quiet")
-    if opts["no_cache"] and opts["cache_path"]:
-        raise InputError("--cache contradicts --no-cache", field="--cache")
-    if opts["backend"] == "openai" and not opts["base_urls"]:
-        raise InputError("--backend openai needs at least one --base-url", field="--base-url")
-    if opts["backend"] != "openai" and opts["base_urls"]:
-        raise InputError("--base-url only applies to --backend openai", field="--base-url")
+    given = cli.given_options()
+    cli.check_backend_options(opts, given)
+    cli.check_run_options(opts, given)
     rows = read_prompts(opts["input_path"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"])
