@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_engine import CountingJudge, make_items  # the engine tests' counting simulator and prompts
 
 from strategies import LUCB, AdaptiveKnockout, AdaptiveVoting, Knockout, Match, RoundRobin, Swiss, Voting
 from strategies.bradley_terry import bt_fit, bt_laplace
 from strategies.registry import make_tournament
 from tourney.engine import Engine, plan
-from tourney.io import Item
 from tourney.simulated import SimulatedJudge
 
 FAST = settings(max_examples=40, deadline=None)
@@ -395,27 +395,6 @@ def test_adaptive_voting_budget_settles_matches_it_cannot_afford():
 # --- the engine keeps batching across prompts ----------------------------------------------------------------------
 
 
-class CountingJudge(SimulatedJudge):
-    """The simulator, counting the calls and batch sizes it receives."""
-
-    def __init__(self, **kw):
-        super().__init__(**kw)
-        self.calls = []
-
-    def judge(self, requests):
-        self.calls.append(len(requests))
-        return super().judge(requests)
-
-
-def items(p: int, n: int) -> list[Item]:
-    """``p`` prompts of ``n`` responses; quality = index."""
-    return [
-        Item(id=f"p{k}", line=k + 1, prompt=f"question {k}", texts=[f"answer {k}.{i}" for i in range(n)],
-             fields=[{"quality": float(i)} for i in range(n)])
-        for k in range(p)
-    ]  # fmt: skip
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -427,7 +406,7 @@ def items(p: int, n: int) -> list[Item]:
     ],
 )
 def test_engine_judge_calls_are_bounded_by_rounds_not_prompts(options):
-    prompts = items(50, 10)
+    prompts = make_items(50, 10)
     alone = []
     for item in prompts:  # the steps each prompt takes on its own
         judge = CountingJudge(tau=1.5, position_bias=0.3)
@@ -448,7 +427,7 @@ def test_engine_judge_calls_are_bounded_by_rounds_not_prompts(options):
 def test_engine_pipelined_matches_lockstep_for_adaptive_strategies():
     import asyncio
 
-    prompts = items(6, 9)
+    prompts = make_items(6, 9)
     for options in ({"strategy": "lucb", "budget": 24}, {"strategy": "knockout", "votes": 3, "adaptive_votes": True}):
         lock = Engine(SimulatedJudge(tau=1.0), seed=2, **options).run(prompts)
         pipe = asyncio.run(Engine(SimulatedJudge(tau=1.0), seed=2, **options).arun(prompts))
