@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
@@ -23,7 +22,6 @@ class Console:
         """``quiet``: no bar and no closing summary line (warnings and errors still show)."""
         self.quiet = quiet
         self.stream: TextIO = sys.stderr
-        self.log_path: Path | None = None
 
     def say(self, message: str) -> None:
         """One line on stderr, unless quiet."""
@@ -49,7 +47,7 @@ class Console:
         os.dup2(log, 2)
         os.close(log)
         mine = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
-        previous, self.stream, self.log_path = self.stream, mine, path
+        previous, self.stream = self.stream, mine
         try:
             yield
         finally:
@@ -74,7 +72,6 @@ class Progress:
 
     def __init__(self, console: Console, total: int, enabled: bool) -> None:
         """Start the bar on the console's stream when enabled."""
-        self.started = time.monotonic()
         self._bar: Any = None
         if not enabled:
             return
@@ -110,10 +107,6 @@ class Progress:
             self._bar.update(self._task, advance=n, description="judging")
             speed = task.speed
             self._bar.update(self._task, rate=f"{speed:.1f}/s" if speed else "")
-
-    def callback(self) -> Callable[[int], None]:
-        """The engine's progress hook."""
-        return self.advance
 
     def stop(self) -> None:
         """Remove the bar."""

@@ -233,7 +233,7 @@ def _stage(path: str, target: str, lines: Iterable[str]) -> str:
     """Write ``lines`` to a temp file beside ``target`` with the mode the final file will have; return its path."""
     fd, tmp = _fail_as(path, tempfile.mkstemp, prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(target))
     try:
-        mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~_umask()
+        mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~umask()
         os.fchmod(fd, mode)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             for line in lines:
@@ -265,7 +265,7 @@ def _fail_as(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise InputError(f"cannot write: {err.strerror or err}", file=path) from None
 
 
-def _umask() -> int:
+def umask() -> int:
     """The process umask (read by setting it, then putting it back)."""
     mask = os.umask(0o022)
     os.umask(mask)

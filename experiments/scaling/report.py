@@ -21,7 +21,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tourney.io import dumps  # noqa: E402
+from tourney.io import dumps, umask  # noqa: E402
 
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
@@ -200,7 +200,7 @@ def write(files: dict[str, bytes | None]) -> list[str]:
             fd, tmp = tempfile.mkstemp(prefix=".scaling-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs are ordinary files
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; outputs are ordinary files
             staged.append((tmp, path))
         for tmp, path in staged:
             os.replace(tmp, path)
@@ -210,10 +210,3 @@ def write(files: dict[str, bytes | None]) -> list[str]:
                 os.unlink(tmp)
         raise
     return [path for _, path in staged]
-
-
-def _umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
