@@ -15,13 +15,12 @@ from typing import Any
 import click
 
 from strategies.registry import RATINGS, STRATEGIES
-from tourney.config import BACKENDS, MODES, JudgeConfig, SimConfig
+from tourney.config import BACKENDS, DTYPES, MODES, JudgeConfig, SimConfig
 from tourney.console import Console
 from tourney.errors import BackendError, InputError
 from tourney.forcing import VERDICT_MODES
 
 CONSOLE = Console()
-DTYPES = ["auto", "float32", "bfloat16", "float16"]
 
 
 def apply_options(fn: Callable, options: list[Callable]) -> Callable:
@@ -43,7 +42,7 @@ SERVER_OPTIONS = [
 API_KEY_OPTION = click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                               help="Environment variable holding the API key for --backend openai.")  # fmt: skip
 VLLM_OPTIONS = [
-    click.option("--dtype", type=click.Choice(DTYPES), default="auto", show_default=True,
+    click.option("--dtype", type=click.Choice(list(DTYPES)), default="auto", show_default=True,
                  help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
     click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length."),
 ]  # fmt: skip
@@ -248,7 +247,7 @@ def _judge_all(engine: Any, judge: Any, items: list, mode: str, console: Console
     total = plan(items, strategy=engine.strategy, votes=engine.votes, seed=engine.seed, budget=engine.budget,
                  adaptive_votes=engine.adaptive_votes)  # an upper bound for adaptive strategies  # fmt: skip
     with console.progress(total) as bar:
-        engine.progress = bar.callback()
+        engine.progress = bar.advance
         if hasattr(judge, "status"):
             judge.status = bar.phase
         return asyncio.run(engine.arun(items)) if mode == "pipelined" else engine.run(items)

@@ -18,6 +18,7 @@ from tourney.judges import FAMILIES, Family, detect_family, get_family
 from tourney.types import Judge
 
 SIMULATED = "simulated"
+DTYPES = ("auto", "float32", "bfloat16", "float16")  # vLLM only; auto: the model's own
 MODES = ("auto", "lockstep", "pipelined")  # auto: pipelined for model judges, lockstep for the simulator
 FALLBACK_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8192}
 

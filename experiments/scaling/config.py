@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strategies.round_robin import RATINGS
+from tourney.config import DTYPES
 from tourney.errors import InputError
+from tourney.forcing import VERDICT_MODES
 
 TOP_KEYS = {"name", "seed", "bootstrap", "cache", "out", "data", "judge", "sweep"}
 DATA_KEYS = {
@@ -28,7 +31,6 @@ JUDGE_KEYS = {
              "max_model_len", "mode", "seed", "enforce_eager"},
 }  # fmt: skip
 SWEEP_KEYS = ("judge", "strategy", "rating", "max_tokens", "budget", "votes", "n")
-RATINGS = ("elo", "bt")
 
 
 @dataclass(frozen=True)
@@ -269,8 +271,7 @@ def _vllm_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
         _num(where, pre + "temperature", opts["temperature"], 0, 10)
     if "top_p" in opts:
         _num(where, pre + "top_p", opts["top_p"], 0, 1, open_lo=True)
-    checks = {"verdict": ("auto", "parse", "logprobs"), "mode": ("lockstep", "pipelined"),
-              "dtype": ("auto", "float32", "bfloat16", "float16")}  # fmt: skip
+    checks = {"verdict": VERDICT_MODES, "mode": ("lockstep", "pipelined"), "dtype": DTYPES}
     for key, allowed in checks.items():
         if key in opts and opts[key] not in allowed:
             raise where.error(pre + key, f"expected one of {', '.join(allowed)}, got {opts[key]!r}")
