@@ -31,6 +31,7 @@ import numpy as np
 
 from strategies.base import Match, check_probability
 from strategies.knockout import Knockout
+from strategies.voting import votes_to_decide
 
 
 class AdaptiveKnockout:
@@ -79,13 +80,11 @@ class AdaptiveKnockout:
     def _need(self, bracket_id: int) -> int:
         """The fewest more judgments that could decide a bracket match (0 when it is decided)."""
         wi, wj = self._wins[bracket_id]
-        lead, left = abs(wi - wj), self._cap[bracket_id] - self._votes[bracket_id]
-        if lead > left or left == 0 or (self.lead is not None and lead >= self.lead):
-            return 0
-        need = math.floor((left - lead) / 2) + 1
-        if self.lead is not None:
-            need = min(need, math.ceil(self.lead - lead))
-        return min(left, need)
+        lead = abs(wi - wj)
+        need = votes_to_decide(lead, self._cap[bracket_id] - self._votes[bracket_id])
+        if self.lead is None or need == 0:
+            return need
+        return 0 if lead >= self.lead else min(need, math.ceil(self.lead - lead))
 
     def propose(self) -> list[Match]:
         """Return the next judgments of every open match of the current round whose earlier ones are all back."""

@@ -26,6 +26,13 @@ import numpy as np
 from strategies.base import Match, Strategy, check_probability
 
 
+def votes_to_decide(lead: float, left: int) -> int:
+    """The fewest more votes that could decide a majority led by ``lead`` with ``left`` votes to go (0: decided)."""
+    if lead > left or left == 0:
+        return 0
+    return min(left, math.floor((left - lead) / 2) + 1)
+
+
 @dataclass(frozen=True)
 class Vote:
     """One judgment: candidate ``a`` shown first (position A), ``b`` second; vote ``vote`` of match ``match``."""
@@ -181,10 +188,7 @@ class AdaptiveVoting(Voting):
 
     def _need(self, match_id: int) -> int:
         """The fewest more votes that could decide the match (0 when decided or out of votes)."""
-        lead, left = self._lead_and_left(match_id)
-        if lead > left or left == 0:
-            return 0
-        return min(left, math.floor((left - lead) / 2) + 1)
+        return votes_to_decide(*self._lead_and_left(match_id))
 
     def _affordable(self) -> int:
         """Judgments that may be issued now without eating into the reserve of matches not yet proposed."""
