@@ -12,7 +12,7 @@ import gc
 import hashlib
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ class VLLMBackend(BackendBase):
             # Same-prompt requests are adjacent and share the judge preamble; vLLM's CPU platform supports it.
             "enable_prefix_caching": True,
             **({"max_model_len": self.context} if self.context else {}),
-            **cpu_scheduling(self.spec.path, self.context, self.engine_kwargs),
+            **cpu_scheduling(self.context_limit, self.engine_kwargs),
             **self.engine_kwargs,
         }
 
@@ -220,7 +220,7 @@ def load_tokenizer(spec: ModelSpec) -> Any:
         raise BackendError(f"cannot load model {spec.name!r}: {one_line(err)}") from err
 
 
-def cpu_scheduling(path: str, max_model_len: int | None, extra: dict[str, Any]) -> dict[str, Any]:
+def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any]) -> dict[str, Any]:
     """On vLLM's CPU platform, turn chunked prefill off: seeded sampling plus a split prefill kills the engine.
 
     (vLLM 0.32 rewinds a seeded request's generator after a partial-prefill step with ``Generator.set_offset``,
@@ -236,12 +236,7 @@ def cpu_scheduling(path: str, max_model_len: int | None, extra: dict[str, Any]) 
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
     if "enable_chunked_prefill" in extra:
         return {}
-    if max_model_len is None:
-        from transformers import AutoConfig
-
-        cfg = AutoConfig.from_pretrained(path)
-        max_model_len = int(getattr(cfg.get_text_config(), "max_position_embeddings", 0) or 0)
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(max_model_len, 4096)}
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context_limit(), 4096)}
 
 
 def tokens_prompt(ids: Sequence[int]) -> dict[str, Any]:
