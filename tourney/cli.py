@@ -183,7 +183,11 @@ def check_budget(items: list, opts: dict[str, Any], strategy: str, path: str) ->
 
     if opts["budget"] is None:
         return
+    checked: set[int] = set()
     for item in items:
+        if len(item.texts) in checked:  # the check depends on the number of candidates only
+            continue
+        checked.add(len(item.texts))
         try:
             make_tournament(strategy, len(item.texts), votes=opts["votes"], adaptive_votes=opts["adaptive_votes"],
                             budget=opts["budget"])  # fmt: skip
