@@ -161,7 +161,7 @@ def _print_or_run(cmd: list[str], nodes: int, dry_run: bool) -> None:
         click.echo(launcher.format_command(cmd, nodes))
         return
     try:
-        code = launcher.run(cmd, dry_run=False)
+        code = launcher.run(cmd)
     except launcher.NoTrainingEnv as err:
         _env_failure(err)
     else:

@@ -256,10 +256,8 @@ def format_command(cmd: list[str], nnodes: int = 1) -> str:
     return "\n".join(head + [" \\\n  ".join(shlex.quote(c) for c in cmd)])
 
 
-def run(cmd: list[str], dry_run: bool) -> int:
-    """Print (dry run) or execute the command; a real run needs a GPU, else NoTrainingEnv."""
-    if dry_run:
-        return 0
+def run(cmd: list[str]) -> int:
+    """Execute the command; a real run needs a GPU, else NoTrainingEnv."""
     if not has_gpu():
         raise NoTrainingEnv(
             "verl needs a GPU for a training step and none was found (nvidia-smi); "
