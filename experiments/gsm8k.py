@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from tourney.errors import InputError
+
 CLIP_CHARS = 300  # verl matches only the end of a response (the answer is at the end; long regexes are slow)
 INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'  # verl's GSM8K prompt suffix
 STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -130,6 +132,15 @@ def label(rows: Iterable[Mapping[str, Any]], gold: Mapping[Any, str] | None = No
             responses.append(resp)
         out.append({**row, "gold": answer, "responses": responses})
     return out
+
+
+def label_row(row: Mapping[str, Any], gold: Mapping[Any, str], method: str, path: str, line: int) -> dict:
+    """``label`` one input row; a row with no gold answer is an InputError naming ``path``, ``line`` and 'gold'."""
+    try:
+        return label([row], gold, method)[0]
+    except KeyError:
+        raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
+                         file=path, line=line, field="gold") from None  # fmt: skip
 
 
 def gold_by_id(problems: Sequence[Problem] | None = None) -> dict[str, str]:
@@ -327,7 +338,6 @@ def pairs(rows: Iterable[Mapping[str, Any]], per_prompt: int = 4, seed: int = 0)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: prompts, label, synthetic, pairs (JSONL to a file or stdout)."""
-    from tourney.errors import InputError
     from tourney.io import dumps, write_all
 
     ap = argparse.ArgumentParser(prog="python -m experiments.gsm8k", description=__doc__.split("\n\n")[0])
@@ -361,13 +371,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             items = read_items(args.input)
             if args.cmd == "label":
-                golds, rows = gold_by_id(), []
-                for item in items:
-                    try:
-                        rows += label([item.row], golds, args.method)
-                    except KeyError:
-                        raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
-                                         file=args.input, line=item.line, field="gold") from None  # fmt: skip
+                golds = gold_by_id()
+                rows = [label_row(item.row, golds, args.method, args.input, item.line) for item in items]
             else:
                 rows = pairs([item.row for item in items], args.per_prompt, args.seed)
         write_all([(args.output, [dumps(r) for r in rows])])

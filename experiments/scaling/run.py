@@ -88,11 +88,7 @@ def _read_jsonl(cfg: Config) -> list[dict[str, Any]]:
     for item in items:
         row = {**item.row, "id": item.id}
         if d["label"]:
-            try:
-                row = gsm8k.label([row], golds, d["answer"])[0]
-            except KeyError:
-                raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
-                                 file=d["path"], line=item.line, field="gold") from None  # fmt: skip
+            row = gsm8k.label_row(row, golds, d["answer"], d["path"], item.line)
         else:
             for k, resp in enumerate(row["responses"]):
                 if not isinstance(resp, dict) or not isinstance(resp.get("correct"), bool):
