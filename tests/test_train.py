@@ -235,3 +235,28 @@ def test_sft_dry_run_prints_verl_sft_trainer(tmp_path):
     assert "torch.distributed.run" in res.stdout and "--nproc_per_node=4" in res.stdout
     ov = dry_run_overrides(res.stdout, "verl.trainer.sft_trainer")
     assert "optim.lr=5e-06" in ov and "data.messages_key=messages" in ov and "trainer.n_gpus_per_node=4" in ov
+
+
+def test_train_stages_read_jsonl_as_rank_does(tmp_path):
+    """prepare and sft-prepare accept a byte-order mark and name file and line for bad UTF-8 or JSON."""
+    items, judgments = judgments_fixture(tmp_path)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + judgments.read_bytes())
+    res = run_cli("train", "sft-prepare", str(bom), "--items", str(items), "-o", str(tmp_path / "s1"))
+    assert res.returncode == 0, res.stderr
+    pairs = write_pairs(tmp_path / "pairs.jsonl", n=2)
+    for stage, src, extra in (
+        ("sft-prepare", judgments, ["--items", str(items)]),
+        ("prepare", pairs, []),
+    ):
+        for tail, msg in ((b"\xff\n", "invalid UTF-8 at byte 0"), (b"{oops\n", "malformed JSON")):
+            bad = tmp_path / f"bad-{stage}.jsonl"
+            data = src.read_bytes()
+            bad.write_bytes(data + tail)
+            line = data.count(b"\n") + 1
+            out = tmp_path / f"o-{stage}"
+            res = run_cli("train", stage, str(bad), *extra, "-o", str(out))
+            assert res.returncode == 2
+            assert res.stderr.startswith(f"tourney: error: {bad}:{line}:") and msg in res.stderr, res.stderr
+            assert len(res.stderr.strip().splitlines()) == 1
+            assert not out.exists() or not any(out.iterdir())

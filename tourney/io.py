@@ -7,7 +7,7 @@ import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -34,24 +34,29 @@ def read_items(path: str) -> list[Item]:
     return read_rows(path, parse_line)
 
 
-def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
-    """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)``; ids must be unique."""
+def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
+    """Yield (file name, line number, text) for each non-blank line of a JSONL file (``-`` for stdin), as UTF-8."""
     name = "<stdin>" if path == "-" else path
     try:
         data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
     except OSError as err:
         raise InputError(f"cannot read input: {err.strerror}", file=name) from None
-    rows: list[T] = []
-    seen: dict[Any, int] = {}
     if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
         data = data[3:]
     for lineno, raw in enumerate(data.split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
-            text = raw.decode("utf-8")
+            yield name, lineno, raw.decode("utf-8")
         except UnicodeDecodeError as err:
             raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
+
+
+def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
+    """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)``; ids must be unique."""
+    rows: list[T] = []
+    seen: dict[Any, int] = {}
+    for name, lineno, text in jsonl_lines(path):
         row = parse(text, name, lineno)
         key = json.dumps(row.id)  # type: ignore[attr-defined]
         if key in seen:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourney.errors import InputError
+from tourney.io import jsonl_lines
 from tourney.types import Prompt
 
 
@@ -43,21 +44,11 @@ def _rows(path: str) -> Iterator[tuple[int, Any]]:
             raise InputError(f"cannot read parquet: {str(err).splitlines()[0]}", file=path) from None
         yield from enumerate(rows, start=1)
         return
-    try:
-        data = open(path, "rb").read()
-    except OSError as err:
-        raise InputError(f"cannot read input: {err.strerror}", file=path) from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    for line, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
+    for name, line, text in jsonl_lines(path):
         try:
-            yield line, json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as err:
-            raise InputError(f"invalid UTF-8 at byte {err.start}", file=path, line=line) from None
+            yield line, json.loads(text)
         except (ValueError, RecursionError) as err:
-            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", file=path, line=line) from None
+            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", file=name, line=line) from None
 
 
 def parse_pair(row: Any, path: str, line: int) -> Pair:

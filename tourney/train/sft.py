@@ -16,34 +16,28 @@ from collections import Counter
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import Item, read_items
+from tourney.io import Item, jsonl_lines, read_items
 from tourney.judges import get_family, parse_verdict
 from tourney.train.prepare import make_dir, write_parquets
 
 
 def read_judgments(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line, record) for every line of a ``--judgments`` JSONL file, checking the fields this stage reads."""
-    try:
-        data = open(path, "rb").read()
-    except OSError as err:
-        raise InputError(f"cannot read input: {err.strerror}", file=path) from None
     out = []
-    for line, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
+    for name, line, text in jsonl_lines(path):
         try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as err:
-            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", path, line) from None
+            rec = json.loads(text)
+        except ValueError as err:
+            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, line) from None
         if not isinstance(rec, dict):
-            raise InputError("expected a JSON object", path, line)
+            raise InputError("expected a JSON object", name, line)
         for key, kind in (("id", (str, int)), ("a", int), ("b", int), ("raw", str), ("forced", bool)):
             if key not in rec:
-                raise InputError("missing", path, line, key)
+                raise InputError("missing", name, line, key)
             if not isinstance(rec[key], kind) or (kind is int and isinstance(rec[key], bool)):
-                raise InputError(f"expected {'a string' if kind is str else kind}", path, line, key)
+                raise InputError(f"expected {'a string' if kind is str else kind}", name, line, key)
         if rec.get("verdict") not in ("A", "B", None):
-            raise InputError("expected 'A', 'B' or null", path, line, "verdict")
+            raise InputError("expected 'A', 'B' or null", name, line, "verdict")
         out.append((line, rec))
     return out
 
