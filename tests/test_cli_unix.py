@@ -65,6 +65,16 @@ def test_dev_null_stays_a_device_and_dev_full_is_an_error(tmp_path):
     assert line.startswith("tourney: error: /dev/full: cannot write: No space left on device")
 
 
+def test_dev_stdout_on_a_pipe_is_streamed_and_counts_as_stdout(tmp_path):
+    # capture_output makes stdout and stderr pipes: /dev/stdout is then a link to "pipe:[N]", not to a path.
+    p = tourney("rank", EXAMPLE, "-o", "/dev/null", "--summary", "/dev/stdout", "--judgments", "/dev/stderr", *SIM)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["judgments"] == 6 + 6 + 3 and p.stderr.count('"verdict"') == 15
+    line = one_error(tourney("rank", EXAMPLE, "-o", "-", "--summary", "/dev/stdout", *SIM))
+    assert line == "tourney: error: --summary and --output name the same file (/dev/stdout)"
+    assert os.listdir(tmp_path) == []
+
+
 def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):
     new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
     assert tourney("rank", EXAMPLE, "-o", new, *SIM, umask=0o027).returncode == 0

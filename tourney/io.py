@@ -152,9 +152,8 @@ def output_target(path: str) -> tuple[str, bool]:
     """
     if path == "-":
         return path, True
-    target = os.path.realpath(path)
     try:
-        st = os.stat(target)
+        st = os.stat(path)  # follows every link, /proc/self/fd's magic ones (/dev/stdout on a pipe) too
     except FileNotFoundError:
         st = None
     except OSError as err:
@@ -163,11 +162,13 @@ def output_target(path: str) -> tuple[str, bool]:
         if stat.S_ISDIR(st.st_mode):
             raise InputError("is a directory, not a file", file=path)
         if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
-            if not os.access(target, os.W_OK):
+            if not os.access(path, os.W_OK):
                 raise InputError("cannot write: permission denied", file=path)
-            return target, True
+            # Opened by the name given: a pipe behind /dev/stdout has no path that realpath could return.
+            return path, True
         if not stat.S_ISREG(st.st_mode):
             raise InputError("cannot write: not a regular file, FIFO or character device", file=path)
+    target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
         raise InputError("cannot write: no such directory", file=path)
@@ -176,11 +177,25 @@ def output_target(path: str) -> tuple[str, bool]:
     return target, False
 
 
+def _identity(path: str, target: str, streamed: bool) -> str | None:
+    """What two outputs must not share: a file's real path, a FIFO's inode (stdout's when it is one); None for a
+    character device, which may be named twice."""
+    try:
+        st = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(target) if streamed else None
+    except (OSError, ValueError):  # no usable stdout: it cannot clash with a named output
+        return "-"
+    if st is None:
+        return target
+    if stat.S_ISFIFO(st.st_mode):
+        return f"fifo {st.st_dev}:{st.st_ino}"
+    return "-" if path == "-" else None
+
+
 def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -> None:
     """Check every output before any work: writable, and no two (nor one and the input) naming the same file.
 
     ``paths`` maps an option name (``-o``) to its path (None: not asked for). Character devices such as /dev/null may
-    be named twice; ``-`` (stdout) only once.
+    be named twice; ``-`` (stdout) only once, also as /dev/stdout when stdout is a pipe.
     """
     seen: dict[str, str] = {}
     if input_path and input_path != "-":
@@ -188,13 +203,13 @@ def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -
     for option, path in paths.items():
         if path is None:
             continue
-        target, streamed = output_target(path)
-        if streamed and path != "-" and stat.S_ISCHR(os.stat(target).st_mode):
+        key = _identity(path, *output_target(path))
+        if key is None:
             continue
-        if target in seen:
+        if key in seen:
             what = "stdout" if path == "-" else "the same file"
-            raise InputError(f"{option} and {seen[target]} name {what} ({path})")
-        seen[target] = option
+            raise InputError(f"{option} and {seen[key]} name {what} ({path})")
+        seen[key] = option
 
 
 def dumps(row: dict[str, Any]) -> str:
