@@ -44,7 +44,7 @@ class AdaptiveKnockout:
         self.bracket = Knockout(n, seed=seed)
         self.n, self.seed = n, seed
         self.cap = 3 * (n - 1) if budget is None else int(budget)
-        if self.cap < n - 1:
+        if self.cap < self.min_budget(n):
             raise ValueError(f"adaptive-knockout needs a budget of at least n - 1 = {n - 1} judgments, got {self.cap}")
         if lead is not None and lead < 1:
             raise ValueError(f"lead must be >= 1, got {lead}")
@@ -132,6 +132,11 @@ class AdaptiveKnockout:
     def ranking(self) -> list[int]:
         """Champion first, then by round lost and closeness of the loss (see ``Knockout``)."""
         return self.bracket.ranking()
+
+    @staticmethod
+    def min_budget(n: int) -> int:
+        """The fewest judgments: one per bracket match."""
+        return n - 1
 
     def budget(self) -> int:
         """The judgment budget: never exceeded."""

@@ -56,11 +56,18 @@ def make_tournament(
     ``votes`` judgments, so the strategy may propose ⌊budget / votes⌋ matches; with ``adaptive_votes`` (stop once the
     majority of ``votes`` is decided) a match costs at least ⌊votes/2⌋ + 1, so the strategy may propose
     ⌊budget / (⌊votes/2⌋ + 1)⌋ matches and the voting layer keeps the total within ``budget``. A strategy without a
-    budget option (knockout, round-robin) whose fixed size exceeds the budget is an error (``ValueError``).
+    budget option (knockout, round-robin) whose fixed size exceeds the budget is an error (``ValueError``), and so is a
+    budget under a budgeted strategy's ``min_budget(n)`` matches (one Swiss round, one judgment per bracket match).
     """
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     per_match = votes // 2 + 1 if adaptive_votes else votes
+    least = getattr(STRATEGIES.get(name), "min_budget", None)  # budgeted strategies that need a floor
+    if budget is not None and least is not None and least(n) * per_match > budget:
+        raise ValueError(
+            f"strategy {name!r} needs at least {least(n) * per_match} judgments for {n} candidates, over the budget"
+            f" of {budget}"
+        )
     inner = make_strategy(
         name, n, rating=rating, seed=seed, elo_k=elo_k, budget=None if budget is None else budget // per_match
     )

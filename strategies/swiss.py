@@ -18,7 +18,8 @@ points first. A round needs the previous round's results, so rounds are the sequ
 
 Budget. ``budget`` counts matches (= judgments with one vote each) and is never exceeded: the number of rounds is
 ``rounds``, cut to ⌊budget / ⌊n/2⌋⌋ when a budget is given (with only a budget, that many rounds; with neither,
-⌈log2 n⌉ + 2), and to n − 1 (after that every pair has met).
+⌈log2 n⌉ + 2), and to n − 1 (after that every pair has met). A budget under one round is an error: zero rounds would
+rank by input order alone.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class Swiss:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
         if budget is not None and budget < 0:
             raise ValueError(f"budget must be >= 0, got {budget}")
+        if budget is not None and budget < self.min_budget(n):
+            raise ValueError(f"swiss needs a budget of at least one round, n // 2 = {per_round} matches, got {budget}")
         want = (n - 1).bit_length() + 2 if rounds is None and budget is None else rounds
         if budget is not None and per_round:
             want = budget // per_round if want is None else min(want, budget // per_round)
@@ -64,6 +67,11 @@ class Swiss:
         self._p: dict[int, float] = {}
         self._waiting = 0  # matches of the current round not received yet
         self._stuck = False  # no pair left unplayed among the candidates
+
+    @staticmethod
+    def min_budget(n: int) -> int:
+        """The fewest matches worth a run: one round (fewer would rank by input order alone)."""
+        return n // 2
 
     def _pair_round(self) -> list[Match]:
         """Pair the next round by score, without rematches."""

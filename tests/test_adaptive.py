@@ -61,7 +61,9 @@ def noiseless(strength: np.ndarray):
 def test_budget_is_never_exceeded_and_runs_terminate(name, n, votes, adaptive, extra, seed):
     rng = np.random.default_rng(seed)
     fewest = votes // 2 + 1 if adaptive else votes
-    fixed = {"knockout": n - 1, "round-robin": n * (n - 1) // 2}.get(name, n - 1 if name == "adaptive-knockout" else 0)
+    fixed = {"knockout": n - 1, "round-robin": n * (n - 1) // 2, "adaptive-knockout": n - 1, "swiss": n // 2}.get(
+        name, 0
+    )
     budget = fixed * fewest + extra
     tour = make_tournament(name, n, seed=seed, votes=votes, adaptive_votes=adaptive, budget=budget)
     log = play(tour, lambda v: rng.choice([None, 0.0, 0.5, 1.0, float(rng.random())]), rng)
@@ -90,8 +92,14 @@ def test_budget_below_a_fixed_size_is_an_error():
         make_tournament("knockout", 16, votes=3, budget=44)
     with pytest.raises(ValueError, match="at the fewest"):
         make_tournament("knockout", 16, votes=3, adaptive_votes=True, budget=29)
-    with pytest.raises(ValueError, match="at least n - 1 = 15"):
+    with pytest.raises(ValueError, match="needs at least 15 judgments for 16 candidates, over the budget of 14"):
         make_tournament("adaptive-knockout", 16, budget=14)
+    with pytest.raises(ValueError, match="needs at least 45 judgments for 16 candidates, over the budget of 30"):
+        make_tournament("adaptive-knockout", 16, votes=3, budget=30)  # the floor counts every vote, as the budget
+    with pytest.raises(ValueError, match="needs at least 24 judgments for 16 candidates, over the budget of 23"):
+        make_tournament("swiss", 16, votes=3, budget=23)  # one round of 8 matches
+    with pytest.raises(ValueError, match="at least n - 1 = 15"):
+        AdaptiveKnockout(16, budget=14)
     with pytest.raises(ValueError, match="budget must be >= 0"):
         make_tournament("swiss", 16, budget=-1)
     assert make_tournament("knockout", 16, budget=15).budget() == 15
@@ -193,7 +201,9 @@ def test_swiss_pairs_equal_scores_and_gives_one_bye_each():
 def test_swiss_budget_cuts_rounds():
     assert Swiss(16, budget=30).rounds == 3 and Swiss(16, budget=30).budget() == 24
     assert Swiss(16, rounds=3, budget=1000).rounds == 3
-    assert Swiss(5, budget=1).rounds == 0 and Swiss(5, budget=1).done()
+    assert Swiss(5, budget=2).rounds == 1 and Swiss(5, budget=3).budget() == 2
+    with pytest.raises(ValueError, match="at least one round, n // 2 = 2 matches, got 1"):
+        Swiss(5, budget=1)  # zero rounds would rank by input order alone
     assert Swiss(1).budget() == 0 and Swiss(1).propose() == [] and Swiss(1).ranking() == [0]
 
 

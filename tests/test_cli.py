@@ -234,5 +234,8 @@ def test_budget_and_adaptive_votes_from_the_cli(tmp_path):
     assert "pick a budgeted strategy (lucb, adaptive-knockout, swiss)" in line and len(p.stderr.splitlines()) == 1
     p = tourney("best-of-n", data, *SIM, "--strategy", "adaptive-knockout", "--budget", "5")
     assert p.returncode == 2 and p.stderr.strip().endswith("(raise --budget or use --strategy lucb)")
+    p = tourney("best-of-n", data, *SIM, "--strategy", "swiss", "--budget", "30", "--votes", "9")
+    assert p.returncode == 2 and "needs at least" in p.stderr and "over the budget of 30" in p.stderr
+    assert p.stderr.strip().endswith("(raise --budget or use --strategy lucb)") and len(p.stderr.splitlines()) == 1
     p = tourney("rank", data, *SIM, "--votes", "1", "--adaptive-votes")
     assert p.returncode == 2 and "--adaptive-votes has no effect with --votes 1" in p.stderr

@@ -305,6 +305,8 @@ def test_jsonl_candidates_with_correct_or_labelled(tmp_path):
         (lambda t: t.replace("[sweep]", "[sweep]\nbest_of = 3"), "sweep.best_of", 19),
         (lambda t: t.replace("pool = 8", "pool = 8\nsize = 3"), "data.size", 11),
         (lambda t: t.replace('rating = ["elo"]', 'rating = ["glicko"]'), "sweep.rating", 22),
+        # one Swiss round of N=8 with 3 votes is 12 judgments: a budget of 4 fails at load, not in the middle of the run
+        (lambda t: t.replace('"round-robin"]', '"round-robin", "swiss"]\nbudget = [4]'), "sweep.budget", 22),
     ],
 )
 def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):

@@ -192,10 +192,10 @@ def check_budget(items: list, opts: dict[str, Any], strategy: str, path: str) ->
             make_tournament(strategy, len(item.texts), votes=opts["votes"], adaptive_votes=opts["adaptive_votes"],
                             budget=opts["budget"])  # fmt: skip
         except ValueError as err:
-            # lucb and swiss fit any budget; the others need at least one judgment per bracket match.
+            # lucb fits any budget; swiss and adaptive-knockout have a floor, the others a fixed size.
             hint = (
                 "raise --budget or use --strategy lucb"
-                if strategy == "adaptive-knockout"
+                if hasattr(STRATEGIES[strategy], "min_budget")
                 else "raise --budget or pick a budgeted strategy (lucb, adaptive-knockout, swiss)"
             )
             raise InputError(f"{err} ({hint})", path, item.line, "--budget") from None

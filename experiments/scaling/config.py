@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from strategies.registry import make_tournament
 from strategies.round_robin import RATINGS
 from tourney.config import DTYPES
 from tourney.errors import InputError
@@ -328,6 +329,12 @@ def _block(where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, Jud
             _int(where, f"{pre}.budget", b)
         if not any(_accepts(strategies[s], "budget") for s in out["strategy"]):
             raise where.error(f"{pre}.budget", f"no strategy in {pre}.strategy takes a budget")
+        budgeted = [s for s in out["strategy"] if _accepts(strategies[s], "budget")]
+        for s, n, k, b in itertools.product(budgeted, out["n"], out["votes"], out["budget"]):
+            try:  # a budget under a strategy's floor (one Swiss round, a bracket) fails here, not mid-run
+                make_tournament(s, n, votes=k, budget=b)
+            except ValueError as err:
+                raise where.error(f"{pre}.budget", f"{err} (votes={k})") from None
     return out
 
 
