@@ -70,7 +70,7 @@ def _judge_options(fn: Callable) -> Callable:
         click.option("--family", default=None,
                      help="Judge family: rm-r1, rrm, or a template .toml file (default: detected from the model)."),
         click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default=None,
-                     help="Tournament (default: knockout for best-of-n, round-robin for rank)."),
+                     help="Tournament (default: knockout for best-of-n, round-robin for rank and pairs)."),
         click.option("--rating", type=click.Choice(list(RATINGS)), default="elo", show_default=True,
                      help="Round-robin rating: sequential ELO or Bradley-Terry MLE."),
         click.option("--elo-k", type=click.FloatRange(min=0, min_open=True), default=32.0, show_default=True,
