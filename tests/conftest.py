@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,10 @@ TINY_MAX_MODEL_LEN = 1024
 def pytest_configure(config: pytest.Config) -> None:
     """Register the ``slow`` marker (slow tests still run in CI; deselect locally with ``-m 'not slow'``)."""
     config.addinivalue_line("markers", "slow: real-model or long-running test (runs in CI too)")
+    # A shell without job control starts `cmd &` with SIGINT ignored, and children inherit that: the Ctrl-C tests'
+    # tourney would then rightly ignore their SIGINT. A handler (unlike SIG_IGN) is reset to the default on exec.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
