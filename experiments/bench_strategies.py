@@ -130,15 +130,32 @@ def wilson(k: int, m: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def positive(text: str) -> int:
+    """An integer >= 1, for argparse."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
+
+
+def sizes_list(text: str) -> list[int]:
+    """Comma-separated numbers of candidates, each >= 2, for argparse."""
+    out = [positive(part.strip()) for part in text.split(",")]
+    if min(out) < 2:
+        raise argparse.ArgumentTypeError(f"every N must be >= 2, got {text!r}")
+    return out
+
+
 def main() -> None:
     """Run every cell and print the tables and the summary line."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--sizes", default="8,16,32")
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench_strategies", description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=positive, default=2000, help="tournaments per cell (default: 2000)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every cell's generator (default: 0)")
+    parser.add_argument("--workers", type=positive, default=2, help="processes (default: 2)")
+    parser.add_argument(
+        "--sizes", type=sizes_list, default="8,16,32", help="numbers of candidates N (default: 8,16,32)"
+    )
     args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+    sizes = args.sizes
     cells = [
         (scenario, n, label, cfg, args.trials, args.seed)
         for scenario in ("a", "b")
