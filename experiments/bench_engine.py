@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from experiments.args import positive
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -110,11 +112,15 @@ def prompt_ids(judge: Any, requests: list) -> list[list[int]]:
 
 def main() -> None:
     """Build the tiny model, run the tournaments and the raw baselines, print the table and the ratios."""
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prompts", type=int, default=64)
-    ap.add_argument("--n", type=int, default=8)
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs of each side (the best is kept)")
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.bench_engine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--prompts", type=positive, default=64)
+    ap.add_argument("--n", type=positive, default=8)
+    ap.add_argument("--max-tokens", type=positive, default=32)
+    ap.add_argument("--repeats", type=positive, default=2, help="timed runs of each side (the best is kept)")
     args = ap.parse_args()
 
     from tourney.config import JudgeConfig, make_judge

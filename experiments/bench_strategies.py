@@ -27,6 +27,7 @@ from multiprocessing import Pool
 
 import numpy as np
 
+from experiments.args import non_negative, positive, sizes
 from strategies.bradley_terry import bt_laplace
 from strategies.registry import make_tournament
 from strategies.round_robin import RoundRobin
@@ -130,36 +131,18 @@ def wilson(k: int, m: int, z: float = 1.959964) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def positive(text: str) -> int:
-    """An integer >= 1, for argparse."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return int(text)
-
-
-def sizes_list(text: str) -> list[int]:
-    """Comma-separated numbers of candidates, each >= 2, for argparse."""
-    out = [positive(part.strip()) for part in text.split(",")]
-    if min(out) < 2:
-        raise argparse.ArgumentTypeError(f"every N must be >= 2, got {text!r}")
-    return out
-
-
 def main() -> None:
     """Run every cell and print the tables and the summary line."""
     parser = argparse.ArgumentParser(prog="python -m experiments.bench_strategies", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=positive, default=2000, help="tournaments per cell (default: 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every cell's generator (default: 0)")
+    parser.add_argument("--seed", type=non_negative, default=0, help="seed of every cell's generator (default: 0)")
     parser.add_argument("--workers", type=positive, default=2, help="processes (default: 2)")
-    parser.add_argument(
-        "--sizes", type=sizes_list, default="8,16,32", help="numbers of candidates N (default: 8,16,32)"
-    )
+    parser.add_argument("--sizes", type=sizes, default="8,16,32", help="numbers of candidates N (default: 8,16,32)")
     args = parser.parse_args()
-    sizes = args.sizes
     cells = [
         (scenario, n, label, cfg, args.trials, args.seed)
         for scenario in ("a", "b")
-        for n in sizes
+        for n in args.sizes
         for label, cfg in configs(n)
     ]
     # Slowest cells first, so the pool's two workers end together.
@@ -169,7 +152,7 @@ def main() -> None:
         rows = pool.map(run_cell, cells, chunksize=1)
     index = {(r["scenario"], r["n"], r["label"]): r for r in rows}
     for scenario in ("a", "b"):
-        for n in sizes:
+        for n in args.sizes:
             print(f"\nscenario={scenario} N={n} trials={args.trials}")
             print(f"{'strategy':34} {'top1':>6} {'95% CI':>15} {'calls':>7} {'max':>5} {'rounds':>7}")
             for label, _ in configs(n):
@@ -178,7 +161,7 @@ def main() -> None:
                 print(f"{label:34} {r['acc']:6.3f} [{lo:.3f}, {hi:.3f}] {r['calls']:7.1f} {r['max_calls']:5d} "
                       f"{r['rounds']:7.1f}")  # fmt: skip
     print(f"\n(wall {time.perf_counter() - start:.0f} s on {args.workers} workers)")
-    if 16 not in sizes:
+    if 16 not in args.sizes:
         return
     parts = ["N=16"]
     for scenario in ("a", "b"):

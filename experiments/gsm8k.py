@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments.args import non_negative, open_unit, positive
 from tourney.errors import InputError
 
 CLIP_CHARS = 300  # verl matches only the end of a response (the answer is at the end; long regexes are slow)
@@ -345,19 +346,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("prompts", help="GSM8K questions as tourney-sample input rows (id, prompt, gold)")
     s = sub.add_parser("synthetic", help="labelled SYNTHETIC candidate sets")
     for q in (p, s):
-        q.add_argument("--limit", type=int, default=None)
-        q.add_argument("--start", type=int, default=0)
-    s.add_argument("--pool", type=int, default=16)
-    s.add_argument("--p-correct", type=float, default=0.4)
-    s.add_argument("--distractors", type=int, default=3)
-    s.add_argument("--seed", type=int, default=0)
+        q.add_argument("--limit", type=positive, default=None)
+        q.add_argument("--start", type=non_negative, default=0)
+    s.add_argument("--pool", type=positive, default=16)
+    s.add_argument("--p-correct", type=open_unit, default=0.4)
+    s.add_argument("--distractors", type=positive, default=3)
+    s.add_argument("--seed", type=non_negative, default=0)
     lab = sub.add_parser("label", help="set `correct` on sampled rows by answer match (gold by GSM8K id or row)")
     lab.add_argument("input")
     lab.add_argument("--method", choices=METHODS, default="strict")
     pr = sub.add_parser("pairs", help="correct-vs-wrong pairs from labelled rows")
     pr.add_argument("input")
-    pr.add_argument("--per-prompt", type=int, default=4)
-    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--per-prompt", type=positive, default=4)
+    pr.add_argument("--seed", type=non_negative, default=0)
     for q in (p, s, lab, pr):
         q.add_argument("-o", "--output", default="-")
     args = ap.parse_args(argv)

@@ -27,6 +27,7 @@ import time
 
 import numpy as np
 
+from experiments.args import non_negative, positive, positive_float
 from tourney.judges import get_family, render
 from tourney.train.pairs import Pair
 from tourney.train.prepare import prepare
@@ -125,17 +126,17 @@ def metrics(p_a: np.ndarray, seed: int = 0, reps: int = 2000) -> dict:
 
 def main() -> None:
     """Prepare data, evaluate, train for a bounded time, evaluate again; print JSON."""
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train-minutes", type=float, default=20.0)
-    ap.add_argument("--max-steps", type=int, default=10_000)
-    ap.add_argument("--eval-pairs", type=int, default=200)
-    ap.add_argument("--max-prompt-tokens", type=int, default=340, help="CPU cost grows with the judge prompt")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 beat 2 on the shared 2-core machine)")
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--max-completion-tokens", type=int, default=6, help="'A]]</answer>' is 5 SmolLM2 tokens")
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--generations", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap = argparse.ArgumentParser(prog="python -m experiments.rlvr_cpu", description=__doc__.splitlines()[0])
+    ap.add_argument("--train-minutes", type=positive_float, default=20.0)
+    ap.add_argument("--max-steps", type=positive, default=10_000)
+    ap.add_argument("--eval-pairs", type=positive, default=200)
+    ap.add_argument("--max-prompt-tokens", type=positive, default=340, help="CPU cost grows with the judge prompt")
+    ap.add_argument("--threads", type=positive, default=1, help="torch threads (1 beat 2 on the shared 2-core machine)")
+    ap.add_argument("--lr", type=positive_float, default=2e-5)
+    ap.add_argument("--max-completion-tokens", type=positive, default=6, help="'A]]</answer>' is 5 SmolLM2 tokens")
+    ap.add_argument("--batch", type=positive, default=8)
+    ap.add_argument("--generations", type=positive, default=4)
+    ap.add_argument("--seed", type=non_negative, default=0)
     ap.add_argument("--out", default=None, help="Also write the JSON result here.")
     opts = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -366,3 +366,15 @@ def test_gsm8k_command_labels_and_names_a_row_without_gold(tmp_path, capsys):
         "(gsm8k-test-K)"
     )
     assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["synthetic", "--pool", "0"], ["synthetic", "--p-correct", "1"], ["prompts", "--start", "-5"],
+     ["pairs", "x.jsonl", "--per-prompt", "two"]],
+)  # fmt: skip
+def test_gsm8k_options_are_checked_before_any_work(argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        gsm8k.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and err[-1].startswith(f"python -m experiments.gsm8k {argv[0]}: error: argument")

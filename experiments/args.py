@@ -1,0 +1,62 @@
+"""Value types for the experiments' argparse options: a bad value is argparse's one-line usage error (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+
+def positive(text: str) -> int:
+    """An integer >= 1."""
+    return _int(text, 1)
+
+
+def non_negative(text: str) -> int:
+    """An integer >= 0."""
+    return _int(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def open_unit(text: str) -> float:
+    """A number strictly between 0 and 1 (a share that is neither none nor all)."""
+    value = _float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
+    return value
+
+
+def sizes(text: str) -> list[int]:
+    """Comma-separated numbers of candidates, each >= 2."""
+    out = [positive(part.strip()) for part in text.split(",")]
+    if min(out) < 2:
+        raise argparse.ArgumentTypeError(f"every N must be >= 2, got {text!r}")
+    return out
+
+
+def _int(text: str, lo: int) -> int:
+    """An integer >= ``lo``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}") from None
+    if value < lo:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    """A finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
