@@ -249,7 +249,12 @@ def test_train_stages_read_jsonl_as_rank_does(tmp_path):
         ("sft-prepare", judgments, ["--items", str(items)]),
         ("prepare", pairs, []),
     ):
-        for tail, msg in ((b"\xff\n", "invalid UTF-8 at byte 0"), (b"{oops\n", "malformed JSON")):
+        tails = (
+            (b"\xff\n", "invalid UTF-8 at byte 0"),
+            (b"{oops\n", "malformed JSON"),
+            (b"[" * 100000 + b"\n", "malformed JSON"),
+        )
+        for tail, msg in tails:
             bad = tmp_path / f"bad-{stage}.jsonl"
             data = src.read_bytes()
             bad.write_bytes(data + tail)

@@ -52,6 +52,16 @@ def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
             raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
 
 
+def jsonl_records(path: str) -> Iterator[tuple[str, int, Any]]:
+    """Yield (file name, line number, decoded JSON value) for each non-blank line of a JSONL file."""
+    for name, lineno, text in jsonl_lines(path):
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser's stack
+            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", file=name, line=lineno) from None
+        yield name, lineno, value
+
+
 def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
     """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)``; ids must be unique."""
     rows: list[T] = []

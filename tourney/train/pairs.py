@@ -7,13 +7,12 @@ TRL's conversational format, a list of messages whose last assistant turn is the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import jsonl_lines
+from tourney.io import jsonl_records
 from tourney.types import Prompt
 
 
@@ -44,11 +43,8 @@ def _rows(path: str) -> Iterator[tuple[int, Any]]:
             raise InputError(f"cannot read parquet: {str(err).splitlines()[0]}", file=path) from None
         yield from enumerate(rows, start=1)
         return
-    for name, line, text in jsonl_lines(path):
-        try:
-            yield line, json.loads(text)
-        except (ValueError, RecursionError) as err:
-            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", file=name, line=line) from None
+    for _, line, value in jsonl_records(path):
+        yield line, value
 
 
 def parse_pair(row: Any, path: str, line: int) -> Pair:

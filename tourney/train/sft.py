@@ -10,13 +10,12 @@ the better candidate. Each kept row is the family's judge prompt followed by the
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import Item, jsonl_lines, read_items
+from tourney.io import Item, jsonl_records, read_items
 from tourney.judges import get_family, parse_verdict
 from tourney.train.prepare import make_dir, write_parquets
 
@@ -24,11 +23,7 @@ from tourney.train.prepare import make_dir, write_parquets
 def read_judgments(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line, record) for every line of a ``--judgments`` JSONL file, checking the fields this stage reads."""
     out = []
-    for name, line, text in jsonl_lines(path):
-        try:
-            rec = json.loads(text)
-        except ValueError as err:
-            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, line) from None
+    for name, line, rec in jsonl_records(path):
         if not isinstance(rec, dict):
             raise InputError("expected a JSON object", name, line)
         for key, kind in (("id", (str, int)), ("a", int), ("b", int), ("raw", str), ("forced", bool)):
