@@ -327,9 +327,9 @@ def _block(where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, Jud
     if "budget" in out:
         for b in out["budget"]:
             _int(where, f"{pre}.budget", b)
-        if not any(_accepts(strategies[s], "budget") for s in out["strategy"]):
-            raise where.error(f"{pre}.budget", f"no strategy in {pre}.strategy takes a budget")
         budgeted = [s for s in out["strategy"] if _accepts(strategies[s], "budget")]
+        if not budgeted:
+            raise where.error(f"{pre}.budget", f"no strategy in {pre}.strategy takes a budget")
         for s, n, k, b in itertools.product(budgeted, out["n"], out["votes"], out["budget"]):
             try:  # a budget under a strategy's floor (one Swiss round, a bracket) fails here, not mid-run
                 make_tournament(s, n, votes=k, budget=b)
