@@ -519,10 +519,13 @@ from tourney.train.cli import train  # noqa: E402
 cli.add_command(train)
 
 
-def main() -> None:
-    """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures."""
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures.
+
+    ``args`` defaults to ``sys.argv[1:]``; tests pass their own and run the command in-process.
+    """
     try:
-        cli.main(standalone_mode=False, prog_name="tourney")
+        cli.main(args=args, standalone_mode=False, prog_name="tourney")
     except click.exceptions.Exit as ex:
         sys.exit(ex.exit_code)
     except click.exceptions.NoArgsIsHelpError as err:

@@ -21,7 +21,12 @@ class Console:
     def __init__(self, quiet: bool = False) -> None:
         """``quiet``: no bar and no closing summary line (warnings and errors still show)."""
         self.quiet = quiet
-        self.stream: TextIO = sys.stderr
+        self._stream: TextIO | None = None  # None: whatever sys.stderr is now (in-process test runs swap it)
+
+    @property
+    def stream(self) -> TextIO:
+        """Where tourney's own lines go: the terminal's stderr, or its private copy while ``logs_to`` is active."""
+        return self._stream if self._stream is not None else sys.stderr
 
     def say(self, message: str) -> None:
         """One line on stderr, unless quiet."""
@@ -47,14 +52,14 @@ class Console:
         os.dup2(log, 2)
         os.close(log)
         mine = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
-        previous, self.stream = self.stream, mine
+        previous, self._stream = self._stream, mine
         try:
             yield
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            self.stream = previous
+            self._stream = previous
             mine.close()
 
     @contextmanager
