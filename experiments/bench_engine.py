@@ -90,18 +90,19 @@ def raw_time(llm: Any, batches: list[list[list[int]]], max_tokens: int) -> float
 
 
 def run_engine(judge: Any, items: list, strategy: str, pipelined: bool) -> tuple[Any, float]:
-    """Run one tourney Engine (no cache) and return it with its wall time."""
+    """Run one tourney Engine (no cache) and return its run (results + counters) with its wall time."""
     from tourney.engine import Engine
+    from tourney.tournament import Tournament
 
-    engine = Engine(judge, strategy=strategy, seed=0)
+    engine = Engine(judge, Tournament(strategy))
     backend = getattr(judge, "inner", judge).backend
     if backend._llm is not None:  # neither side may reuse the other's (or an earlier repeat's) cached prefills
         backend._llm.reset_prefix_cache()
     elif backend._async is not None:
         backend.loop.run(backend._async.reset_prefix_cache())
     t0 = time.perf_counter()
-    asyncio.run(engine.arun(items)) if pipelined else engine.run(items)
-    return engine, time.perf_counter() - t0
+    run = asyncio.run(engine.arun(items)) if pipelined else engine.run(items)
+    return run, time.perf_counter() - t0
 
 
 def prompt_ids(judge: Any, requests: list) -> list[list[int]]:
@@ -140,12 +141,12 @@ def main() -> None:
         walls, raws = [], []
         for _ in range(args.repeats):  # interleaved repeats, best of each: the machine's noise is not ours
             rec.batches = []
-            engine, wall = run_engine(rec, items, strategy, False)
+            run, wall = run_engine(rec, items, strategy, False)
             walls.append(wall)
             raws.append(
                 raw_time(lock.backend._llm, [prompt_ids(lock, batch) for batch in rec.batches], args.max_tokens)
             )
-        rows.append((f"{strategy} lockstep", min(raws), min(walls), engine.stats))
+        rows.append((f"{strategy} lockstep", min(raws), min(walls), run.stats))
         if strategy == "knockout":
             knock_raw = min(raws)
     lock.close()
@@ -153,9 +154,9 @@ def main() -> None:
     run_engine(pipe, warm, "knockout", True)
     walls = []
     for _ in range(args.repeats):
-        engine, wall = run_engine(pipe, items, "knockout", True)
+        run, wall = run_engine(pipe, items, "knockout", True)
         walls.append(wall)
-    rows.append(("knockout pipelined", knock_raw, min(walls), engine.stats))
+    rows.append(("knockout pipelined", knock_raw, min(walls), run.stats))
     pipe.close()
 
     print(f"{args.prompts} prompts x N={args.n}, tiny random model, greedy, {args.max_tokens} new tokens")

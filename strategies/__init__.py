@@ -1,35 +1,40 @@
 """Pure tournament algorithms: they propose matches and receive outcomes, and never call a model.
 
-One module per family; add a strategy by writing one module and one line in ``STRATEGIES``.
+One module per family; add a strategy by writing one module and one line in ``strategies.registry.STRATEGIES``.
+Names are imported on first use (PEP 562), so ``import strategies`` costs nothing until an algorithm is needed.
 """
 
-from strategies.adaptive_knockout import AdaptiveKnockout
-from strategies.base import Match, Strategy, rank_by_scores
-from strategies.bradley_terry import bt_bootstrap, bt_fit
-from strategies.elo import elo_ratings
-from strategies.knockout import Knockout
-from strategies.lucb import LUCB
-from strategies.registry import STRATEGIES, make_strategy, make_tournament
-from strategies.round_robin import RoundRobin
-from strategies.swiss import Swiss
-from strategies.voting import AdaptiveVoting, Vote, Voting
+from __future__ import annotations
 
-__all__ = [
-    "LUCB",
-    "STRATEGIES",
-    "AdaptiveKnockout",
-    "AdaptiveVoting",
-    "Knockout",
-    "Match",
-    "RoundRobin",
-    "Strategy",
-    "Swiss",
-    "Vote",
-    "Voting",
-    "bt_bootstrap",
-    "bt_fit",
-    "elo_ratings",
-    "make_strategy",
-    "make_tournament",
-    "rank_by_scores",
-]
+import importlib
+from typing import Any
+
+_WHERE = {
+    "AdaptiveKnockout": "adaptive_knockout",
+    "Match": "base",
+    "Strategy": "base",
+    "rank_by_scores": "base",
+    "bt_bootstrap": "bradley_terry",
+    "bt_fit": "bradley_terry",
+    "elo_ratings": "elo",
+    "Knockout": "knockout",
+    "LUCB": "lucb",
+    "RATINGS": "registry",
+    "STRATEGIES": "registry",
+    "make_strategy": "registry",
+    "make_tournament": "registry",
+    "RoundRobin": "round_robin",
+    "Swiss": "swiss",
+    "AdaptiveVoting": "voting",
+    "Vote": "voting",
+    "Voting": "voting",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``name`` from its module on first use."""
+    if name not in _WHERE:
+        raise AttributeError(f"module 'strategies' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"strategies.{_WHERE[name]}"), name)

@@ -1,27 +1,63 @@
-"""Strategies by name, for the CLI and the engine."""
+"""Strategies and ratings by name, for the CLI, the engine and the experiments.
+
+Add a strategy: write its module, then add one line to ``STRATEGIES`` (name -> "module:Class"). Classes are imported
+on first use, so listing the names (``tourney --help``) imports no algorithm, numpy or scipy.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
-from strategies.adaptive_knockout import AdaptiveKnockout
-from strategies.base import Strategy
-from strategies.knockout import Knockout
-from strategies.lucb import LUCB
-from strategies.round_robin import RATINGS, RoundRobin
-from strategies.swiss import Swiss
-from strategies.voting import AdaptiveVoting, Voting
+if TYPE_CHECKING:
+    from strategies.base import Strategy
+    from strategies.voting import Voting
 
-STRATEGIES: dict[str, Callable[..., Strategy]] = {
-    "round-robin": RoundRobin,
-    "knockout": Knockout,
-    "swiss": Swiss,
-    "lucb": LUCB,
-    "adaptive-knockout": AdaptiveKnockout,
-}
+RATINGS = ("elo", "bt")  # round robin's ratings: sequential Elo, Bradley–Terry MLE
 
-__all__ = ["RATINGS", "STRATEGIES", "make_strategy"]
+
+class _Lazy(Mapping[str, Any]):
+    """A name -> class mapping whose classes are imported when looked up."""
+
+    def __init__(self, where: dict[str, str]) -> None:
+        """``where``: name -> ``"module:Class"``."""
+        self._where = where
+
+    def __getitem__(self, name: str) -> Any:
+        """Import and return the class registered as ``name``."""
+        module, _, attr = self._where[name].partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def __iter__(self) -> Iterator[str]:
+        """The registered names, in registration order."""
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        """How many are registered."""
+        return len(self._where)
+
+
+STRATEGIES: Mapping[str, Any] = _Lazy({
+    "round-robin": "strategies.round_robin:RoundRobin",
+    "knockout": "strategies.knockout:Knockout",
+    "lucb": "strategies.lucb:LUCB",
+    "adaptive-knockout": "strategies.adaptive_knockout:AdaptiveKnockout",
+    "swiss": "strategies.swiss:Swiss",
+})  # fmt: skip
+
+__all__ = ["RATINGS", "STRATEGIES", "budgeted", "make_strategy", "make_tournament", "strategy_options"]
+
+
+def strategy_options(name: str) -> set[str]:
+    """The keyword options strategy ``name``'s constructor takes (an option it lacks would be ignored)."""
+    return set(inspect.signature(STRATEGIES[name]).parameters)
+
+
+def budgeted() -> list[str]:
+    """The strategies that take a judge-call budget, in registration order."""
+    return [name for name in STRATEGIES if "budget" in strategy_options(name)]
 
 
 def make_strategy(
@@ -33,10 +69,9 @@ def make_strategy(
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    factory = STRATEGIES[name]
-    accepted = inspect.signature(factory).parameters
+    accepted = strategy_options(name)
     options = {"rating": rating, "seed": seed, "elo_k": elo_k, "budget": budget}
-    return factory(n, **{key: value for key, value in options.items() if key in accepted})
+    return STRATEGIES[name](n, **{key: value for key, value in options.items() if key in accepted})
 
 
 def make_tournament(
@@ -59,10 +94,12 @@ def make_tournament(
     budget option (knockout, round-robin) whose fixed size exceeds the budget is an error (``ValueError``), and so is a
     budget under a budgeted strategy's ``min_budget(n)`` matches (one Swiss round, one judgment per bracket match).
     """
+    from strategies.voting import AdaptiveVoting, Voting
+
     if budget is not None and budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     per_match = votes // 2 + 1 if adaptive_votes else votes
-    least = getattr(STRATEGIES.get(name), "min_budget", None)  # budgeted strategies that need a floor
+    least = getattr(STRATEGIES[name], "min_budget", None) if name in STRATEGIES else None  # floors of budgeted ones
     if budget is not None and least is not None and least(n) * per_match > budget:
         raise ValueError(
             f"strategy {name!r} needs at least {least(n) * per_match} judgments for {n} candidates, over the budget"

@@ -13,8 +13,7 @@ import numpy as np
 from strategies.base import Match, check_probability, rank_by_scores
 from strategies.bradley_terry import bt_bootstrap, bt_fit
 from strategies.elo import elo_ratings
-
-RATINGS = ("elo", "bt")
+from strategies.registry import RATINGS
 
 
 class RoundRobin:

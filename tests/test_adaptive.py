@@ -15,8 +15,9 @@ from test_engine import CountingJudge, make_items  # the engine tests' counting 
 from strategies import LUCB, AdaptiveKnockout, AdaptiveVoting, Knockout, Match, RoundRobin, Swiss, Voting
 from strategies.bradley_terry import bt_fit, bt_laplace
 from strategies.registry import make_tournament
-from tourney.engine import Engine, plan
+from tourney.engine import Engine
 from tourney.simulated import SimulatedJudge
+from tourney.tournament import Tournament
 
 FAST = settings(max_examples=40, deadline=None)
 ADAPTIVE = ["swiss", "lucb", "adaptive-knockout"]
@@ -420,18 +421,17 @@ def test_engine_judge_calls_are_bounded_by_rounds_not_prompts(options):
     alone = []
     for item in prompts:  # the steps each prompt takes on its own
         judge = CountingJudge(tau=1.5, position_bias=0.3)
-        Engine(judge, seed=4, **options).run([item])
+        Engine(judge, Tournament(seed=4, **options)).run([item])
         alone.append(len(judge.calls))
     judge = CountingJudge(tau=1.5, position_bias=0.3)
-    engine = Engine(judge, seed=4, **options)
-    results = engine.run(prompts)
+    run = Engine(judge, Tournament(seed=4, **options)).run(prompts)
     # Lockstep: one call per step for all prompts, so a run takes as many calls as its slowest prompt alone.
-    assert len(judge.calls) == max(alone) == engine.stats.steps < 50
-    assert sum(judge.calls) == engine.stats.judgments <= plan(prompts, seed=4, **options)
+    assert len(judge.calls) == max(alone) == run.stats.steps < 50
+    assert sum(judge.calls) == run.stats.judgments <= Tournament(seed=4, **options).plan(prompts)
     budget = options.get("budget")
     if budget:
-        assert engine.stats.judgments <= 50 * budget
-    assert np.mean([r.ranking[0] == 9 for r in results]) > 0.5
+        assert run.stats.judgments <= 50 * budget
+    assert np.mean([r.ranking[0] == 9 for r in run.results]) > 0.5
 
 
 def test_engine_pipelined_matches_lockstep_for_adaptive_strategies():
@@ -439,9 +439,9 @@ def test_engine_pipelined_matches_lockstep_for_adaptive_strategies():
 
     prompts = make_items(6, 9)
     for options in ({"strategy": "lucb", "budget": 24}, {"strategy": "knockout", "votes": 3, "adaptive_votes": True}):
-        lock = Engine(SimulatedJudge(tau=1.0), seed=2, **options).run(prompts)
-        pipe = asyncio.run(Engine(SimulatedJudge(tau=1.0), seed=2, **options).arun(prompts))
-        assert [r.ranking for r in lock] == [r.ranking for r in pipe]
+        lock = Engine(SimulatedJudge(tau=1.0), Tournament(seed=2, **options)).run(prompts)
+        pipe = asyncio.run(Engine(SimulatedJudge(tau=1.0), Tournament(seed=2, **options)).arun(prompts))
+        assert [r.ranking for r in lock.results] == [r.ranking for r in pipe.results]
 
 
 def test_round_robin_pairs_cover_everyone_once():

@@ -6,9 +6,10 @@ import math
 import pytest
 
 from tourney.cache import Cache
-from tourney.engine import Engine, plan
+from tourney.engine import Engine
 from tourney.io import Item
 from tourney.simulated import SimulatedJudge
+from tourney.tournament import Tournament
 
 
 def make_items(p, n, seed=0):
@@ -36,66 +37,63 @@ class CountingJudge(SimulatedJudge):
 def test_knockout_costs_one_call_per_round_across_prompts(n):
     judge = CountingJudge()
     items = make_items(50, n)
-    engine = Engine(judge, strategy="knockout")
-    engine.run(items)
+    stats = Engine(judge, Tournament("knockout")).run(items).stats
     assert len(judge.calls) == math.ceil(math.log2(n))
-    assert sum(judge.calls) == 50 * (n - 1) == engine.stats.judgments
-    assert engine.stats.backend_calls == len(judge.calls) == engine.stats.steps
+    assert sum(judge.calls) == 50 * (n - 1) == stats.judgments
+    assert stats.backend_calls == len(judge.calls) == stats.steps
 
 
 def test_round_robin_is_one_call_and_votes_multiply():
     judge = CountingJudge()
     items = make_items(20, 6)
-    engine = Engine(judge, strategy="round-robin", votes=3)
-    engine.run(items)
+    Engine(judge, Tournament("round-robin", votes=3)).run(items)
     assert judge.calls == [20 * 15 * 3]
-    assert plan(items, strategy="round-robin", votes=3) == 20 * 15 * 3
+    assert Tournament("round-robin", votes=3).plan(items) == 20 * 15 * 3
 
 
 def test_mixed_sizes_take_ceil_log2_of_the_largest():
     judge = CountingJudge()
     items = make_items(10, 3) + [Item(id="big", line=99, prompt="q", texts=[str(i) for i in range(17)],
                                       fields=[{"quality": float(i)} for i in range(17)])]  # fmt: skip
-    Engine(judge, strategy="knockout").run(items)
+    Engine(judge, Tournament("knockout")).run(items)
     assert len(judge.calls) == 5
 
 
 def test_one_response_needs_no_judgment():
     judge = CountingJudge()
-    engine = Engine(judge)
-    [res] = engine.run(make_items(1, 1))
-    assert res.ranking == [0] and judge.calls == [] and engine.stats.judgments == 0
+    run = Engine(judge).run(make_items(1, 1))
+    [res] = run.results
+    assert res.ranking == [0] and judge.calls == [] and run.stats.judgments == 0
 
 
 def test_sharp_judge_finds_the_best():
-    results = Engine(SimulatedJudge(tau=0.01), strategy="knockout").run(make_items(30, 7))
+    results = Engine(SimulatedJudge(tau=0.01), Tournament("knockout")).run(make_items(30, 7)).results
     assert all(r.ranking[0] == 6 for r in results)
-    results = Engine(SimulatedJudge(tau=0.01), strategy="round-robin", rating="bt").run(make_items(5, 6))
+    results = Engine(SimulatedJudge(tau=0.01), Tournament("round-robin", rating="bt")).run(make_items(5, 6)).results
     assert all(r.ranking == [5, 4, 3, 2, 1, 0] for r in results)
 
 
 def test_invalid_votes_are_counted_and_all_invalid_matches_are_ties():
-    engine = Engine(SimulatedJudge(invalid_rate=1.0), strategy="round-robin")
-    results = engine.run(make_items(3, 4))
-    assert engine.stats.invalid == engine.stats.judgments == 18
-    assert engine.stats.ties == 18
-    assert all(len(set(r.scores)) == 1 for r in results)  # every match a tie: everyone equal
+    run = Engine(SimulatedJudge(invalid_rate=1.0), Tournament("round-robin")).run(make_items(3, 4))
+    assert run.stats.invalid == run.stats.judgments == 18
+    assert run.stats.ties == 18
+    assert all(len(set(r.scores)) == 1 for r in run.results)  # every match a tie: everyone equal
 
 
 def test_same_seed_same_result_and_pipelined_equals_lockstep():
     items = make_items(12, 9)
-    kw = dict(strategy="knockout", votes=3, seed=7)
-    a = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **kw).run(items)
-    b = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **kw).run(items)
-    c = asyncio.run(Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **kw).arun(items))
+    t = Tournament("knockout", votes=3, seed=7)
+    a = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), t).run(items).results
+    b = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), t).run(items).results
+    c = asyncio.run(Engine(SimulatedJudge(tau=2.0, position_bias=0.5), t).arun(items)).results
     assert [r.scores for r in a] == [r.scores for r in b] == [r.scores for r in c]
-    d = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), **(kw | {"seed": 8})).run(items)
+    d = Engine(SimulatedJudge(tau=2.0, position_bias=0.5), Tournament("knockout", votes=3, seed=8)).run(items).results
     assert [r.ranking for r in a] != [r.ranking for r in d]
 
 
 def test_records_keep_the_order_shown(tmp_path):
-    engine = Engine(SimulatedJudge(), strategy="round-robin", votes=2, keep_records=True)
-    [res] = engine.run(make_items(1, 3))
+    engine = Engine(SimulatedJudge(), Tournament("round-robin", votes=2), keep_records=True)
+    [res] = engine.run(make_items(1, 3)).results
     shown = sorted((r.a, r.b) for r in res.records)
     assert shown == [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)]  # votes=2: each order once
 
@@ -103,20 +101,18 @@ def test_records_keep_the_order_shown(tmp_path):
 def test_cache_rerun_makes_no_backend_call(tmp_path):
     items = make_items(8, 5)
     cache = Cache(tmp_path / "c.sqlite")
-    first = Engine(CountingJudge(), strategy="round-robin", cache=cache)
-    r1 = first.run(items)
+    rr = Tournament("round-robin")
+    r1 = Engine(CountingJudge(), rr, cache=cache).run(items)
     judge = CountingJudge()
-    second = Engine(judge, strategy="round-robin", cache=cache)
-    r2 = second.run(items)
-    assert judge.calls == [] and second.stats.backend_calls == 0 and second.stats.cached == 80
-    assert [r.scores for r in r1] == [r.scores for r in r2]
-    other = Engine(CountingJudge(tau=3.0), strategy="round-robin", cache=cache)  # other settings: other keys
-    other.run(items)
+    r2 = Engine(judge, rr, cache=cache).run(items)
+    assert judge.calls == [] and r2.stats.backend_calls == 0 and r2.stats.cached == 80
+    assert [r.scores for r in r1.results] == [r.scores for r in r2.results]
+    other = Engine(CountingJudge(tau=3.0), rr, cache=cache).run(items)  # other settings: other keys
     assert other.stats.cached == 0 and other.stats.backend_calls == 1
 
 
 def test_duplicate_requests_in_a_batch_are_judged_once():
     judge = CountingJudge()
     items = [Item(id="d", line=1, prompt="q", texts=["same", "same", "same"], fields=[{"quality": 0.0}] * 3)]
-    Engine(judge, strategy="round-robin", votes=2).run(items)
+    Engine(judge, Tournament("round-robin", votes=2)).run(items)
     assert judge.calls == [2]  # (same, same) vote 0 and vote 1

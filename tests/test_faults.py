@@ -25,6 +25,7 @@ from tourney.engine import Engine
 from tourney.io import read_items
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
+from tourney.tournament import Tournament
 
 
 def write_prompts(path: Path, prompts: int, n: int) -> None:
@@ -82,11 +83,10 @@ def test_every_fault_kind_is_retried_and_counted_against_a_fake_server(tmp_path)
         backend = OpenAIBackend(url, "fake", timeout=4.0, max_retries=8, backoff=0.02, backoff_cap=0.05)
         judge = PairwiseJudge(get_family("rm-r1"), backend, Sampling(1.0, 1.0, 64))
         try:
-            engine = Engine(judge, strategy="round-robin", seed=3, keep_records=True)
-            results = engine.run(items)
+            run = Engine(judge, Tournament("round-robin", seed=3), keep_records=True).run(items)
         finally:
             judge.close()
-        return [(r.scores, r.ranking, r.records) for r in results], engine.stats.retries
+        return [(r.scores, r.ranking, r.records) for r in run.results], run.stats.retries
 
     with FakeServer() as fake:
         clean, clean_retries = run(fake.url)

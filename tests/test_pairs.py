@@ -12,6 +12,7 @@ from tourney.engine import Engine
 from tourney.io import Item
 from tourney.pairs import PairStats, distinct, make_pairs, parse_policy
 from tourney.simulated import SimulatedJudge
+from tourney.tournament import Tournament
 
 SIM = ["--judge", "simulated", "--no-cache"]
 
@@ -36,10 +37,10 @@ def separated_items(prompts=60, n=6, gap=3.0, seed=0):
 def run_pairs(items, policy, judge=None, votes=1, strategy="round-robin", rating="elo", **kw):
     """Judge with the simulator and pair, as the CLI does (duplicates merged first)."""
     slim, index = zip(*(distinct(it) for it in items))
-    engine = Engine(judge or SimulatedJudge(tau=1.0), strategy=strategy, rating=rating, votes=votes, seed=0,
-                    keep_records=True)  # fmt: skip
+    tournament = Tournament(strategy, rating=rating, votes=votes, seed=0)
+    engine = Engine(judge or SimulatedJudge(tau=1.0), tournament, keep_records=True)
     stats = PairStats()
-    pairs = make_pairs(engine.run(slim), index, items, parse_policy(policy), stats=stats, **kw)
+    pairs = make_pairs(engine.run(slim).results, index, items, parse_policy(policy), stats=stats, **kw)
     return pairs, stats
 
 

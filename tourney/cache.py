@@ -79,7 +79,7 @@ def connect_wal(path: str) -> sqlite3.Connection:
     """
     deadline = time.monotonic() + 60
     while True:
-        db = sqlite3.connect(path, timeout=60, isolation_level=None)
+        db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")

@@ -3,26 +3,34 @@
 Lockstep (``Engine.run``): each step collects the votes every tournament can play now and sends them to the judge
 in ONE call, so a knockout over P prompts costs ⌈log2 N⌉ judge calls, not P × rounds. Pipelined (``Engine.arun``):
 each tournament advances as soon as its own matches are judged, with no barrier across prompts; the backend
-(vLLM's async engine or a pool of servers) batches whatever is in flight.
+(vLLM's async engine or a pool of servers) batches whatever is in flight. Both go through the same step (read the
+cache, judge what is missing, commit it, then deliver), and a pipelined run does its SQLite work on one worker
+thread, off the event loop that feeds the judge.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from strategies import Vote, Voting
-from strategies.registry import make_tournament
 from tourney.cache import Cache, judge_hash, request_key
 from tourney.errors import BackendError
 from tourney.io import Item
+from tourney.tournament import Tournament, derive_seed
 from tourney.types import Judge, Judgment, Request
+
+if TYPE_CHECKING:
+    from strategies.voting import Vote, Voting
+
+__all__ = ["Engine", "Record", "Result", "Run", "Stats", "derive_seed"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -63,6 +71,11 @@ class Record:
     forced: bool
     raw: str
 
+    def line(self) -> str:
+        """This judgment as a ``--judgments`` JSONL line."""
+        return json.dumps({"id": self.prompt_id, "a": self.a, "b": self.b, "vote": self.vote, "verdict": self.verdict,
+                           "p_a": self.p_a, "forced": self.forced, "raw": self.raw}, ensure_ascii=False)  # fmt: skip
+
 
 @dataclass
 class Result:
@@ -75,70 +88,45 @@ class Result:
     judgments: int = 0
     invalid: int = 0  # judgments without a verdict (they abstain)
     rounds: int = 0
+    prompt_tokens: int = 0  # of every judgment used, cached ones included
+    completion_tokens: int = 0
 
 
-def derive_seed(*parts: Any) -> int:
-    """Derive a stable 63-bit seed from JSON-able parts (no dependence on Python's salted hash)."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
+@dataclass
+class Run:
+    """What one run returns: a result per prompt, in input order, and the run's counters."""
 
+    results: list[Result]
+    stats: Stats
 
-def plan(
-    items: Sequence[Item],
-    *,
-    strategy: str = "knockout",
-    votes: int = 1,
-    seed: int = 0,
-    budget: int | None = None,
-    adaptive_votes: bool = False,
-) -> int:
-    """Count the judgments a run would make (an upper bound for adaptive strategies), without a judge."""
-    return sum(
-        make_tournament(strategy, len(item.texts), seed=derive_seed(seed, item.id), votes=votes, budget=budget,
-                        adaptive_votes=adaptive_votes).budget()
-        for item in items
-    )  # fmt: skip
+    def all_invalid(self) -> list[Any]:
+        """Ids of the prompts whose every judgment had no verdict (their ranking is the input order)."""
+        return [r.item.id for r in self.results if r.judgments and r.invalid == r.judgments]
 
 
 class Engine:
-    """Runs many tournaments against one judge, with batching, caching and counting."""
+    """Runs many tournaments against one judge, with batching, caching and counting.
+
+    ``tournament`` says how each prompt is played; ``cache`` stores every judgment before a strategy sees it
+    (``write_cache=False``: read only, for dry runs); ``keep_records`` keeps each judgment in its result; ``progress``
+    is called with the number of votes just resolved.
+    """
 
     def __init__(
         self,
         judge: Judge,
+        tournament: Tournament | None = None,
         *,
-        strategy: str = "knockout",
-        rating: str = "elo",
-        votes: int = 1,
-        seed: int = 0,
         cache: Cache | None = None,
-        progress: Callable[[int], None] | None = None,
         keep_records: bool = False,
-        elo_k: float = 32.0,
         write_cache: bool = True,
-        budget: int | None = None,
-        adaptive_votes: bool = False,
+        progress: Callable[[int], None] | None = None,
     ) -> None:
-        """Configure a run; ``progress`` is called with the number of votes just resolved.
-
-        ``budget`` caps the judgments (votes included) per prompt; ``adaptive_votes`` stops a match's ``votes`` once
-        their majority is decided (see ``strategies.registry.make_tournament``).
-        """
-        self.judge, self.strategy, self.rating, self.votes, self.seed = judge, strategy, rating, votes, seed
-        self.cache, self.progress, self.keep_records, self.elo_k = cache, progress, keep_records, elo_k
-        self.write_cache = write_cache  # False for dry runs: read what is cached, store nothing
+        """Configure the engine; nothing is judged until ``run`` or ``arun``."""
+        self.judge, self.tournament = judge, tournament or Tournament()
+        self.cache, self.keep_records, self.write_cache, self.progress = cache, keep_records, write_cache, progress
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
-        self.budget, self.adaptive_votes = budget, adaptive_votes
-        self.stats = Stats()
-        self._retries_before = 0
         self.key_fields = tuple(judge.key_fields())
-        self._in_flight, self._busy_since = 0, 0.0
-
-    def tournament(self, item: Item) -> Voting:
-        """Build the (vote-wrapped) strategy for one prompt, seeded by the run seed and the prompt id."""
-        seed = derive_seed(self.seed, item.id)
-        return make_tournament(self.strategy, len(item.texts), rating=self.rating, seed=seed, elo_k=self.elo_k,
-                               votes=self.votes, adaptive_votes=self.adaptive_votes, budget=self.budget)  # fmt: skip
 
     def request(self, item: Item, vote: Vote) -> Request:
         """Build the judge request for one vote; its sampling seed depends only on what it judges."""
@@ -148,79 +136,62 @@ class Engine:
             a_fields=item.fields[vote.a], b_fields=item.fields[vote.b],
         )  # fmt: skip
 
-    def run(self, items: Sequence[Item]) -> list[Result]:
+    def run(self, items: Sequence[Item]) -> Run:
         """Run every tournament in lockstep: one judge call per step for all ready votes across prompts."""
-        start, self._retries_before = time.perf_counter(), self.judge.retries()
-        tours = [self.tournament(item) for item in items]
-        results = [Result(item, [], []) for item in items]
+        state = _State(self, items)
         while True:
-            ready = [(k, vote) for k, tour in enumerate(tours) if not tour.done() for vote in tour.propose()]
+            ready = [v for k, tour in enumerate(state.tours) if not tour.done() for v in state.ready(k)]
             if not ready:
                 break
-            batch = self._prepare(items, ready)
+            batch = self._lookup(state, ready)
             if batch.todo:
-                with self._calling(batch):
+                with state.calling(batch):
                     fresh = self.judge.judge(batch.todo_requests())
-                self._absorb(batch, fresh)
-            self._deliver(tours, results, batch)
-        return self._finish(tours, results, start)
+                self._commit(state, batch, fresh)
+            self._deliver(state, batch)
+        return state.finish()
 
-    async def arun(self, items: Sequence[Item]) -> list[Result]:
+    async def arun(self, items: Sequence[Item]) -> Run:
         """Run every tournament pipelined: each advances as soon as its own votes are judged."""
-        start, self._retries_before = time.perf_counter(), self.judge.retries()
-        tours = [self.tournament(item) for item in items]
-        results = [Result(item, [], []) for item in items]
+        state = _State(self, items)
+        db = ThreadPoolExecutor(1, thread_name_prefix="tourney-cache") if self.cache else None
+        loop = asyncio.get_running_loop()
+
+        async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+            # SQLite reads and commits run on one worker thread: the event loop keeps feeding the judge meanwhile.
+            return await loop.run_in_executor(db, fn, *args) if db else fn(*args)
 
         async def play(k: int) -> None:
-            while not tours[k].done():
-                ready = [(k, vote) for vote in tours[k].propose()]
+            while not state.tours[k].done():
+                ready = state.ready(k)
                 if not ready:
-                    raise RuntimeError(f"strategy {self.strategy} stalled on prompt {items[k].id}")
-                batch = self._prepare(items, ready)
+                    break  # proposing finished it
+                batch = await off_loop(self._lookup, state, ready)
                 if batch.todo:
-                    with self._calling(batch):
+                    with state.calling(batch):
                         fresh = await self.judge.ajudge(batch.todo_requests())
-                    self._absorb(batch, fresh)
-                self._deliver(tours, results, batch)
+                    await off_loop(self._commit, state, batch, fresh)
+                self._deliver(state, batch)
 
-        await asyncio.gather(*(play(k) for k in range(len(items))))
-        return self._finish(tours, results, start)
-
-    @contextmanager
-    def _calling(self, batch: _Batch) -> Iterator[None]:
-        """Time one judge call (``judge_s``) and point a backend error at its prompt."""
-        self._busy_enter()
         try:
-            yield
-        except BackendError as err:
-            raise batch.locate(err) from None
+            await asyncio.gather(*(play(k) for k in range(len(items))))
         finally:
-            self._busy_leave()
+            if db:
+                db.shutdown()
+        return state.finish()
 
-    def _busy_enter(self) -> None:
-        """Open a judge call; judge_s counts the time at least one is in flight (pipelined calls overlap)."""
-        if self._in_flight == 0:
-            self._busy_since = time.perf_counter()
-        self._in_flight += 1
-
-    def _busy_leave(self) -> None:
-        """Close a call; when none is left in flight, add the busy interval to judge_s."""
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self.stats.judge_s += time.perf_counter() - self._busy_since
-
-    def _prepare(self, items: Sequence[Item], ready: list[tuple[int, Vote]]) -> _Batch:
+    def _lookup(self, state: _State, ready: list[tuple[int, Vote]]) -> _Batch:
         """Build requests, read what the cache has, and list what is left to judge (each key once)."""
-        requests = [self.request(items[k], vote) for k, vote in ready]
+        requests = [self.request(state.items[k], vote) for k, vote in ready]
         keys = [request_key(self.judge_id, r, self.key_fields) for r in requests]
         found = self.cache.get_many(keys) if self.cache else {}
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in found and key not in todo:
                 todo[key] = i
-        return _Batch(items, ready, requests, keys, found, todo, hits=set(found))
+        return _Batch(state.items, ready, requests, keys, found, todo, hits=set(found))
 
-    def _absorb(self, batch: _Batch, fresh: list[Judgment]) -> None:
+    def _commit(self, state: _State, batch: _Batch, fresh: list[Judgment]) -> None:
         """Commit new judgments to the cache, then count them; only then may strategies see them."""
         if len(fresh) != len(batch.todo):
             raise BackendError(f"judge returned {len(fresh)} judgments for {len(batch.todo)} requests")
@@ -228,41 +199,87 @@ class Engine:
         if self.cache and self.write_cache:
             self.cache.put_many(self.judge_id, ((k, batch.requests[batch.todo[k]], j) for k, j in new.items()))
         batch.found.update(new)
-        self.stats.backend_calls += 1
+        st = state.stats
+        st.backend_calls += 1
         for j in fresh:
-            self.stats.prompt_tokens += j.prompt_tokens
-            self.stats.completion_tokens += j.completion_tokens
+            st.prompt_tokens += j.prompt_tokens
+            st.completion_tokens += j.completion_tokens
 
-    def _deliver(self, tours: list[Voting], results: list[Result], batch: _Batch) -> None:
+    def _deliver(self, state: _State, batch: _Batch) -> None:
         """Hand each vote's outcome to its tournament and record it."""
+        st, results = state.stats, state.results
         for k in {k for k, _ in batch.ready}:
             results[k].rounds += 1
         for (k, vote), key in zip(batch.ready, batch.keys):
             j = batch.found[key]
-            results[k].judgments += 1
-            results[k].invalid += j.p_a is None
-            self.stats.judgments += 1
-            self.stats.cached += key in batch.hits
-            self.stats.invalid += j.p_a is None
-            self.stats.forced += j.forced
+            res = results[k]
+            res.judgments += 1
+            res.invalid += j.p_a is None
+            res.prompt_tokens += j.prompt_tokens
+            res.completion_tokens += j.completion_tokens
+            st.judgments += 1
+            st.cached += key in batch.hits
+            st.invalid += j.p_a is None
+            st.forced += j.forced
             if self.keep_records:
-                rec = Record(batch.items[k].id, vote.a, vote.b, vote.vote, j.verdict, j.p_a, j.forced, j.raw)
-                results[k].records.append(rec)
-            tours[k].receive(vote.id, j.p_a)
+                res.records.append(Record(res.item.id, vote.a, vote.b, vote.vote, j.verdict, j.p_a, j.forced, j.raw))
+            state.tours[k].receive(vote.id, j.p_a)
         if self.progress:
             self.progress(len(batch.ready))
 
-    def _finish(self, tours: list[Voting], results: list[Result], start: float) -> list[Result]:
+
+class _State:
+    """One run's tournaments, results and counters (so a second run of the same engine starts from zero)."""
+
+    def __init__(self, engine: Engine, items: Sequence[Item]) -> None:
+        """Build every prompt's tournament and start the clocks."""
+        self.engine, self.items = engine, items
+        self.start, self.retries_before = time.perf_counter(), engine.judge.retries()
+        self.tours: list[Voting] = [engine.tournament.build(len(item.texts), item.id) for item in items]
+        self.results = [Result(item, [], []) for item in items]
+        self.stats = Stats()
+        self._in_flight, self._busy_since = 0, 0.0
+
+    def ready(self, k: int) -> list[tuple[int, Vote]]:
+        """The votes prompt ``k``'s tournament can play now; a tournament that is not done must propose some.
+
+        Proposing may itself finish a tournament (adaptive voting settles its last match on the votes it has), so
+        nothing to propose is a stall only if the tournament is still not done.
+        """
+        votes = [(k, vote) for vote in self.tours[k].propose()]
+        if not votes and not self.tours[k].done():
+            item = self.items[k]
+            raise RuntimeError(f"strategy {self.engine.tournament.strategy} stalled on prompt {item.id!r} "
+                               f"(input line {item.line}): not done, nothing to propose")  # fmt: skip
+        return votes
+
+    @contextmanager
+    def calling(self, batch: _Batch) -> Iterator[None]:
+        """Time one judge call (judge_s counts the time at least one is in flight) and point an error at its prompt."""
+        if self._in_flight == 0:
+            self._busy_since = time.perf_counter()
+        self._in_flight += 1
+        try:
+            yield
+        except BackendError as err:
+            raise batch.locate(err) from None
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self.stats.judge_s += time.perf_counter() - self._busy_since
+
+    def finish(self) -> Run:
         """Read final scores and rankings and close the counters."""
-        for tour, res in zip(tours, results):
+        st = self.stats
+        for tour, res in zip(self.tours, self.results):
             res.scores = [round(float(s), 6) + 0.0 for s in tour.scores()]  # + 0.0 turns -0.0 into 0.0
             res.ranking = list(tour.ranking())
-            self.stats.ties += tour.all_invalid
-        self.stats.prompts = len(results)
-        self.stats.steps = max((r.rounds for r in results), default=0)
-        self.stats.wall_s = time.perf_counter() - start
-        self.stats.retries = self.judge.retries() - self._retries_before
-        return results
+            st.ties += tour.all_invalid
+        st.prompts = len(self.results)
+        st.steps = max((r.rounds for r in self.results), default=0)
+        st.wall_s = time.perf_counter() - self.start
+        st.retries = self.engine.judge.retries() - self.retries_before
+        return Run(self.results, st)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from tourney.aio import gather_all
@@ -80,6 +81,13 @@ class PairwiseJudge(JudgeBase):
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()
+
+    def with_max_tokens(self, max_tokens: int) -> PairwiseJudge:
+        """The same judge on the same backend (the model loads once) with another token budget, and so another
+        identity: a sweep over budgets shares one engine and caches each budget's judgments apart."""
+        other = PairwiseJudge(self.family, self.backend, replace(self.sampling, max_tokens=max_tokens), self.verdict)
+        other.status = self.status
+        return other
 
     # ---- on the backend's loop ---------------------------------------------------------------------------------
 

@@ -23,15 +23,13 @@ from tourney.errors import BackendError, InputError  # noqa: E402
 
 def dry_run(cfg: config_mod.Config, data: run.Data) -> None:
     """Print the cells and how many judgments each would make (an upper bound for adaptive strategies)."""
-    from tourney.engine import plan
-
     total = 0
     print(f"{cfg.path}: {len(cfg.cells)} cells, {len(data.prompts)} prompts; data: {data.label}")
     for spec in cfg.judges.values():
         print(f"  judge {spec.describe()}")
     for k, cell in enumerate(cfg.cells, start=1):
         items = run.items_for(data, cell.n)
-        count = plan(items, strategy=cell.strategy, votes=cell.votes, seed=cfg.seed, budget=cell.budget)
+        count = cell.tournament(cfg.seed).plan(items)
         total += count
         print(f"  cell {k:>3}  {cell.label():<48} judgments {count:>8}")
     print(f"total judgments: {total} (before cache hits)")

@@ -6,7 +6,6 @@ A bad config stops with one line naming the file, the line (found by scanning th
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 import re
@@ -15,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from strategies.registry import make_tournament
-from strategies.round_robin import RATINGS
+from strategies.registry import RATINGS, strategy_options
 from tourney.config import DTYPES
 from tourney.errors import InputError
 from tourney.forcing import VERDICT_MODES
+from tourney.tournament import Tournament
 
 TOP_KEYS = {"name", "seed", "bootstrap", "cache", "out", "data", "judge", "sweep"}
 DATA_KEYS = {
@@ -70,6 +69,11 @@ class Cell:
         parts += [f"max_tokens={self.max_tokens}"] if self.max_tokens else []
         parts += [f"budget={self.budget}"] if self.budget else []
         return " ".join(parts)
+
+    def tournament(self, seed: int) -> Tournament:
+        """The tournament this cell plays on every prompt."""
+        return Tournament(strategy=self.strategy, rating=self.rating or "elo", votes=self.votes, budget=self.budget,
+                          seed=seed)  # fmt: skip
 
 
 @dataclass
@@ -327,22 +331,15 @@ def _block(where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, Jud
     if "budget" in out:
         for b in out["budget"]:
             _int(where, f"{pre}.budget", b)
-        budgeted = [s for s in out["strategy"] if _accepts(strategies[s], "budget")]
+        budgeted = [s for s in out["strategy"] if "budget" in strategy_options(s)]
         if not budgeted:
             raise where.error(f"{pre}.budget", f"no strategy in {pre}.strategy takes a budget")
         for s, n, k, b in itertools.product(budgeted, out["n"], out["votes"], out["budget"]):
             try:  # a budget under a strategy's floor (one Swiss round, a bracket) fails here, not mid-run
-                make_tournament(s, n, votes=k, budget=b)
+                Tournament(strategy=s, votes=k, budget=b).build(n, 0)
             except ValueError as err:
                 raise where.error(f"{pre}.budget", f"{err} (votes={k})") from None
     return out
-
-
-def _accepts(factory: Any, name: str) -> bool:
-    try:
-        return name in inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def cells(cfg: Config, strategies: dict) -> list[Cell]:
@@ -353,13 +350,13 @@ def cells(cfg: Config, strategies: dict) -> list[Cell]:
             sw["judge"], sw["strategy"], sw["rating"], sw.get("max_tokens", [None]), sw.get("budget", [None]),
             sw["votes"], sw["n"],
         ):  # fmt: skip
-            factory = strategies[strategy]
+            accepts = strategy_options(strategy)
             cell = Cell(
                 judge=judge,
                 strategy=strategy,
-                rating=rating if _accepts(factory, "rating") else None,
+                rating=rating if "rating" in accepts else None,
                 max_tokens=max_tokens if cfg.judges[judge].kind == "vllm" else None,
-                budget=budget if _accepts(factory, "budget") else None,
+                budget=budget if "budget" in accepts else None,
                 votes=votes,
                 n=n,
             )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import math
 import sys
 import time
@@ -42,7 +40,7 @@ class Data:
 
 def load_data(cfg: Config) -> Data:
     """Build or read the candidate sets the config asks for; N larger than a pool fails here, before any judging."""
-    from tourney.engine import derive_seed
+    from tourney.tournament import derive_seed
 
     d = cfg.data
     if d["source"] == "synthetic":
@@ -113,9 +111,7 @@ def build_judge(spec: JudgeSpec) -> Any:
     kwargs = {k: o[k] for k in keys if k in o}
     if "enforce_eager" in o:
         kwargs["engine_kwargs"] = {"enforce_eager": o["enforce_eager"]}
-    judge = make_judge(JudgeConfig(o["model"], family=o.get("family"), mode=o.get("mode", "lockstep"), **kwargs))
-    judge.default_sampling = judge.sampling  # a max_tokens sweep replaces the sampling cell by cell
-    return judge
+    return make_judge(JudgeConfig(o["model"], family=o.get("family"), mode=o.get("mode", "lockstep"), **kwargs))
 
 
 def items_for(data: Data, n: int) -> list[Item]:
@@ -128,32 +124,29 @@ def items_for(data: Data, n: int) -> list[Item]:
 
 
 def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dict[str, Any]:
-    """Judge one cell and measure it; returns its results row."""
-    from tourney.engine import Engine
+    """Judge one cell through ``tourney.rank`` and measure it; returns its results row."""
+    from tourney import rank
 
     spec = cfg.judges[cell.judge]
     max_tokens = None
     if spec.kind == "vllm":
-        # Set before the Engine reads the judge's identity (which keys the cache); a cell without a sweep value
-        # gets the judge's own default back, whatever the previous cell used.
-        max_tokens = cell.max_tokens or judge.default_sampling.max_tokens
-        judge.sampling = dataclasses.replace(judge.default_sampling, max_tokens=max_tokens)
-    extra = {"budget": cell.budget} if cell.budget is not None else {}
-    engine = Engine(judge, strategy=cell.strategy, rating=cell.rating or "elo", votes=cell.votes, seed=cfg.seed,
-                    cache=cache, keep_records=True, **extra)  # fmt: skip
+        # A cell without a sweep value gets the judge's own budget; another budget is another identity (cache key).
+        max_tokens = cell.max_tokens or judge.sampling.max_tokens
+        judge = judge.with_max_tokens(max_tokens)
     items = items_for(data, cell.n)
-    if spec.options.get("mode") == "pipelined":
-        results = asyncio.run(engine.arun(items))
-    else:
-        results = engine.run(items)
+    run = rank(items, judge=judge, tournament=cell.tournament(cfg.seed), cache=cache, keep_records=True,
+               mode=spec.options.get("mode", "lockstep"))  # fmt: skip
+    results = run.results
     correct = [c.correct[: cell.n] for c in data.prompts]
     answers = [c.answers[: cell.n] for c in data.prompts]
     best = [metrics.best_of_n(ok, r.ranking) for ok, r in zip(correct, results)]
     orc = [metrics.oracle(ok) for ok in correct]
     rnd = [metrics.random_pick(ok) for ok in correct]
     maj = [metrics.majority_vote(a, ok) for a, ok in zip(answers, correct)]
-    stats = engine.stats
-    prompt_tokens, completion_tokens = _tokens(engine, items, results, cache)
+    stats = run.stats
+    # Tokens of every judgment used, cached ones included, so a resumed run counts them all.
+    prompt_tokens = sum(r.prompt_tokens for r in results)
+    completion_tokens = sum(r.completion_tokens for r in results)
     p = len(items)
     row: dict[str, Any] = {
         "config": cfg.name, "data": data.label, "synthetic": data.synthetic,
@@ -172,23 +165,6 @@ def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dic
         "judge_s": round(stats.judge_s, 3), "wall_s": round(stats.wall_s, 3),
     })  # fmt: skip
     return row
-
-
-def _tokens(engine: Any, items: list[Item], results: list[Any], cache: Any) -> tuple[int, int]:
-    """Tokens of every judgment used, cached ones included (read back from the cache), so a resumed run counts all."""
-    if cache is None:
-        return engine.stats.prompt_tokens, engine.stats.completion_tokens
-    from strategies import Vote
-    from tourney.cache import request_key
-
-    keys = []
-    for item, res in zip(items, results):
-        for r in res.records:
-            req = engine.request(item, Vote(id=0, a=r.a, b=r.b, vote=r.vote, match=0))
-            keys.append(request_key(engine.judge_id, req, engine.key_fields))
-    found = cache.get_many(keys)
-    return (sum(found[k].prompt_tokens for k in keys if k in found),
-            sum(found[k].completion_tokens for k in keys if k in found))  # fmt: skip
 
 
 def run(cfg: Config, data: Data, report: Callable[[int, Cell, dict[str, Any] | None], None] | None = None) -> list:

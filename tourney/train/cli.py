@@ -12,9 +12,11 @@ from typing import Any
 
 import click
 
+from tourney.cli import options
 from tourney.train import launcher
 
 FAMILY_HELP = "Judge family whose prompt and verdict are trained: rm-r1, rrm, rm-r1-instruct or a .toml template."
+OUT_DIR = "Directory for train.parquet and val.parquet."
 
 
 def _env_failure(err: Exception) -> None:
@@ -29,16 +31,10 @@ def train() -> None:
 
 @train.command()
 @click.argument("pairs_path", metavar="PAIRS")
-@click.option("-o", "--output", "out_dir", required=True, help="Directory for train.parquet and val.parquet.")
-@click.option("--family", default="rm-r1", show_default=True, help=FAMILY_HELP)
-@click.option(
-    "--val-fraction",
-    type=click.FloatRange(0, 1, max_open=True),
-    default=0.1,
-    show_default=True,
-    help="Share of pairs (whole prompts) held out for validation.",
-)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Split and A/B placement.")
+@options.OUTPUT("out_dir", required=True, default=None, show_default=False, help=OUT_DIR)
+@options.FAMILY(default="rm-r1", show_default=True, help=FAMILY_HELP)
+@options.VAL_FRACTION()
+@options.SEED(help="Split and A/B placement.")
 def prepare(pairs_path: str, out_dir: str, family: str, val_fraction: float, seed: int) -> None:
     """Preference pairs (JSONL or parquet: prompt, chosen, rejected) -> verl RLHF parquet; prints the report."""
     from tourney.judges import get_family
@@ -50,9 +46,9 @@ def prepare(pairs_path: str, out_dir: str, family: str, val_fraction: float, see
     click.echo(json.dumps(report))
 
 
-def _launch_options(fn: Any) -> Any:
-    """Options shared by ``rlvr`` and ``sft``."""
-    opts = [
+# Options shared by ``rlvr`` and ``sft``.
+LAUNCH_OPTIONS = options.apply_to(
+    [
         click.option("--model", required=True, help="Model to train: a local directory, a hub id, or smollm2 (TRL)."),
         click.option("--data", "data_dir", required=True, help="Directory written by `tourney train prepare`."),
         click.option("--output", required=True, help="Checkpoint directory."),
@@ -72,12 +68,10 @@ def _launch_options(fn: Any) -> Any:
             default=None,
             help="Interpreter with verl (default: $TOURNEY_TRAIN_PYTHON, else .venv-train/bin/python).",
         ),
-        click.option("--dry-run", is_flag=True, help="Print the verl command; run nothing."),
+        options.DRY_RUN(help="Print the verl command; run nothing."),
         click.argument("overrides", nargs=-1, metavar="[-- HYDRA_OVERRIDES...]"),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
+)
 
 
 def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
@@ -92,7 +86,7 @@ def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
 
 
 @train.command()
-@_launch_options
+@LAUNCH_OPTIONS
 @click.option("--size", default=None, help="Model size for the presets (7b, 14b, 32b); default: from the name.")
 @click.option(
     "--format-penalty",
@@ -107,7 +101,7 @@ def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
     show_default=True,
     help="verl: the real trainer (GPUs); trl: TRL's GRPOTrainer on the CPU, same data and reward.",
 )
-@click.option("--family", default=None, help="trl engine: override the family stored in the data.")
+@options.FAMILY(help="trl engine: override the family stored in the data.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=20, show_default=True, help="trl engine: steps.")
 @click.option(
     "--max-minutes",
@@ -137,7 +131,7 @@ def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
     is_flag=True,
     help="trl engine: let the judge write freely (a small model then rarely writes a verdict at all).",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="trl engine seed.")
+@options.SEED(help="trl engine seed.")
 def rlvr(**o: Any) -> None:
     """GRPO with verifiable rewards: print or run verl's main_ppo (RM-R1 settings), or run TRL on the CPU."""
     if o["engine"] == "trl":
@@ -197,10 +191,10 @@ def _run_trl(o: dict[str, Any]) -> None:
 @train.command("sft-prepare")
 @click.argument("judgments_path", metavar="JUDGMENTS")
 @click.option("--items", "items_path", required=True, help="The input JSONL the judgments were made on.")
-@click.option("-o", "--output", "out_dir", required=True, help="Directory for train.parquet and val.parquet.")
-@click.option("--family", default="rm-r1", show_default=True, help="Family of the judge that wrote the rationales.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@options.OUTPUT("out_dir", required=True, default=None, show_default=False, help=OUT_DIR)
+@options.FAMILY(default="rm-r1", show_default=True, help="Family of the judge that wrote the rationales.")
+@options.VAL_FRACTION(help="Share of judged prompts held out for validation.")
+@options.SEED(help="Split seed.")
 def sft_prepare(
     judgments_path: str, items_path: str, out_dir: str, family: str, val_fraction: float, seed: int
 ) -> None:
@@ -213,7 +207,7 @@ def sft_prepare(
 
 
 @train.command()
-@_launch_options
+@LAUNCH_OPTIONS
 def sft(**o: Any) -> None:
     """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml) with RM-R1's settings."""
     nodes = o["nnodes"] or 1

@@ -1,0 +1,119 @@
+"""The library entry point: ``tourney.rank(items, judge=JudgeConfig(...), tournament=Tournament(...))``.
+
+The CLI, ``experiments/scaling`` and the README's Python example all run rankings through ``rank``: it builds the
+judge from its config (or takes one you built and own), checks every prompt against the judge's context before
+anything is judged, runs the engine in the judge's mode and returns a ``Run`` (results + counters).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tourney.cache import Cache
+from tourney.config import MODES, JudgeConfig, make_judge
+from tourney.engine import Engine, Run
+from tourney.errors import InputError
+from tourney.io import Item, parse_line
+from tourney.tournament import Tournament
+from tourney.types import Judge, JudgeBase, Judgment, Request
+
+
+def rank(
+    items: Iterable[Item | Mapping[str, Any]],
+    *,
+    judge: JudgeConfig | Judge | None = None,
+    tournament: Tournament | None = None,
+    cache: Cache | str | Path | None = None,
+    mode: str | None = None,
+    keep_records: bool = False,
+    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+    source: str | None = None,
+) -> Run:
+    """Rank every prompt's responses with a pairwise judge; returns a result per prompt (input order) and counters.
+
+    ``items``: ``Item`` objects (``tourney.io.read_items``) or rows shaped like the JSONL input lines.
+    ``judge``: a ``JudgeConfig`` (built here and closed at the end; default: the built-in CPU judge) or a judge you
+    built (reused, not closed). ``cache``: a path or an open ``Cache`` (None: no cache). ``mode``: "lockstep" or
+    "pipelined" (default: the config's; lockstep for a judge object). ``dry_run``: count judgments and cache hits,
+    judge nothing. Every user value is checked before a model loads (``InputError``); ``source`` names the input in
+    those errors.
+    """
+    prompts = as_items(items)
+    tournament = tournament or Tournament()
+    tournament.check(prompts, source, "--budget" if source else "budget")
+    config = judge if isinstance(judge, JudgeConfig) else JudgeConfig() if judge is None else None
+    if mode is not None and mode not in MODES:
+        raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}", field="mode")
+    store = Cache(cache) if isinstance(cache, (str, Path)) else cache
+    built = make_judge(config) if config is not None else None
+    the_judge: Judge = built if built is not None else judge  # type: ignore[assignment]
+    try:
+        check_context(prompts, the_judge, source)
+        if dry_run:
+            return Engine(DryJudge(the_judge), tournament, cache=store, write_cache=False).run(prompts)
+        engine = Engine(the_judge, tournament, cache=store, keep_records=keep_records, progress=progress)
+        chosen = mode if mode not in (None, "auto") else config.engine_mode() if config else "lockstep"
+        return asyncio.run(engine.arun(prompts)) if chosen == "pipelined" else engine.run(prompts)
+    finally:
+        if built is not None:
+            built.close()
+        if store is not None and store is not cache:
+            store.close()
+
+
+def as_items(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
+    """Items as given, rows validated as input lines are (``<items>:K`` names the K-th row); ids must be unique."""
+    out: list[Item] = []
+    seen: dict[str, int] = {}
+    for k, x in enumerate(items, start=1):
+        item = x if isinstance(x, Item) else parse_line(json.dumps(dict(x), ensure_ascii=False), "<items>", k)
+        key = json.dumps(item.id)
+        if key in seen:
+            raise InputError(f"duplicate id {key} (first in row {seen[key]})", "<items>", k, "id")
+        seen[key] = k
+        out.append(item)
+    return out
+
+
+def check_context(items: Sequence[Item], judge: Judge, path: str | None = None) -> None:
+    """Fail before the engine starts when a prompt's judge prompt (its two longest responses) cannot fit the context."""
+    backend = getattr(judge, "backend", None)
+    limit = backend.context_limit() if backend is not None else 0
+    if not limit:
+        return  # the simulator, or servers (they say their context only when asked)
+    for item in items:
+        if len(item.texts) < 2:
+            continue
+        a, b = sorted(item.texts, key=len)[-2:]
+        # A token covers at least one UTF-8 byte: only prompts longer in bytes than the context need counting.
+        if len(("".join(map(str, item.prompt)) + a + b).encode()) + 1000 < limit:
+            continue
+        n = judge.prompt_tokens(item.prompt, b, a)  # type: ignore[attr-defined]
+        if n + 1 > limit:
+            why = f"the judge prompt for its two longest responses has {n} tokens; the judge's context is {limit}"
+            raise InputError(f"{why} (raise --max-model-len or shorten them)", path, item.line, "responses")
+
+
+class DryJudge(JudgeBase):
+    """Stands in for the judge in a dry run: same identity (so cache hits are real), never judges."""
+
+    def __init__(self, inner: Judge) -> None:
+        """Wrap the real judge (its model is never loaded)."""
+        self.inner = inner
+
+    def identity(self) -> dict[str, Any]:
+        """The real judge's identity."""
+        return self.inner.identity()
+
+    def key_fields(self) -> tuple[str, ...]:
+        """The real judge's key fields."""
+        return self.inner.key_fields()
+
+    def judge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """An invalid judgment for each request (it abstains; nothing is stored)."""
+        return [Judgment(None, None, "[dry run]") for _ in requests]

@@ -1,0 +1,82 @@
+"""The ``tourney`` command: a click group whose commands live one module each in this package.
+
+Add a command: write its module (a ``click.Command``), then add one line to ``COMMANDS``. Commands are imported only
+when run or listed, so ``tourney --help`` loads no model library. ``main`` turns errors into one line and an exit
+code: 2 for bad input or options, 1 for a backend failure, 130 for Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from tourney.console import Console
+from tourney.errors import BackendError, InputError
+
+CONSOLE = Console()  # tourney's own stderr, shared by every command
+
+COMMANDS = {
+    "rank": "tourney.cli.rank:rank_cmd",
+    "best-of-n": "tourney.cli.rank:best_of_n_cmd",
+    "pairs": "tourney.cli.pairs:pairs_cmd",
+    "sample": "tourney.cli.sample:sample_cmd",
+    "train": "tourney.train.cli:train",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when the command is used or listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Commands in registration order (rank and best-of-n first)."""
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Import and return the command registered as ``cmd_name``."""
+        if cmd_name not in COMMANDS:
+            return None
+        module, _, attr = COMMANDS[cmd_name].partition(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="tourney")
+def cli() -> None:
+    """Rank many candidate LLM responses with a pairwise reasoning judge (RM-R1, RRM, ...).
+
+    Input is JSONL, one prompt per line: {"prompt": ..., "responses": [...]}; output is the same rows with the
+    ranking added. INPUT and -o may be '-' for stdin/stdout. Progress goes to stderr.
+    """
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: one-line errors with exit code 2 for bad input, 1 for backend failures.
+
+    ``args`` defaults to ``sys.argv[1:]``; tests pass their own and run the command in-process.
+    """
+    try:
+        cli.main(args=args, standalone_mode=False, prog_name="tourney")
+    except click.exceptions.Exit as ex:
+        sys.exit(ex.exit_code)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.ctx.get_help() if err.ctx else err.format_message())
+        sys.exit(0)
+    except click.ClickException as err:
+        click.echo(f"tourney: error: {err.format_message()}", err=True)
+        sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+    except InputError as err:
+        click.echo(f"tourney: error: {err}", err=True)
+        sys.exit(2)
+    except BackendError as err:
+        click.echo(f"tourney: judge failed: {err}", err=True)
+        sys.exit(1)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("tourney: interrupted (judgments so far are cached)", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""``tourney sample``: N responses per prompt from a policy model, cached, in the rows rank and pairs read."""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from typing import Any
+
+import click
+
+from tourney.cli import CONSOLE, options
+from tourney.cli.checks import check_backend_options, check_run_options, given_options
+from tourney.cli.judging import log_path
+from tourney.errors import BackendError
+
+
+@click.command("sample")
+@options.apply_to([
+    options.INPUT,
+    options.OUTPUT(),
+    click.option("--policy", default="smollm2", show_default=True,
+                 help="Policy model: 'smollm2' (built in), a model directory or hub id, or a served model name."),
+    click.option("-n", "n", type=click.IntRange(min=2), default=4, show_default=True,
+                 help="Samples per prompt (at least 2: pairs and rankings need two)."),
+    click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                 help="Sampling temperature (> 0: greedy decoding would give N equal samples)."),
+    click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
+                 help="Nucleus sampling: keep the smallest set of tokens whose probability reaches this."),
+    click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True,
+                 help="New tokens per sample."),
+    options.SEED(help="Run seed; sample k of a prompt uses a seed derived from (seed, prompt, k)."),
+    *options.SERVER,
+    options.API_KEY,
+    *options.VLLM,
+    click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+                 help="Requests per backend call; each call's samples are committed to the cache at once."),
+    click.option("--cache", "cache_path", default=None,
+                 help="Sample cache (SQLite). Default: samples.sqlite in $TOURNEY_CACHE_DIR or ~/.cache/tourney."),
+    options.NO_CACHE(help="Do not read or write the sample cache."),
+    options.SUMMARY(),
+    options.DRY_RUN(help="Print how many samples the run would ask for; load no model."),
+    options.QUIET(help="No closing summary line (errors still show)."),
+    options.VERBOSE(),
+])  # fmt: skip
+def sample_cmd(**opts: Any) -> None:
+    """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
+    from tourney.config import JudgeConfig, make_backend
+    from tourney.io import check_outputs, dumps, write_all
+    from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
+
+    CONSOLE.quiet = opts["quiet"]
+    given = given_options()
+    check_backend_options(opts, given)
+    check_run_options(opts, given)
+    rows = read_prompts(opts["input_path"])
+    outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
+    check_outputs(outputs, opts["input_path"])
+    if opts["dry_run"]:
+        click.echo(json.dumps({"prompts": len(rows), "samples": len(rows) * opts["n"]}))
+        return
+    cfg = JudgeConfig(opts["policy"], backend=opts["backend"], mode="lockstep", seed=opts["seed"], dtype=opts["dtype"],
+                      max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
+                      concurrency=opts["concurrency"], api_key_env=opts["api_key_env"])  # fmt: skip
+    cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
+    logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())
+    backend = None
+    try:
+        with logs:
+            backend = make_backend(cfg)
+            identity = backend.identity()
+            out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
+                                max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
+                                batch_size=opts["batch_size"])  # fmt: skip
+    except BackendError as err:
+        where = "" if opts["verbose"] else f" (log: {log_path()})"
+        raise click.ClickException(f"policy failed: {err}{where}") from None
+    finally:
+        if backend is not None:
+            backend.close()
+        if cache:
+            cache.close()
+    files = [(opts["output"], [dumps(r) for r in out])]
+    if opts["summary_path"]:
+        summary = stats.as_dict() | {"policy": identity, "n": opts["n"], "seed": opts["seed"]}
+        files.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
+    write_all(files)
+    CONSOLE.say(f"tourney: {stats.samples} samples ({stats.cached} cached, {stats.generated} generated), "
+                f"{stats.backend_calls} backend calls, {stats.wall_s:.1f} s")  # fmt: skip

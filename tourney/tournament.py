@@ -1,0 +1,100 @@
+"""The tournament as data: one frozen spec that builds, plans and checks every prompt's tournament.
+
+Like vLLM's ``SamplingParams``: plain values, checked when built. The engine, ``--dry-run``, the CLI and the scaling
+configs all build a prompt's tournament through ``Tournament.build``, so a prompt gets the same bracket, votes and
+seeds wherever it is run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from strategies.registry import RATINGS, STRATEGIES, budgeted, make_tournament, strategy_options
+from tourney.errors import InputError
+
+if TYPE_CHECKING:
+    from strategies.voting import Voting
+    from tourney.io import Item
+
+
+def derive_seed(*parts: Any) -> int:
+    """Derive a stable 63-bit seed from JSON-able parts (no dependence on Python's salted hash)."""
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+@dataclass(frozen=True)
+class Tournament:
+    """How each prompt's candidates are compared: strategy, rating, votes per match, budget and seed.
+
+    ``budget`` caps the judgments (votes included) per prompt; ``adaptive_votes`` stops a match's ``votes`` once
+    their majority is decided; ``rating`` and ``elo_k`` apply to round robin. Invalid values raise ``InputError``
+    naming the field.
+    """
+
+    strategy: str = "knockout"
+    rating: str = "elo"
+    votes: int = 1
+    adaptive_votes: bool = False
+    budget: int | None = None
+    seed: int = 0
+    elo_k: float = 32.0
+
+    def __post_init__(self) -> None:
+        """Check every value, as ``SamplingParams`` does."""
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(sorted(STRATEGIES))}",
+                             field="strategy")  # fmt: skip
+        if self.rating not in RATINGS:
+            raise InputError(f"unknown rating {self.rating!r}; choose one of {', '.join(RATINGS)}", field="rating")
+        for name, least in (("votes", 1), ("seed", 0), ("budget", 1)):
+            value = getattr(self, name)
+            if value is None and name == "budget":
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise InputError(f"expected an integer >= {least}, got {value!r}", field=name)
+        if not self.elo_k > 0:
+            raise InputError(f"expected a number > 0, got {self.elo_k!r}", field="elo_k")
+        if self.adaptive_votes and self.votes < 3:
+            raise InputError(f"needs votes >= 3 to stop early, got votes={self.votes}", field="adaptive_votes")
+
+    def accepts(self) -> set[str]:
+        """The options the strategy's constructor takes (``rating``, ``elo_k``, ``budget``, ``seed`` ...)."""
+        return strategy_options(self.strategy)
+
+    def build(self, n: int, prompt_id: Any) -> Voting:
+        """The vote-wrapped strategy for one prompt of ``n`` candidates, seeded by the run seed and the prompt id."""
+        return make_tournament(self.strategy, n, rating=self.rating, seed=derive_seed(self.seed, prompt_id),
+                               elo_k=self.elo_k, votes=self.votes, adaptive_votes=self.adaptive_votes,
+                               budget=self.budget)  # fmt: skip
+
+    def plan(self, items: Iterable[Item]) -> int:
+        """The judgments a run over ``items`` would make (an upper bound for adaptive strategies)."""
+        return sum(self.build(len(item.texts), item.id).budget() for item in items)
+
+    def check(self, items: Sequence[Item], file: str | None = None, field: str = "budget") -> None:
+        """Every prompt's tournament must fit the budget (a knockout of N needs N-1 matches times the votes)."""
+        if self.budget is None:
+            return
+        checked: set[int] = set()
+        for item in items:
+            if len(item.texts) in checked:  # the check depends on the number of candidates only
+                continue
+            checked.add(len(item.texts))
+            try:
+                self.build(len(item.texts), item.id)
+            except ValueError as err:
+                # lucb fits any budget; swiss and adaptive-knockout have a floor, the others a fixed size.
+                names = budgeted()
+                hint = ("raise --budget or use --strategy lucb" if self.strategy in names
+                        else f"raise --budget or pick a budgeted strategy ({', '.join(names)})")  # fmt: skip
+                raise InputError(f"{err} ({hint})", file, item.line, field) from None
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a run's ``--summary`` reports."""
+        return {"strategy": self.strategy, "votes": self.votes, "adaptive_votes": self.adaptive_votes,
+                "budget": self.budget}  # fmt: skip
