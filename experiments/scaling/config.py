@@ -251,13 +251,12 @@ def _vllm_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
 
     if not isinstance(opts.get("model"), str) or not opts["model"]:
         raise where.error(pre + "model", "missing: a model name, directory or hub id (e.g. smollm2)")
-    from tourney.errors import BackendError
     from tourney.models import resolve_model
 
     try:
         resolve_model(opts["model"], convert=False)  # no download, no conversion: is it a dir, hub id or built-in?
-    except BackendError as err:
-        raise where.error(pre + "model", str(err)) from None
+    except InputError as err:
+        raise where.error(pre + "model", err.message) from None
     try:
         if "family" in opts:
             get_family(opts["family"])
