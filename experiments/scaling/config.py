@@ -97,8 +97,10 @@ class _Where:
     """Find the line of a key in the TOML text, for error messages (tomllib gives none)."""
 
     def __init__(self, path: Path, text: str) -> None:
-        self.path, self.lines = path, {}
-        table, counts = "", {}
+        self.path = path
+        self.lines: dict[str, int] = {}  # "table.key" (or "table[i]" for the i-th of an array of tables) -> line
+        table = ""
+        counts: dict[str, int] = {}  # array-of-tables name -> index of the last one seen
         for lineno, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if m := re.match(r"^\[\[\s*([\w.-]+)\s*\]\]", stripped):
