@@ -20,6 +20,7 @@ from tourney.forcing import VERDICT_MODES, check_verdict
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
 from tourney.models import resolve_model
+from tourney.simulated import SimulatedJudge
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "best_of_n.jsonl"
 
@@ -86,6 +87,15 @@ def test_verdict_is_checked_once_as_an_input_error() -> None:
         check_verdict("maybe")
     with pytest.raises(InputError, match="got 'maybe'"):
         PairwiseJudge(get_family("rm-r1"), BackendBase(), Sampling(), verdict="maybe")
+
+
+def test_bad_simulator_settings_are_input_errors() -> None:
+    with pytest.raises(InputError, match="field '--sim-tau': tau must be > 0; got 0"):
+        SimulatedJudge(tau=0)
+    with pytest.raises(InputError, match="field '--sim-tau': tau must be > 0; got nan"):
+        SimulatedJudge(tau=float("nan"))
+    with pytest.raises(InputError, match="field '--sim-invalid-rate': .*got 1.5"):
+        SimulatedJudge(invalid_rate=1.5)
 
 
 def test_bad_engine_mode_is_an_input_error() -> None:
