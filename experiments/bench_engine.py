@@ -19,9 +19,12 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.args import positive
+
+if TYPE_CHECKING:
+    from tourney.types import Request
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -53,7 +56,8 @@ class Recorder:
 
     def __init__(self, inner: Any) -> None:
         """Wrap ``inner`` (a PairwiseJudge on the vLLM backend)."""
-        self.inner, self.batches = inner, []
+        self.inner = inner
+        self.batches: list[list[Request]] = []
 
     def key_fields(self) -> tuple:
         """No fields besides the texts."""
@@ -124,7 +128,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=positive, default=2, help="timed runs of each side (the best is kept)")
     args = ap.parse_args()
 
+    from tourney.backends.vllm import VLLMBackend
     from tourney.config import JudgeConfig, make_judge
+    from tourney.judge import PairwiseJudge
     from tourney.testing import build_tiny_model
 
     model = build_tiny_model(Path(tempfile.mkdtemp(prefix="tourney-bench-")) / "tiny")
@@ -132,6 +138,8 @@ def main() -> None:
     common = dict(family="rm-r1", max_tokens=args.max_tokens, temperature=0.0, verdict="parse", dtype="float32",
                   max_model_len=2048, engine_kwargs={"enforce_eager": True})  # fmt: skip
     lock = make_judge(JudgeConfig(str(model), mode="lockstep", **common))
+    # A model judge on the in-process engine: that engine is timed directly below.
+    assert isinstance(lock, PairwiseJudge) and isinstance(lock.backend, VLLMBackend)
     rec = Recorder(lock)
     warm = make_items(4, args.n, seed=1)
     run_engine(lock, warm, "round-robin", False)  # warm-up: first calls pay one-off costs

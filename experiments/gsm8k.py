@@ -290,7 +290,7 @@ def synthetic(
     for k, prob in enumerate(problems):
         rng = np.random.default_rng([seed, k])
         share = rng.beta(2 * p_correct, 2 * (1 - p_correct))
-        wrong = []
+        wrong: list[tuple[str, str]] = []
         for _ in range(distractors * 4):  # distinct wrong answers; a few tries, since slips can coincide
             text, answer = wrong_solution(prob.solution, prob.gold, rng)
             if answer not in {a for _, a in wrong}:
@@ -306,8 +306,8 @@ def synthetic(
             else:
                 base = wrong[int(rng.choice(len(wrong), p=weights / weights.sum()))][0]
             text = _style(base, styles[int(chosen[c])])
-            answer = extract_answer(text)
-            responses.append({"text": text, "answer": answer, "correct": answer == prob.gold, "synthetic": True})
+            found = extract_answer(text)
+            responses.append({"text": text, "answer": found, "correct": found == prob.gold, "synthetic": True})
         rows.append({"id": prob.id, "prompt": prob.prompt, "gold": prob.gold, "synthetic": True,
                      "responses": responses})  # fmt: skip
     return rows

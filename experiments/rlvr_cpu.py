@@ -24,6 +24,7 @@ import re
 import sys
 import tempfile
 import time
+from typing import Any
 
 import numpy as np
 
@@ -70,7 +71,7 @@ def make_pairs(rows: list[dict], seed: int) -> list[Pair]:
     return pairs
 
 
-def short_pairs(pairs: list[Pair], tokenizer: object, max_tokens: int) -> list[Pair]:
+def short_pairs(pairs: list[Pair], tokenizer: Any, max_tokens: int) -> list[Pair]:
     """Keep pairs whose judge prompt fits ``max_tokens`` (the CPU step time grows with prompt length)."""
     keep = []
     for p in pairs:
@@ -80,7 +81,7 @@ def short_pairs(pairs: list[Pair], tokenizer: object, max_tokens: int) -> list[P
     return keep
 
 
-def p_first_letter(policy: object, tokenizer: object, pairs: list[Pair], batch: int = 8) -> np.ndarray:
+def p_first_letter(policy: Any, tokenizer: Any, pairs: list[Pair], batch: int = 8) -> np.ndarray:
     """P(verdict A) for each pair shown (chosen, rejected) and (rejected, chosen): shape (n, 2)."""
     import torch
 
@@ -113,7 +114,7 @@ def metrics(p_a: np.ndarray, seed: int = 0, reps: int = 2000) -> dict:
     per_pair = {"accuracy": right.mean(1), "a_rate": says_a.mean(1), "consistency": consistent}
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(p_a), size=(reps, len(p_a)))
-    out = {}
+    out: dict[str, Any] = {}
     for name, v in per_pair.items():
         boot = v[idx].mean(1)
         out[name] = {

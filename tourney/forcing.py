@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tourney.backends.base import BackendBase
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 from tourney.judges import Family
 
 THINK_END = "</think>"
@@ -29,6 +29,13 @@ THINK_CLOSE = "\n</think>\n\n"
 VERDICT_MODES = ("auto", "logprobs", "parse")  # auto: force when unparseable; logprobs: always; parse: never
 TOP_LOGPROBS = 20  # vLLM's default cap (--max-logprobs)
 MISSING_MARGIN = 1.0  # nats below the lowest top-k log-prob, for a choice absent from the top-k
+
+
+def check_verdict(verdict: str) -> str:
+    """Return ``verdict`` when it is a verdict mode; otherwise an InputError naming it (the one check of it)."""
+    if verdict not in VERDICT_MODES:
+        raise InputError(f"verdict must be one of {', '.join(VERDICT_MODES)}; got {verdict!r}", field="--verdict")
+    return verdict
 
 
 def forced_text(family: Family, prefix: str, text: str) -> tuple[str, str]:
@@ -50,7 +57,7 @@ async def verdict_tokens(backend: BackendBase, family: Family) -> tuple[str, tup
     """
     for prefix in dict.fromkeys((family.verdict_prefix, family.verdict_prefix.rstrip())):
         gap = family.verdict_prefix[len(prefix) :]
-        base = await backend.tokenize(prefix)
+        base = await backend.tokenize_if_able(prefix)
         if base is None:
             return None
         ids = []

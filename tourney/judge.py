@@ -18,7 +18,7 @@ from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Score
 from tourney.errors import BackendError
 from tourney.forcing import (
     TOP_LOGPROBS,
-    VERDICT_MODES,
+    check_verdict,
     choice_probability,
     forced_prompt,
     forced_text,
@@ -36,9 +36,7 @@ class PairwiseJudge(JudgeBase):
 
     def __init__(self, family: Family, backend: BackendBase, sampling: Sampling, verdict: str = "auto") -> None:
         """Keep the parts; nothing loads until the first judgment that is not cached."""
-        if verdict not in VERDICT_MODES:
-            raise BackendError(f"verdict must be one of {', '.join(VERDICT_MODES)}; got {verdict!r}")
-        self.family, self.backend, self.sampling, self.verdict = family, backend, sampling, verdict
+        self.family, self.backend, self.sampling, self.verdict = family, backend, sampling, check_verdict(verdict)
         self._choices: tuple[str, tuple[int, int]] | None = None  # verdict prefix and choice token ids
         self._ready = False
         self._ready_lock = asyncio.Lock()
@@ -114,7 +112,7 @@ class PairwiseJudge(JudgeBase):
                 self._choices = await verdict_tokens(self.backend, self.family)
             self._ready = True
 
-    async def _batch(self, requests: list[Request], messages: list[Chat], offset: int = 0) -> list[Judgment]:
+    async def _batch(self, requests: list[Request], messages: Sequence[Chat], offset: int = 0) -> list[Judgment]:
         """Generate for every request, then force the verdicts that need it, in one backend call each."""
         s = self.sampling
         params = [Sampling(s.temperature, s.top_p, s.max_tokens, seed=r.seed) for r in requests]

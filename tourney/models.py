@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tourney.cache import cache_dir
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 from tourney.judges import detect_family
 
 SMOLLM2 = "smollm2"
@@ -40,21 +40,25 @@ class ModelSpec:
 
 
 def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
-    """Resolve a model name to a ModelSpec; the built-in ``smollm2`` is converted on first use unless convert=False."""
+    """Resolve a model name to a ModelSpec; the built-in ``smollm2`` is converted on first use unless convert=False.
+
+    A name that cannot be a model (no such directory, a directory without config.json, a file, not an org/name hub
+    id) is an InputError naming it; a missing wheel for the built-in is a BackendError (the install, not the name).
+    """
     if not name or not name.strip():
-        raise BackendError("empty model name")
+        raise InputError("empty model name")
     if name.lower() == SMOLLM2:
         path = smollm2_dir() if convert else cache_dir() / SMOLLM2_SUBDIR
         return smollm2_spec(str(path))
     local = Path(name).expanduser()
     if local.is_dir():
         if not (local / "config.json").is_file():
-            raise BackendError(f"model directory {name} has no config.json (not a Hugging Face model directory)")
+            raise InputError(f"model directory {name} has no config.json (not a Hugging Face model directory)")
         return ModelSpec(name=name, path=str(local.resolve()), family=detect_family(name))
     if local.exists():
-        raise BackendError(f"model {name} is a file, not a model directory or hub id")
+        raise InputError(f"model {name} is a file, not a model directory or hub id")
     if name.count("/") != 1 or name.startswith(("/", ".", "~")):
-        raise BackendError(f"unknown model {name!r}: not a directory, a hub id (org/name) or a built-in ({SMOLLM2})")
+        raise InputError(f"unknown model {name!r}: not a directory, a hub id (org/name) or a built-in ({SMOLLM2})")
     return ModelSpec(name=name, path=name, family=detect_family(name))
 
 
@@ -132,7 +136,8 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
     start = time.monotonic()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    # Any: transformers types the loaded model as a union whose attributes mypy cannot see (hf_quantizer, config).
+    model: Any = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     # Without these, save_pretrained refuses: "model is quantized with gguf and is not serializable".
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from tourney.errors import InputError
 from tourney.types import JudgeBase, Judgment, Request
 
 
@@ -25,10 +26,10 @@ class SimulatedJudge(JudgeBase):
         self, tau: float = 1.0, position_bias: float = 0.0, invalid_rate: float = 0.0, latency: float = 0.0
     ) -> None:
         """Set the temperature ``tau``, the logit bias toward position A, the invalid-vote rate and a per-call delay."""
-        if tau <= 0:
-            raise ValueError("tau must be > 0")
+        if not tau > 0:
+            raise InputError(f"tau must be > 0; got {tau}", field="--sim-tau")
         if not 0.0 <= invalid_rate <= 1.0:
-            raise ValueError("invalid_rate must be in [0, 1]")
+            raise InputError(f"invalid_rate must be in [0, 1]; got {invalid_rate}", field="--sim-invalid-rate")
         self.tau, self.position_bias, self.invalid_rate = tau, position_bias, invalid_rate
         self.latency = latency  # seconds per call, to stand in for a real backend's round trip
 

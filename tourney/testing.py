@@ -36,7 +36,7 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
         pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config).float()  # as .to(torch.float32); transformers' wrapped .to() confuses mypy
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     tok.save_pretrained(str(out))

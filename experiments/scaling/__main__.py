@@ -97,7 +97,7 @@ class Progress:
         """Called before (row None) and after each cell."""
         if self.quiet:
             return
-        if self.bar:
+        if self.bar and self.task is not None:  # both set on a terminal
             if row is None:
                 self.bar.update(self.task, description=cell.label())
             else:

@@ -101,8 +101,10 @@ class _Where:
     """Find the line of a key in the TOML text, for error messages (tomllib gives none)."""
 
     def __init__(self, path: Path, text: str) -> None:
-        self.path, self.lines = path, {}
-        table, counts = "", {}
+        self.path = path
+        self.lines: dict[str, int] = {}  # "table.key" (or "table[i]" for the i-th of an array of tables) -> line
+        table = ""
+        counts: dict[str, int] = {}  # array-of-tables name -> index of the last one seen
         for lineno, line in enumerate(text.splitlines(), start=1):
             stripped = line.strip()
             if m := re.match(r"^\[\[\s*([\w.-]+)\s*\]\]", stripped):
@@ -255,13 +257,12 @@ def _vllm_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
 
     if not isinstance(opts.get("model"), str) or not opts["model"]:
         raise where.error(pre + "model", "missing: a model name, directory or hub id (e.g. smollm2)")
-    from tourney.errors import BackendError
     from tourney.models import resolve_model
 
     try:
         resolve_model(opts["model"], convert=False)  # no download, no conversion: is it a dir, hub id or built-in?
-    except BackendError as err:
-        raise where.error(pre + "model", str(err)) from None
+    except InputError as err:
+        raise where.error(pre + "model", err.message) from None
     try:
         if "family" in opts:
             get_family(opts["family"])

@@ -55,7 +55,10 @@ def judge_quality(records: Sequence[Any], correct: Sequence[Sequence[bool]]) -> 
     bias whatever mix of orders it saw, and +0.1 when it gives A ten points more than it should; ``pick_a`` = the raw
     share of valid judgments won by position A over all pairs.
     """
-    right, a_when_a, a_when_b, all_a = [], [], [], []
+    right: list[float] = []
+    a_when_a: list[float] = []
+    a_when_b: list[float] = []
+    all_a: list[float] = []
     for recs, labels in zip(records, correct):
         for r in recs:
             if r.p_a is None:
@@ -83,7 +86,7 @@ def bootstrap_ci(values: Sequence[float | None], draws: int = 1000, seed: int = 
     rng = np.random.default_rng(seed)
     means = x[rng.integers(0, x.size, size=(draws, x.size))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
-    return [_round(lo), _round(hi)]
+    return [_round4(lo), _round4(hi)]
 
 
 def mean(values: Sequence[float | None]) -> float | None:
@@ -93,5 +96,10 @@ def mean(values: Sequence[float | None]) -> float | None:
 
 
 def _round(x: Any) -> float | None:
-    """Round to 4 decimals for stable, readable output (+ 0.0 turns -0.0 into 0.0)."""
-    return None if x is None else round(float(x), 4) + 0.0
+    """Round to 4 decimals for stable, readable output; None stays None."""
+    return None if x is None else _round4(x)
+
+
+def _round4(x: float) -> float:
+    """Round to 4 decimals (+ 0.0 turns -0.0 into 0.0)."""
+    return round(float(x), 4) + 0.0

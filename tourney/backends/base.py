@@ -6,7 +6,8 @@ backend. Every method is a coroutine run on the backend's own ``loop`` (``tourne
 method returns results in request order.
 
 To add a backend: subclass ``BackendBase`` in ``tourney/backends/<name>.py``, implement ``identity``, ``start``,
-``generate``, ``tokenize``, ``chat_ids`` and ``next_token_logprobs``, and add it to ``BACKENDS`` in
+``generate``, ``tokenize``, ``chat_ids`` and ``next_token_logprobs`` (and ``tokenize_if_able`` when it may have no
+tokenizer), and add it to ``BACKENDS`` in
 ``tourney/config.py``.
 """
 
@@ -58,7 +59,11 @@ class BackendBase:
     loop: LoopThread
     max_model_len: int = 0  # 0: unknown
     batched: bool = False  # True: one call for a whole batch beats one call per request (vLLM's LLM.generate)
-    retries: int = 0  # calls that failed and were tried again (servers)
+
+    @property
+    def retries(self) -> int:
+        """Calls that failed and were tried again (servers); an in-process engine retries nothing."""
+        return 0
 
     def identity(self) -> dict[str, Any]:
         """Everything about the model that shapes its outputs (not URLs, not keys), JSON-able."""
@@ -75,6 +80,10 @@ class BackendBase:
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of a plain text, without special tokens."""
         raise NotImplementedError
+
+    async def tokenize_if_able(self, text: str) -> list[int] | None:
+        """As ``tokenize``, or None when the backend has no tokenizer (a server without ``/tokenize``)."""
+        return await self.tokenize(text)
 
     async def chat_ids(self, messages: Chat) -> list[int]:
         """Token ids of chat messages rendered by the chat template with the generation prompt."""

@@ -72,13 +72,20 @@ class OpenAIBackend(BackendBase):
         reason = choice.get("finish_reason") or "length"
         return Generation(message_text(choice.get("message") or {}), reason, *tokens_used(usage))
 
-    async def tokenize(self, text: str) -> list[int] | None:
+    async def tokenize(self, text: str) -> list[int]:
+        """Token ids from vLLM's ``/tokenize``; BackendError when the server has none (not vLLM)."""
+        return self._need_ids(await self._tokenize({"prompt": text}))
+
+    async def tokenize_if_able(self, text: str) -> list[int] | None:
         """Token ids from vLLM's ``/tokenize``; None when the server has none (not vLLM)."""
         return await self._tokenize({"prompt": text})
 
     async def chat_ids(self, messages: Chat) -> list[int]:
         """Chat-templated prompt ids with the generation prompt, from ``/tokenize``."""
-        ids = await self._tokenize({"messages": list(messages), "add_generation_prompt": True})
+        return self._need_ids(await self._tokenize({"messages": list(messages), "add_generation_prompt": True}))
+
+    def _need_ids(self, ids: list[int] | None) -> list[int]:
+        """The ids, or a BackendError saying the server cannot tokenize."""
         if ids is None:
             raise BackendError(f"{self.pool.endpoints[0].url}: the server has no /tokenize")
         return ids

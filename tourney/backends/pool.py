@@ -15,13 +15,14 @@ import os
 import random
 import re
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +70,12 @@ class ServerPool:
         backoff: float = 1.0,
         backoff_cap: float = 30.0,
     ) -> None:
-        """Check the options and set up the client; nothing is sent until the first call."""
-        urls = list(base_urls)
-        if not urls:
-            raise BackendError("no server URL given")
-        for url in urls:
-            if not url.startswith(("http://", "https://")):
-                raise BackendError(f"server URL must start with http:// or https://; got {url!r}")
-        if concurrency < 1 or max_retries < 0:
-            raise BackendError("concurrency must be >= 1 and max_retries >= 0")
+        """Check the options (InputError naming the bad one) and set up the client; nothing is sent until a call."""
+        urls = check_base_urls(base_urls)
+        if concurrency < 1:
+            raise InputError(f"must be >= 1; got {concurrency}", field="--concurrency")
+        if max_retries < 0:
+            raise InputError(f"must be >= 0; got {max_retries}", field="--max-retries")
         self.max_retries, self.timeout, self.backoff, self.backoff_cap = max_retries, timeout, backoff, backoff_cap
         self.api_key_env = api_key_env
         self.retries = 0  # attempts that failed and were tried again, over the pool's life
@@ -188,6 +186,22 @@ class ServerPool:
     async def aclose(self) -> None:
         """Close the connections."""
         await self._client.aclose()
+
+
+def check_base_urls(base_urls: Sequence[str]) -> list[str]:
+    """The server URLs as a list: at least one, each ``http(s)://HOST[:PORT][/v1]``; else an InputError naming it."""
+    urls = list(base_urls)
+    if not urls:
+        raise InputError("no server URL given", field="--base-url")
+    for url in urls:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port or 0) >= 0
+        except ValueError:  # a bad IPv6 literal or port number
+            ok = False
+        if not ok:
+            raise InputError(f"expected http://HOST[:PORT][/v1], got {url!r}", field="--base-url")
+    return urls
 
 
 def error_message(resp: httpx.Response) -> str:

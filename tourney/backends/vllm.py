@@ -18,7 +18,7 @@ from typing import Any
 
 from tourney.aio import LoopThread, gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 from tourney.models import ModelSpec, resolve_model
 
 MODES = ("lockstep", "pipelined")
@@ -40,7 +40,7 @@ class VLLMBackend(BackendBase):
     ) -> None:
         """Resolve the model and load its tokenizer; the engine starts on the first call that needs it."""
         if mode not in MODES:
-            raise BackendError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+            raise InputError(f"mode must be one of {', '.join(MODES)}; got {mode!r}", field="--mode")
         self.spec: ModelSpec = resolve_model(model)
         self.dtype = self.spec.dtype if dtype == "auto" else dtype
         self.mode, self.seed, self.batched = mode, seed, mode == "lockstep"
@@ -54,7 +54,7 @@ class VLLMBackend(BackendBase):
         # The tokenizer is enough for identity and prompts: a fully cached re-run never pays vLLM's start-up.
         self.tokenizer = load_tokenizer(self.spec)
         if not getattr(self.tokenizer, "chat_template", None):
-            raise BackendError(f"model {self.spec.name!r} has no chat template in its tokenizer")
+            raise InputError(f"model {self.spec.name!r} has no chat template in its tokenizer (not a chat model)")
 
     def identity(self) -> dict[str, Any]:
         """Model name and directory name, chat template, dtype and context (it cuts long forced prompts)."""
