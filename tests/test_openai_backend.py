@@ -12,7 +12,7 @@ from servers import FakeServer, VLLMServer, free_port
 
 from tourney.backends.openai import OpenAIBackend
 from tourney.config import JudgeConfig, judge_sampling
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 from tourney.forcing import choice_probability
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
@@ -24,7 +24,9 @@ FAST = {"backoff": 0.02, "backoff_cap": 0.1, "timeout": 30.0}
 
 def server_judge(urls, model, family, *, verdict="auto", max_tokens=None, temperature=None, **pool) -> PairwiseJudge:
     """A family on a server pool, with the same sampling defaults the CLI gives (plus test-speed pool options)."""
-    cfg = JudgeConfig(model, backend="openai", family=family, max_tokens=max_tokens, temperature=temperature)
+    urls = (urls,) if isinstance(urls, str) else tuple(urls)
+    cfg = JudgeConfig(model, backend="openai", family=family, max_tokens=max_tokens, temperature=temperature,
+                      base_urls=urls)  # fmt: skip
     fam = get_family(family)
     return PairwiseJudge(fam, OpenAIBackend(urls, model, **pool), judge_sampling(cfg, fam), verdict)
 
@@ -178,11 +180,11 @@ def test_choice_probability_missing_choices():
 
 
 def test_bad_options():
-    with pytest.raises(BackendError, match="verdict"):
+    with pytest.raises(InputError, match="verdict"):
         server_judge(["http://127.0.0.1:1"], "m", "rm-r1", verdict="maybe")
-    with pytest.raises(BackendError, match="http"):
+    with pytest.raises(InputError, match="http"):
         server_judge(["127.0.0.1:8000"], "m", "rm-r1")
-    with pytest.raises(BackendError, match="no server"):
+    with pytest.raises(InputError, match="no server"):
         server_judge([], "m", "rm-r1")
 
 

@@ -138,7 +138,7 @@ def test_bad_input_cases(tmp_path):
     p = tourney("pairs", bad, "-o", tmp_path / "o.parquet", *SIM)
     assert p.returncode == 2 and f"{bad}:2: field 'responses': missing" in p.stderr
     p = tourney("pairs", src, "-o", out, "--judge", str(tmp_path / "no-such-model"), "--family", "rm-r1")
-    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "in.jsonl"]  # no partial output, no temp files
 
 

@@ -139,8 +139,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, content, where, what):
         ),
         (["--backend", "openai", "--base-url", "ftp://host/v1"], 2, "expected http://HOST[:PORT][/v1]"),
         (["-q", "-v"], 2, "--quiet contradicts --verbose"),
-        (["--policy", "/no/such/model"], 1, "policy failed"),
-        (["--policy", "."], 1, "no config.json"),
+        (["--policy", "/no/such/model"], 2, "unknown model '/no/such/model'"),
+        (["--policy", "."], 2, "no config.json"),
     ],
 )
 def test_bad_options(tmp_path, prompts_file, args, code, what):

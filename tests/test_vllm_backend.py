@@ -14,7 +14,7 @@ import pytest
 from tourney.backends.base import Generation
 from tourney.backends.vllm import VLLMBackend
 from tourney.config import JudgeConfig, make_judge
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 from tourney.forcing import forced_prompt, forced_text, two_way, verdict_tokens
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
@@ -58,12 +58,12 @@ def test_resolve_local_dir_and_hub_ids(tiny_model_dir: Path) -> None:
      ("./missing-dir", "unknown model './missing-dir'"), ("/nonexistent/path", "unknown model '/nonexistent/path'")],
 )  # fmt: skip
 def test_resolve_rejects_bad_names(name: str, problem: str) -> None:
-    with pytest.raises(BackendError, match=problem):
+    with pytest.raises(InputError, match=problem):
         resolve_model(name)
 
 
 def test_resolve_rejects_dir_without_config(tmp_path: Path) -> None:
-    with pytest.raises(BackendError, match="config.json"):
+    with pytest.raises(InputError, match="config.json"):
         resolve_model(str(tmp_path))
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from tourney.backends.base import BackendBase, Sampling
 from tourney.errors import InputError
-from tourney.forcing import VERDICT_MODES
+from tourney.forcing import check_verdict
 from tourney.judges import FAMILIES, Family, detect_family, get_family
 from tourney.types import Judge
 
@@ -56,6 +56,18 @@ class JudgeConfig:
     timeout: float = 600.0  # openai only: seconds to wait for one answer before retrying
     sim: SimConfig = field(default_factory=SimConfig)
 
+    def __post_init__(self) -> None:
+        """Check the values when built, as ``SamplingParams`` does: a bad one is an InputError naming its option."""
+        for name, value, allowed in (("--backend", self.backend, BACKENDS), ("--mode", self.mode, MODES),
+                                     ("--dtype", self.dtype, DTYPES)):  # fmt: skip
+            if value not in allowed:
+                raise InputError(f"expected one of {', '.join(allowed)}, got {value!r}", field=name)
+        check_verdict(self.verdict)
+        if self.backend == "openai" and not self.simulated:
+            from tourney.backends.pool import check_base_urls
+
+            check_base_urls(self.base_urls)
+
     @property
     def simulated(self) -> bool:
         """Whether this is the simulator (no model)."""
@@ -89,8 +101,6 @@ BACKENDS: dict[str, Callable[[JudgeConfig], BackendBase]] = {"vllm": vllm_backen
 
 def make_backend(cfg: JudgeConfig) -> BackendBase:
     """Build the backend ``cfg`` names (the model loads later, on first use)."""
-    if cfg.backend not in BACKENDS:
-        raise InputError(f"unknown backend {cfg.backend!r}; choose one of {', '.join(BACKENDS)}", field="--backend")
     return BACKENDS[cfg.backend](cfg)
 
 
@@ -128,8 +138,6 @@ def make_judge(cfg: JudgeConfig, family: Family | None = None) -> Judge:
         return SimulatedJudge(s.tau, s.position_bias, s.invalid_rate, s.latency)
     from tourney.judge import PairwiseJudge
 
-    if cfg.verdict not in VERDICT_MODES:
-        raise InputError(f"verdict must be one of {', '.join(VERDICT_MODES)}; got {cfg.verdict!r}", field="--verdict")
     family = family or resolve_family(cfg)
     assert family is not None
     return PairwiseJudge(family, make_backend(cfg), judge_sampling(cfg, family), cfg.verdict)

@@ -10,6 +10,7 @@ import itertools
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,7 +286,9 @@ def _vllm_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
         raise where.error(pre + "enforce_eager", "expected true or false")
 
 
-def _sweep(where: _Where, sweep: Any, judges: dict[str, JudgeSpec], strategies: dict) -> list[dict[str, list[Any]]]:
+def _sweep(
+    where: _Where, sweep: Any, judges: dict[str, JudgeSpec], strategies: Mapping[str, Any]
+) -> list[dict[str, list[Any]]]:
     """Check the [sweep] table, or each [[sweep]] block (the cells are the union of their products)."""
     if isinstance(sweep, list) and sweep and all(isinstance(b, dict) for b in sweep):
         return [_block(where, f"sweep[{k}]", b, judges, strategies) for k, b in enumerate(sweep)]
@@ -294,7 +297,9 @@ def _sweep(where: _Where, sweep: Any, judges: dict[str, JudgeSpec], strategies: 
     return [_block(where, "sweep", sweep, judges, strategies)]
 
 
-def _block(where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, JudgeSpec], strategies: dict) -> dict:
+def _block(
+    where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, JudgeSpec], strategies: Mapping[str, Any]
+) -> dict:
     """Check one sweep block: every key known, every value possible."""
     _unknown(where, f"{pre}.", sweep, SWEEP_KEYS)
     out: dict[str, list[Any]] = {}
@@ -343,7 +348,7 @@ def _block(where: _Where, pre: str, sweep: dict[str, Any], judges: dict[str, Jud
     return out
 
 
-def cells(cfg: Config, strategies: dict) -> list[Cell]:
+def cells(cfg: Config, strategies: Mapping[str, Any]) -> list[Cell]:
     """Expand the sweep blocks into cells (in order, each once); options a strategy or judge cannot use collapse."""
     seen: dict[Cell, None] = {}
     for sw in cfg.sweep:

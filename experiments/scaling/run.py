@@ -82,7 +82,7 @@ def _read_jsonl(cfg: Config) -> list[dict[str, Any]]:
     if not items:
         raise InputError("no prompts", file=d["path"])
     rows = []
-    golds = gsm8k.gold_by_id() if d["label"] else None
+    golds = gsm8k.gold_by_id() if d["label"] else {}
     for item in items:
         row = {**item.row, "id": item.id}
         if d["label"]:

@@ -76,16 +76,11 @@ def check_backend_options(opts: dict[str, Any], given: set[str]) -> None:
 
 
 def check_run_options(opts: dict[str, Any], given: set[str]) -> None:
-    """The checks every model command shares: cache, log and URL options."""
-    import urllib.parse
-
+    """The checks every model command shares: cache and log options, and a server for --backend openai (each URL is
+    checked by ``JudgeConfig``)."""
     if opts["no_cache"] and "cache_path" in given:
         raise clash("cache_path", "--no-cache", "contradicts")
     if opts["quiet"] and opts["verbose"]:
         raise clash("quiet", "--verbose", "contradicts")
-    for url in opts["base_urls"]:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputError(f"expected http://HOST[:PORT][/v1], got {url!r}", field="--base-url")
     if opts["backend"] == "openai" and not opts["base_urls"] and opts.get("judge") != "simulated":
         raise InputError("--backend openai needs at least one --base-url", field="--base-url")

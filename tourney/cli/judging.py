@@ -45,6 +45,7 @@ def prepare(opts: dict[str, Any], default_strategy: str, check: Callable[[list, 
     CONSOLE.quiet = opts["quiet"]
     strategy = opts["strategy"] or default_strategy
     check_judge_options(opts, given_options(), strategy)
+    cfg = judge_config(opts)  # checks every value of the judge's options, before the input is read
     tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
                             adaptive_votes=opts["adaptive_votes"], budget=opts["budget"], seed=opts["seed"],
                             elo_k=opts["elo_k"])  # fmt: skip
@@ -55,7 +56,6 @@ def prepare(opts: dict[str, Any], default_strategy: str, check: Callable[[list, 
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
     check_outputs(outputs, opts["input_path"])
-    cfg = judge_config(opts)
     if cfg.simulated:
         require_quality(items, source)
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here

@@ -7,7 +7,7 @@ only click and tourney's light registries: the training environment (no vLLM) im
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
@@ -29,7 +29,7 @@ def option(*decls: str, **attrs: Any) -> Callable[..., Decorator]:
     return make
 
 
-def apply_to(options: list[Decorator]) -> Decorator:
+def apply_to(options: Sequence[Decorator]) -> Decorator:
     """A decorator adding ``options`` to a command, in the order --help shows them."""
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,7 +40,7 @@ def apply_to(options: list[Decorator]) -> Decorator:
     return decorate
 
 
-INPUT = click.argument("input_path", metavar="INPUT", type=str)
+INPUT: Decorator = click.argument("input_path", metavar="INPUT", type=str)
 OUTPUT = option("-o", "--output", default="-", show_default=True, help="Output JSONL file ('-' = stdout).")
 SEED = option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Run seed.")
 FAMILY = option(
@@ -60,7 +60,7 @@ VERBOSE = option(
 )  # fmt: skip
 
 # The model's backend: shared by the judge commands and `tourney sample` (a policy runs on the same backends).
-SERVER = [
+SERVER: list[Decorator] = [
     click.option("--backend", type=click.Choice(list(BACKENDS)), default="vllm", show_default=True,
                  help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url."),
     click.option("--base-url", "base_urls", multiple=True, metavar="URL",
@@ -68,16 +68,16 @@ SERVER = [
     click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
                  help="Requests in flight per --base-url endpoint."),
 ]  # fmt: skip
-API_KEY = click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
+API_KEY: Decorator = click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                        help="Environment variable holding the API key for --backend openai.")  # fmt: skip
-VLLM = [
+VLLM: list[Decorator] = [
     click.option("--dtype", type=click.Choice(list(DTYPES)), default="auto", show_default=True,
                  help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
     click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length."),
 ]  # fmt: skip
 
 # Every command that runs tournaments (rank, best-of-n, pairs).
-JUDGE = [
+JUDGE: list[Decorator] = [
     INPUT,
     OUTPUT(),
     click.option("--judge", default="smollm2", show_default=True,

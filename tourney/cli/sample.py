@@ -53,15 +53,15 @@ def sample_cmd(**opts: Any) -> None:
     given = given_options()
     check_backend_options(opts, given)
     check_run_options(opts, given)
+    cfg = JudgeConfig(opts["policy"], backend=opts["backend"], mode="lockstep", seed=opts["seed"], dtype=opts["dtype"],
+                      max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
+                      concurrency=opts["concurrency"], api_key_env=opts["api_key_env"])  # fmt: skip
     rows = read_prompts(opts["input_path"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"])
     if opts["dry_run"]:
         click.echo(json.dumps({"prompts": len(rows), "samples": len(rows) * opts["n"]}))
         return
-    cfg = JudgeConfig(opts["policy"], backend=opts["backend"], mode="lockstep", seed=opts["seed"], dtype=opts["dtype"],
-                      max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
-                      concurrency=opts["concurrency"], api_key_env=opts["api_key_env"])  # fmt: skip
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())
