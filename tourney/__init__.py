@@ -18,21 +18,16 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_WHERE = {
-    "rank": "tourney.api",
-    "Tournament": "tourney.tournament",
-    "JudgeConfig": "tourney.config",
-    "SimConfig": "tourney.config",
-    "make_judge": "tourney.config",
-    "Engine": "tourney.engine",
-    "Run": "tourney.engine",
-    "Result": "tourney.engine",
-    "Item": "tourney.io",
-    "read_items": "tourney.io",
-    "Cache": "tourney.cache",
-    "InputError": "tourney.errors",
-    "BackendError": "tourney.errors",
+_EXPORTS = {
+    "tourney.api": ("rank",),
+    "tourney.tournament": ("Tournament",),
+    "tourney.config": ("JudgeConfig", "SimConfig", "make_judge"),
+    "tourney.engine": ("Engine", "Run", "Result"),
+    "tourney.io": ("Item", "read_items"),
+    "tourney.cache": ("Cache",),
+    "tourney.errors": ("InputError", "BackendError"),
 }
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = sorted(_WHERE)
 

