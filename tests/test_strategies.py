@@ -328,7 +328,8 @@ def test_make_strategy() -> None:
     rr = make_strategy("round-robin", 4, rating="bt", seed=2, elo_k=16.0)
     assert isinstance(rr, RoundRobin) and rr.rating == "bt" and rr.seed == 2 and rr.elo_k == 16.0
     ko = make_strategy("knockout", 4, rating="bt", seed=2)  # knockout has no rating
-    assert isinstance(ko, Knockout) and ko.seed == 2
+    assert isinstance(ko, Knockout) and ko.propose() == Knockout(4, seed=2).propose()  # the seed drew the bracket
+    assert Knockout(4, seed=2).propose() != Knockout(4, seed=0).propose()
     assert set(STRATEGIES) == {"round-robin", "knockout", "swiss", "lucb", "adaptive-knockout"}
     assert isinstance(rr, Strategy) and isinstance(ko, Strategy)
     with pytest.raises(ValueError, match="unknown strategy 'ladder'"):
