@@ -1,20 +1,26 @@
-"""JSONL in and out: validate every input line up front, write output atomically (temp file, then rename)."""
+"""JSONL in, JSONL and Parquet out: every input line validated up front, every output written atomically.
+
+``write_all`` is tourney's one writer: temp file beside the target, then rename, all outputs of a run or none.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from tourney.errors import InputError
 from tourney.types import Prompt
 
 T = TypeVar("T")
+Writer = Callable[[BinaryIO], None]  # writes one whole binary output (Parquet) to the file it is given
+Payload = Iterable[str] | Writer  # what write_all writes: JSONL lines (no newlines), or a Writer
 
 
 @dataclass
@@ -227,60 +233,93 @@ def dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
-def write_all(outputs: list[tuple[str, Iterable[str]]]) -> None:
-    """Write several outputs all or nothing, as far as files allow.
+def parquet(rows: Sequence[dict[str, Any]], schema: Any) -> Writer:
+    """A ``write_all`` payload: ``rows`` as one Parquet table of the given Arrow ``schema``."""
 
-    A regular file (or a symlink's target) is written to a temp file beside it and renamed over it once every output is
-    written, keeping an existing file's mode (a new file gets the umask's). A FIFO or character device is streamed to
-    directly and never replaced. ``-`` writes stdout, last. Errors name the path the user gave.
+    def write(out: BinaryIO) -> None:
+        import pyarrow as pa  # only when Parquet is written
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), out)
+
+    return write
+
+
+def write_all(outputs: Sequence[tuple[str, Payload]]) -> None:
+    """Write several outputs all or nothing, as far as files allow: the one writer of every tourney output.
+
+    A payload is JSONL (an iterable of lines, each without its newline) or a ``Writer`` that writes the whole content
+    to a binary file (``parquet``). A regular file (or a symlink's target; the link itself stays) is written to a temp
+    file beside it and renamed over it once every output is written, keeping an existing file's mode (a new file gets
+    the umask's). A FIFO or character device is streamed to directly and never replaced. ``-`` writes stdout, last.
+    Errors name the path the user gave.
     """
     staged: list[tuple[str, str, str]] = []
-    streams: list[tuple[str, str, list[str]]] = []
-    stdout: list[str] = []
+    streams: list[tuple[str, str, bytes]] = []
+    stdout: str | bytes | None = None
     try:
-        for path, lines in outputs:
+        for path, payload in outputs:
             target, streamed = output_target(path)
             if path == "-":
-                stdout.extend(line + "\n" for line in lines)
+                stdout = _in_memory(path, payload)
             elif streamed:
-                streams.append((path, target, list(lines)))
+                streams.append((path, target, _in_memory(path, payload)))
             else:
-                staged.append((path, _stage(path, target, lines), target))
-        for path, target, lines in streams:
-            _write_to(path, target, lines)
+                staged.append((path, _stage(path, target, payload), target))
+        for path, target, data in streams:
+            _write_to(path, target, data)
         for path, tmp, target in staged:
             _fail_as(path, os.replace, tmp, target)
     finally:
         for _, tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    if stdout:
-        sys.stdout.write("".join(stdout))
+    if isinstance(stdout, str):
+        sys.stdout.write(stdout)
         sys.stdout.flush()
+    elif stdout is not None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(stdout)
+        sys.stdout.buffer.flush()
 
 
-def _stage(path: str, target: str, lines: Iterable[str]) -> str:
-    """Write ``lines`` to a temp file beside ``target`` with the mode the final file will have; return its path."""
+def _in_memory(path: str, payload: Payload) -> Any:
+    """The whole content of a payload: text for JSONL lines, bytes from a Writer."""
+    if callable(payload):
+        buf = io.BytesIO()
+        _fail_as(path, payload, buf)
+        return buf.getvalue()
+    return "".join(line + "\n" for line in payload)
+
+
+def _stage(path: str, target: str, payload: Payload) -> str:
+    """Write a payload to a temp file beside ``target`` with the mode the final file will have; return its path."""
     fd, tmp = _fail_as(path, tempfile.mkstemp, prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(target))
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~umask()
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for line in lines:
-                _fail_as(path, out.write, line + "\n")
-            _fail_as(path, out.flush)
-            _fail_as(path, os.fsync, out.fileno())
+        if callable(payload):
+            with os.fdopen(fd, "wb") as raw:
+                _fail_as(path, payload, raw)
+                _fail_as(path, raw.flush)
+                _fail_as(path, os.fsync, raw.fileno())
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for line in payload:
+                    _fail_as(path, out.write, line + "\n")
+                _fail_as(path, out.flush)
+                _fail_as(path, os.fsync, out.fileno())
     except BaseException:
         os.unlink(tmp)
         raise
     return tmp
 
 
-def _write_to(path: str, target: str, lines: list[str]) -> None:
-    """Stream lines to a FIFO or device (a full device such as /dev/full is an error)."""
+def _write_to(path: str, target: str, data: str | bytes) -> None:
+    """Stream a payload to a FIFO or device (a full device such as /dev/full is an error)."""
     fd = _fail_as(path, os.open, target, os.O_WRONLY)
     try:
-        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        data = data.encode("utf-8") if isinstance(data, str) else data
         while data:  # unbuffered, so a full device fails here and not in a close that cannot report it
             data = data[_fail_as(path, os.write, fd, data) :]
     finally:
