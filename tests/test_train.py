@@ -313,3 +313,29 @@ def test_sft_prepare_and_prepare_split_alike_and_write_the_umask_mode(tmp_path):
     assert pq.read_table(tmp_path / "sft" / "val.parquet").num_rows == report["val"]
     for path in (tmp_path / "sft" / "train.parquet", tmp_path / "rl" / "val.parquet"):
         assert path.stat().st_mode & 0o777 == 0o640  # the umask's mode, like every JSONL output
+
+
+def test_pairs_rank_and_sample_rows_share_one_validator():
+    from tourney.io import parse_line
+    from tourney.sample import parse_prompt_line
+    from tourney.train.pairs import parse_pair
+
+    cases = [
+        ({"prompt": 5}, "field 'prompt': expected a string or a list of chat messages"),
+        ({"prompt": []}, "field 'prompt': empty message list"),
+        ({"prompt": [{"role": "user"}]}, "field 'prompt[0].content': expected a string"),
+        ({"prompt": ["hi"]}, "field 'prompt[0]': expected an object with role and content"),
+        ({"prompt": "q", "id": True}, "field 'id': expected a string or an integer"),
+    ]
+    for fields, message in cases:
+        pair = {"chosen": "a", "rejected": "b", **fields}
+        errors = set()
+        for parse, row in ((parse_line, {"responses": ["a"], **fields}), (parse_prompt_line, fields)):
+            with pytest.raises(InputError) as err:
+                parse(json.dumps(row), "f.jsonl", 3)
+            errors.add(str(err.value))
+        with pytest.raises(InputError) as err:
+            parse_pair(pair, "f.jsonl", 3)
+        assert errors | {str(err.value)} == {f"f.jsonl:3: {message}"}
+    with pytest.raises(InputError, match="f.jsonl:3: expected a JSON object, got list"):
+        parse_pair([1], "f.jsonl", 3)

@@ -61,11 +61,24 @@ def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
 def jsonl_records(path: str) -> Iterator[tuple[str, int, Any]]:
     """Yield (file name, line number, decoded JSON value) for each non-blank line of a JSONL file."""
     for name, lineno, text in jsonl_lines(path):
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser's stack
-            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", file=name, line=lineno) from None
-        yield name, lineno, value
+        yield name, lineno, decode(text, name, lineno)
+
+
+def decode(text: str, name: str, lineno: int) -> Any:
+    """Decode one JSON line strictly: malformed JSON, NaN/Infinity and lone surrogates are InputErrors."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", name, lineno) from None
+    except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
+        raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, lineno) from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "a string holds a lone surrogate escape (e.g. \\ud800), which is not text", name, lineno
+        ) from None
+    return value
 
 
 def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
@@ -82,55 +95,70 @@ def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
     return rows
 
 
-def parse_prompt(text: str, name: str, lineno: int) -> tuple[dict[str, Any], Prompt]:
-    """Validate one JSON line as far as its ``prompt`` (a string or chat messages): returns (row, prompt)."""
+@dataclass
+class Row:
+    """One input row being validated: the checks every reader shares; each reader adds its own fields.
 
-    def bad(message: str, fld: str | None = None) -> InputError:
-        return InputError(message, file=name, line=lineno, field=fld)
+    Errors read ``FILE:LINE: field 'x': problem`` (InputError).
+    """
 
-    try:
-        row = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise bad(f"malformed JSON: {err.msg} at column {err.colno}") from None
-    except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
-        raise bad(f"malformed JSON: {str(err).splitlines()[0][:120]}") from None
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise bad("a string holds a lone surrogate escape (e.g. \\ud800), which is not text") from None
-    if not isinstance(row, dict):
-        raise bad(f"expected a JSON object, got {type(row).__name__}")
-    if "prompt" not in row:
-        raise bad("missing", "prompt")
-    prompt = row["prompt"]
-    if isinstance(prompt, list):
-        if not prompt:
-            raise bad("empty message list", "prompt")
-        for k, msg in enumerate(prompt):
-            if not isinstance(msg, dict):
-                raise bad("expected an object with role and content", f"prompt[{k}]")
-            for key in ("role", "content"):
-                if not isinstance(msg.get(key), str):
-                    raise bad("expected a string", f"prompt[{k}].{key}")
-    elif not isinstance(prompt, str):
-        raise bad("expected a string or a list of chat messages", "prompt")
-    return row, prompt
+    data: dict[str, Any]
+    file: str
+    line: int
+
+    @classmethod
+    def of(cls, value: Any, file: str, line: int) -> Row:
+        """A decoded JSON value (or a Parquet row) as a Row: it must be an object."""
+        if not isinstance(value, dict):
+            raise InputError(f"expected a JSON object, got {type(value).__name__}", file, line)
+        return cls(value, file, line)
+
+    @classmethod
+    def parse(cls, text: str, file: str, line: int) -> Row:
+        """One JSONL line as a Row (see ``decode``)."""
+        return cls.of(decode(text, file, line), file, line)
+
+    def bad(self, message: str, field: str | None = None) -> InputError:
+        """An InputError at this row (and ``field``)."""
+        return InputError(message, self.file, self.line, field)
+
+    def prompt(self) -> Prompt:
+        """The ``prompt`` field: a string, or a non-empty list of chat messages with string role and content."""
+        if "prompt" not in self.data:
+            raise self.bad("missing", "prompt")
+        prompt = self.data["prompt"]
+        if isinstance(prompt, list):
+            if not prompt:
+                raise self.bad("empty message list", "prompt")
+            for k, msg in enumerate(prompt):
+                if not isinstance(msg, dict):
+                    raise self.bad("expected an object with role and content", f"prompt[{k}]")
+                for key in ("role", "content"):
+                    if not isinstance(msg.get(key), str):
+                        raise self.bad("expected a string", f"prompt[{k}].{key}")
+        elif not isinstance(prompt, str):
+            raise self.bad("expected a string or a list of chat messages", "prompt")
+        return prompt
+
+    def id(self) -> str | int:
+        """The ``id`` field (a string or an integer; the line number when absent)."""
+        ident = self.data.get("id", self.line)
+        if not isinstance(ident, (str, int)) or isinstance(ident, bool):
+            raise self.bad("expected a string or an integer", "id")
+        return ident
 
 
 def parse_line(text: str, name: str, lineno: int) -> Item:
-    """Validate one JSON line into an Item."""
-
-    def bad(message: str, fld: str | None = None) -> InputError:
-        return InputError(message, file=name, line=lineno, field=fld)
-
-    row, prompt = parse_prompt(text, name, lineno)
-    if "responses" not in row:
-        raise bad("missing", "responses")
-    responses = row["responses"]
+    """Validate one JSON line into an Item: a prompt with its responses (strings, or objects with text)."""
+    row = Row.parse(text, name, lineno)
+    prompt = row.prompt()
+    if "responses" not in row.data:
+        raise row.bad("missing", "responses")
+    responses = row.data["responses"]
     if not isinstance(responses, list):
-        raise bad("expected a list", "responses")
+        raise row.bad("expected a list", "responses")
     if not responses:
-        raise bad("empty list: need at least one response", "responses")
+        raise row.bad("empty list: need at least one response", "responses")
     texts, fields = [], []
     for k, resp in enumerate(responses):
         if isinstance(resp, str):
@@ -138,21 +166,18 @@ def parse_line(text: str, name: str, lineno: int) -> Item:
             fields.append({})
         elif isinstance(resp, dict):
             if not isinstance(resp.get("text"), str):
-                raise bad("expected a string", f"responses[{k}].text")
+                raise row.bad("expected a string", f"responses[{k}].text")
             for key, kind in (("quality", (int, float)), ("correct", bool)):
                 val = resp.get(key)
                 if val is not None and (not isinstance(val, kind) or (key == "quality" and isinstance(val, bool))):
-                    raise bad(
+                    raise row.bad(
                         f"expected {'a number' if key == 'quality' else 'true or false'}", f"responses[{k}].{key}"
                     )
             texts.append(resp["text"])
             fields.append({key: val for key, val in resp.items() if key != "text"})
         else:
-            raise bad("expected a string or an object with text", f"responses[{k}]")
-    ident = row.get("id", lineno)
-    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
-        raise bad("expected a string or an integer", "id")
-    return Item(id=ident, line=lineno, prompt=prompt, texts=texts, fields=fields, row=row)
+            raise row.bad("expected a string or an object with text", f"responses[{k}]")
+    return Item(id=row.id(), line=lineno, prompt=prompt, texts=texts, fields=fields, row=row.data)
 
 
 def _reject_constant(name: str) -> Any:

@@ -19,7 +19,7 @@ from tourney.backends.base import BackendBase, Generation, Sampling
 from tourney.cache import cache_dir, canonical, sha
 from tourney.engine import derive_seed
 from tourney.errors import BackendError, InputError
-from tourney.io import parse_prompt, read_rows
+from tourney.io import Row, read_rows
 from tourney.store import Schema, Store
 from tourney.types import Prompt
 
@@ -65,19 +65,13 @@ def read_prompts(path: str) -> list[PromptRow]:
 
 def parse_prompt_line(text: str, name: str, lineno: int) -> PromptRow:
     """Validate one JSON line into a PromptRow: an object with ``prompt`` and no ``responses`` yet."""
-
-    def bad(message: str, fld: str | None = None) -> InputError:
-        return InputError(message, file=name, line=lineno, field=fld)
-
-    row, prompt = parse_prompt(text, name, lineno)
+    row = Row.parse(text, name, lineno)
+    prompt = row.prompt()
     if isinstance(prompt, list) and prompt[-1]["role"] != "user":
-        raise bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
-    if "responses" in row:
-        raise bad("already present: sample writes it (remove it, or rank this file instead)", "responses")
-    ident = row.get("id", lineno)
-    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
-        raise bad("expected a string or an integer", "id")
-    return PromptRow(id=ident, line=lineno, prompt=prompt, row=row)
+        raise row.bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
+    if "responses" in row.data:
+        raise row.bad("already present: sample writes it (remove it, or rank this file instead)", "responses")
+    return PromptRow(id=row.id(), line=lineno, prompt=prompt, row=row.data)
 
 
 # ---- cache -------------------------------------------------------------------------------------------------------

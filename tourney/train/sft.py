@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import Item, jsonl_records, parquet, read_items, write_all
+from tourney.io import Item, Row, jsonl_records, parquet, read_items, write_all
 from tourney.judges import get_family, parse_verdict
 from tourney.train.prepare import make_dir, split_by_group
 
@@ -23,17 +23,19 @@ from tourney.train.prepare import make_dir, split_by_group
 def read_judgments(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line, record) for every line of a ``--judgments`` JSONL file, checking the fields this stage reads."""
     out = []
-    for name, line, rec in jsonl_records(path):
-        if not isinstance(rec, dict):
-            raise InputError("expected a JSON object", name, line)
-        for key, kind in (("id", (str, int)), ("a", int), ("b", int), ("raw", str), ("forced", bool)):
-            if key not in rec:
-                raise InputError("missing", name, line, key)
-            if not isinstance(rec[key], kind) or (kind is int and isinstance(rec[key], bool)):
-                raise InputError(f"expected {'a string' if kind is str else kind}", name, line, key)
-        if rec.get("verdict") not in ("A", "B", None):
-            raise InputError("expected 'A', 'B' or null", name, line, "verdict")
-        out.append((line, rec))
+    for name, line, value in jsonl_records(path):
+        row = Row.of(value, name, line)
+        for key in ("id", "a", "b", "raw", "forced"):
+            if key not in row.data:
+                raise row.bad("missing", key)
+        row.id()
+        for key, kind, what in (("a", int, "an integer"), ("b", int, "an integer"), ("raw", str, "a string"),
+                                ("forced", bool, "true or false")):  # fmt: skip
+            if not isinstance(row.data[key], kind) or (kind is int and isinstance(row.data[key], bool)):
+                raise row.bad(f"expected {what}", key)
+        if row.data.get("verdict") not in ("A", "B", None):
+            raise row.bad("expected 'A', 'B' or null", "verdict")
+        out.append((line, row.data))
     return out
 
 
