@@ -10,7 +10,6 @@ the prior keeps an unbeaten candidate and a disconnected graph finite.
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
@@ -123,16 +122,3 @@ def bt_bootstrap(
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(fits, [tail, 1.0 - tail], axis=0)
     return lo, hi
-
-
-def comparison_graph(n: int, i: np.ndarray, j: np.ndarray) -> nx.Graph:
-    """Return the undirected graph on ``range(n)`` with an edge for every compared pair."""
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(zip(np.asarray(i, dtype=int).tolist(), np.asarray(j, dtype=int).tolist(), strict=True))
-    return g
-
-
-def is_connected(n: int, i: np.ndarray, j: np.ndarray) -> bool:
-    """True when the comparison graph is connected, the condition for the unregularised fit to be identified."""
-    return n <= 1 or nx.is_connected(comparison_graph(n, i, j))
