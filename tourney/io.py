@@ -159,7 +159,8 @@ def parse_line(text: str, name: str, lineno: int) -> Item:
         raise row.bad("expected a list", "responses")
     if not responses:
         raise row.bad("empty list: need at least one response", "responses")
-    texts, fields = [], []
+    texts: list[str] = []
+    fields: list[dict[str, Any]] = []
     for k, resp in enumerate(responses):
         if isinstance(resp, str):
             texts.append(resp)

@@ -151,11 +151,12 @@ def sample(
     start, stats = time.perf_counter(), SampleStats(prompts=len(rows), samples=n * len(rows))
     identity = backend.identity()
     policy = cache.register(identity) if cache else sha(canonical(identity))
-    plan: list[tuple[int, int, Sampling, str]] = []  # (row, index, sampling, key)
+    plan: list[tuple[int, int, Sampling, str]] = []  # (row, sample seed, sampling, key)
     for r, row in enumerate(rows):
         for k in range(n):
-            s = Sampling(temperature, top_p, max_tokens, sample_seed(seed, row.prompt, k))
-            plan.append((r, k, s, sample_key(policy, s, row.prompt, k)))
+            k_seed = sample_seed(seed, row.prompt, k)
+            s = Sampling(temperature, top_p, max_tokens, k_seed)
+            plan.append((r, k_seed, s, sample_key(policy, s, row.prompt, k)))
     found = cache.get_many([p[3] for p in plan]) if cache else {}
     todo: dict[str, int] = {}
     for i, (*_, key) in enumerate(plan):
@@ -175,7 +176,7 @@ def sample(
         except BackendError as err:
             raise _locate(err, rows, [plan[i][0] for i in chunk]) from None
         if cache:
-            cache.put_many(policy, [(plan[i][3], plan[i][2].seed, g) for i, g in zip(chunk, gens)])
+            cache.put_many(policy, [(plan[i][3], plan[i][1], g) for i, g in zip(chunk, gens)])
         for i, g in zip(chunk, gens):
             found[plan[i][3]] = Generation(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens)
             stats.prompt_tokens += g.prompt_tokens
@@ -185,10 +186,10 @@ def sample(
         if progress:
             progress(len(chunk))
     out = [dict(row.row) | {"responses": []} for row in rows]
-    for r, _k, s, key in plan:
+    for r, k_seed, _, key in plan:
         g = found[key]
         out[r]["responses"].append({"text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
-                                    "completion_tokens": g.completion_tokens, "seed": s.seed})  # fmt: skip
+                                    "completion_tokens": g.completion_tokens, "seed": k_seed})  # fmt: skip
     stats.wall_s = time.perf_counter() - start
     return out, stats
 

@@ -57,7 +57,8 @@ def sft_rows(
     """(prompt id, row) for every kept record, and the counts of kept and skipped records by reason."""
     family = get_family(family_name)
     items = {str(it.id): it for it in read_items(items_path)}
-    rows, counts = [], Counter()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    counts: Counter[str] = Counter()
     for line, rec in read_judgments(judgments_path):
         item = items.get(str(rec["id"]))
         if item is None:
