@@ -42,7 +42,7 @@ class AdaptiveKnockout:
     ) -> None:
         """Draw the bracket; ``budget`` defaults to 3(n − 1) judgments; ``lead`` stops a match once one side leads."""
         self.bracket = Knockout(n, seed=seed)
-        self.n, self.seed = n, seed
+        self.n = n
         self.cap = 3 * (n - 1) if budget is None else int(budget)
         if self.cap < self.min_budget(n):
             raise ValueError(f"adaptive-knockout needs a budget of at least n - 1 = {n - 1} judgments, got {self.cap}")

@@ -10,13 +10,12 @@ the prior keeps an unbeaten candidate and a disconnected graph finite.
 
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit
 
 
-def _as_matches(i: np.ndarray, j: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def as_matches(i: np.ndarray, j: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate three parallel arrays and return them as int, int, float."""
     i, j, p = np.asarray(i, dtype=int), np.asarray(j, dtype=int), np.asarray(p, dtype=float)
     if not i.shape == j.shape == p.shape or i.ndim != 1:
@@ -24,9 +23,24 @@ def _as_matches(i: np.ndarray, j: np.ndarray, p: np.ndarray) -> tuple[np.ndarray
     return i, j, p
 
 
+def neg_log_posterior(s: np.ndarray, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float) -> float:
+    """The objective every fit here minimises: −log-likelihood of the soft outcomes plus the Gaussian prior on ``s``."""
+    d = s[i] - s[j]
+    # -log σ(d) = logaddexp(0, -d) stays finite for large |d|.
+    return float(np.sum(p * np.logaddexp(0.0, -d) + (1.0 - p) * np.logaddexp(0.0, d)) + 0.5 * prior * s @ s)
+
+
+def gradient(s: np.ndarray, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient of ``neg_log_posterior`` and σ(s_i − s_j) per match (from which the Hessian's weights come)."""
+    q = expit(s[i] - s[j])
+    r = q - p
+    n = s.size
+    return np.bincount(i, weights=r, minlength=n) - np.bincount(j, weights=r, minlength=n) + prior * s, q
+
+
 def bt_fit(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float = 0.1) -> np.ndarray:
     """Return MAP log-strengths (natural log units, mean 0) for outcomes ``p[t]`` = P(``i[t]`` beats ``j[t]``)."""
-    i, j, p = _as_matches(i, j, p)
+    i, j, p = as_matches(i, j, p)
     if n <= 1 or i.size == 0:
         return np.zeros(n)
     # A canonical match order makes the floating-point sums, hence the result, exactly order-independent.
@@ -34,13 +48,7 @@ def bt_fit(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float = 0
     i, j, p = i[order], j[order], p[order]
 
     def loss_and_grad(s: np.ndarray) -> tuple[float, np.ndarray]:
-        """Negative log-posterior and its gradient."""
-        d = s[i] - s[j]
-        # -log σ(d) = logaddexp(0, -d) stays finite for large |d|.
-        loss = np.sum(p * np.logaddexp(0.0, -d) + (1.0 - p) * np.logaddexp(0.0, d)) + 0.5 * prior * s @ s
-        r = expit(d) - p
-        grad = np.bincount(i, weights=r, minlength=n) - np.bincount(j, weights=r, minlength=n) + prior * s
-        return float(loss), grad
+        return neg_log_posterior(s, i, j, p, prior), gradient(s, i, j, p, prior)[0]
 
     res = minimize(loss_and_grad, np.zeros(n), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15})
     s = res.x
@@ -67,27 +75,20 @@ def bt_laplace(
     strictly convex when ``prior`` > 0), a few hundred times faster for small n; the covariance is the inverse
     Hessian at the optimum, the usual Laplace approximation of the posterior.
     """
-    i, j, p = _as_matches(i, j, p)
+    i, j, p = as_matches(i, j, p)
     if prior <= 0:
         raise ValueError(f"prior must be > 0, got {prior}")
 
-    def loss(s: np.ndarray) -> float:
-        """Negative log-posterior."""
-        d = s[i] - s[j]
-        return float(np.sum(p * np.logaddexp(0.0, -d) + (1.0 - p) * np.logaddexp(0.0, d)) + 0.5 * prior * s @ s)
-
     s = np.zeros(n) if start is None else np.array(start, dtype=float)
-    current = loss(s)
+    current = neg_log_posterior(s, i, j, p, prior)
     for _ in range(100):
-        d = expit(s[i] - s[j])
-        r = d - p
-        grad = np.bincount(i, weights=r, minlength=n) - np.bincount(j, weights=r, minlength=n) + prior * s
+        grad, d = gradient(s, i, j, p, prior)
         if np.max(np.abs(grad), initial=0.0) < 1e-10:
             break
         step = np.linalg.solve(_hessian(n, i, j, d * (1.0 - d), prior), grad)
         t = 1.0
         while t > 1e-6:
-            trial = loss(s - t * step)
+            trial = neg_log_posterior(s - t * step, i, j, p, prior)
             if trial <= current - 1e-4 * t * float(grad @ step):
                 break
             t *= 0.5
@@ -107,7 +108,7 @@ def bt_bootstrap(
     prior: float = 0.1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (lower, upper) percentile bootstrap bounds on ``bt_fit`` from resampling matches with replacement."""
-    i, j, p = _as_matches(i, j, p)
+    i, j, p = as_matches(i, j, p)
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if rounds < 1:
@@ -121,16 +122,3 @@ def bt_bootstrap(
     tail = (1.0 - level) / 2.0
     lo, hi = np.quantile(fits, [tail, 1.0 - tail], axis=0)
     return lo, hi
-
-
-def comparison_graph(n: int, i: np.ndarray, j: np.ndarray) -> nx.Graph:
-    """Return the undirected graph on ``range(n)`` with an edge for every compared pair."""
-    g = nx.Graph()
-    g.add_nodes_from(range(n))
-    g.add_edges_from(zip(np.asarray(i, dtype=int).tolist(), np.asarray(j, dtype=int).tolist(), strict=True))
-    return g
-
-
-def is_connected(n: int, i: np.ndarray, j: np.ndarray) -> bool:
-    """True when the comparison graph is connected, the condition for the unregularised fit to be identified."""
-    return n <= 1 or nx.is_connected(comparison_graph(n, i, j))

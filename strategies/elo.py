@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from strategies.bradley_terry import as_matches
+
 
 def elo_ratings(
     n: int,
@@ -25,9 +27,7 @@ def elo_ratings(
     base: float = 10.0,
 ) -> np.ndarray:
     """Apply one Elo update per game, in the given order; ``p[t]`` is the (soft) score of ``i[t]`` against ``j[t]``."""
-    i, j, p = np.asarray(i, dtype=int), np.asarray(j, dtype=int), np.asarray(p, dtype=float)
-    if not i.shape == j.shape == p.shape or i.ndim != 1:
-        raise ValueError("i, j and p must be 1-D arrays of the same length")
+    i, j, p = as_matches(i, j, p)
     ratings = np.full(n, float(initial))
     for a, b, s in zip(i.tolist(), j.tolist(), p.tolist(), strict=True):
         expected = 1.0 / (1.0 + base ** ((ratings[b] - ratings[a]) / scale))

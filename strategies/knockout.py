@@ -44,7 +44,7 @@ class Knockout:
         """Draw the bracket and one tie-break coin per match from ``default_rng(seed)``."""
         if n < 1:
             raise ValueError(f"need at least one candidate, got n={n}")
-        self.n, self.seed = n, seed
+        self.n = n
         self.rounds = (n - 1).bit_length()  # ⌈log2 n⌉
         rng = np.random.default_rng(seed)
         shuffled = [int(c) for c in rng.permutation(n)]

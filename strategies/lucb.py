@@ -59,7 +59,7 @@ class LUCB:
             raise ValueError(f"budget must be >= 0, got {budget}")
         if prior <= 0:
             raise ValueError(f"prior must be > 0, got {prior}")
-        self.n, self.seed, self.z, self.prior = n, seed, z, prior
+        self.n, self.z, self.prior = n, z, prior
         self.cap = 3 * (n - 1) if budget is None else int(budget)
         self.batch = max(2, n // 8) if batch is None else max(1, int(batch))
         self.bracket = Knockout(n, seed=seed)

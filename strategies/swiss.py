@@ -11,10 +11,12 @@ Equal standings are ordered by a seeded shuffle, and the graph is built in that 
 pairing. With an odd number of candidates the lowest-ranked one that had no bye yet sits out and
 gets a point (one bye each at most; when everyone had one, the lowest-ranked sits out again).
 
-Standings: points (a match outcome P(i beats j) adds p to i and 1 − p to j), then the Buchholz tie-break (the sum
-of the opponents' points), then input index: ``scores = points + buchholz / (rounds · n + 1)``, which keeps the
-points first. A round needs the previous round's results, so rounds are the sequential steps; each is one batch of
-⌊n/2⌋ matches.
+Points: a match outcome P(i beats j) adds p to i and 1 − p to j (a bye adds 1); pairing weights use them.
+Standings (what orders the next pairing and the final ranking): by default (``standings="bt"``) Bradley–Terry MAP
+log-strengths (prior precision 1) over every game so far; with ``standings="points"``, points, then the Buchholz
+tie-break (the sum of the opponents' points), then input index: ``scores = points + buchholz / (rounds · n + 1)``,
+which keeps the points first. A round needs the previous round's results, so rounds are the sequential steps; each
+is one batch of ⌊n/2⌋ matches.
 
 Budget. ``budget`` counts matches (= judgments with one vote each) and is never exceeded: the number of rounds is
 ``rounds``, cut to ⌊budget / ⌊n/2⌋⌋ when a budget is given (with only a budget, that many rounds; with neither,
@@ -44,7 +46,7 @@ class Swiss:
             raise ValueError(f"need at least one candidate, got n={n}")
         if standings not in ("points", "bt"):
             raise ValueError(f"unknown standings {standings!r}; choose points or bt")
-        self.n, self.seed, self.standings = n, seed, standings
+        self.n, self.standings = n, standings
         per_round = n // 2
         if rounds is not None and rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")

@@ -124,3 +124,91 @@ def test_foreign_sqlite_file_is_refused(tmp_path):
         db.execute("CREATE TABLE t (x)")
     with pytest.raises(Exception, match="not a tourney cache"):
         Cache(other)
+
+
+# --- one store under both caches ---------------------------------------------------------------------------------
+
+
+def test_judgment_and_sample_caches_refuse_each_other(tmp_path):
+    from tourney.errors import InputError
+    from tourney.sample import SampleCache
+
+    judgments, samples = tmp_path / "judgments.sqlite", tmp_path / "samples.sqlite"
+    Cache(judgments).close()
+    SampleCache(samples).close()
+    before = judgments.read_bytes()
+    with pytest.raises(InputError, match="is a judgment cache, not a sample cache") as err:
+        SampleCache(judgments)
+    assert str(judgments) in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(InputError, match="is a sample cache, not a judgment cache"):
+        Cache(samples)
+    with sqlite3.connect(judgments) as db:  # refused, so nothing was added
+        assert "samples" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    assert Cache(judgments).count() == 0 and len(before) > 0
+
+
+def test_sample_command_refuses_a_judgment_cache(tmp_path, capsys):
+    from tourney.cli import main
+
+    judgments, src = tmp_path / "judgments.sqlite", tmp_path / "prompts.jsonl"
+    Cache(judgments).close()
+    src.write_text('{"prompt": "q"}\n')
+    with pytest.raises(SystemExit) as ex:
+        main(["sample", str(src), "--policy", "/no/such/model", "--cache", str(judgments), "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and err.count("\n") == 1
+    assert f"{judgments}: this is a judgment cache, not a sample cache" in err
+
+
+def test_store_versions_and_files_from_before_the_meta_table(tmp_path):
+    from tourney.errors import InputError
+    from tourney.sample import SampleCache
+    from tourney.store import Schema, Store
+
+    old = tmp_path / "old.sqlite"  # a judgment cache as tourney wrote it before tourney_meta: adopted silently
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE judgments (key TEXT PRIMARY KEY, judge TEXT NOT NULL, verdict TEXT, p_a REAL, "
+                   "raw TEXT NOT NULL, finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
+                   "completion_tokens INTEGER NOT NULL, forced INTEGER NOT NULL, prompt_sha TEXT NOT NULL, "
+                   "a_sha TEXT NOT NULL, b_sha TEXT NOT NULL, vote INTEGER NOT NULL)")  # fmt: skip
+        db.execute("CREATE TABLE judges (hash TEXT PRIMARY KEY, identity TEXT NOT NULL)")
+        db.execute("INSERT INTO judgments VALUES ('k', 'j', 'A', 1.0, 'raw', 'stop', 1, 2, 0, 'p', 'a', 'b', 0)")
+        db.execute("PRAGMA user_version=2")
+    assert Cache(old).get_many(["k"])["k"].verdict == "A"
+    with sqlite3.connect(old) as db:
+        assert dict(db.execute("SELECT key, value FROM tourney_meta")) == {"kind": "judgments", "version": "2"}
+    with pytest.raises(InputError, match="is a judgment cache, not a sample cache"):
+        SampleCache(old)
+    v1 = tmp_path / "v1.sqlite"  # schema 1 (before the order shown was stored): refused, not rewritten
+    with sqlite3.connect(v1) as db:
+        db.execute("CREATE TABLE judgments (key TEXT PRIMARY KEY)")
+        db.execute("PRAGMA user_version=1")
+    with pytest.raises(InputError, match="judgment cache schema 1, this tourney writes 2; use another --cache"):
+        Cache(v1)
+    samples = tmp_path / "samples.sqlite"  # a sample cache from before tourney_meta (user_version left 0)
+    with sqlite3.connect(samples) as db:
+        db.execute("CREATE TABLE samples (key TEXT PRIMARY KEY, policy TEXT NOT NULL, seed INTEGER NOT NULL, "
+                   "text TEXT NOT NULL, finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, "
+                   "completion_tokens INTEGER NOT NULL)")  # fmt: skip
+    assert SampleCache(samples).count() == 0
+    with pytest.raises(InputError, match="sample cache schema 1, this tourney writes 2"):
+        Store(samples, Schema("samples", 2, "CREATE TABLE IF NOT EXISTS samples (key TEXT)"))
+
+
+def test_cache_is_usable_from_a_worker_thread(tmp_path):
+    import threading
+
+    c = Cache(tmp_path / "c.sqlite")
+    j = Judgment("A", 1.0, "raw", "stop", 1, 2, False)
+    got = {}
+
+    def work(k):
+        c.put_many("judge", [(f"k{k}", Request(prompt="q", a=str(k), b="b"), j)])
+        got[k] = c.get_many([f"k{k}"])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(got[k] == {f"k{k}": j} for k in range(4)) and c.count() == 4

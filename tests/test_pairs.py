@@ -265,3 +265,51 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
     p = tourney(*sample_args, "--summary", tmp_path / "s3.json", env=env)
     assert p.returncode == 0 and samples.read_bytes() == first
     assert json.loads((tmp_path / "s3.json").read_text())["generated"] == 0
+
+
+# --- the one writer: Parquet like JSONL ---------------------------------------------------------------------------
+
+
+def test_parquet_pairs_get_the_umask_mode_and_an_existing_file_keeps_its_own(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tourney.cli import main
+
+    src, new, old = rows_file(tmp_path), tmp_path / "new.parquet", tmp_path / "old.parquet"
+    old.write_bytes(b"")
+    old.chmod(0o604)
+    mask = os.umask(0o027)
+    try:
+        main(["pairs", str(src), "-o", str(new), "-q", *SIM])
+        main(["pairs", str(src), "-o", str(old), "-q", *SIM])
+    finally:
+        os.umask(mask)
+    assert new.stat().st_mode & 0o777 == 0o640 and old.stat().st_mode & 0o777 == 0o604
+    assert pq.read_table(new).to_pylist() == pq.read_table(old).to_pylist() != []
+    assert sorted(os.listdir(tmp_path)) == ["in.jsonl", "new.parquet", "old.parquet"]  # no temp file left
+
+
+def test_write_all_takes_parquet_and_jsonl_all_or_nothing(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tourney.errors import InputError
+    from tourney.io import parquet, write_all
+
+    schema = pa.schema([("x", pa.int64())])
+    jsonl, table = tmp_path / "a.jsonl", tmp_path / "t.parquet"
+    write_all([(str(jsonl), ['{"x": 1}']), (str(table), parquet([{"x": 1}, {"x": 2}], schema)),
+               ("/dev/null", parquet([{"x": 3}], schema))])  # fmt: skip
+    assert jsonl.read_text() == '{"x": 1}\n' and pq.read_table(table).to_pylist() == [{"x": 1}, {"x": 2}]
+
+    def full(out):
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(InputError, match=f"{tmp_path / 't.parquet'}: cannot write: No space left on device"):
+        write_all([(str(jsonl), ['{"x": 9}']), (str(table), full)])
+    assert jsonl.read_text() == '{"x": 1}\n' and pq.read_table(table).num_rows == 2  # neither was replaced
+    link = tmp_path / "link.parquet"
+    link.symlink_to(table)
+    write_all([(str(link), parquet([{"x": 5}], schema))])
+    assert link.is_symlink() and pq.read_table(table).to_pylist() == [{"x": 5}]  # the link's target was written
+    assert sorted(os.listdir(tmp_path)) == ["a.jsonl", "link.parquet", "t.parquet"]

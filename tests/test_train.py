@@ -265,3 +265,77 @@ def test_train_stages_read_jsonl_as_rank_does(tmp_path):
             assert res.stderr.startswith(f"tourney: error: {bad}:{line}:") and msg in res.stderr, res.stderr
             assert len(res.stderr.strip().splitlines()) == 1
             assert not out.exists() or not any(out.iterdir())
+
+
+def test_one_split_rounds_in_rows_and_keeps_prompts_whole():
+    from tourney.train.prepare import split_by_group
+
+    rows = [(f"g{k % 7}", k) for k in range(20)]  # 7 groups: six of 3 rows, one of 2
+
+    def group(row):
+        return row[0]
+
+    train, val = split_by_group(rows, group, 0.25, seed=1)
+    assert {group(r) for r in train}.isdisjoint(group(r) for r in val) and sorted(train + val) == sorted(rows)
+    assert train == [r for r in rows if r in train] and val == [r for r in rows if r in val]  # input order kept
+    assert len(val) in (5, 6) and len({group(r) for r in val}) == 2  # >= round(20 * 0.25) = 5 rows, whole groups
+    assert split_by_group(rows, group, 0.25, seed=1) == (train, val)
+    assert {split_by_group(rows, group, 0.25, seed=s)[1][0][0] for s in range(8)} != {val[0][0]}  # the seed matters
+    assert len({group(r) for r in split_by_group(rows, group, 0.01, seed=0)[1]}) == 1  # > 0 takes at least one group
+    assert split_by_group(rows, group, 0.0, seed=0) == (rows, [])
+    assert len({group(r) for r in split_by_group(rows, group, 0.99, seed=0)[0]}) == 1  # one group always trains
+    assert split_by_group(rows[::7], group, 0.5, seed=0) == (rows[::7], [])  # a single group cannot be split
+
+
+def test_sft_prepare_and_prepare_split_alike_and_write_the_umask_mode(tmp_path):
+    import pyarrow.parquet as pq
+
+    from tourney.train.prepare import split_by_group
+    from tourney.train.sft import sft_prepare
+
+    items, judgments = tmp_path / "items.jsonl", tmp_path / "judgments.jsonl"
+    answers = [[{"text": str(k + 1), "quality": 1}, {"text": str(k + 2), "quality": 0}] for k in range(9)]
+    items.write_text("".join(json.dumps({"id": f"p{k}", "prompt": f"{k}+1?", "responses": answers[k]}) + "\n"
+                             for k in range(9)))  # fmt: skip
+    recs = [{"id": f"p{k}", "a": 0, "b": 1, "vote": v, "verdict": "A", "forced": False, "raw": "<answer>[[A]]</answer>"}
+            for k in range(9) for v in range(1 + k % 2)]  # fmt: skip
+    judgments.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    mask = os.umask(0o027)
+    try:
+        report = sft_prepare(str(judgments), str(items), "rm-r1", str(tmp_path / "sft"), seed=5, val_fraction=0.3)
+        pairs = read_pairs(str(write_pairs(tmp_path / "pairs.jsonl", n=9)))
+        prepared = prepare(pairs, "rm-r1", str(tmp_path / "rl"), "pairs.jsonl", seed=5, val_fraction=0.3)
+    finally:
+        os.umask(mask)
+    ids = [(r["id"], None) for r in recs]
+    assert report["val"] == len(split_by_group(ids, lambda r: r[0], 0.3, seed=5)[1]) == 5  # >= round(13 * 0.3) = 4
+    assert prepared["val"]["rows"] == 3  # round(9 * 0.3) = 3 rows of one-pair prompts
+    assert pq.read_table(tmp_path / "sft" / "val.parquet").num_rows == report["val"]
+    for path in (tmp_path / "sft" / "train.parquet", tmp_path / "rl" / "val.parquet"):
+        assert path.stat().st_mode & 0o777 == 0o640  # the umask's mode, like every JSONL output
+
+
+def test_pairs_rank_and_sample_rows_share_one_validator():
+    from tourney.io import parse_line
+    from tourney.sample import parse_prompt_line
+    from tourney.train.pairs import parse_pair
+
+    cases = [
+        ({"prompt": 5}, "field 'prompt': expected a string or a list of chat messages"),
+        ({"prompt": []}, "field 'prompt': empty message list"),
+        ({"prompt": [{"role": "user"}]}, "field 'prompt[0].content': expected a string"),
+        ({"prompt": ["hi"]}, "field 'prompt[0]': expected an object with role and content"),
+        ({"prompt": "q", "id": True}, "field 'id': expected a string or an integer"),
+    ]
+    for fields, message in cases:
+        pair = {"chosen": "a", "rejected": "b", **fields}
+        errors = set()
+        for parse, row in ((parse_line, {"responses": ["a"], **fields}), (parse_prompt_line, fields)):
+            with pytest.raises(InputError) as err:
+                parse(json.dumps(row), "f.jsonl", 3)
+            errors.add(str(err.value))
+        with pytest.raises(InputError) as err:
+            parse_pair(pair, "f.jsonl", 3)
+        assert errors | {str(err.value)} == {f"f.jsonl:3: {message}"}
+    with pytest.raises(InputError, match="f.jsonl:3: expected a JSON object, got list"):
+        parse_pair([1], "f.jsonl", 3)

@@ -1,20 +1,26 @@
-"""JSONL in and out: validate every input line up front, write output atomically (temp file, then rename)."""
+"""JSONL in, JSONL and Parquet out: every input line validated up front, every output written atomically.
+
+``write_all`` is tourney's one writer: temp file beside the target, then rename, all outputs of a run or none.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import stat
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from tourney.errors import InputError
 from tourney.types import Prompt
 
 T = TypeVar("T")
+Writer = Callable[[BinaryIO], None]  # writes one whole binary output (Parquet) to the file it is given
+Payload = Iterable[str] | Writer  # what write_all writes: JSONL lines (no newlines), or a Writer
 
 
 @dataclass
@@ -55,11 +61,24 @@ def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
 def jsonl_records(path: str) -> Iterator[tuple[str, int, Any]]:
     """Yield (file name, line number, decoded JSON value) for each non-blank line of a JSONL file."""
     for name, lineno, text in jsonl_lines(path):
-        try:
-            value = json.loads(text)
-        except (ValueError, RecursionError) as err:  # RecursionError: nesting deeper than the parser's stack
-            raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", file=name, line=lineno) from None
-        yield name, lineno, value
+        yield name, lineno, decode(text, name, lineno)
+
+
+def decode(text: str, name: str, lineno: int) -> Any:
+    """Decode one JSON line strictly: malformed JSON, NaN/Infinity and lone surrogates are InputErrors."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as err:
+        raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", name, lineno) from None
+    except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
+        raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, lineno) from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(
+            "a string holds a lone surrogate escape (e.g. \\ud800), which is not text", name, lineno
+        ) from None
+    return value
 
 
 def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
@@ -76,77 +95,90 @@ def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
     return rows
 
 
-def parse_prompt(text: str, name: str, lineno: int) -> tuple[dict[str, Any], Prompt]:
-    """Validate one JSON line as far as its ``prompt`` (a string or chat messages): returns (row, prompt)."""
+@dataclass
+class Row:
+    """One input row being validated: the checks every reader shares; each reader adds its own fields.
 
-    def bad(message: str, fld: str | None = None) -> InputError:
-        return InputError(message, file=name, line=lineno, field=fld)
+    Errors read ``FILE:LINE: field 'x': problem`` (InputError).
+    """
 
-    try:
-        row = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise bad(f"malformed JSON: {err.msg} at column {err.colno}") from None
-    except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
-        raise bad(f"malformed JSON: {str(err).splitlines()[0][:120]}") from None
-    try:
-        json.dumps(row, ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:
-        raise bad("a string holds a lone surrogate escape (e.g. \\ud800), which is not text") from None
-    if not isinstance(row, dict):
-        raise bad(f"expected a JSON object, got {type(row).__name__}")
-    if "prompt" not in row:
-        raise bad("missing", "prompt")
-    prompt = row["prompt"]
-    if isinstance(prompt, list):
-        if not prompt:
-            raise bad("empty message list", "prompt")
-        for k, msg in enumerate(prompt):
-            if not isinstance(msg, dict):
-                raise bad("expected an object with role and content", f"prompt[{k}]")
-            for key in ("role", "content"):
-                if not isinstance(msg.get(key), str):
-                    raise bad("expected a string", f"prompt[{k}].{key}")
-    elif not isinstance(prompt, str):
-        raise bad("expected a string or a list of chat messages", "prompt")
-    return row, prompt
+    data: dict[str, Any]
+    file: str
+    line: int
+
+    @classmethod
+    def of(cls, value: Any, file: str, line: int) -> Row:
+        """A decoded JSON value (or a Parquet row) as a Row: it must be an object."""
+        if not isinstance(value, dict):
+            raise InputError(f"expected a JSON object, got {type(value).__name__}", file, line)
+        return cls(value, file, line)
+
+    @classmethod
+    def parse(cls, text: str, file: str, line: int) -> Row:
+        """One JSONL line as a Row (see ``decode``)."""
+        return cls.of(decode(text, file, line), file, line)
+
+    def bad(self, message: str, field: str | None = None) -> InputError:
+        """An InputError at this row (and ``field``)."""
+        return InputError(message, self.file, self.line, field)
+
+    def prompt(self) -> Prompt:
+        """The ``prompt`` field: a string, or a non-empty list of chat messages with string role and content."""
+        if "prompt" not in self.data:
+            raise self.bad("missing", "prompt")
+        prompt = self.data["prompt"]
+        if isinstance(prompt, list):
+            if not prompt:
+                raise self.bad("empty message list", "prompt")
+            for k, msg in enumerate(prompt):
+                if not isinstance(msg, dict):
+                    raise self.bad("expected an object with role and content", f"prompt[{k}]")
+                for key in ("role", "content"):
+                    if not isinstance(msg.get(key), str):
+                        raise self.bad("expected a string", f"prompt[{k}].{key}")
+        elif not isinstance(prompt, str):
+            raise self.bad("expected a string or a list of chat messages", "prompt")
+        return prompt
+
+    def id(self) -> str | int:
+        """The ``id`` field (a string or an integer; the line number when absent)."""
+        ident = self.data.get("id", self.line)
+        if not isinstance(ident, (str, int)) or isinstance(ident, bool):
+            raise self.bad("expected a string or an integer", "id")
+        return ident
 
 
 def parse_line(text: str, name: str, lineno: int) -> Item:
-    """Validate one JSON line into an Item."""
-
-    def bad(message: str, fld: str | None = None) -> InputError:
-        return InputError(message, file=name, line=lineno, field=fld)
-
-    row, prompt = parse_prompt(text, name, lineno)
-    if "responses" not in row:
-        raise bad("missing", "responses")
-    responses = row["responses"]
+    """Validate one JSON line into an Item: a prompt with its responses (strings, or objects with text)."""
+    row = Row.parse(text, name, lineno)
+    prompt = row.prompt()
+    if "responses" not in row.data:
+        raise row.bad("missing", "responses")
+    responses = row.data["responses"]
     if not isinstance(responses, list):
-        raise bad("expected a list", "responses")
+        raise row.bad("expected a list", "responses")
     if not responses:
-        raise bad("empty list: need at least one response", "responses")
-    texts, fields = [], []
+        raise row.bad("empty list: need at least one response", "responses")
+    texts: list[str] = []
+    fields: list[dict[str, Any]] = []
     for k, resp in enumerate(responses):
         if isinstance(resp, str):
             texts.append(resp)
             fields.append({})
         elif isinstance(resp, dict):
             if not isinstance(resp.get("text"), str):
-                raise bad("expected a string", f"responses[{k}].text")
+                raise row.bad("expected a string", f"responses[{k}].text")
             for key, kind in (("quality", (int, float)), ("correct", bool)):
                 val = resp.get(key)
                 if val is not None and (not isinstance(val, kind) or (key == "quality" and isinstance(val, bool))):
-                    raise bad(
+                    raise row.bad(
                         f"expected {'a number' if key == 'quality' else 'true or false'}", f"responses[{k}].{key}"
                     )
             texts.append(resp["text"])
             fields.append({key: val for key, val in resp.items() if key != "text"})
         else:
-            raise bad("expected a string or an object with text", f"responses[{k}]")
-    ident = row.get("id", lineno)
-    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
-        raise bad("expected a string or an integer", "id")
-    return Item(id=ident, line=lineno, prompt=prompt, texts=texts, fields=fields, row=row)
+            raise row.bad("expected a string or an object with text", f"responses[{k}]")
+    return Item(id=row.id(), line=lineno, prompt=prompt, texts=texts, fields=fields, row=row.data)
 
 
 def _reject_constant(name: str) -> Any:
@@ -227,60 +259,93 @@ def dumps(row: dict[str, Any]) -> str:
     return json.dumps(row, ensure_ascii=False)
 
 
-def write_all(outputs: list[tuple[str, Iterable[str]]]) -> None:
-    """Write several outputs all or nothing, as far as files allow.
+def parquet(rows: Sequence[dict[str, Any]], schema: Any) -> Writer:
+    """A ``write_all`` payload: ``rows`` as one Parquet table of the given Arrow ``schema``."""
 
-    A regular file (or a symlink's target) is written to a temp file beside it and renamed over it once every output is
-    written, keeping an existing file's mode (a new file gets the umask's). A FIFO or character device is streamed to
-    directly and never replaced. ``-`` writes stdout, last. Errors name the path the user gave.
+    def write(out: BinaryIO) -> None:
+        import pyarrow as pa  # only when Parquet is written
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(list(rows), schema=schema), out)
+
+    return write
+
+
+def write_all(outputs: Sequence[tuple[str, Payload]]) -> None:
+    """Write several outputs all or nothing, as far as files allow: the one writer of every tourney output.
+
+    A payload is JSONL (an iterable of lines, each without its newline) or a ``Writer`` that writes the whole content
+    to a binary file (``parquet``). A regular file (or a symlink's target; the link itself stays) is written to a temp
+    file beside it and renamed over it once every output is written, keeping an existing file's mode (a new file gets
+    the umask's). A FIFO or character device is streamed to directly and never replaced. ``-`` writes stdout, last.
+    Errors name the path the user gave.
     """
     staged: list[tuple[str, str, str]] = []
-    streams: list[tuple[str, str, list[str]]] = []
-    stdout: list[str] = []
+    streams: list[tuple[str, str, bytes]] = []
+    stdout: str | bytes | None = None
     try:
-        for path, lines in outputs:
+        for path, payload in outputs:
             target, streamed = output_target(path)
             if path == "-":
-                stdout.extend(line + "\n" for line in lines)
+                stdout = _in_memory(path, payload)
             elif streamed:
-                streams.append((path, target, list(lines)))
+                streams.append((path, target, _in_memory(path, payload)))
             else:
-                staged.append((path, _stage(path, target, lines), target))
-        for path, target, lines in streams:
-            _write_to(path, target, lines)
+                staged.append((path, _stage(path, target, payload), target))
+        for path, target, data in streams:
+            _write_to(path, target, data)
         for path, tmp, target in staged:
             _fail_as(path, os.replace, tmp, target)
     finally:
         for _, tmp, _ in staged:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-    if stdout:
-        sys.stdout.write("".join(stdout))
+    if isinstance(stdout, str):
+        sys.stdout.write(stdout)
         sys.stdout.flush()
+    elif stdout is not None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(stdout)
+        sys.stdout.buffer.flush()
 
 
-def _stage(path: str, target: str, lines: Iterable[str]) -> str:
-    """Write ``lines`` to a temp file beside ``target`` with the mode the final file will have; return its path."""
+def _in_memory(path: str, payload: Payload) -> Any:
+    """The whole content of a payload: text for JSONL lines, bytes from a Writer."""
+    if callable(payload):
+        buf = io.BytesIO()
+        _fail_as(path, payload, buf)
+        return buf.getvalue()
+    return "".join(line + "\n" for line in payload)
+
+
+def _stage(path: str, target: str, payload: Payload) -> str:
+    """Write a payload to a temp file beside ``target`` with the mode the final file will have; return its path."""
     fd, tmp = _fail_as(path, tempfile.mkstemp, prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(target))
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~umask()
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            for line in lines:
-                _fail_as(path, out.write, line + "\n")
-            _fail_as(path, out.flush)
-            _fail_as(path, os.fsync, out.fileno())
+        if callable(payload):
+            with os.fdopen(fd, "wb") as raw:
+                _fail_as(path, payload, raw)
+                _fail_as(path, raw.flush)
+                _fail_as(path, os.fsync, raw.fileno())
+        else:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                for line in payload:
+                    _fail_as(path, out.write, line + "\n")
+                _fail_as(path, out.flush)
+                _fail_as(path, os.fsync, out.fileno())
     except BaseException:
         os.unlink(tmp)
         raise
     return tmp
 
 
-def _write_to(path: str, target: str, lines: list[str]) -> None:
-    """Stream lines to a FIFO or device (a full device such as /dev/full is an error)."""
+def _write_to(path: str, target: str, data: str | bytes) -> None:
+    """Stream a payload to a FIFO or device (a full device such as /dev/full is an error)."""
     fd = _fail_as(path, os.open, target, os.O_WRONLY)
     try:
-        data = "".join(line + "\n" for line in lines).encode("utf-8")
+        data = data.encode("utf-8") if isinstance(data, str) else data
         while data:  # unbuffered, so a full device fails here and not in a close that cannot report it
             data = data[_fail_as(path, os.write, fd, data) :]
     finally:

@@ -29,7 +29,7 @@ from typing import Any
 
 from tourney.engine import Record, Result
 from tourney.errors import InputError
-from tourney.io import Item
+from tourney.io import Item, Writer, parquet
 
 POLICIES = ("best-worst", "top-bottom:K", "all:MARGIN")
 
@@ -218,22 +218,19 @@ def rows_of(pairs: Sequence[Pair], rationale: bool = False) -> list[dict[str, An
     return [to_row(p, conversational, rationale) for p in pairs]
 
 
+def parquet_rows(rows: Sequence[dict[str, Any]]) -> Writer:
+    """The pairs as a Parquet payload for ``tourney.io.write_all`` (an explicit schema, see ``_schema``)."""
+    return parquet(rows, _schema(rows))
+
+
 def write_parquet_staged(path: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Write rows as Parquet to a temp file beside ``path`` and return its name (the caller renames it)."""
-    import os
-    import tempfile
+    """Stage the pairs as Parquet beside ``path`` with ``tourney.io``'s writer; return the temp file to rename.
 
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    Only for ``cli_data._write_pairs`` until it passes ``(path, parquet_rows(rows))`` to ``write_all``; then delete.
+    """
+    from tourney.io import _stage, output_target
 
-    fd, tmp = tempfile.mkstemp(prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        pq.write_table(pa.Table.from_pylist(list(rows), schema=_schema(rows)), tmp)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return tmp
+    return _stage(path, output_target(path)[0], parquet_rows(rows))
 
 
 def _schema(rows: Sequence[dict[str, Any]]) -> Any:

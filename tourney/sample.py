@@ -2,24 +2,25 @@
 
 Each sample is one request whose seed is derived from (run seed, prompt, sample index), so a sample never depends on
 the batch it shared, a killed run resumes where it stopped, and a re-run generates nothing. Samples are committed to
-their own SQLite table (``samples.sqlite`` beside the judgment cache) before they count.
+a sample cache (``samples.sqlite`` beside the judgment cache, a ``tourney.store`` of kind "samples") before they
+count.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tourney.backends.base import BackendBase, Generation, Sampling
-from tourney.cache import cache_dir, canonical, connect_wal, sha
+from tourney.cache import cache_dir, canonical, sha
 from tourney.engine import derive_seed
 from tourney.errors import BackendError, InputError
-from tourney.io import parse_prompt, read_rows
+from tourney.io import Row, read_rows
+from tourney.store import Schema, Store
 from tourney.types import Prompt
 
 
@@ -64,29 +65,24 @@ def read_prompts(path: str) -> list[PromptRow]:
 
 def parse_prompt_line(text: str, name: str, lineno: int) -> PromptRow:
     """Validate one JSON line into a PromptRow: an object with ``prompt`` and no ``responses`` yet."""
-
-    def bad(message: str, fld: str | None = None) -> InputError:
-        return InputError(message, file=name, line=lineno, field=fld)
-
-    row, prompt = parse_prompt(text, name, lineno)
+    row = Row.parse(text, name, lineno)
+    prompt = row.prompt()
     if isinstance(prompt, list) and prompt[-1]["role"] != "user":
-        raise bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
-    if "responses" in row:
-        raise bad("already present: sample writes it (remove it, or rank this file instead)", "responses")
-    ident = row.get("id", lineno)
-    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
-        raise bad("expected a string or an integer", "id")
-    return PromptRow(id=ident, line=lineno, prompt=prompt, row=row)
+        raise row.bad(f"the last message must be a user turn, got {prompt[-1]['role']!r}", f"prompt[{len(prompt) - 1}]")
+    if "responses" in row.data:
+        raise row.bad("already present: sample writes it (remove it, or rank this file instead)", "responses")
+    return PromptRow(id=row.id(), line=lineno, prompt=prompt, row=row.data)
 
 
 # ---- cache -------------------------------------------------------------------------------------------------------
 
-_SCHEMA = """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS samples (
     key TEXT PRIMARY KEY, policy TEXT NOT NULL, seed INTEGER NOT NULL, text TEXT NOT NULL,
     finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS policies (hash TEXT PRIMARY KEY, identity TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS policies (hash TEXT PRIMARY KEY, identity TEXT NOT NULL)
 """
+SCHEMA = Schema("samples", 1, _TABLES)  # bump the version when a table changes: an older file is then refused
 
 
 def default_samples_path() -> str:
@@ -94,65 +90,28 @@ def default_samples_path() -> str:
     return str(cache_dir() / "samples.sqlite")
 
 
-class SampleCache:
-    """A SQLite store of samples keyed by ``sample_key``; WAL and one short transaction per batch."""
+class SampleCache(Store):
+    """A store of samples keyed by ``sample_key`` (see ``tourney.store``); one short transaction per batch."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Open (or create) the file and its ``samples`` table; a file that is not SQLite raises InputError."""
-        self.path = str(path)
-        try:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        except OSError as err:
-            raise InputError(f"cannot create the cache's folder: {err.strerror}", file=self.path) from None
-        try:
-            self.db = connect_wal(self.path)
-            self.db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                self.db.execute(statement)
-            self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as err:
-            raise InputError(f"cannot open sample cache: {err}", file=self.path) from None
+        """Open (or create) the file; one that is not a sample cache (a judgment cache, say) raises InputError."""
+        super().__init__(path, SCHEMA)
 
     def register(self, identity: dict[str, Any]) -> str:
         """Store a policy identity (for inspection) and return its hash."""
         digest = sha(canonical(identity))
-        self.db.execute("INSERT OR IGNORE INTO policies VALUES (?, ?)", (digest, canonical(identity)))
+        self.insert("policies", [(digest, canonical(identity))])
         return digest
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Generation]:
         """The cached samples among ``keys``."""
-        found: dict[str, Generation] = {}
-        for start in range(0, len(keys), 500):
-            chunk = list(keys[start : start + 500])
-            rows = self.db.execute(
-                f"SELECT key, text, finish_reason, prompt_tokens, completion_tokens FROM samples "
-                f"WHERE key IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for key, text, finish, pt, ct in rows:
-                found[key] = Generation(text, finish, pt, ct)
-        return found
+        query = "SELECT key, text, finish_reason, prompt_tokens, completion_tokens FROM samples WHERE key IN ({marks})"
+        return {key: Generation(text, finish, pt, ct) for key, text, finish, pt, ct in self.select_in(query, keys)}
 
     def put_many(self, policy: str, rows: Sequence[tuple[str, int, Generation]]) -> None:
         """Commit (key, seed, generation) rows in one transaction."""
-        values = [
-            (k, policy, seed, g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens) for k, seed, g in rows
-        ]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            self.db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, ?, ?, ?, ?, ?)", values)
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
-
-    def count(self) -> int:
-        """Number of stored samples."""
-        return self.db.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.db.close()
+        self.insert("samples", [(k, policy, seed, g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens)
+                                for k, seed, g in rows])  # fmt: skip
 
 
 def sample_key(policy: str, sampling: Sampling, prompt: Prompt, index: int) -> str:
@@ -192,11 +151,12 @@ def sample(
     start, stats = time.perf_counter(), SampleStats(prompts=len(rows), samples=n * len(rows))
     identity = backend.identity()
     policy = cache.register(identity) if cache else sha(canonical(identity))
-    plan: list[tuple[int, int, Sampling, str]] = []  # (row, index, sampling, key)
+    plan: list[tuple[int, int, Sampling, str]] = []  # (row, sample seed, sampling, key)
     for r, row in enumerate(rows):
         for k in range(n):
-            s = Sampling(temperature, top_p, max_tokens, sample_seed(seed, row.prompt, k))
-            plan.append((r, k, s, sample_key(policy, s, row.prompt, k)))
+            k_seed = sample_seed(seed, row.prompt, k)
+            s = Sampling(temperature, top_p, max_tokens, k_seed)
+            plan.append((r, k_seed, s, sample_key(policy, s, row.prompt, k)))
     found = cache.get_many([p[3] for p in plan]) if cache else {}
     todo: dict[str, int] = {}
     for i, (*_, key) in enumerate(plan):
@@ -216,7 +176,7 @@ def sample(
         except BackendError as err:
             raise _locate(err, rows, [plan[i][0] for i in chunk]) from None
         if cache:
-            cache.put_many(policy, [(plan[i][3], plan[i][2].seed, g) for i, g in zip(chunk, gens)])
+            cache.put_many(policy, [(plan[i][3], plan[i][1], g) for i, g in zip(chunk, gens)])
         for i, g in zip(chunk, gens):
             found[plan[i][3]] = Generation(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens)
             stats.prompt_tokens += g.prompt_tokens
@@ -226,10 +186,10 @@ def sample(
         if progress:
             progress(len(chunk))
     out = [dict(row.row) | {"responses": []} for row in rows]
-    for r, _k, s, key in plan:
+    for r, k_seed, _, key in plan:
         g = found[key]
         out[r]["responses"].append({"text": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
-                                    "completion_tokens": g.completion_tokens, "seed": s.seed})  # fmt: skip
+                                    "completion_tokens": g.completion_tokens, "seed": k_seed})  # fmt: skip
     stats.wall_s = time.perf_counter() - start
     return out, stats
 

@@ -1,8 +1,9 @@
 """Read preference pairs (prompt / chosen / rejected) from JSONL or parquet, validating every row up front.
 
-Accepted rows: tourney's ``pairs`` output (``{"id", "prompt", "chosen", "rejected", "score_chosen", ...}``) or any
-prompt/chosen/rejected data set. ``prompt`` is a string or chat messages; ``chosen``/``rejected`` are strings or, as in
-TRL's conversational format, a list of messages whose last assistant turn is the answer.
+Accepted rows: tourney's ``pairs`` output (``{"prompt", "chosen", "rejected", "prompt_id", "score_chosen", ...}``) or
+any prompt/chosen/rejected data set. ``prompt`` is a string or chat messages; ``chosen``/``rejected`` are strings or,
+as in TRL's conversational format, a list of messages whose last assistant turn is the answer. A pair's id is the
+row's ``id`` (else its line or row number); ids need not be unique, as a prompt may give several pairs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import jsonl_records
+from tourney.io import Row, jsonl_records
 from tourney.types import Prompt
 
 
@@ -47,32 +48,21 @@ def _rows(path: str) -> Iterator[tuple[int, Any]]:
         yield line, value
 
 
-def parse_pair(row: Any, path: str, line: int) -> Pair:
-    """Validate one row into a Pair."""
-    if not isinstance(row, dict):
-        raise InputError(f"expected an object, got {type(row).__name__}", path, line)
+def parse_pair(value: Any, path: str, line: int) -> Pair:
+    """Validate one row into a Pair: ``tourney.io.Row``'s prompt and id checks, plus chosen and rejected answers."""
+    row = Row.of(value, path, line)
     for key in ("prompt", "chosen", "rejected"):
-        if row.get(key) is None:
-            raise InputError("missing", path, line, key)
-    prompt = row["prompt"]
+        if row.data.get(key) is None:  # a Parquet column holds null where a JSONL row would leave the key out
+            raise row.bad("missing", key)
+    prompt = row.prompt()
     if isinstance(prompt, list):
-        if not prompt:
-            raise InputError("empty message list", path, line, "prompt")
-        for k, msg in enumerate(prompt):
-            if not isinstance(msg, dict) or not all(isinstance(msg.get(f), str) for f in ("role", "content")):
-                raise InputError("expected {role, content} strings", path, line, f"prompt[{k}]")
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
-    elif not isinstance(prompt, str):
-        raise InputError("expected a string or a list of chat messages", path, line, "prompt")
-    ident = row.get("id", line)
-    if not isinstance(ident, (str, int)) or isinstance(ident, bool):
-        raise InputError("expected a string or an integer", path, line, "id")
     return Pair(
-        id=str(ident),
+        id=str(row.id()),
         line=line,
         prompt=prompt,
-        chosen=answer_text(row["chosen"], path, line, "chosen"),
-        rejected=answer_text(row["rejected"], path, line, "rejected"),
+        chosen=answer_text(row.data["chosen"], path, line, "chosen"),
+        rejected=answer_text(row.data["rejected"], path, line, "rejected"),
     )
 
 

@@ -12,16 +12,17 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tourney.errors import InputError
+from tourney.io import parquet, write_all
 from tourney.judges import Family, get_family
 from tourney.train.pairs import Pair
 
 ABILITY = "pairwise-judgment"
+T = TypeVar("T")
 
 
 def family_ref(family: Family, given: str) -> str:
@@ -29,26 +30,34 @@ def family_ref(family: Family, given: str) -> str:
     return family.name if given == family.name else str(Path(given).resolve())
 
 
-def split_pairs(pairs: Sequence[Pair], val_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
-    """Seeded train/val split by prompt, so no validation prompt is seen in training."""
-    groups: dict[str, list[Pair]] = {}
-    for p in pairs:
-        groups.setdefault(json.dumps(p.prompt, ensure_ascii=False), []).append(p)
-    keys = sorted(groups)
+def split_by_group(
+    rows: Sequence[T], group: Callable[[T], str], val_fraction: float, seed: int
+) -> tuple[list[T], list[T]]:
+    """The seeded train/val split of every train stage, by whole groups (prompts): no validation prompt is trained on.
+
+    Rounding: the target is counted in rows, ``round(len(rows) * val_fraction)`` (Python's round, half to even).
+    Groups, in a seeded shuffle of their sorted keys, go to validation until it holds at least that many rows; a
+    positive fraction whose target rounds to 0 still takes one group, and at least one group always stays in training.
+    Each split keeps the input order.
+    """
+    sizes: dict[str, int] = {}
+    for row in rows:
+        key = group(row)
+        sizes[key] = sizes.get(key, 0) + 1
+    keys = sorted(sizes)
     random.Random(seed).shuffle(keys)
-    want = round(len(pairs) * val_fraction)
-    if val_fraction > 0 and want == 0 and len(keys) > 1:
+    want = round(len(rows) * val_fraction)
+    if val_fraction > 0 and want == 0:
         want = 1
     val_keys: set[str] = set()
     taken = 0
-    for k in keys:
-        if taken >= want or len(val_keys) == len(keys) - 1:  # keep at least one prompt for training
+    for key in keys[:-1]:  # the last group always trains
+        if taken >= want:
             break
-        val_keys.add(k)
-        taken += len(groups[k])
-    train = [p for p in pairs if json.dumps(p.prompt, ensure_ascii=False) not in val_keys]
-    val = [p for p in pairs if json.dumps(p.prompt, ensure_ascii=False) in val_keys]
-    return train, val
+        val_keys.add(key)
+        taken += sizes[key]
+    split = [group(row) in val_keys for row in rows]
+    return [r for r, v in zip(rows, split) if not v], [r for r, v in zip(rows, split) if v]
 
 
 def chosen_positions(n: int, seed: int) -> list[str]:
@@ -89,15 +98,15 @@ def prepare(
     family = get_family(family_name)
     ref = family_ref(family, family_name)
     kept = [p for p in pairs if p.chosen != p.rejected]
-    train, val = split_pairs(kept, val_fraction, seed)
+    train, val = split_by_group(kept, lambda p: json.dumps(p.prompt, ensure_ascii=False), val_fraction, seed)
     train_rows = build_rows(train, family, ref, "train", seed, path)
     val_rows = build_rows(val, family, ref, "val", seed + 1, path, start=len(train_rows))
     if not train_rows:
         raise InputError("no usable pairs (every pair was skipped)", file=path)
     make_dir(out_dir)
-    write_parquets(
-        [(os.path.join(out_dir, "train.parquet"), train_rows), (os.path.join(out_dir, "val.parquet"), val_rows)]
-    )
+    schema = parquet_schema()
+    write_all([(os.path.join(out_dir, "train.parquet"), parquet(train_rows, schema)),
+               (os.path.join(out_dir, "val.parquet"), parquet(val_rows, schema))])  # fmt: skip
 
     def balance(rows: list[dict[str, Any]]) -> dict[str, int]:
         a = sum(r["reward_model"]["ground_truth"] == "A" for r in rows)
@@ -144,27 +153,3 @@ def parquet_schema() -> Any:
             ("extra_info", extra),
         ]
     )
-
-
-def write_parquets(outputs: Sequence[tuple[str, list[dict[str, Any]]]], schema: Any = None) -> None:
-    """Write every table to a temp file first, then rename all: a failed run leaves no partial output."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    schema = schema if schema is not None else parquet_schema()
-    staged: list[tuple[str, str]] = []
-    try:
-        for path, rows in outputs:
-            fd, tmp = tempfile.mkstemp(prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path)))
-            os.close(fd)
-            staged.append((tmp, path))
-            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-        for tmp, path in staged:
-            os.replace(tmp, path)
-    except BaseException as err:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise InputError(f"cannot write: {err.strerror}", file=err.filename) from None
-        raise

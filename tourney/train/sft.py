@@ -15,25 +15,27 @@ from collections import Counter
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import Item, jsonl_records, read_items
+from tourney.io import Item, Row, jsonl_records, parquet, read_items, write_all
 from tourney.judges import get_family, parse_verdict
-from tourney.train.prepare import make_dir, write_parquets
+from tourney.train.prepare import make_dir, split_by_group
 
 
 def read_judgments(path: str) -> list[tuple[int, dict[str, Any]]]:
     """(line, record) for every line of a ``--judgments`` JSONL file, checking the fields this stage reads."""
     out = []
-    for name, line, rec in jsonl_records(path):
-        if not isinstance(rec, dict):
-            raise InputError("expected a JSON object", name, line)
-        for key, kind in (("id", (str, int)), ("a", int), ("b", int), ("raw", str), ("forced", bool)):
-            if key not in rec:
-                raise InputError("missing", name, line, key)
-            if not isinstance(rec[key], kind) or (kind is int and isinstance(rec[key], bool)):
-                raise InputError(f"expected {'a string' if kind is str else kind}", name, line, key)
-        if rec.get("verdict") not in ("A", "B", None):
-            raise InputError("expected 'A', 'B' or null", name, line, "verdict")
-        out.append((line, rec))
+    for name, line, value in jsonl_records(path):
+        row = Row.of(value, name, line)
+        for key in ("id", "a", "b", "raw", "forced"):
+            if key not in row.data:
+                raise row.bad("missing", key)
+        row.id()
+        for key, kind, what in (("a", int, "an integer"), ("b", int, "an integer"), ("raw", str, "a string"),
+                                ("forced", bool, "true or false")):  # fmt: skip
+            if not isinstance(row.data[key], kind) or (kind is int and isinstance(row.data[key], bool)):
+                raise row.bad(f"expected {what}", key)
+        if row.data.get("verdict") not in ("A", "B", None):
+            raise row.bad("expected 'A', 'B' or null", "verdict")
+        out.append((line, row.data))
     return out
 
 
@@ -55,7 +57,8 @@ def sft_rows(
     """(prompt id, row) for every kept record, and the counts of kept and skipped records by reason."""
     family = get_family(family_name)
     items = {str(it.id): it for it in read_items(items_path)}
-    rows, counts = [], Counter()
+    rows: list[tuple[str, dict[str, Any]]] = []
+    counts: Counter[str] = Counter()
     for line, rec in read_judgments(judgments_path):
         item = items.get(str(rec["id"]))
         if item is None:
@@ -92,20 +95,14 @@ def sft_schema() -> Any:
 def sft_prepare(
     judgments_path: str, items_path: str, family_name: str, out_dir: str, seed: int = 0, val_fraction: float = 0.1
 ) -> dict[str, Any]:
-    """Write ``train.parquet`` / ``val.parquet`` for verl's SFT trainer (split by prompt id, seeded); return counts."""
-    import random
-
+    """Write ``train.parquet`` / ``val.parquet`` for verl's SFT trainer (split by prompt id); return the counts."""
     rows, counts = sft_rows(judgments_path, items_path, family_name)
     if not rows:
         raise InputError(f"no judgment kept ({dict(counts)}): nothing to distil", file=judgments_path)
-    ids = sorted({pid for pid, _ in rows})
-    random.Random(seed).shuffle(ids)
-    n_val = min(len(ids) - 1, round(len(ids) * val_fraction)) if val_fraction > 0 else 0
-    val_ids = set(ids[:n_val])
-    train = [r for pid, r in rows if pid not in val_ids]
-    val = [r for pid, r in rows if pid in val_ids]
+    train_rows, val_rows = split_by_group(rows, lambda row: row[0], val_fraction, seed)
+    train, val = [r for _, r in train_rows], [r for _, r in val_rows]
     make_dir(out_dir)
-    write_parquets(
-        [(os.path.join(out_dir, "train.parquet"), train), (os.path.join(out_dir, "val.parquet"), val)], sft_schema()
-    )
+    schema = sft_schema()
+    write_all([(os.path.join(out_dir, "train.parquet"), parquet(train, schema)),
+               (os.path.join(out_dir, "val.parquet"), parquet(val, schema))])  # fmt: skip
     return {**{k: counts[k] for k in sorted(counts)}, "train": len(train), "val": len(val), "out": out_dir}
