@@ -54,8 +54,12 @@ class Strategy(Protocol):
 
 
 def rank_by_scores(scores: np.ndarray) -> list[int]:
-    """Order indices by descending score; equal scores keep input order (stable), so the result is deterministic."""
-    return [int(k) for k in np.argsort(-np.asarray(scores, dtype=float), kind="stable")]
+    """Order indices by descending score; equal scores keep input order (stable), so the result is deterministic.
+
+    Scores are compared at 9 decimals: two candidates an optimizer could not tell apart (a tie up to its rounding
+    noise, which differs between library versions) are tied, and keep input order.
+    """
+    return [int(k) for k in np.argsort(-np.round(np.asarray(scores, dtype=float), 9), kind="stable")]
 
 
 def check_probability(p: float) -> float:

@@ -11,7 +11,6 @@ the prior keeps an unbeaten candidate and a disconnected graph finite.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize
 from scipy.special import expit
 
 
@@ -38,22 +37,52 @@ def gradient(s: np.ndarray, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: 
     return np.bincount(i, weights=r, minlength=n) - np.bincount(j, weights=r, minlength=n) + prior * s, q
 
 
+NEWTON_MAX_N = 256  # Newton solves an n×n system per step: exact and fast for small n; L-BFGS beyond
+
+
 def bt_fit(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float = 0.1) -> np.ndarray:
-    """Return MAP log-strengths (natural log units, mean 0) for outcomes ``p[t]`` = P(``i[t]`` beats ``j[t]``)."""
+    """Return MAP log-strengths (natural log units, mean 0) for outcomes ``p[t]`` = P(``i[t]`` beats ``j[t]``).
+
+    With a prior and up to ``NEWTON_MAX_N`` candidates the optimum is found by Newton's method to machine precision,
+    so the result does not depend on an optimizer's stopping rule (or on scipy's version); otherwise by L-BFGS.
+    """
     i, j, p = as_matches(i, j, p)
     if n <= 1 or i.size == 0:
         return np.zeros(n)
     # A canonical match order makes the floating-point sums, hence the result, exactly order-independent.
     order = np.lexsort((p, j, i))
     i, j, p = i[order], j[order], p[order]
+    if prior > 0 and n <= NEWTON_MAX_N:
+        s = _newton(n, i, j, p, prior, np.zeros(n))
+    else:
+        from scipy.optimize import minimize
 
-    def loss_and_grad(s: np.ndarray) -> tuple[float, np.ndarray]:
-        return neg_log_posterior(s, i, j, p, prior), gradient(s, i, j, p, prior)[0]
+        def loss_and_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+            return neg_log_posterior(x, i, j, p, prior), gradient(x, i, j, p, prior)[0]
 
-    res = minimize(loss_and_grad, np.zeros(n), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15})
-    s = res.x
+        opts = {"gtol": 1e-10, "ftol": 1e-15}
+        s = minimize(loss_and_grad, np.zeros(n), jac=True, method="L-BFGS-B", options=opts).x
     # The likelihood only sees differences; with prior == 0 the mean is otherwise arbitrary.
     return s - s.mean()
+
+
+def _newton(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, prior: float, s: np.ndarray) -> np.ndarray:
+    """Minimise ``neg_log_posterior`` from ``s`` by Newton steps with a backtracking line search (strictly convex
+    when ``prior`` > 0, so it converges quadratically)."""
+    current = neg_log_posterior(s, i, j, p, prior)
+    for _ in range(100):
+        grad, d = gradient(s, i, j, p, prior)
+        if np.max(np.abs(grad), initial=0.0) < 1e-10:
+            break
+        step = np.linalg.solve(_hessian(n, i, j, d * (1.0 - d), prior), grad)
+        t = 1.0
+        while t > 1e-6:
+            trial = neg_log_posterior(s - t * step, i, j, p, prior)
+            if trial <= current - 1e-4 * t * float(grad @ step):
+                break
+            t *= 0.5
+        s, current = s - t * step, trial
+    return s
 
 
 def _hessian(n: int, i: np.ndarray, j: np.ndarray, w: np.ndarray, prior: float) -> np.ndarray:
@@ -79,20 +108,7 @@ def bt_laplace(
     if prior <= 0:
         raise ValueError(f"prior must be > 0, got {prior}")
 
-    s = np.zeros(n) if start is None else np.array(start, dtype=float)
-    current = neg_log_posterior(s, i, j, p, prior)
-    for _ in range(100):
-        grad, d = gradient(s, i, j, p, prior)
-        if np.max(np.abs(grad), initial=0.0) < 1e-10:
-            break
-        step = np.linalg.solve(_hessian(n, i, j, d * (1.0 - d), prior), grad)
-        t = 1.0
-        while t > 1e-6:
-            trial = neg_log_posterior(s - t * step, i, j, p, prior)
-            if trial <= current - 1e-4 * t * float(grad @ step):
-                break
-            t *= 0.5
-        s, current = s - t * step, trial
+    s = _newton(n, i, j, p, prior, np.zeros(n) if start is None else np.array(start, dtype=float))
     d = expit(s[i] - s[j])
     return s, np.linalg.inv(_hessian(n, i, j, d * (1.0 - d), prior))
 

@@ -223,16 +223,6 @@ def parquet_rows(rows: Sequence[dict[str, Any]]) -> Writer:
     return parquet(rows, _schema(rows))
 
 
-def write_parquet_staged(path: str, rows: Sequence[dict[str, Any]]) -> str:
-    """Stage the pairs as Parquet beside ``path`` with ``tourney.io``'s writer; return the temp file to rename.
-
-    Only for ``cli_data._write_pairs`` until it passes ``(path, parquet_rows(rows))`` to ``write_all``; then delete.
-    """
-    from tourney.io import _stage, output_target
-
-    return _stage(path, output_target(path)[0], parquet_rows(rows))
-
-
 def _schema(rows: Sequence[dict[str, Any]]) -> Any:
     """An explicit Arrow schema, so an empty file or a column of nulls still has the right types."""
     import pyarrow as pa

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import click
@@ -49,7 +48,7 @@ def pairs_cmd(**opts: Any) -> None:
 def _write(opts: dict[str, Any], run: Any, index: list, prep: Any, policy: Any, parquet: bool, the_judge: Any) -> Any:
     """Pair, then write the pairs (JSONL or Parquet), the judgments and the summary, all or nothing."""
     from tourney.io import dumps, write_all
-    from tourney.pairs import PairStats, make_pairs, rows_of, write_parquet_staged
+    from tourney.pairs import PairStats, make_pairs, parquet_rows, rows_of
 
     stats = PairStats()
     pairs = make_pairs(run.results, index, prep.items, policy, min_confidence=opts["min_confidence"],
@@ -63,14 +62,5 @@ def _write(opts: dict[str, Any], run: Any, index: list, prep: Any, policy: Any, 
     if opts["summary_path"]:
         text = summary(run, prep, the_judge, pairing=opts["pairing"], pairs=stats.as_dict())
         files.append((opts["summary_path"], [text]))
-    if not parquet:
-        write_all([(opts["output"], [dumps(r) for r in rows]), *files])
-        return stats
-    staged = write_parquet_staged(opts["output"], rows)
-    try:
-        write_all(files)
-        os.replace(staged, os.path.realpath(opts["output"]))
-    finally:
-        if os.path.exists(staged):
-            os.unlink(staged)
+    write_all([(opts["output"], parquet_rows(rows) if parquet else [dumps(r) for r in rows]), *files])
     return stats
