@@ -27,21 +27,19 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from strategies.base import Match, check_probability
+from strategies.base import Match, Wrapper, check_probability
 from strategies.knockout import Knockout
 from strategies.voting import votes_to_decide
 
 
-class AdaptiveKnockout:
+class AdaptiveKnockout(Wrapper):
     """Seeded knockout whose matches are voted until decided, within ``budget`` judgments in total."""
 
     def __init__(
         self, n: int, seed: int = 0, budget: int | None = None, lead: int | None = None, growth: float = 0.5
     ) -> None:
         """Draw the bracket; ``budget`` defaults to 3(n − 1) judgments; ``lead`` stops a match once one side leads."""
-        self.bracket = Knockout(n, seed=seed)
+        self.inner: Knockout = Knockout(n, seed=seed)
         self.n = n
         self.cap = 3 * (n - 1) if budget is None else int(budget)
         if self.cap < self.min_budget(n):
@@ -51,8 +49,8 @@ class AdaptiveKnockout:
         if growth <= 0:
             raise ValueError(f"growth must be > 0, got {growth}")
         self.lead, self.growth = lead, growth
-        rounds = [self.bracket.round_of(m) for m in range(n - 1)]
-        self._per_round = [rounds.count(r) for r in range(self.bracket.rounds + 1)]  # index 0 unused
+        rounds = [self.inner.round_of(m) for m in range(n - 1)]
+        self._per_round = [rounds.count(r) for r in range(self.inner.rounds + 1)]  # index 0 unused
         self.round = 0  # the round being played (0 before the first propose)
         self.spent = 0
         self._queued: dict[int, list[Match]] = {}  # round -> bracket matches proposed by the bracket, not started
@@ -67,7 +65,7 @@ class AdaptiveKnockout:
     def _start_round(self) -> None:
         """Give the next round's matches their caps (see the module doc)."""
         self.round += 1
-        r, last = self.round, self.bracket.rounds
+        r, last = self.round, self.inner.rounds
         later = sum(self._per_round[r + 1 :])
         weights = [self.growth ** (s - 1) for s in range(r, last + 1)]
         pool = (self.cap - self.spent - later) * weights[0] / sum(weights)
@@ -88,10 +86,10 @@ class AdaptiveKnockout:
 
     def propose(self) -> list[Match]:
         """Return the next judgments of every open match of the current round whose earlier ones are all back."""
-        for m in self.bracket.propose():
-            self._queued.setdefault(self.bracket.round_of(m.id), []).append(m)
+        for m in self.inner.propose():
+            self._queued.setdefault(self.inner.round_of(m.id), []).append(m)
         nxt = self.round + 1
-        if not self._open and nxt <= self.bracket.rounds and len(self._queued.get(nxt, ())) == self._per_round[nxt]:
+        if not self._open and nxt <= self.inner.rounds and len(self._queued.get(nxt, ())) == self._per_round[nxt]:
             self._start_round()
         out = []
         for bracket_id, m in self._open.items():
@@ -119,19 +117,7 @@ class AdaptiveKnockout:
         if self._out[bracket_id] == 0 and self._need(bracket_id) == 0:
             wi, wj = self._wins[bracket_id]
             del self._open[bracket_id]
-            self.bracket.receive(bracket_id, wi / (wi + wj) if wi + wj else 0.5)
-
-    def done(self) -> bool:
-        """True once the bracket is decided."""
-        return self.bracket.done()
-
-    def scores(self) -> np.ndarray:
-        """The bracket's scores: round lost + vote share in that match; the champion scores rounds + 1."""
-        return self.bracket.scores()
-
-    def ranking(self) -> list[int]:
-        """Champion first, then by round lost and closeness of the loss (see ``Knockout``)."""
-        return self.bracket.ranking()
+            self.inner.receive(bracket_id, wi / (wi + wj) if wi + wj else 0.5)
 
     @staticmethod
     def min_budget(n: int) -> int:

@@ -53,6 +53,24 @@ class Strategy(Protocol):
         ...
 
 
+class Wrapper:
+    """A strategy that plays another one (``inner``): it is done, scores and ranks as the inner strategy does."""
+
+    inner: Strategy
+
+    def done(self) -> bool:
+        """True when the inner strategy is done."""
+        return self.inner.done()
+
+    def scores(self) -> np.ndarray:
+        """The inner strategy's scores."""
+        return self.inner.scores()
+
+    def ranking(self) -> list[int]:
+        """The inner strategy's ranking."""
+        return self.inner.ranking()
+
+
 def rank_by_scores(scores: np.ndarray) -> list[int]:
     """Order indices by descending score; equal scores keep input order (stable), so the result is deterministic.
 

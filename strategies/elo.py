@@ -16,16 +16,8 @@ import numpy as np
 from strategies.bradley_terry import as_matches
 
 
-def elo_ratings(
-    n: int,
-    i: np.ndarray,
-    j: np.ndarray,
-    p: np.ndarray,
-    k: float = 32.0,
-    initial: float = 1000.0,
-    scale: float = 400.0,
-    base: float = 10.0,
-) -> np.ndarray:
+def elo_ratings(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, k: float = 32.0, initial: float = 1000.0,
+                scale: float = 400.0, base: float = 10.0) -> np.ndarray:  # fmt: skip
     """Apply one Elo update per game, in the given order; ``p[t]`` is the (soft) score of ``i[t]`` against ``j[t]``."""
     i, j, p = as_matches(i, j, p)
     ratings = np.full(n, float(initial))

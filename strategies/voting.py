@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from strategies.base import Match, Strategy, check_probability
+from strategies.base import Match, Strategy, Wrapper, check_probability
 
 
 def votes_to_decide(lead: float, left: int) -> int:
@@ -59,7 +59,7 @@ def aggregate(votes: list[float | None], mode: str = "auto") -> tuple[float, boo
     return (1.0 if rounded > 0.5 else 0.0 if rounded < 0.5 else 0.5), False
 
 
-class Voting:
+class Voting(Wrapper):
     """Wrap any strategy so each of its matches becomes ``k`` position-balanced votes."""
 
     def __init__(self, inner: Strategy, k: int = 1, seed: int = 0, mode: str = "auto") -> None:
@@ -135,18 +135,6 @@ class Voting:
             self.all_invalid += none_valid
             del self._pending[m.id]
             self.inner.receive(m.id, outcome)
-
-    def done(self) -> bool:
-        """True when the inner strategy is done."""
-        return self.inner.done()
-
-    def scores(self) -> np.ndarray:
-        """Scores of the inner strategy."""
-        return self.inner.scores()
-
-    def ranking(self) -> list[int]:
-        """Ranking of the inner strategy."""
-        return self.inner.ranking()
 
     def budget(self) -> int:
         """Number of judgments: the inner budget times k."""

@@ -16,14 +16,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tourney.cache import Cache, judge_hash, request_key
 from tourney.errors import BackendError
 from tourney.io import Item
 from tourney.tournament import Tournament, derive_seed
-from tourney.types import Judge, Judgment, Request
+from tourney.types import Counters, Judge, Judgment, Request
 
 if TYPE_CHECKING:
     from strategies.voting import Vote, Voting
@@ -34,28 +34,17 @@ T = TypeVar("T")
 
 
 @dataclass
-class Stats:
+class Stats(Counters):
     """Counters of one run; ``judgments`` counts every vote used, ``cached`` those read back from the cache."""
 
-    prompts: int = 0
     judgments: int = 0
     cached: int = 0
     invalid: int = 0
     ties: int = 0  # matches whose votes were all invalid, counted as 0.5
     forced: int = 0
-    backend_calls: int = 0
     retries: int = 0  # backend calls that failed and were tried again (servers: 429, 5xx, resets, timeouts)
-    prompt_tokens: int = 0  # of new judgments only: what this run spent
-    completion_tokens: int = 0
     steps: int = 0  # the most rounds (propose, judge, receive) any one prompt went through, cached rounds included
     judge_s: float = 0.0
-    wall_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """Return the counters as a JSON-able dict (times rounded to ms)."""
-        out = asdict(self)
-        out["judge_s"], out["wall_s"] = round(self.judge_s, 3), round(self.wall_s, 3)
-        return out
 
 
 @dataclass(frozen=True)

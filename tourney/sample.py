@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from tourney.backends.base import BackendBase, Generation, Sampling
@@ -21,7 +21,7 @@ from tourney.engine import derive_seed
 from tourney.errors import BackendError, InputError
 from tourney.io import Row, read_rows
 from tourney.store import Schema, Store
-from tourney.types import Prompt
+from tourney.types import Counters, Prompt
 
 
 @dataclass
@@ -41,21 +41,12 @@ class PromptRow:
 
 
 @dataclass
-class SampleStats:
+class SampleStats(Counters):
     """Counters of one sampling run; ``generated`` counts new samples, ``cached`` those read back."""
 
-    prompts: int = 0
     samples: int = 0
     generated: int = 0
     cached: int = 0
-    backend_calls: int = 0
-    prompt_tokens: int = 0  # of new samples only
-    completion_tokens: int = 0
-    wall_s: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        """The counters as a JSON-able dict (time rounded to ms)."""
-        return asdict(self) | {"wall_s": round(self.wall_s, 3)}
 
 
 def read_prompts(path: str) -> list[PromptRow]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Self, runtime_checkable
 
 Message = Mapping[str, str]
@@ -39,6 +39,21 @@ class Judgment:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     forced: bool = False
+
+
+@dataclass
+class Counters:
+    """What every run counts: prompts, backend calls, the tokens of new work (what the run spent), its wall time."""
+
+    prompts: int = 0
+    backend_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The counters as a JSON-able dict, times (``*_s``) rounded to ms."""
+        return {k: round(v, 3) if k.endswith("_s") else v for k, v in asdict(self).items()}
 
 
 @runtime_checkable
