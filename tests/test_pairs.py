@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from clirun import tourney
 
 from tourney.engine import Engine
 from tourney.io import Item
@@ -14,12 +13,6 @@ from tourney.pairs import PairStats, distinct, make_pairs, parse_policy
 from tourney.simulated import SimulatedJudge
 
 SIM = ["--judge", "simulated", "--no-cache"]
-
-
-def tourney(*args, stdin=None, env=None):
-    """Run ``python -m tourney`` and return the completed process (text mode)."""
-    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
 
 
 def separated_items(prompts=60, n=6, gap=3.0, seed=0):
@@ -203,6 +196,7 @@ def test_mixed_prompts_are_all_conversational(tmp_path):
     assert rows[0]["prompt"] == [{"role": "user", "content": "q0"}] and all(isinstance(r["chosen"], list) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chat", [False, True])
 def test_dpo_trainer_takes_a_step_on_the_pairs(tmp_path, tiny_model_dir, chat):
     """The pairs file loads with `datasets` and a real trl.DPOTrainer step runs on it (tiny model, CPU)."""
@@ -237,7 +231,7 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
                enumerate(questions.splitlines()[:3])]  # fmt: skip
     src, samples, pairs_out = tmp_path / "prompts.jsonl", tmp_path / "samples.jsonl", tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    env = os.environ | {"TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])}  # the converted SmolLM2 lives there
+    env = {"TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])}  # the converted SmolLM2 lives there
     sample_args = ["sample", src, "-o", samples, "--policy", "smollm2", "-n", 4, "--max-tokens", 48,
                    "--cache", tmp_path / "samples.sqlite"]  # fmt: skip
     p = tourney(*sample_args, "--summary", tmp_path / "s1.json", env=env)
