@@ -8,14 +8,13 @@ timeout (``slow``) is not a retry. The output is the same bytes as a run without
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from clirun import tourney
 from proxy import KINDS, FaultProxy
 from servers import FakeServer
 
@@ -37,14 +36,12 @@ def write_prompts(path: Path, prompts: int, n: int) -> None:
 
 
 def rank(src: Path, out: Path, summary: Path, base_url: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
-    """Run the CLI's ``rank`` on the server at ``base_url``; the process and its wall time."""
+    """Run the CLI's ``rank`` (in-process) on the server at ``base_url``; the completed run and its wall time."""
     args = ["rank", src, "--backend", "openai", "--judge", "tiny", "--base-url", base_url, "--family", "rm-r1",
             "--max-tokens", "16", "--temperature", "1.0", "--max-retries", "20", "--summary", summary,
             "--no-cache", "-q", "-o", out, *extra]  # fmt: skip
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
     began = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], capture_output=True, text=True, env=env,
-                       timeout=600)  # fmt: skip
+    p = tourney(*args, env={"HF_HUB_OFFLINE": "1"})
     return p, time.monotonic() - began
 
 
