@@ -30,8 +30,7 @@ SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``slow`` marker (slow tests still run in CI; deselect locally with ``-m 'not slow'``)."""
-    config.addinivalue_line("markers", "slow: real-model or long-running test (runs in CI too)")
+    """Hand Ctrl-C tests' children a working SIGINT (the ``slow`` marker is declared in pyproject.toml)."""
     # A shell without job control starts `cmd &` with SIGINT ignored, and children inherit that: the Ctrl-C tests'
     # tourney would then rightly ignore their SIGINT. A handler (unlike SIG_IGN) is reset to the default on exec.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
