@@ -60,10 +60,23 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
     return (yield from _no_slow_imports(item))
 
 
+_RUNNING: list[pytest.Item] = []  # the test being set up or run (a fixture asked for by name at run time checks it)
+
+
+def _require_slow(what: str) -> None:
+    """Fail the running test unless it is marked slow: it asked for ``what`` (e.g. by request.getfixturevalue)."""
+    if _RUNNING and _RUNNING[-1].get_closest_marker("slow") is None:
+        pytest.fail(f"{_RUNNING[-1].nodeid} is not marked slow but uses {what}", pytrace=False)
+
+
 def _no_slow_imports(item: pytest.Item) -> Iterator[None]:
     """Fail a test not marked slow that imported one of SLOW_MODULES while it ran."""
     before = {m for m in SLOW_MODULES if m in sys.modules}
-    result = yield
+    _RUNNING.append(item)
+    try:
+        result = yield
+    finally:
+        _RUNNING.pop()
     new = [m for m in SLOW_MODULES if m in sys.modules and m not in before]
     if new and item.get_closest_marker("slow") is None:
         pytest.fail(f"{item.nodeid} is not marked slow but imported {', '.join(new)}", pytrace=False)
@@ -86,6 +99,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a HF directory, converted once per session into the session's cache."""
+    _require_slow("smollm2_dir")
     from tourney.models import smollm2_dir as convert
 
     return convert(Path(_SESSION_CACHE))
@@ -94,6 +108,7 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
     """ONE vLLM judge on the tiny model for the whole session (an engine costs 17-38 s to start)."""
+    _require_slow("tiny_vllm_judge")
     pytest.importorskip("vllm")
     from tourney.config import JudgeConfig, make_judge
 
@@ -112,6 +127,7 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """ONE real vLLM OpenAI server on the tiny model, served as "tiny", for the session (tests may restart it)."""
+    _require_slow("vllm_server")
     if importlib.util.find_spec("vllm") is None:  # the server runs vLLM in its own process: no import here
         pytest.skip("vllm is not installed")
     from servers import VLLMServer
