@@ -134,10 +134,13 @@ def test_context_overflow_names_the_prompt_and_keeps_earlier_judgments(vllm_serv
 
 
 @pytest.mark.slow
-def test_wrong_model_name_and_unreachable_server_are_one_line_errors(vllm_server, tmp_path):
+def test_wrong_model_name_is_a_one_line_error(vllm_server, tmp_path):
     p = tourney("rank", EXAMPLE, "--backend", "openai", "--base-url", vllm_server.url, "--judge", "no-such-model",
                 "--no-cache", "-q")  # fmt: skip
     assert p.returncode == 1 and "no-such-model" in p.stderr and "tiny" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_unreachable_server_is_a_one_line_error(tmp_path):
     p = tourney("rank", EXAMPLE, "--backend", "openai", "--base-url", "http://127.0.0.1:9", "--judge", "tiny",
                 "--max-retries", "1", "--no-cache", "-q")  # fmt: skip
     assert p.returncode == 1 and "127.0.0.1:9" in p.stderr and "Traceback" not in p.stderr
