@@ -17,6 +17,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Child processes (`python -m tourney`, `python -c ...`) import this checkout's tourney, wherever pytest was started.
+_PATHS = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _PATHS if p)
 # The tests never read or write the user's cache (~/.cache/tourney): a judgment cached by the user's own runs would
 # change what a test sees, and the tests' judgments have no place there. Every session gets its own, models included.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="tourney-tests-")

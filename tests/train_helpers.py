@@ -9,8 +9,6 @@ from pathlib import Path
 
 from clirun import tourney
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run ``tourney ...`` in-process (``env``: variables set for the run only)."""
