@@ -110,15 +110,8 @@ def test_roundtrip_and_corrupt_file_is_not_overwritten(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
     before = bad.read_bytes()
-    p = tourney(
-        "rank",
-        "-",
-        "--judge",
-        "simulated",
-        "--cache",
-        bad,
-        stdin='{"prompt": "q", "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 0}]}',
-    )
+    row = '{"prompt": "q", "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 0}]}'
+    p = tourney("rank", "-", "--judge", "simulated", "--cache", bad, stdin=row)
     assert p.returncode == 2 and "bad.sqlite" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert bad.read_bytes() == before and p.stdout == ""
 
