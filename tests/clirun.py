@@ -21,11 +21,11 @@ def python_m_tourney(*args: Any) -> list[str]:
 
 
 def tourney(
-    *args: Any, stdin: str | bytes | None = None, env: Mapping[str, str | None] | None = None, text: bool = True
+    *args: Any, stdin: str | bytes | None = None, env: Mapping[str, Any] | None = None, text: bool = True
 ) -> subprocess.CompletedProcess:
     """Run ``tourney ARGS`` in this process with ``stdin`` as its standard input.
 
-    ``env``: variables set (None: removed) for the run only, over this process's environment. ``text``: decode stdout
+    ``env``: variables set (str() of each; None: removed) for the run only, over this process's environment. ``text``: decode stdout
     and stderr as UTF-8 (else bytes). An exception main() lets through is printed as the interpreter would (a
     traceback, exit 1), so "no Traceback on stderr" means the same here as in a real process.
     """
@@ -34,11 +34,12 @@ def tourney(
     from tourney.cli import main
 
     argv = [str(a) for a in args]
+    overrides = {k: None if v is None else str(v) for k, v in (env or {}).items()}
     saved_env = dict(os.environ)
     quiet = _console_quiet()
     code: int
     try:
-        with CliRunner().isolation(input=stdin, env=env) as (out, err, _):
+        with CliRunner().isolation(input=stdin, env=overrides) as (out, err, _):
             try:
                 main(argv)
                 code = 0

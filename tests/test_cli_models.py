@@ -56,7 +56,7 @@ def test_quick_start_smollm2_best_of_n_then_rerun_is_all_cached(smollm2_dir, tmp
     assert len(recs) == 8 and all(r["raw"] for r in recs)
     assert all(r["p_a"] is not None or r["verdict"] is None for r in recs)
     # Same command again: every judgment comes from the cache, the output is byte-identical.
-    p = run(["best-of-n", EXAMPLE, "-o", out2, "--summary", s2, "--cache", cache], env)
+    p = tourney("best-of-n", EXAMPLE, "-o", out2, "--summary", s2, "--cache", cache, env={"TOURNEY_CACHE_DIR": root})
     assert p.returncode == 0, p.stderr[-2000:]
     again = json.loads(s2.read_text())
     assert again["backend_calls"] == 0 and again["cached"] == 8 and again["completion_tokens"] == 0
