@@ -25,9 +25,9 @@ def tourney(
 ) -> subprocess.CompletedProcess:
     """Run ``tourney ARGS`` in this process with ``stdin`` as its standard input.
 
-    ``env``: variables set (str() of each; None: removed) for the run only, over this process's environment. ``text``: decode stdout
-    and stderr as UTF-8 (else bytes). An exception main() lets through is printed as the interpreter would (a
-    traceback, exit 1), so "no Traceback on stderr" means the same here as in a real process.
+    ``env``: variables set (str() of each; None: removed) for the run only, over this process's environment.
+    ``text``: decode stdout and stderr as UTF-8 (else bytes). An exception main() lets through is printed as the
+    interpreter would (a traceback, exit 1), so "no Traceback on stderr" means the same here as in a real process.
     """
     from click.testing import CliRunner
 
