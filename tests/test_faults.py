@@ -8,14 +8,13 @@ timeout (``slow``) is not a retry. The output is the same bytes as a run without
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from clirun import tourney
 from proxy import KINDS, FaultProxy
 from servers import FakeServer
 
@@ -38,14 +37,12 @@ def write_prompts(path: Path, prompts: int, n: int) -> None:
 
 
 def rank(src: Path, out: Path, summary: Path, base_url: str, *extra: str) -> tuple[subprocess.CompletedProcess, float]:
-    """Run the CLI's ``rank`` on the server at ``base_url``; the process and its wall time."""
+    """Run the CLI's ``rank`` (in-process) on the server at ``base_url``; the completed run and its wall time."""
     args = ["rank", src, "--backend", "openai", "--judge", "tiny", "--base-url", base_url, "--family", "rm-r1",
             "--max-tokens", "16", "--temperature", "1.0", "--max-retries", "20", "--summary", summary,
             "--no-cache", "-q", "-o", out, *extra]  # fmt: skip
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
     began = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], capture_output=True, text=True, env=env,
-                       timeout=600)  # fmt: skip
+    p = tourney(*args, env={"HF_HUB_OFFLINE": "1"})
     return p, time.monotonic() - began
 
 
@@ -56,10 +53,11 @@ def test_cli_through_a_faulty_proxy_to_a_real_vllm_server_gives_the_same_bytes(v
     clean, clean_summary = tmp_path / "clean.jsonl", tmp_path / "clean.json"
     p, clean_s = rank(src, clean, clean_summary, vllm_server.url)
     assert p.returncode == 0, p.stderr[-2000:]
-    # Stalls outlast the client's --timeout (20 s); a slow answer (0.5 s) stays under it and is no fault.
-    with FaultProxy(vllm_server.url, seed=8, rate=0.2, kinds=KINDS, slow=0.5, stall=21.0, lifetime=300) as proxy:
+    # Stalls outlast the client's --timeout (8 s); a slow answer (0.5 s) stays under it and is no fault, and so does a
+    # real answer (16 tokens of the tiny model: well under a second, a few on a loaded machine).
+    with FaultProxy(vllm_server.url, seed=8, rate=0.2, kinds=KINDS, slow=0.5, stall=9.0, lifetime=300) as proxy:
         faulty, faulty_summary = tmp_path / "faulty.jsonl", tmp_path / "faulty.json"
-        p, faulty_s = rank(src, faulty, faulty_summary, proxy.url, "--timeout", "20")
+        p, faulty_s = rank(src, faulty, faulty_summary, proxy.url, "--timeout", "8")
     assert p.returncode == 0, p.stderr[-2000:]
     report = proxy.report()
     stats, base = json.loads(faulty_summary.read_text()), json.loads(clean_summary.read_text())

@@ -16,8 +16,6 @@ from tourney.forcing import THINK_CLOSE, forced_prompt, forced_text, two_way
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
 
-pytest.importorskip("vllm")
-
 QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
 CASES = {
     # A thinking judge cut off by the token limit while it mentions the verdict: the whole reasoning is kept.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 import time
 
 import pytest
@@ -251,29 +250,4 @@ def test_real_server_failover_past_a_dead_endpoint(vllm_server):
     assert [j.raw for j in out] == [j.raw for j in reference]
 
 
-@pytest.mark.slow
-def test_real_server_killed_and_restarted_mid_batch(vllm_server):
-    reqs = requests(96, offset=100)
-    with real_judge(vllm_server, max_tokens=64) as judge:
-        reference = judge.judge(reqs[:8])
-    judge = real_judge(vllm_server, max_tokens=64, concurrency=4, max_retries=60, backoff=0.25, backoff_cap=3.0)
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            result["out"] = judge.judge(reqs)
-        except BaseException as err:  # reported by the assertion below
-            result["err"] = err
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    time.sleep(1.5)
-    assert worker.is_alive(), "the batch finished before the server was killed; make it bigger"
-    vllm_server.stop(kill=True)
-    vllm_server.start()
-    worker.join(timeout=300)
-    judge.close()
-    assert not worker.is_alive() and "err" not in result, result.get("err")
-    out = result["out"]
-    assert len(out) == 96 and all(j.completion_tokens > 0 for j in out)
-    assert [j.raw for j in out[:8]] == [j.raw for j in reference]
+# The server killed and restarted mid-run: tests/test_cli_models.py (through the CLI, which also checks the cache).

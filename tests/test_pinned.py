@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import tourney
 
 DATA = Path(__file__).parent / "data" / "sim12.jsonl"
 
@@ -31,8 +30,8 @@ def digest(data: bytes) -> str:
 @pytest.mark.parametrize("args", sorted(PINNED))
 def test_outputs_are_pinned(args, tmp_path):
     judgments = tmp_path / "j.jsonl"
-    cmd = [sys.executable, "-m", "tourney", *args.split(), str(DATA), "--judge", "simulated", "--no-cache",
-           "-o", "-", "--judgments", str(judgments)]  # fmt: skip
-    p = subprocess.run(cmd, capture_output=True, timeout=120)
+    p = tourney(
+        *args.split(), DATA, "--judge", "simulated", "--no-cache", "-o", "-", "--judgments", judgments, text=False
+    )
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     assert (digest(p.stdout), digest(judgments.read_bytes())) == PINNED[args]

@@ -3,9 +3,9 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
+from clirun import python_m_tourney, tourney
 
 from tourney.io import dumps
 from tourney.sample import PromptRow, SampleCache, read_prompts, sample
@@ -16,12 +16,6 @@ PROMPTS = [
     {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to three."}]},
     {"id": 7, "prompt": "Say hi."},
 ]
-
-
-def tourney(*args, stdin=None, env=None):
-    """Run ``python -m tourney`` and return the completed process (text mode)."""
-    return subprocess.run([sys.executable, "-m", "tourney", *map(str, args)], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=300)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +176,7 @@ def test_sample_killed_with_sigkill_resumes_to_the_same_bytes(vllm_server, promp
             "--max-tokens", 64, "--batch-size", 1]  # fmt: skip
     clean = tourney(*args, "--no-cache")
     assert clean.returncode == 0, clean.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "tourney", *map(str, args), "--cache", cache, "-o", out],
+    proc = subprocess.Popen(python_m_tourney(*args, "--cache", cache, "-o", out),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     done, deadline = 0, time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

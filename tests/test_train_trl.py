@@ -39,7 +39,6 @@ def test_trl_engine_runs_grpo_steps_on_the_cpu(tmp_path, smollm2_dir):
         "train", "rlvr", "--engine", "trl", "--model", "smollm2", "--data", str(data), "--output", str(out),
         "--max-steps", "2", "--batch-size", "2", "--num-generations", "2", "--max-completion-tokens", "3",
         env={"HF_HUB_OFFLINE": "1", "TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])},  # `smollm2` = the fixture's copy
-        timeout=600,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(res.stdout.strip().splitlines()[-1])

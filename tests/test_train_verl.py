@@ -22,9 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAIN_PY = ROOT / ".venv-train" / "bin" / "python"
 CHECKS = ROOT / "tests" / "verl_checks.py"
 
-pytestmark = pytest.mark.skipif(
-    not TRAIN_PY.is_file(), reason=".venv-train is absent: run `bash scripts/setup_train.sh` (setup.sh does; CI has it)"
-)
+pytestmark = [
+    pytest.mark.slow,  # verl, in its own environment
+    pytest.mark.skipif(
+        not TRAIN_PY.is_file(),
+        reason=".venv-train is absent: run `bash scripts/setup_train.sh` (setup.sh does; CI has it)",
+    ),
+]
 
 
 CASES = [  # group 0: RM-R1 judge outputs, the better answer is A; group 1: RRM outputs, the better one is B

@@ -21,8 +21,6 @@ from tourney.judges import get_family
 from tourney.models import SMOLLM2_SUBDIR, cache_dir, resolve_model, smollm2_gguf
 from tourney.types import Judgment, Request
 
-pytest.importorskip("vllm")
-
 
 def requests(n: int, seed0: int = 0) -> list[Request]:
     """n distinct pairwise requests, two per prompt (adjacent, as the engine sends them)."""
@@ -102,6 +100,7 @@ def test_two_way_softmax() -> None:
 # ---- the session engine on the tiny random model -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_batch_gives_one_judgment_per_request(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(6)
     out = tiny_vllm_judge.judge(reqs)
@@ -113,10 +112,12 @@ def test_batch_gives_one_judgment_per_request(tiny_vllm_judge: PairwiseJudge) ->
     assert tiny_vllm_judge.judge([]) == []
 
 
+@pytest.mark.slow
 def test_prefix_caching_is_on(tiny_vllm_judge: PairwiseJudge) -> None:
     assert tiny_vllm_judge.backend._llm.llm_engine.vllm_config.cache_config.enable_prefix_caching
 
 
+@pytest.mark.slow
 def test_outputs_are_deterministic_and_batch_independent(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(8, seed0=100)
     first = tiny_vllm_judge.judge(reqs)
@@ -128,6 +129,7 @@ def test_outputs_are_deterministic_and_batch_independent(tiny_vllm_judge: Pairwi
     assert other.raw != first[0].raw
 
 
+@pytest.mark.slow
 def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(4, seed0=50)
 
@@ -138,6 +140,7 @@ def test_lockstep_ajudge_matches_judge(tiny_vllm_judge: PairwiseJudge) -> None:
     assert first + second == tiny_vllm_judge.judge(reqs)
 
 
+@pytest.mark.slow
 def test_forced_verdict_gives_soft_probability(tiny_vllm_judge: PairwiseJudge) -> None:
     # A random model never writes a verdict, so "auto" forces every one.
     for j in tiny_vllm_judge.judge(requests(4)):
@@ -146,6 +149,7 @@ def test_forced_verdict_gives_soft_probability(tiny_vllm_judge: PairwiseJudge) -
         assert j.finish_reason == "length"  # the judge's own finish reason, not the forced call's
 
 
+@pytest.mark.slow
 def test_parsed_verdict_is_not_forced(tiny_vllm_judge: PairwiseJudge) -> None:
     gen = Generation("B is wrong.\n<answer>[[A]]</answer>", "stop", 10, 5)
     req = Request("q", "a", "b")
@@ -154,6 +158,7 @@ def test_parsed_verdict_is_not_forced(tiny_vllm_judge: PairwiseJudge) -> None:
     assert not tiny_vllm_judge._should_force(gen, req)
 
 
+@pytest.mark.slow
 def test_forced_prompt_cuts_at_a_written_verdict(tiny_vllm_judge: PairwiseJudge) -> None:
     backend, fam = tiny_vllm_judge.backend, tiny_vllm_judge.family
 
@@ -170,6 +175,7 @@ def test_forced_prompt_cuts_at_a_written_verdict(tiny_vllm_judge: PairwiseJudge)
     assert len(ids) == 1023 and backend.tokenizer.decode(ids[-8:]).endswith("\n<answer>[[")
 
 
+@pytest.mark.slow
 def test_verdict_modes_parse_and_logprobs(tiny_vllm_judge: PairwiseJudge, monkeypatch: pytest.MonkeyPatch) -> None:
     reqs = requests(2)
     monkeypatch.setattr(tiny_vllm_judge, "verdict", "parse")
@@ -179,6 +185,7 @@ def test_verdict_modes_parse_and_logprobs(tiny_vllm_judge: PairwiseJudge, monkey
     assert all(j.forced and 0 < j.p_a < 1 for j in tiny_vllm_judge.judge(reqs))
 
 
+@pytest.mark.slow
 def test_rrm_choices_take_the_space_with_a_bpe_tokenizer(tiny_vllm_judge: PairwiseJudge) -> None:
     backend, rrm = tiny_vllm_judge.backend, get_family("rrm")
     tok = backend.tokenizer
@@ -198,6 +205,7 @@ def test_forced_text_closes_thinking_and_ignores_verdicts_inside_it() -> None:
     assert (body, closing) == ("thought</think>\n\nSo: ", prefix)
 
 
+@pytest.mark.slow
 def test_context_overflow_names_request_and_tokens(tiny_vllm_judge: PairwiseJudge) -> None:
     reqs = requests(3)
     long = Request(prompt="word " * 1500, a="x", b="y")
@@ -207,6 +215,7 @@ def test_context_overflow_names_request_and_tokens(tiny_vllm_judge: PairwiseJudg
     tiny_vllm_judge.judge(reqs[:1])  # the engine is still usable
 
 
+@pytest.mark.slow
 def test_identity_is_json_and_complete(tiny_vllm_judge: PairwiseJudge, tiny_model_dir: Path) -> None:
     ident = tiny_vllm_judge.identity()
     json.dumps(ident)

@@ -1,0 +1,84 @@
+"""Run the ``tourney`` CLI in-process, as a test would run ``python -m tourney`` (without a new interpreter's 2-3 s).
+
+``tourney(...)`` returns a ``subprocess.CompletedProcess`` (returncode, stdout, stderr), so a test reads the same
+whichever way its command ran. A real process is still the point for signals, file descriptors, umask, FIFOs,
+kill -9 and concurrency between processes: those tests use ``subprocess`` (``python_m_tourney`` gives the command).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+
+def python_m_tourney(*args: Any) -> list[str]:
+    """The argv of a real ``python -m tourney ...`` process."""
+    return [sys.executable, "-m", "tourney", *map(str, args)]
+
+
+def tourney(
+    *args: Any, stdin: str | bytes | None = None, env: Mapping[str, Any] | None = None, text: bool = True
+) -> subprocess.CompletedProcess:
+    """Run ``tourney ARGS`` in this process with ``stdin`` as its standard input.
+
+    ``env``: variables set (str() of each; None: removed) for the run only, over this process's environment.
+    ``text``: decode stdout and stderr as UTF-8 (else bytes). An exception main() lets through is printed as the
+    interpreter would (a traceback, exit 1), so "no Traceback on stderr" means the same here as in a real process.
+    """
+    from click.testing import CliRunner
+
+    from tourney.cli import main
+
+    argv = [str(a) for a in args]
+    overrides = {k: None if v is None else str(v) for k, v in (env or {}).items()}
+    saved_env = dict(os.environ)
+    quiet = _console_quiet()
+    code: int
+    try:
+        with CliRunner().isolation(input=stdin, env=overrides) as (out, err, _):
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as ex:
+                code = _exit_code(ex.code)
+            except Exception:  # what the interpreter would print for an uncaught exception
+                traceback.print_exc(file=sys.stderr)
+                code = 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            stdout, stderr = out.getvalue(), err.getvalue()
+    finally:
+        # Nothing a run changes in this process may reach the next test: environment and console flags.
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for console, flag in quiet:
+            console.quiet = flag
+    if text:
+        return subprocess.CompletedProcess(argv, code, stdout.decode(), stderr.decode())
+    return subprocess.CompletedProcess(argv, code, stdout, stderr)
+
+
+def _exit_code(code: object) -> int:
+    """The exit status ``sys.exit(code)`` gives a process."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") prints it and exits 1
+    return 1
+
+
+def _console_quiet() -> list[tuple[Any, bool]]:
+    """Every module-level Console of tourney and its ``quiet`` flag (a run sets it from ``--quiet``)."""
+    from tourney.console import Console
+
+    found = []
+    for name, module in list(sys.modules.items()):
+        if name.startswith("tourney") and module is not None:
+            found += [(v, v.quiet) for v in vars(module).values() if isinstance(v, Console)]
+    return found
