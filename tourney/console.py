@@ -51,7 +51,9 @@ class Console:
         log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 2)
         os.close(log)
-        mine = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace")
+        # tourney's own lines go to the terminal: a copy of fd 2, unless sys.stderr is not fd 2 (a caller or a test
+        # runner captured it), in which case they keep going to sys.stderr.
+        mine = os.fdopen(os.dup(saved), "w", buffering=1, encoding="utf-8", errors="replace") if _on_fd2() else None
         previous, self._stream = self._stream, mine
         try:
             yield
@@ -60,7 +62,8 @@ class Console:
             os.dup2(saved, 2)
             os.close(saved)
             self._stream = previous
-            mine.close()
+            if mine is not None:
+                mine.close()
 
     @contextmanager
     def progress(self, total: int) -> Iterator[Progress]:
@@ -70,6 +73,14 @@ class Console:
             yield bar
         finally:
             bar.stop()
+
+
+def _on_fd2() -> bool:
+    """Whether sys.stderr writes to file descriptor 2."""
+    try:
+        return sys.stderr.fileno() == 2
+    except (OSError, ValueError):  # io.UnsupportedOperation: an in-memory stream
+        return False
 
 
 class Progress:
