@@ -50,13 +50,13 @@ def aggregate(votes: list[float | None], mode: str = "auto") -> tuple[float, boo
     if not valid:
         return 0.5, True
     hard = all(v in (0.0, 1.0) for v in valid)
-    mean = float(np.mean(valid))
     if mode == "mean" or (mode == "auto" and not hard):
-        return mean, False
+        # numpy sums fewer than 8 values left to right, as sum() does: the same float, without numpy's overhead.
+        return (sum(valid) / len(valid) if len(valid) < 8 else float(np.mean(valid))), False
     if mode not in ("auto", "majority"):
         raise ValueError(f"unknown aggregate mode {mode!r}")
-    rounded = np.mean([1.0 if v > 0.5 else 0.0 if v < 0.5 else 0.5 for v in valid])
-    return (1.0 if rounded > 0.5 else 0.0 if rounded < 0.5 else 0.5), False
+    lead = sum(1 if v > 0.5 else -1 if v < 0.5 else 0 for v in valid)  # wins minus losses; a 0.5 vote is neither
+    return (1.0 if lead > 0 else 0.0 if lead < 0 else 0.5), False
 
 
 class Voting(Wrapper):

@@ -64,10 +64,16 @@ def request_key(judge: str, request: Request, fields: Sequence[str] = ()) -> str
 
     ``fields``: response fields the judge reads besides the text (the simulator's ``quality``), keyed too.
     """
-    parts: list[Any] = [judge, request.prompt, request.a, request.b, request.vote]
-    if fields:
-        parts += [[request.a_fields.get(f) for f in fields], [request.b_fields.get(f) for f in fields]]
-    return sha(canonical(parts))
+    sides = (request.a_fields, request.b_fields) if fields else ()
+    extra = [canonical([side.get(f) for f in fields]) for side in sides]
+    return encoded_key(canonical(judge), canonical(request.prompt), canonical(request.a), canonical(request.b),
+                       request.vote, *extra)  # fmt: skip
+
+
+def encoded_key(judge: str, prompt: str, a: str, b: str, vote: int, *fields: str) -> str:
+    """``request_key`` from parts already in canonical JSON (the engine encodes each prompt's texts once): the
+    same bytes as ``sha(canonical([judge, prompt, a, b, vote, fields_a, fields_b]))``."""
+    return sha("[" + ",".join((judge, prompt, a, b, str(vote), *fields)) + "]")
 
 
 def open_cache(path: str | None, disabled: bool) -> Cache | None:

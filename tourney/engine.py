@@ -19,10 +19,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tourney.cache import Cache, judge_hash, request_key
+from tourney.cache import Cache, canonical, encoded_key, judge_hash
 from tourney.errors import BackendError
 from tourney.io import Item
-from tourney.tournament import Tournament, derive_seed
+from tourney.tournament import Tournament, derive_seed, encoded_seed
 from tourney.types import Counters, Judge, Judgment, Request
 
 if TYPE_CHECKING:
@@ -116,14 +116,19 @@ class Engine:
         self.cache, self.keep_records, self.write_cache, self.progress = cache, keep_records, write_cache, progress
         self.judge_id = cache.register(judge.identity()) if cache else judge_hash(judge.identity())
         self.key_fields = tuple(judge.key_fields())
+        self._judge_json = canonical(self.judge_id)
 
-    def request(self, item: Item, vote: Vote) -> Request:
+    def request(self, item: Item, vote: Vote, enc: _Encoded | None = None) -> Request:
         """Build the judge request for one vote; its sampling seed depends only on what it judges."""
-        a, b = item.texts[vote.a], item.texts[vote.b]
-        return Request(
-            prompt=item.prompt, a=a, b=b, vote=vote.vote, seed=derive_seed(item.prompt, a, b, vote.vote),
-            a_fields=item.fields[vote.a], b_fields=item.fields[vote.b],
-        )  # fmt: skip
+        e = enc or _Encoded(item, self.key_fields)
+        seed = encoded_seed(e.prompt_seed, e.texts[vote.a], e.texts[vote.b], str(vote.vote))  # derive_seed's value
+        return Request(prompt=item.prompt, a=item.texts[vote.a], b=item.texts[vote.b], vote=vote.vote, seed=seed,
+                       a_fields=item.fields[vote.a], b_fields=item.fields[vote.b])  # fmt: skip
+
+    def key(self, enc: _Encoded, vote: Vote) -> str:
+        """The cache key of one vote (``tourney.cache.request_key``'s value, from the prompt's encoded texts)."""
+        fields = (enc.fields[vote.a], enc.fields[vote.b]) if self.key_fields else ()
+        return encoded_key(self._judge_json, enc.prompt_key, enc.texts[vote.a], enc.texts[vote.b], vote.vote, *fields)
 
     def run(self, items: Sequence[Item]) -> Run:
         """Run every tournament in lockstep: one judge call per step for all ready votes across prompts."""
@@ -170,14 +175,15 @@ class Engine:
         return state.finish()
 
     def _lookup(self, state: _State, ready: list[tuple[int, Vote]]) -> _Batch:
-        """Build requests, read what the cache has, and list what is left to judge (each key once)."""
-        requests = [self.request(state.items[k], vote) for k, vote in ready]
-        keys = [request_key(self.judge_id, r, self.key_fields) for r in requests]
+        """Key every vote, read what the cache has, and build requests for what is left to judge (each key once)."""
+        keys = [self.key(state.encoded(k), vote) for k, vote in ready]
         found = self.cache.get_many(keys) if self.cache else {}
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in found and key not in todo:
                 todo[key] = i
+        requests = {i: self.request(state.items[ready[i][0]], ready[i][1], state.encoded(ready[i][0]))
+                    for i in todo.values()}  # fmt: skip
         return _Batch(state.items, ready, requests, keys, found, todo, hits=set(found))
 
     def _commit(self, state: _State, batch: _Batch, fresh: list[Judgment]) -> None:
@@ -228,6 +234,14 @@ class _State:
         self.results = [Result(item, [], []) for item in items]
         self.stats = Stats()
         self._in_flight, self._busy_since = 0, 0.0
+        self._encoded: dict[int, _Encoded] = {}
+
+    def encoded(self, k: int) -> _Encoded:
+        """Prompt ``k``'s texts as JSON, encoded once for all its votes' keys and seeds."""
+        enc = self._encoded.get(k)
+        if enc is None:
+            enc = self._encoded[k] = _Encoded(self.items[k], self.engine.key_fields)
+        return enc
 
     def ready(self, k: int) -> list[tuple[int, Vote]]:
         """The votes prompt ``k``'s tournament can play now; a tournament that is not done must propose some.
@@ -271,13 +285,24 @@ class _State:
         return Run(self.results, st)
 
 
+class _Encoded:
+    """One prompt's parts as JSON, for its cache keys (compact) and request seeds (``derive_seed``'s encoding)."""
+
+    def __init__(self, item: Item, key_fields: tuple[str, ...]) -> None:
+        """Encode the prompt, each response text and, when the judge reads them, each response's key fields."""
+        self.prompt_key = canonical(item.prompt)
+        self.prompt_seed = json.dumps(item.prompt, sort_keys=True, ensure_ascii=False)
+        self.texts = [canonical(t) for t in item.texts]  # a string's JSON is the same in both encodings
+        self.fields = [canonical([f.get(name) for name in key_fields]) for f in item.fields] if key_fields else []
+
+
 @dataclass
 class _Batch:
     """The votes of one step: their requests and keys, judgments found so far, and keys still to judge."""
 
     items: Sequence[Item]
     ready: list[tuple[int, Vote]]
-    requests: list[Request]
+    requests: dict[int, Request]  # by position in ``ready``: only the votes still to judge
     keys: list[str]
     found: dict[str, Judgment]
     todo: dict[str, int]

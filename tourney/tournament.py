@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 
 def derive_seed(*parts: Any) -> int:
     """Derive a stable 63-bit seed from JSON-able parts (no dependence on Python's salted hash)."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).digest()
+    return encoded_seed(*(json.dumps(p, sort_keys=True, ensure_ascii=False) for p in parts))
+
+
+def encoded_seed(*parts: str) -> int:
+    """``derive_seed`` from parts already JSON-encoded (sorted keys, default separators), for callers that encode
+    a text once and derive many seeds from it: the same value as ``derive_seed`` of the decoded parts."""
+    digest = hashlib.sha256(("[" + ", ".join(parts) + "]").encode()).digest()
     return int.from_bytes(digest[:8], "big") >> 1
 
 
