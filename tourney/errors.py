@@ -1,4 +1,4 @@
-"""Errors that end a run with a one-line message and exit code 2 (bad input, bad options, bad files)."""
+"""The two errors that end a run with one line: InputError (a value of the user's: exit 2), BackendError (exit 1)."""
 
 from __future__ import annotations
 

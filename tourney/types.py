@@ -1,7 +1,7 @@
 """The neutral types every part of tourney shares: prompts, judge requests and judgments, the Judge protocol.
 
-Judge families, the cache, input/output, the engine and the backends all import from here, never from each other,
-so a family never depends on how it is run.
+Judge families and backends import from here and never from each other, so a family never depends on how it is run
+(a test checks that ``tourney.judges`` imports no backend).
 """
 
 from __future__ import annotations
