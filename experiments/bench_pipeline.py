@@ -62,7 +62,7 @@ class FleetJudge(SimulatedJudge):
             by_prompt[str(r.prompt)] = max(by_prompt.get(str(r.prompt), 0.0), t)
         for prompt, t in by_prompt.items():
             self.rounds[prompt].append(t)
-        return SimulatedJudge.judge(self, requests)
+        return self.verdicts(requests)
 
     def judge(self, requests: Sequence[Request]) -> list[Judgment]:
         """Lockstep: one batch, a barrier at its end."""

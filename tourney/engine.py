@@ -81,12 +81,17 @@ class Result:
     completion_tokens: int = 0
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """What one run returns: a result per prompt, in input order, and the run's counters."""
 
     results: list[Result]
     stats: Stats
+
+    def __repr__(self) -> str:
+        # Short on purpose: asyncio.run formats the finished task's result (Python 3.11, in a SIGINT-handler check),
+        # and a repr of every result's texts cost seconds on large runs.
+        return f"Run({len(self.results)} results, {self.stats.judgments} judgments)"
 
     def all_invalid(self) -> list[Any]:
         """Ids of the prompts whose every judgment had no verdict (their ranking is the input order)."""

@@ -8,6 +8,7 @@ does not depend on how requests were batched.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Sequence
@@ -53,6 +54,16 @@ class SimulatedJudge(JudgeBase):
         """Draw one verdict per request from its own seeded generator."""
         if self.latency:
             time.sleep(self.latency)
+        return self.verdicts(requests)
+
+    async def ajudge(self, requests: Sequence[Request]) -> list[Judgment]:
+        """As ``judge``, on the caller's event loop: its latency is awaited, not slept on a thread."""
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        return self.verdicts(requests)
+
+    def verdicts(self, requests: Sequence[Request]) -> list[Judgment]:
+        """One verdict per request, drawn from the request's own seeded generator (no latency)."""
         out = []
         for req in requests:
             rng = np.random.default_rng(req.seed)
