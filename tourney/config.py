@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tourney.backends.base import BackendBase, Sampling
+from tourney.backends.base import INT_FIELDS, SAMPLING_RANGES, BackendBase, Sampling
 from tourney.errors import InputError
 from tourney.forcing import check_verdict
 from tourney.judges import FAMILIES, Family, detect_family, get_family
@@ -126,7 +126,11 @@ def judge_sampling(cfg: JudgeConfig, family: Family) -> Sampling:
     base = {**FALLBACK_SAMPLING, **family.sampling, **model, **own}
     given = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
     merged = base | {k: v for k, v in given.items() if v is not None}
-    return Sampling(float(merged["temperature"]), float(merged["top_p"]), int(merged["max_tokens"]))
+    # The penalties, top_k and min_p come only from a family's [sampling] (same names as Sampling's fields); unset,
+    # they stay at Sampling's "off" values and are still sent, so no server fills them from generation_config.json.
+    values: dict[str, Any] = {k: int(v) if k in INT_FIELDS else float(v) for k, v in merged.items()
+                              if k in SAMPLING_RANGES}  # fmt: skip
+    return Sampling(**values)
 
 
 def make_judge(cfg: JudgeConfig, family: Family | None = None) -> Judge:

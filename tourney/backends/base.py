@@ -25,12 +25,60 @@ Chat = Sequence[dict[str, str]]  # chat messages, rendered with the model's own 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings of one request; ``seed`` makes the output independent of the batch it shares."""
+    """Sampling settings of one request; ``seed`` makes the output independent of the batch it shares.
+
+    Every field is sent, none left to the server: a vLLM server fills a field a request leaves out from the
+    checkpoint's ``generation_config.json`` (a repetition penalty, a top-k), so an in-process run and a server run of
+    the same judge would sample differently. The fields after ``seed`` default to vLLM's values for "off".
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 4096
     seed: int | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_k: int = 0  # 0: off (vLLM also takes -1)
+    min_p: float = 0.0
+
+    def shape(self) -> dict[str, Any]:
+        """Every field that shapes the output distribution (not the seed nor the token budget), by vLLM's names."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a judge's identity (its cache key) holds: all but the per-request seed."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens} | self.shape()
+
+
+# Named as in vLLM's SamplingParams and OpenAI-style request bodies, and as the keys of a family's [sampling] table.
+SHAPE_FIELDS = ("temperature", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "top_k", "min_p")
+# What each may be, as vLLM checks it (a bad value is refused before anything loads): (low, high, low is allowed).
+SAMPLING_RANGES: dict[str, tuple[float, float, bool]] = {
+    "temperature": (0.0, float("inf"), True),
+    "top_p": (0.0, 1.0, False),
+    "max_tokens": (1, float("inf"), True),
+    "repetition_penalty": (0.0, float("inf"), False),
+    "presence_penalty": (-2.0, 2.0, True),
+    "frequency_penalty": (-2.0, 2.0, True),
+    "top_k": (-1, float("inf"), True),
+    "min_p": (0.0, 1.0, True),
+}
+INT_FIELDS = ("max_tokens", "top_k")
+
+
+def sampling_problem(key: str, value: Any) -> str | None:
+    """What is wrong with ``value`` for the sampling field ``key`` (None: nothing); a family's [sampling] uses it."""
+    if key not in SAMPLING_RANGES:
+        return f"unknown key '{key}'; known keys: {', '.join(SAMPLING_RANGES)}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"'{key}' must be a number"
+    if key in INT_FIELDS and not isinstance(value, int):
+        return f"'{key}' must be an integer"
+    low, high, closed = SAMPLING_RANGES[key]
+    if value > high or value < low or (value == low and not closed):
+        return f"'{key}' is out of range: {value}"
+    return None
 
 
 @dataclass(frozen=True)
