@@ -10,11 +10,12 @@ import pytest
 from conftest import PENALTY, TINY_MAX_MODEL_LEN
 from servers import FakeServer
 
-from tourney.backends.base import SHAPE_FIELDS, Sampling, sampling_problem
+from tourney.backends.base import SHAPE_FIELDS, Sampling
 from tourney.backends.openai import OpenAIBackend
 from tourney.config import JudgeConfig, judge_sampling, make_judge, resolve_family
 from tourney.errors import InputError
 from tourney.judges.custom import load_custom
+from tourney.sampling import SAMPLING_RANGES, sampling_problem
 from tourney.types import Request
 
 OFF = {"repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "top_k": 0, "min_p": 0.0}
@@ -29,7 +30,7 @@ def test_the_new_fields_default_to_vllms_off_values() -> None:
     assert {k: getattr(s, k) for k in OFF} == OFF
     assert set(s.shape()) == set(SHAPE_FIELDS) == {"temperature", "top_p", *OFF}
     # Every field but the seed is in a judge's identity (its cache key).
-    assert set(s.identity()) == {f.name for f in fields(Sampling)} - {"seed"}
+    assert set(s.identity()) == {f.name for f in fields(Sampling)} - {"seed"} == set(SAMPLING_RANGES)
     # Positional construction (temperature, top_p, max_tokens, seed) still means what it meant.
     assert Sampling(0.5, 0.9, 64, 7) == Sampling(temperature=0.5, top_p=0.9, max_tokens=64, seed=7)
 

@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tourney.backends.base import INT_FIELDS, SAMPLING_RANGES, BackendBase, Sampling
+from tourney.backends.base import BackendBase, Sampling
 from tourney.errors import InputError
 from tourney.forcing import check_verdict
 from tourney.judges import FAMILIES, Family, detect_family, get_family
+from tourney.sampling import INT_FIELDS, SAMPLING_RANGES
 from tourney.types import Judge
 
 SIMULATED = "simulated"

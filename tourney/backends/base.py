@@ -53,32 +53,6 @@ class Sampling:
 
 # Named as in vLLM's SamplingParams and OpenAI-style request bodies, and as the keys of a family's [sampling] table.
 SHAPE_FIELDS = ("temperature", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "top_k", "min_p")
-# What each may be, as vLLM checks it (a bad value is refused before anything loads): (low, high, low is allowed).
-SAMPLING_RANGES: dict[str, tuple[float, float, bool]] = {
-    "temperature": (0.0, float("inf"), True),
-    "top_p": (0.0, 1.0, False),
-    "max_tokens": (1, float("inf"), True),
-    "repetition_penalty": (0.0, float("inf"), False),
-    "presence_penalty": (-2.0, 2.0, True),
-    "frequency_penalty": (-2.0, 2.0, True),
-    "top_k": (-1, float("inf"), True),
-    "min_p": (0.0, 1.0, True),
-}
-INT_FIELDS = ("max_tokens", "top_k")
-
-
-def sampling_problem(key: str, value: Any) -> str | None:
-    """What is wrong with ``value`` for the sampling field ``key`` (None: nothing); a family's [sampling] uses it."""
-    if key not in SAMPLING_RANGES:
-        return f"unknown key '{key}'; known keys: {', '.join(SAMPLING_RANGES)}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return f"'{key}' must be a number"
-    if key in INT_FIELDS and not isinstance(value, int):
-        return f"'{key}' must be an integer"
-    low, high, closed = SAMPLING_RANGES[key]
-    if value > high or value < low or (value == low and not closed):
-        return f"'{key}' is out of range: {value}"
-    return None
 
 
 @dataclass(frozen=True)

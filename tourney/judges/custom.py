@@ -23,9 +23,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tourney.backends.base import INT_FIELDS, sampling_problem
 from tourney.errors import InputError
 from tourney.judges.base import Family, split_verdicts
+from tourney.sampling import INT_FIELDS, sampling_problem
 
 KEYS = {
     "name",
