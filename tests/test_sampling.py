@@ -48,6 +48,8 @@ def test_the_new_fields_default_to_vllms_off_values() -> None:
         ("top_p", 0, "out of range"),
         ("max_tokens", 0, "out of range"),
         ("temperature", True, "must be a number"),
+        ("repetition_penalty", float("inf"), "out of range"),
+        ("temperature", float("nan"), "out of range"),
     ],
 )
 def test_bad_sampling_values_are_named(key: str, value: object, problem: str) -> None:

@@ -7,6 +7,7 @@ A module of its own because judge families (``tourney.judges``) must not import 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 # key: (low, high, whether low itself is allowed)
@@ -32,6 +33,6 @@ def sampling_problem(key: str, value: Any) -> str | None:
     if key in INT_FIELDS and not isinstance(value, int):
         return f"'{key}' must be an integer"
     low, high, closed = SAMPLING_RANGES[key]
-    if value > high or value < low or (value == low and not closed):
+    if not math.isfinite(value) or value > high or value < low or (value == low and not closed):
         return f"'{key}' is out of range: {value}"
     return None
