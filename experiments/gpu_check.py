@@ -1,6 +1,7 @@
 """A first-run check of a judge: GSM8K pairs with a known better answer, judged in both orders.
 
     python -m experiments.gpu_check --judge Reward-Reasoning/RRM-7B                       # in-process vLLM
+    python -m experiments.gpu_check --judge Reward-Reasoning/RRM-32B --tensor-parallel-size 4   # on 4 GPUs
     python -m experiments.gpu_check --judge RRM-32B --backend openai --base-url http://gpu1:8000/v1
     python -m experiments.gpu_check --judge smollm2 --pairs 8                             # the CPU's weak judge
 
@@ -34,7 +35,7 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout
 
 import numpy as np  # noqa: E402
 
-from experiments.args import non_negative, positive, positive_float  # noqa: E402
+from experiments.args import non_negative, open_unit, positive, positive_float  # noqa: E402
 from tourney.config import DTYPES  # noqa: E402
 from tourney.errors import BackendError, InputError  # noqa: E402
 from tourney.types import Judgment, Request  # noqa: E402
@@ -205,6 +206,12 @@ def engine_arg(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
+def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The vLLM engine arguments the options give (``--engine-arg`` first: the named options win)."""
+    named = {"tensor_parallel_size": args.tensor_parallel_size, "gpu_memory_utilization": args.gpu_memory_utilization}
+    return dict(args.engine_arg) | {k: v for k, v in named.items() if v is not None}
+
+
 def parser() -> argparse.ArgumentParser:
     """The command's options (bad values: argparse's usage line, exit 2)."""
     ap = argparse.ArgumentParser(prog="python -m experiments.gpu_check", description=__doc__.split("\n\n")[0])
@@ -218,6 +225,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--temperature", type=non_negative_float, default=None, help="(default: the family's)")
     ap.add_argument("--max-model-len", type=positive, default=None, help="vLLM context length")
     ap.add_argument("--dtype", choices=DTYPES, default="auto", help="vLLM dtype (auto: the model's)")
+    ap.add_argument("--tensor-parallel-size", type=positive, default=None, help="GPUs per model (vLLM)")
+    ap.add_argument("--gpu-memory-utilization", type=open_unit, default=None, help="share of GPU memory (vLLM)")
     ap.add_argument("--engine-arg", type=engine_arg, action="append", default=[], metavar="KEY=VALUE",
                     help="a vLLM engine argument, e.g. tensor_parallel_size=4 (repeatable)")  # fmt: skip
     ap.add_argument("--timeout", type=positive_float, default=600.0, help="seconds per server answer (600)")
@@ -233,7 +242,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> Report:
 
     cfg = JudgeConfig(args.judge, backend=args.backend, family=args.family, max_tokens=args.max_tokens,
                       temperature=args.temperature, seed=args.seed, dtype=args.dtype,
-                      max_model_len=args.max_model_len, engine_kwargs=dict(args.engine_arg),
+                      max_model_len=args.max_model_len, engine_kwargs=engine_kwargs(args),
                       base_urls=tuple(args.base_url), timeout=args.timeout)  # fmt: skip
     pairs = make_pairs(args.pairs, args.seed)
     # vLLM's and torch's own logs go to tourney's run log, as for `tourney rank` (--verbose: to stderr).

@@ -91,6 +91,8 @@ def test_the_simulator_runs_end_to_end() -> None:
         (["--judge", "x", "--engine-arg", "tensor_parallel_size"], "expected KEY=VALUE, got 'tensor_parallel_size'"),
         (["--judge", "x", "--backend", "tgi"], "argument --backend: invalid choice: 'tgi'"),
         (["--judge", "x", "--dtype", "int4"], "argument --dtype: invalid choice: 'int4'"),
+        (["--judge", "x", "--tensor-parallel-size", "0"], "argument --tensor-parallel-size: expected an integer >= 1"),
+        (["--judge", "x", "--gpu-memory-utilization", "1.5"], "argument --gpu-memory-utilization: expected a number"),
     ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -117,6 +119,9 @@ def test_engine_args_parse_as_json_values() -> None:
     )
     assert dict(args.engine_arg) == {"tensor_parallel_size": 4, "enforce_eager": True, "quantization": "fp8"}
     assert args.temperature == 0.0
+    argv = ["--judge", "x", "--engine-arg", "tensor_parallel_size=2", "--tensor-parallel-size", "4"]
+    more = gpu_check.parser().parse_args([*argv, "--gpu-memory-utilization", "0.85"])
+    assert gpu_check.engine_kwargs(more) == {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.85}
 
 
 def test_a_bad_judge_value_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
