@@ -145,3 +145,42 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
         yield server
     finally:
         server.stop()
+
+
+# ---- a checkpoint whose generation_config.json asks for sampling tourney must not get (issue 17) ------------------
+
+PENALTY = 5.0  # a strong repetition penalty: a random model's greedy output (repetitive) changes under it
+SLOW_FIXTURES.add("penalized_vllm_server")
+
+
+@pytest.fixture(scope="session")
+def penalized_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny model whose generation_config.json sets a strong repetition penalty and a top-k of 1."""
+    import json
+
+    out = tmp_path_factory.mktemp("tiny-penalized")
+    for f in tiny_model_dir.iterdir():
+        if f.is_file():
+            shutil.copy2(f, out / f.name)
+    path = out / "generation_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(config | {"repetition_penalty": PENALTY, "top_k": 1, "min_p": 0.5}))
+    return out
+
+
+@pytest.fixture(scope="session")
+def penalized_vllm_server(penalized_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """ONE real vLLM server on the penalized copy, served as "pen", for the session."""
+    _require_slow("penalized_vllm_server")
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vllm is not installed")
+    from servers import VLLMServer
+
+    logs = tmp_path_factory.mktemp("vllm-pen-log")
+    server = VLLMServer(penalized_model_dir, "pen", max_model_len=TINY_MAX_MODEL_LEN,
+                        extra_args=["--no-enable-chunked-prefill"], log_dir=logs)  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -378,7 +378,7 @@ max_tokens = 100
         (lambda t: t.replace("B: {answer_b}", "B:"), "user", "{answer_b}"),
         (lambda t: t.replace('verdict_b = \'{"winner": "B"}\'', ""), "verdict_b", "missing"),
         (lambda t: t + "temprature = 0.5\n", "temprature", "unknown key"),
-        (lambda t: t + "[sampling]\ntop_k = 5\n", "sampling", "unknown key 'top_k'"),
+        (lambda t: t + "[sampling]\ntop_q = 5\n", "sampling", "unknown key 'top_q'"),
         (lambda t: t + "[sampling]\nmax_tokens = 'many'\n", "sampling", "must be a number"),
         (lambda t: t + "thinks = 'yes'\n", "thinks", "must be a bool"),
         (lambda t: t + "user_multi = '{conversation_a}'\n", "user_multi", "{conversation_b}"),

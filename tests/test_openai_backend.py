@@ -62,7 +62,13 @@ def test_judgments_key_header_and_identity(monkeypatch):
     assert {c["body"]["n"] for c in chats} == {1} and chats[0]["body"]["messages"][-1]["role"] == "user"
     assert ident["backend"] == "openai" and ident["model"] == "fake" and ident["family"]["name"] == "rm-r1"
     assert KEY not in repr(ident) and "127.0.0.1" not in repr(ident)
-    assert ident["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 32768}
+    assert ident["sampling"] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 32768} | {
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_k": 0,
+        "min_p": 0.0,
+    }
 
 
 def test_no_key_means_no_authorization_header(monkeypatch):

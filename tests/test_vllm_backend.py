@@ -221,7 +221,13 @@ def test_identity_is_json_and_complete(tiny_vllm_judge: PairwiseJudge, tiny_mode
     json.dumps(ident)
     assert ident["backend"] == "vllm" and ident["model"]["basename"] == tiny_model_dir.name
     assert ident["family"]["name"] == "rm-r1"
-    assert ident["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_tokens": 32}
+    assert ident["sampling"] == {"temperature": 1.0, "top_p": 1.0, "max_tokens": 32} | {
+        "repetition_penalty": 1.0,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "top_k": 0,
+        "min_p": 0.0,
+    }
     assert ident["verdict"] == "auto" and ident["dtype"] == "float32"
 
 

@@ -15,6 +15,7 @@ from tourney.backends.base import BackendBase, Sampling
 from tourney.errors import InputError
 from tourney.forcing import check_verdict
 from tourney.judges import FAMILIES, Family, detect_family, get_family
+from tourney.sampling import INT_FIELDS, SAMPLING_RANGES
 from tourney.types import Judge
 
 SIMULATED = "simulated"
@@ -126,7 +127,11 @@ def judge_sampling(cfg: JudgeConfig, family: Family) -> Sampling:
     base = {**FALLBACK_SAMPLING, **family.sampling, **model, **own}
     given = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
     merged = base | {k: v for k, v in given.items() if v is not None}
-    return Sampling(float(merged["temperature"]), float(merged["top_p"]), int(merged["max_tokens"]))
+    # The penalties, top_k and min_p come only from a family's [sampling] (same names as Sampling's fields); unset,
+    # they stay at Sampling's "off" values and are still sent, so no server fills them from generation_config.json.
+    values: dict[str, Any] = {k: int(v) if k in INT_FIELDS else float(v) for k, v in merged.items()
+                              if k in SAMPLING_RANGES}  # fmt: skip
+    return Sampling(**values)
 
 
 def make_judge(cfg: JudgeConfig, family: Family | None = None) -> Judge:

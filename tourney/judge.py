@@ -44,10 +44,9 @@ class PairwiseJudge(JudgeBase):
 
     def identity(self) -> dict[str, Any]:
         """The backend's model identity plus the family's texts, the sampling and the verdict mode."""
-        s = self.sampling
         return self.backend.identity() | {
             "family": self.family.identity(),
-            "sampling": {"temperature": s.temperature, "top_p": s.top_p, "max_tokens": s.max_tokens},
+            "sampling": self.sampling.identity(),  # every field: a penalty or top-k changes the verdicts
             "verdict": self.verdict,
         }
 
@@ -114,8 +113,7 @@ class PairwiseJudge(JudgeBase):
 
     async def _batch(self, requests: list[Request], messages: Sequence[Chat], offset: int = 0) -> list[Judgment]:
         """Generate for every request, then force the verdicts that need it, in one backend call each."""
-        s = self.sampling
-        params = [Sampling(s.temperature, s.top_p, s.max_tokens, seed=r.seed) for r in requests]
+        params = [replace(self.sampling, seed=r.seed) for r in requests]
         try:
             gens = await self.backend.generate(messages, params)
         except BackendError as err:

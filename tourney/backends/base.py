@@ -25,12 +25,34 @@ Chat = Sequence[dict[str, str]]  # chat messages, rendered with the model's own 
 
 @dataclass(frozen=True)
 class Sampling:
-    """Sampling settings of one request; ``seed`` makes the output independent of the batch it shares."""
+    """Sampling settings of one request; ``seed`` makes the output independent of the batch it shares.
+
+    Every field is sent, none left to the server: a vLLM server fills a field a request leaves out from the
+    checkpoint's ``generation_config.json`` (a repetition penalty, a top-k), so an in-process run and a server run of
+    the same judge would sample differently. The fields after ``seed`` default to vLLM's values for "off".
+    """
 
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 4096
     seed: int | None = None
+    repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    top_k: int = 0  # 0: off (vLLM also takes -1)
+    min_p: float = 0.0
+
+    def shape(self) -> dict[str, Any]:
+        """Every field that shapes the output distribution (not the seed nor the token budget), by vLLM's names."""
+        return {name: getattr(self, name) for name in SHAPE_FIELDS}
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a judge's identity (its cache key) holds: all but the per-request seed."""
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens} | self.shape()
+
+
+# Named as in vLLM's SamplingParams and OpenAI-style request bodies, and as the keys of a family's [sampling] table.
+SHAPE_FIELDS = ("temperature", "top_p", "repetition_penalty", "presence_penalty", "frequency_penalty", "top_k", "min_p")
 
 
 @dataclass(frozen=True)

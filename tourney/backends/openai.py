@@ -21,6 +21,7 @@ from tourney.errors import BackendError
 
 log = logging.getLogger(__name__)
 
+GREEDY = Sampling()  # one-token requests (forced verdicts): greedy, every other field explicitly off
 CONTEXT_RE = re.compile(r"context length|context window|too many tokens", re.IGNORECASE)
 
 
@@ -65,8 +66,9 @@ class OpenAIBackend(BackendBase):
         """One chat completion."""
         # vLLM rejects max_tokens > max_model_len; it already caps prompt + output at the context itself.
         cap = min(s.max_tokens, self.max_model_len) if self.max_model_len else s.max_tokens
-        body = {"model": self.model, "messages": list(messages), "temperature": s.temperature, "top_p": s.top_p,
-                "max_tokens": cap, "n": 1, "seed": s.seed}  # fmt: skip
+        # Every sampling field explicit: a vLLM server fills the ones left out from generation_config.json.
+        body = {"model": self.model, "messages": list(messages), **s.shape(), "max_tokens": cap, "n": 1,
+                "seed": s.seed}  # fmt: skip
         data = await self._call("POST", "/v1/chat/completions", body, need="choices", index=index)
         choice, usage = data["choices"][0], data.get("usage") or {}
         reason = choice.get("finish_reason") or "length"
@@ -103,7 +105,7 @@ class OpenAIBackend(BackendBase):
         """One greedy token per prompt via ``/v1/completions``, with the raw log-probs of exactly ``tokens``."""
 
         async def one(index: int, prompt: Sequence[int]) -> Scored:
-            req = {"model": self.model, "prompt": list(prompt), "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+            req = {"model": self.model, "prompt": list(prompt), **GREEDY.shape(), "max_tokens": 1, "logprobs": 1,
                    "logprob_token_ids": list(tokens), "return_tokens_as_token_ids": True}  # fmt: skip
             data = await self._call("POST", "/v1/completions", req, need="choices", index=index)
             top = ((data["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}])[0] or {}
@@ -114,7 +116,7 @@ class OpenAIBackend(BackendBase):
     async def prefill_top_logprobs(self, messages: Chat, reply: str, k: int) -> tuple[list[dict[str, Any]], Scored]:
         """Continue the assistant ``reply`` by one token (``continue_final_message``); its top-k alternatives."""
         req = {"model": self.model, "messages": [*messages, {"role": "assistant", "content": reply}], "max_tokens": 1,
-               "temperature": 0.0, "logprobs": True, "top_logprobs": k, "continue_final_message": True,
+               **GREEDY.shape(), "logprobs": True, "top_logprobs": k, "continue_final_message": True,
                "add_generation_prompt": False}  # fmt: skip
         data = await self._call("POST", "/v1/chat/completions", req, need="choices")
         content = (data["choices"][0].get("logprobs") or {}).get("content") or [{}]

@@ -180,11 +180,16 @@ class VLLMBackend(BackendBase):
         return final
 
     def sampling_params(self, s: Sampling) -> Any:
-        """vLLM sampling parameters; a seed only when sampling (greedy decoding needs no generator)."""
+        """vLLM sampling parameters, every field from ``s``; a seed only when sampling (greedy needs no generator).
+
+        An explicit SamplingParams is all the engine uses: ``LLM``/``AsyncLLM`` read the checkpoint's
+        generation_config.json only for requests without one (and for its eos ids, which servers add alike), so
+        the model's penalties or top-k never apply silently, in-process or on a server (``Sampling.shape``).
+        """
         from vllm import SamplingParams
 
         seed = s.seed if s.temperature > 0 else None
-        return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, seed=seed)
+        return SamplingParams(**s.shape(), max_tokens=s.max_tokens, seed=seed)
 
     # ---- tokens ------------------------------------------------------------------------------------------------
 

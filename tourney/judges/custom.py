@@ -12,7 +12,8 @@ thinks          true if the chat template opens <think>: the verdict must follow
 verdict_prefix  text before the choice token, for forced verdicts by next-token log-probs
 choices         [choice A, choice B]; prefix and choices default to the common prefix of the two verdicts
                 and the parts where they differ
-[sampling]      temperature (default 0), top_p (default 1), max_tokens (default 8192)
+[sampling]      temperature (default 0), top_p (default 1), max_tokens (default 8192), and vLLM's
+                repetition_penalty (1), presence_penalty (0), frequency_penalty (0), top_k (0: off), min_p (0)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any
 
 from tourney.errors import InputError
 from tourney.judges.base import Family, split_verdicts
+from tourney.sampling import INT_FIELDS, sampling_problem
 
 KEYS = {
     "name",
@@ -125,12 +127,8 @@ def parse_sampling(table: dict[str, Any], fail: Callable[[str], InputError]) -> 
     """Check a ``[sampling]`` table and fill in the defaults."""
     sampling = dict(SAMPLING_DEFAULTS)
     for key, value in table.items():
-        if key not in SAMPLING_DEFAULTS:
-            raise fail(f"unknown key '{key}'; known keys: {', '.join(SAMPLING_DEFAULTS)}")
-        kind = int if key == "max_tokens" else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kind):
-            raise fail(f"'{key}' must be a number")
-        if value < (1 if key == "max_tokens" else 0) or (key == "top_p" and not 0 < value <= 1):
-            raise fail(f"'{key}' is out of range: {value}")
-        sampling[key] = float(value) if key != "max_tokens" else value
+        problem = sampling_problem(key, value)  # the keys are Sampling's field names (but the seed)
+        if problem:
+            raise fail(problem)
+        sampling[key] = value if key in INT_FIELDS else float(value)
     return sampling
