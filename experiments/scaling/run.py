@@ -107,10 +107,12 @@ def build_judge(spec: JudgeSpec) -> Any:
         return SimulatedJudge(tau, o["position_bias"], o["invalid_rate"])
     from tourney.config import JudgeConfig, make_judge
 
-    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "seed", "verdict")
+    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "seed", "verdict", "tensor_parallel_size",
+            "gpu_memory_utilization")  # fmt: skip
     kwargs = {k: o[k] for k in keys if k in o}
-    if "enforce_eager" in o:
-        kwargs["engine_kwargs"] = {"enforce_eager": o["enforce_eager"]}
+    engine = dict(o.get("engine_args", {})) | ({"enforce_eager": o["enforce_eager"]} if "enforce_eager" in o else {})
+    if engine:
+        kwargs["engine_kwargs"] = engine
     return make_judge(JudgeConfig(o["model"], family=o.get("family"), mode=o.get("mode", "lockstep"), **kwargs))
 
 

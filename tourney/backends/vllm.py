@@ -36,6 +36,8 @@ class VLLMBackend(BackendBase):
         max_model_len: int | None = None,
         mode: str = "lockstep",
         seed: int = 0,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Resolve the model and load its tokenizer; the engine starts on the first call that needs it."""
@@ -45,6 +47,9 @@ class VLLMBackend(BackendBase):
         self.dtype = self.spec.dtype if dtype == "auto" else dtype
         self.mode, self.seed, self.batched = mode, seed, mode == "lockstep"
         self.context = max_model_len or self.spec.max_model_len  # asked for; max_model_len is what the engine has
+        self.parallel: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size}
+        if gpu_memory_utilization is not None:
+            self.parallel["gpu_memory_utilization"] = gpu_memory_utilization
         self.engine_kwargs = {**self.spec.extra, **(engine_kwargs or {})}
         self.loop = LoopThread("tourney-vllm")
         self._llm: Any = None
@@ -102,7 +107,8 @@ class VLLMBackend(BackendBase):
             # Same-prompt requests are adjacent and share the judge preamble; vLLM's CPU platform supports it.
             "enable_prefix_caching": True,
             **({"max_model_len": self.context} if self.context else {}),
-            **cpu_scheduling(self.context_limit, self.engine_kwargs),
+            **self.parallel,
+            **cpu_scheduling(self.context_limit, self.engine_kwargs, self.parallel["tensor_parallel_size"]),
             **self.engine_kwargs,
         }
 
@@ -220,12 +226,12 @@ def load_tokenizer(spec: ModelSpec) -> Any:
         raise BackendError(f"cannot load model {spec.name!r}: {one_line(err)}") from err
 
 
-def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any]) -> dict[str, Any]:
+def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any], tensor_parallel: int = 1) -> dict[str, Any]:
     """On vLLM's CPU platform, turn chunked prefill off: seeded sampling plus a split prefill kills the engine.
 
     (vLLM 0.32 rewinds a seeded request's generator after a partial-prefill step with ``Generator.set_offset``,
     which CPU generators lack: "CPU Generator does not use offset".) Whole prompts then need a batch budget of at
-    least the context length.
+    least the context length. Tensor parallelism on the CPU needs the multiprocessing executor (Ray refuses the CPU).
     """
     from vllm.platforms import current_platform
 
@@ -234,9 +240,10 @@ def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any]) -> d
     # vLLM's CPU default is to claim ~92% of the node's memory for the KV cache, which fails as soon as anything
     # else holds memory; a judge of prompts this size needs a few GiB. VLLM_CPU_KVCACHE_SPACE (GiB) overrides it.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
+    out: dict[str, Any] = {"distributed_executor_backend": "mp"} if tensor_parallel > 1 else {}
     if "enable_chunked_prefill" in extra:
-        return {}
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context_limit(), 4096)}
+        return out
+    return out | {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context_limit(), 4096)}
 
 
 def tokens_prompt(ids: Sequence[int]) -> dict[str, Any]:
