@@ -210,8 +210,9 @@ def greedy_votes(votes: int, temperature: float, name: str = "--votes") -> str |
     """
     if votes <= 2 or temperature > 0:
         return None
+    fix = "sample with a temperature, e.g. RRM's 0.6, or use 2 votes"
     return (f"{name} {votes} at temperature 0 repeats the same two judgments (one per order): {votes} judge calls "
-            "per match for the information of 2 (sample with a temperature, e.g. RRM's 0.6, or use 2 votes)")  # fmt: skip
+            f"per match for the information of 2 ({fix})")  # fmt: skip
 
 
 def make_judge(cfg: JudgeConfig, family: Family | None = None) -> Judge:

@@ -83,7 +83,7 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
             try:
                 if opts["dry_run"]:
                     run = rank(items, judge=the_judge, tournament=prep.tournament, cache=cache, dry_run=True,
-                               source=prep.source)  # fmt: skip
+                               source=prep.source, warn=CONSOLE.warn)  # fmt: skip
                     print_dry_run(run, prep.tournament)
                     return None
                 keep = keep_records or bool(opts["judgments_path"])
@@ -92,7 +92,7 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
                         the_judge.status = bar.phase
                     run = rank(items, judge=the_judge, tournament=prep.tournament, cache=cache,
                                mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
-                               source=prep.source)  # fmt: skip
+                               source=prep.source, warn=CONSOLE.warn)  # fmt: skip
                 return run, the_judge
             finally:
                 the_judge.close()
