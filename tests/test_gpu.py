@@ -368,7 +368,11 @@ def test_a_tensor_parallel_engine_of_two_cpu_ranks_judges(long_model_dir, tmp_pa
     assert p.returncode == 0, p.stderr
     got = [json.loads(line) for line in out.read_text().splitlines()]
     assert [sorted(r["ranking"]) for r in got] == [[0, 1], [0, 1]]
-    assert "tourney: 4 judgments" in p.stderr
+    assert "tourney: 2 judgments" in p.stderr
+    from tourney.cli.judging import log_path
+
+    log = log_path().read_text(errors="replace")  # the engine's own log: two ranks, each a worker of its own
+    assert "world_size=2 rank=0" in log and "world_size=2 rank=1" in log
 
 
 @pytest.mark.slow
