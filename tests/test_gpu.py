@@ -251,6 +251,23 @@ def test_only_the_longest_candidates_are_tokenized(long_model_dir, tmp_path):
         judge.close()
 
 
+def test_a_policys_context_fits_its_longest_prompt_plus_max_tokens(long_model_dir):
+    from tourney.backends.vllm import VLLMBackend
+
+    chats = [[{"role": "user", "content": "word " * n}] for n in (3, 700, 20)]
+    backend = VLLMBackend(str(long_model_dir), dtype="float32")
+    try:
+        longest = len(backend.tokenizer.encode(backend.render(chats[1]), add_special_tokens=False))
+        assert backend.fit_chats(chats, 512) == -(-(longest + 512 + 64) // 256) * 256 == backend.engine_context()
+    finally:
+        backend.close()
+    asked = VLLMBackend(str(long_model_dir), dtype="float32", max_model_len=4096)
+    try:
+        assert asked.fit_chats(chats, 512) is None and asked.engine_context() == 4096
+    finally:
+        asked.close()
+
+
 def test_prompts_over_the_models_limit_are_said_once_with_options_that_work(short_model_dir, tmp_path):
     src = rows(tmp_path / "in.jsonl", [5, 500, 900, 10])
     # The model's own limit (2,048): --max-model-len cannot help, so the note does not suggest it.

@@ -108,6 +108,19 @@ class VLLMBackend(BackendBase):
         self.fitted = max(self.fitted or 0, min(want, limit) if limit else want)
         return self.fitted
 
+    def fit_chats(self, chats: Sequence[Chat], max_tokens: int) -> int | None:
+        """``fit_context`` for the longest of ``chats`` + ``max_tokens`` (a policy's prompts). Longest first, and a
+        token covers at least one UTF-8 byte: only prompts longer in bytes than the longest in tokens are counted."""
+        if self.context or self.max_model_len or not chats:
+            return None
+        texts = sorted((self.render(c) for c in chats), key=lambda t: -len(t.encode()))
+        longest = 0
+        for text in texts:
+            if len(text.encode()) <= longest:
+                break
+            longest = max(longest, len(self.tokenizer.encode(text, add_special_tokens=False)))
+        return self.fit_context(longest + max_tokens)
+
     def engine_context(self) -> int:
         """The context the engine starts with: asked for, else fitted to the work, else the model's."""
         return self.context or self.fitted or self.model_limit()

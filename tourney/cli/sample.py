@@ -72,6 +72,8 @@ def sample_cmd(**opts: Any) -> None:
         with logs:
             backend = make_backend(cfg)
             identity = backend.identity()
+            if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
+                backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
             out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
                                 max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
                                 batch_size=opts["batch_size"])  # fmt: skip
