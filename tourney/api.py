@@ -95,13 +95,15 @@ def check_context(
     sampling = getattr(judge, "sampling", None)
     max_tokens = int(sampling.max_tokens) if sampling is not None else 1
     fit = getattr(backend, "fit_context", None)
-    longest, over = prompt_lengths(items, judge, limit, max_tokens, fitting=fit is not None)
+    # A server counts tokens over HTTP (if at all): ask it only about prompts that may not fit at all, as before.
+    scan = max_tokens if fit is not None else 1
+    longest, over = prompt_lengths(items, judge, limit, scan, fitting=fit is not None)
     for item, n in over:
         if n + 1 > limit:
             why = f"the judge prompt for its two longest responses has {n} tokens; the judge's context is {limit}"
             hint = context_hint(backend, n + 1, "shorten them")
             raise InputError(f"{why} ({hint})", path, item.line, "responses")
-    if over:
+    if over and fit is not None:
         n = max(n for _, n in over)
         fixes = "lower --max-tokens or shorten the responses to avoid it"
         note = (f"{len(over)} prompt(s) leave less than --max-tokens {max_tokens} to think within the judge's "
@@ -121,8 +123,11 @@ def prompt_lengths(
     judged = [item for item in items if len(item.texts) >= 2]
     if not judged:
         return 0, []
-    shortest = min(judged, key=lambda item: len("".join(map(str, item.prompt))))
-    empty = judge.prompt_tokens(shortest.prompt, "", "")  # type: ignore[attr-defined]  # the template's tokens, and more
+    if fitting:  # a local tokenizer: the template's own tokens (and a short prompt's) are cheap to count
+        shortest = min(judged, key=lambda item: len("".join(map(str, item.prompt))))
+        empty = judge.prompt_tokens(shortest.prompt, "", "")  # type: ignore[attr-defined]
+    else:  # a server counts: ask it only about prompts near the limit, with room for any template
+        empty = 1000
     bounds = []
     for item in judged:
         a, b = sorted(item.texts, key=len)[-2:]
