@@ -268,6 +268,41 @@ def test_a_policys_context_fits_its_longest_prompt_plus_max_tokens(long_model_di
         asked.close()
 
 
+def test_a_scaling_judges_context_fits_its_largest_cell(long_model_dir, tmp_path):
+    from experiments.scaling import config as config_mod
+    from experiments.scaling import run
+
+    path = tmp_path / "c.toml"
+    path.write_text(f"""
+name = "fit"
+cache = false
+[data]
+source = "synthetic"
+prompts = 3
+pool = 6
+[[judge]]
+name = "tiny"
+kind = "vllm"
+model = "{long_model_dir}"
+family = "rm-r1"
+[sweep]
+n = [2, 6]
+max_tokens = [64, 700]
+""")
+    cfg = config_mod.load(path)
+    data = run.load_data(cfg)
+    judge = run.build_judge(cfg.judges["tiny"])
+    try:
+        run.fit_context(cfg, data, "tiny", judge)
+        longest = 0
+        for item in run.items_for(data, 6):  # the engine starts once: it must fit the largest cell, not the first
+            a, b = sorted(item.texts, key=len)[-2:]
+            longest = max(longest, judge.prompt_tokens(item.prompt, b, a))
+        assert judge.backend.fitted == -(-(longest + 700 + 64) // 256) * 256, (longest, judge.backend.fitted)
+    finally:
+        judge.close()
+
+
 def test_prompts_over_the_models_limit_are_said_once_with_options_that_work(short_model_dir, tmp_path):
     src = rows(tmp_path / "in.jsonl", [5, 500, 900, 10])
     # The model's own limit (2,048): --max-model-len cannot help, so the note does not suggest it.
