@@ -74,8 +74,8 @@ VLLM: list[Decorator] = [
     click.option("--dtype", type=click.Choice(list(DTYPES)), default="auto", show_default=True,
                  help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
     click.option("--max-model-len", type=click.IntRange(min=16), default=None,
-                 help="vLLM context length (default: what the longest judge prompt + --max-tokens needs, at most "
-                      "the model's own limit)."),
+                 help="vLLM context length (default: the longest prompt + --max-tokens, rounded up, at most the "
+                      "model's own limit)."),
     click.option("--tensor-parallel-size", type=click.IntRange(min=1), default=1, show_default=True,
                  help="GPUs one vLLM engine spans (e.g. 4 for a 32B judge on 4 GPUs)."),
     click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=None,
