@@ -442,4 +442,5 @@ def test_an_engine_that_cannot_start_names_the_cause_and_the_options(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     assert "not enough memory for the KV cache of a 4194304-token context (2.0 GiB needed, 1.0 GiB free" in line, line
     assert "lower --max-model-len, raise --gpu-memory-utilization" in line and "--tensor-parallel-size" in line
+    assert "(on a CPU: VLLM_CPU_KVCACHE_SPACE, now 1 GiB)" in line
     assert "Engine core initialization failed" not in line

@@ -142,6 +142,8 @@ class VLLMBackend(BackendBase):
                 # The engine process logs the real cause and the parent only says "Engine core initialization failed":
                 # look for it in the exception chain and in the log tourney keeps.
                 cause = start_failure(chain_text(err) + "\n" + log_since(mark))
+                if cause and "KV cache" in cause and "VLLM_CPU_KVCACHE_SPACE" in os.environ:
+                    cause += f" (on a CPU: VLLM_CPU_KVCACHE_SPACE, now {os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB)"
                 raise BackendError(f"cannot load model {self.spec.name!r}: {cause or one_line(err)}") from err
 
     def engine_args(self) -> dict[str, Any]:
