@@ -94,10 +94,12 @@ def check_context(
         return  # the simulator, or servers (they say their context only when asked)
     sampling = getattr(judge, "sampling", None)
     max_tokens = int(sampling.max_tokens) if sampling is not None else 1
-    fit = getattr(backend, "fit_context", None)
+    fit = getattr(backend, "fit_context", None)  # an in-process engine, with its tokenizer at hand
     # A server counts tokens over HTTP (if at all): ask it only about prompts that may not fit at all, as before.
     scan = max_tokens if fit is not None else 1
-    longest, over = prompt_lengths(items, judge, limit, scan, fitting=fit is not None)
+    fittable = getattr(backend, "fittable", None)
+    fitting = fit is not None and fittable is not None and bool(fittable())
+    longest, over = prompt_lengths(items, judge, limit, scan, fitting)
     for item, n in over:
         if n + 1 > limit:
             why = f"the judge prompt for its two longest responses has {n} tokens; the judge's context is {limit}"
@@ -110,7 +112,7 @@ def check_context(
                 f"{limit}-token context (largest judge prompt: {n} tokens); vLLM cuts those judgments' thinking "
                 f"short to fit ({context_hint(backend, n + max_tokens, fixes)})")  # fmt: skip
         (warn or _warn)(note)
-    if fit is not None and longest:
+    if fitting and fit is not None and longest:
         fit(longest + max_tokens)
 
 

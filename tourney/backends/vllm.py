@@ -94,6 +94,10 @@ class VLLMBackend(BackendBase):
             self._model_limit = int(getattr(cfg.get_text_config(), "max_position_embeddings", 0) or 0)
         return self._model_limit
 
+    def fittable(self) -> bool:
+        """Whether ``fit_context`` can still size the engine: no context asked for, engine not started."""
+        return not (self.context or self.max_model_len)
+
     def fit_context(self, needed: int) -> int | None:
         """Size the engine's context for the work: ``needed`` tokens (longest prompt + max_tokens), rounded up.
 
@@ -101,7 +105,7 @@ class VLLMBackend(BackendBase):
         on one GPU then does not reserve KV cache for 131k positions it never uses). Calls add up: the largest wins.
         Returns the context the engine will get (None: not fitted).
         """
-        if self.context or self.max_model_len:
+        if not self.fittable():
             return None
         want = -(-(needed + FORCE_ROOM) // CONTEXT_STEP) * CONTEXT_STEP
         limit = self.model_limit()
@@ -111,7 +115,7 @@ class VLLMBackend(BackendBase):
     def fit_chats(self, chats: Sequence[Chat], max_tokens: int) -> int | None:
         """``fit_context`` for the longest of ``chats`` + ``max_tokens`` (a policy's prompts). Longest first, and a
         token covers at least one UTF-8 byte: only prompts longer in bytes than the longest in tokens are counted."""
-        if self.context or self.max_model_len or not chats:
+        if not self.fittable() or not chats:
             return None
         texts = sorted((self.render(c) for c in chats), key=lambda t: -len(t.encode()))
         longest = 0
