@@ -303,6 +303,28 @@ max_tokens = [64, 700]
         judge.close()
 
 
+def test_the_models_limit_is_read_as_vllm_derives_it(tmp_path):
+    from tourney.backends.vllm import VLLMBackend
+    from tourney.testing import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "m", max_positions=2048)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps(config | {"rope_parameters": {"rope_type": "linear", "factor": 4.0,
+                                                                                  "rope_theta": 10000.0}}))  # fmt: skip
+    backend = VLLMBackend(str(model), dtype="float32")
+    try:
+        assert backend.model_limit() == 8192 == backend.context_limit()
+    finally:
+        backend.close()
+    tok = json.loads((model / "tokenizer_config.json").read_text())
+    (model / "tokenizer_config.json").write_text(json.dumps(tok | {"model_max_length": 3000}))
+    backend = VLLMBackend(str(model), dtype="float32")
+    try:
+        assert backend.model_limit() == 3000
+    finally:
+        backend.close()
+
+
 def test_prompts_over_the_models_limit_are_said_once_with_options_that_work(short_model_dir, tmp_path):
     src = rows(tmp_path / "in.jsonl", [5, 500, 900, 10])
     # The model's own limit (2,048): --max-model-len cannot help, so the note does not suggest it.

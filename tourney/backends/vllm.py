@@ -86,12 +86,19 @@ class VLLMBackend(BackendBase):
         return self.model_limit()
 
     def model_limit(self) -> int:
-        """The model's own limit: its config's positions (0: not stated). Read once."""
+        """The model's own limit as vLLM derives it (0: not stated), read once: the config's positions, times a
+        linear or dynamic RoPE scaling factor (YaRN-style configs state scaled positions already), at most the
+        tokenizer's ``model_max_length``."""
         if not hasattr(self, "_model_limit"):
             from transformers import AutoConfig
 
-            cfg = AutoConfig.from_pretrained(self.spec.path)
-            self._model_limit = int(getattr(cfg.get_text_config(), "max_position_embeddings", 0) or 0)
+            text = AutoConfig.from_pretrained(self.spec.path).get_text_config()
+            limit = float(getattr(text, "max_position_embeddings", 0) or 0)
+            rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
+            if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("linear", "dynamic"):
+                limit *= float(rope.get("factor") or 1.0)
+            limit = min(limit, float(getattr(self.tokenizer, "model_max_length", limit) or limit))
+            self._model_limit = int(limit)
         return self._model_limit
 
     def fittable(self) -> bool:
