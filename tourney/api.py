@@ -33,6 +33,7 @@ def rank(
     progress: Callable[[int], None] | None = None,
     dry_run: bool = False,
     source: str | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> Run:
     """Rank every prompt's responses with a pairwise judge; returns a result per prompt (input order) and counters.
 
@@ -41,7 +42,8 @@ def rank(
     built (reused, not closed). ``cache``: a path or an open ``Cache`` (None: no cache). ``mode``: "lockstep" or
     "pipelined" (default: the config's; lockstep for a judge object). ``dry_run``: count judgments and cache hits,
     judge nothing. Every user value is checked before a model loads (``InputError``); ``source`` names the input in
-    those errors.
+    those errors. ``warn``: where notes about the run go (prompts too long to think in full; default
+    ``warnings.warn``).
     """
     prompts = as_items(items)
     tournament = tournament or Tournament()
@@ -53,7 +55,7 @@ def rank(
     built = make_judge(config) if config is not None else None
     the_judge: Judge = built if built is not None else judge  # type: ignore[assignment]
     try:
-        check_context(prompts, the_judge, source)
+        check_context(prompts, the_judge, source, warn)
         if dry_run:
             return Engine(DryJudge(the_judge), tournament, cache=store, write_cache=False).run(prompts)
         engine = Engine(the_judge, tournament, cache=store, keep_records=keep_records, progress=progress)
@@ -80,23 +82,84 @@ def as_items(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
     return out
 
 
-def check_context(items: Sequence[Item], judge: Judge, path: str | None = None) -> None:
-    """Fail before the engine starts when a prompt's judge prompt (its two longest responses) cannot fit the context."""
+def check_context(
+    items: Sequence[Item], judge: Judge, path: str | None = None, warn: Callable[[str], None] | None = None
+) -> None:
+    """Before the engine starts: refuse a prompt whose judge prompt (its two longest responses) cannot fit the
+    context, say once how many prompts leave less than max_tokens to think, and size an in-process engine's context
+    to the longest judge prompt + max_tokens (``warn``: where that note goes; default ``warnings.warn``)."""
     backend = getattr(judge, "backend", None)
     limit = backend.context_limit() if backend is not None else 0
     if not limit:
         return  # the simulator, or servers (they say their context only when asked)
-    for item in items:
-        if len(item.texts) < 2:
-            continue
-        a, b = sorted(item.texts, key=len)[-2:]
-        # A token covers at least one UTF-8 byte: only prompts longer in bytes than the context need counting.
-        if len(("".join(map(str, item.prompt)) + a + b).encode()) + 1000 < limit:
-            continue
-        n = judge.prompt_tokens(item.prompt, b, a)  # type: ignore[attr-defined]
+    sampling = getattr(judge, "sampling", None)
+    max_tokens = int(sampling.max_tokens) if sampling is not None else 1
+    fit = getattr(backend, "fit_context", None)  # an in-process engine, with its tokenizer at hand
+    # A server counts tokens over HTTP (if at all): ask it only about prompts that may not fit at all, as before.
+    scan = max_tokens if fit is not None else 1
+    fittable = getattr(backend, "fittable", None)
+    fitting = fit is not None and fittable is not None and bool(fittable())
+    longest, over = prompt_lengths(items, judge, limit, scan, fitting)
+    for item, n in over:
         if n + 1 > limit:
             why = f"the judge prompt for its two longest responses has {n} tokens; the judge's context is {limit}"
-            raise InputError(f"{why} (raise --max-model-len or shorten them)", path, item.line, "responses")
+            hint = context_hint(backend, n + 1, "shorten them")
+            raise InputError(f"{why} ({hint})", path, item.line, "responses")
+    if over and fit is not None:
+        n = max(n for _, n in over)
+        fixes = "lower --max-tokens or shorten the responses to avoid it"
+        note = (f"{len(over)} prompt(s) leave less than --max-tokens {max_tokens} to think within the judge's "
+                f"{limit}-token context (largest judge prompt: {n} tokens); vLLM cuts those judgments' thinking "
+                f"short to fit ({context_hint(backend, n + max_tokens, fixes)})")  # fmt: skip
+        (warn or _warn)(note)
+    if fitting and fit is not None and longest:
+        fit(longest + max_tokens)
+
+
+def prompt_lengths(
+    items: Sequence[Item], judge: Judge, limit: int, max_tokens: int, fitting: bool
+) -> tuple[int, list[tuple[Item, int]]]:
+    """The longest judge prompt in tokens (when ``fitting``) and the (item, tokens) whose prompt + max_tokens
+    exceeds ``limit``. Each prompt's longest pair only; cheap for large inputs: a token covers at least one UTF-8
+    byte, so candidates are visited longest first and counted only while their bytes could still matter."""
+    judged = [item for item in items if len(item.texts) >= 2]
+    if not judged:
+        return 0, []
+    if fitting:  # a local tokenizer: the template's own tokens (and a short prompt's) are cheap to count
+        shortest = min(judged, key=lambda item: len("".join(map(str, item.prompt))))
+        empty = judge.prompt_tokens(shortest.prompt, "", "")  # type: ignore[attr-defined]
+    else:  # a server counts: ask it only about prompts near the limit, with room for any template
+        empty = 1000
+    bounds = []
+    for item in judged:
+        a, b = sorted(item.texts, key=len)[-2:]
+        size = len(("".join(map(str, item.prompt)) + a + b).encode())
+        bounds.append((size + empty + 16, item, a, b))  # 16: tokens that may split where texts meet the template
+    bounds.sort(key=lambda x: -x[0])
+    longest, over = 0, []
+    for bound, item, a, b in bounds:
+        if (not fitting or bound <= longest) and bound + max_tokens <= limit:
+            break  # every later candidate is shorter still
+        n = judge.prompt_tokens(item.prompt, b, a)  # type: ignore[attr-defined]
+        longest = max(longest, n)
+        if n + max_tokens > limit:
+            over.append((item, n))
+    return longest, sorted(over, key=lambda x: x[0].line or 0)
+
+
+def context_hint(backend: Any, needed: int, fixes: str) -> str:
+    """``fixes``, led by --max-model-len when raising it can work (never past the model's own limit)."""
+    model = backend.model_limit() if hasattr(backend, "model_limit") else 0
+    if model and needed <= model and backend.context_limit() < model:
+        return f"raise --max-model-len (the model allows {model}) or {fixes}"
+    return fixes
+
+
+def _warn(message: str) -> None:
+    """The library's default for notes: a Python warning."""
+    import warnings
+
+    warnings.warn(message, stacklevel=3)
 
 
 class DryJudge(JudgeBase):

@@ -6,7 +6,9 @@ engine modes, verdict modes) are what the CLI offers as choices.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import difflib
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,10 @@ SIMULATED = "simulated"
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # vLLM only; auto: the model's own
 MODES = ("auto", "lockstep", "pipelined")  # auto: pipelined for model judges, lockstep for the simulator
 FALLBACK_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8192}
+# Engine arguments tourney sets itself from its own options: --engine-arg may not set them behind the option's back.
+OWN_ENGINE_ARGS = {"model": "--judge", "dtype": "--dtype", "max_model_len": "--max-model-len", "seed": "--seed",
+                   "tensor_parallel_size": "--tensor-parallel-size",
+                   "gpu_memory_utilization": "--gpu-memory-utilization"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,9 @@ class JudgeConfig:
     seed: int = 0
     dtype: str = "auto"  # vLLM only
     max_model_len: int | None = None  # vLLM only
-    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vLLM only: more engine arguments
+    tensor_parallel_size: int = 1  # vLLM only: GPUs (or CPU ranks) one engine spans
+    gpu_memory_utilization: float | None = None  # vLLM only: share of each GPU's memory; None: vLLM's own (0.9)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vLLM only: more engine arguments (--engine-arg)
     base_urls: tuple[str, ...] = ()  # openai only
     concurrency: int = 16  # openai only: requests in flight per endpoint
     max_retries: int = 6  # openai only
@@ -64,6 +72,7 @@ class JudgeConfig:
             if value not in allowed:
                 raise InputError(f"expected one of {', '.join(allowed)}, got {value!r}", field=name)
         check_verdict(self.verdict)
+        check_engine_options(self)
         if self.backend == "openai" and not self.simulated:
             from tourney.backends.pool import check_base_urls
 
@@ -81,12 +90,76 @@ class JudgeConfig:
         return "lockstep" if self.simulated else "pipelined"
 
 
+def check_engine_options(cfg: JudgeConfig) -> None:
+    """The engine options: possible values, vLLM-only (not with servers nor the simulator), known engine arguments."""
+    tp, mem = cfg.tensor_parallel_size, cfg.gpu_memory_utilization
+    if not isinstance(tp, int) or isinstance(tp, bool) or tp < 1:
+        raise InputError(f"must be an integer >= 1, got {tp!r}", field="--tensor-parallel-size")
+    if mem is not None and not (isinstance(mem, (int, float)) and not isinstance(mem, bool) and 0 < mem <= 1):
+        raise InputError(f"must be in (0, 1], got {mem!r}", field="--gpu-memory-utilization")
+    given = [name for name, on in (("--tensor-parallel-size", tp != 1), ("--gpu-memory-utilization", mem is not None),
+                                   ("--engine-arg", bool(cfg.engine_kwargs))) if on]  # fmt: skip
+    if given and cfg.simulated:
+        raise InputError(f"{given[0]} has no effect with --judge simulated")
+    if given and cfg.backend != "vllm":
+        raise InputError(f"{given[0]} has no effect with --backend {cfg.backend} (the server sets it)")
+    check_engine_args(cfg.engine_kwargs)
+
+
+def parse_engine_args(pairs: Iterable[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as engine arguments; VALUE is JSON when it parses (8, true, {"a": 1}), else a string."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise InputError(f"expected KEY=VALUE, got {pair!r}", field="--engine-arg")
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out
+
+
+def check_engine_args(kwargs: dict[str, Any], own: dict[str, str] | None = None) -> None:
+    """Every key must be one of vLLM's engine arguments that tourney does not set itself (vLLM imported lazily).
+
+    ``own``: what to use instead of each argument tourney sets (default: the command-line options).
+    """
+    own = OWN_ENGINE_ARGS if own is None else own
+    for key in kwargs:
+        if key in own:
+            raise InputError(f"{key!r} is set by tourney; use {own[key]}", field="--engine-arg")
+    if not kwargs:
+        return
+    known = engine_arg_names()
+    if known is None:
+        return  # no vLLM here: the backend says so when it loads
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else " (see vLLM's EngineArgs)"
+            raise InputError(f"unknown vLLM engine argument {key!r}{hint}", field="--engine-arg")
+
+
+def engine_arg_names() -> set[str] | None:
+    """The fields of ``vllm.engine.arg_utils.EngineArgs`` (importing vLLM takes seconds: only when asked), or None."""
+    import dataclasses
+
+    try:
+        from vllm.engine.arg_utils import EngineArgs
+    except ImportError:
+        return None
+    return {f.name for f in dataclasses.fields(EngineArgs)}
+
+
 def vllm_backend(cfg: JudgeConfig) -> BackendBase:
     """The in-process vLLM engine."""
     from tourney.backends.vllm import VLLMBackend
 
     return VLLMBackend(cfg.judge, dtype=cfg.dtype, max_model_len=cfg.max_model_len, mode=cfg.engine_mode(),
-                       seed=cfg.seed, engine_kwargs=cfg.engine_kwargs)  # fmt: skip
+                       seed=cfg.seed, tensor_parallel_size=cfg.tensor_parallel_size,
+                       gpu_memory_utilization=cfg.gpu_memory_utilization, engine_kwargs=cfg.engine_kwargs)  # fmt: skip
 
 
 def openai_backend(cfg: JudgeConfig) -> BackendBase:
@@ -132,6 +205,19 @@ def judge_sampling(cfg: JudgeConfig, family: Family) -> Sampling:
     values: dict[str, Any] = {k: int(v) if k in INT_FIELDS else float(v) for k, v in merged.items()
                               if k in SAMPLING_RANGES}  # fmt: skip
     return Sampling(**values)
+
+
+def greedy_votes(votes: int, temperature: float, name: str = "--votes") -> str | None:
+    """The warning for more than two votes per match from a greedy judge (None when there is nothing to say).
+
+    At temperature 0 a judge gives the same verdict for the same order every time: votes beyond one per order
+    cost judge calls and add nothing.
+    """
+    if votes <= 2 or temperature > 0:
+        return None
+    fix = "sample with a temperature, e.g. RRM's 0.6, or use 2 votes"
+    return (f"{name} {votes} at temperature 0 repeats the same two judgments (one per order): {votes} judge calls "
+            f"per match for the information of 2 ({fix})")  # fmt: skip
 
 
 def make_judge(cfg: JudgeConfig, family: Family | None = None) -> Judge:

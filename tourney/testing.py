@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
+def build_tiny_model(out: Path, seed: int = 0, kv_heads: int = 1, max_positions: int = 4096) -> Path:
     """Save a tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template.
 
     Head size 32 is the smallest vLLM's CPU attention accepts. Its outputs are noise: it exercises plumbing only.
+    ``kv_heads``: 2 for tensor parallelism over 2 ranks (each rank needs a KV head). ``max_positions``: the model's
+    own context limit (plays a real judge's 131,072).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -28,8 +30,8 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
+        num_key_value_heads=kv_heads,
+        max_position_embeddings=max_positions,
         tie_word_embeddings=True,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,

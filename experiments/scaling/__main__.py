@@ -45,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = config_mod.load(args.config, args.out)
+        for warning in cfg.warnings:
+            print(f"tourney: warning: {warning}", file=sys.stderr)
         data = run.load_data(cfg)
         if args.dry_run:
             dry_run(cfg, data)

@@ -29,7 +29,8 @@ DATA_KEYS = {
 JUDGE_KEYS = {
     "simulated": {"name", "kind", "accuracy", "position_bias", "invalid_rate"},
     "vllm": {"name", "kind", "model", "family", "max_tokens", "temperature", "top_p", "verdict", "dtype",
-             "max_model_len", "mode", "seed", "enforce_eager"},
+             "max_model_len", "mode", "seed", "enforce_eager", "tensor_parallel_size", "gpu_memory_utilization",
+             "engine_args"},
 }  # fmt: skip
 SWEEP_KEYS = ("judge", "strategy", "rating", "max_tokens", "budget", "votes", "n")
 
@@ -91,6 +92,7 @@ class Config:
     judges: dict[str, JudgeSpec]
     sweep: list[dict[str, list[Any]]]  # one or more blocks
     cells: list[Cell] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # printed before anything runs (e.g. greedy votes)
     where: Any = None  # finds a key's line, for errors found after loading (N larger than the candidates)
 
     def error(self, key: str, message: str) -> InputError:
@@ -190,7 +192,28 @@ def load(path: str | Path, out: str | Path | None = None) -> Config:
     sweep = _sweep(where, raw.get("sweep"), judges, STRATEGIES)
     cfg = Config(path, name, seed, bootstrap, cache, out_dir, data, judges, sweep, where=where)
     cfg.cells = cells(cfg, STRATEGIES)
+    cfg.warnings = greedy_warnings(cfg)
     return cfg
+
+
+def greedy_warnings(cfg: Config) -> list[str]:
+    """A warning per model judge swept with more than two votes at temperature 0 (the same two judgments repeated)."""
+    from tourney.config import JudgeConfig, greedy_votes, judge_sampling, resolve_family
+
+    out = []
+    for name, spec in cfg.judges.items():
+        votes = max((c.votes for c in cfg.cells if c.judge == name), default=1)
+        if spec.kind != "vllm" or votes <= 2:
+            continue
+        o = spec.options
+        judge = JudgeConfig(o["model"], family=o.get("family"), temperature=o.get("temperature"))
+        family = resolve_family(judge)
+        assert family is not None
+        warning = greedy_votes(votes, judge_sampling(judge, family).temperature, "votes =")
+        if warning:
+            line = cfg.where.lines.get(f"judge[{list(cfg.judges).index(name)}]")
+            out.append(f"{cfg.path}:{line}: judge {name!r}: {warning}")
+    return out
 
 
 def _data(where: _Where, data: Any) -> dict[str, Any]:
@@ -284,6 +307,25 @@ def _vllm_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
             raise where.error(pre + key, f"expected one of {', '.join(allowed)}, got {opts[key]!r}")
     if "enforce_eager" in opts and not isinstance(opts["enforce_eager"], bool):
         raise where.error(pre + "enforce_eager", "expected true or false")
+    _engine_options(where, pre, opts)
+
+
+def _engine_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
+    """The GPU engine options, checked as ``JudgeConfig`` checks them (engine_args against vLLM's EngineArgs)."""
+    from tourney.config import OWN_ENGINE_ARGS, check_engine_args
+
+    if "tensor_parallel_size" in opts:
+        _int(where, pre + "tensor_parallel_size", opts["tensor_parallel_size"])
+    if "gpu_memory_utilization" in opts:
+        _num(where, pre + "gpu_memory_utilization", opts["gpu_memory_utilization"], 0, 1, open_lo=True)
+    extra = opts.get("engine_args", {})
+    if not isinstance(extra, dict):
+        raise where.error(pre + "engine_args", "expected a table of vLLM engine arguments, e.g. {enforce_eager = true}")
+    try:
+        own = {key: f"the judge's {key} key" for key in OWN_ENGINE_ARGS}
+        check_engine_args(extra | ({"enforce_eager": opts["enforce_eager"]} if "enforce_eager" in opts else {}), own)
+    except InputError as err:
+        raise where.error(pre + "engine_args", err.message) from None
 
 
 def _sweep(

@@ -107,11 +107,26 @@ def build_judge(spec: JudgeSpec) -> Any:
         return SimulatedJudge(tau, o["position_bias"], o["invalid_rate"])
     from tourney.config import JudgeConfig, make_judge
 
-    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "seed", "verdict")
+    keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "seed", "verdict", "tensor_parallel_size",
+            "gpu_memory_utilization")  # fmt: skip
     kwargs = {k: o[k] for k in keys if k in o}
-    if "enforce_eager" in o:
-        kwargs["engine_kwargs"] = {"enforce_eager": o["enforce_eager"]}
+    engine = dict(o.get("engine_args", {})) | ({"enforce_eager": o["enforce_eager"]} if "enforce_eager" in o else {})
+    if engine:
+        kwargs["engine_kwargs"] = engine
     return make_judge(JudgeConfig(o["model"], family=o.get("family"), mode=o.get("mode", "lockstep"), **kwargs))
+
+
+def fit_context(cfg: Config, data: Data, name: str, judge: Any) -> None:
+    """Size a model judge's engine for its largest cell (most candidates, largest budget) before its first cell: the
+    engine starts once, so a context fitted to the first cell alone would cut the thinking of later ones."""
+    from tourney.api import check_context
+
+    mine = [c for c in cfg.cells if c.judge == name]
+    if cfg.judges[name].kind != "vllm" or not mine:
+        return
+    max_tokens = max(c.max_tokens or judge.sampling.max_tokens for c in mine)
+    check_context(items_for(data, max(c.n for c in mine)), judge.with_max_tokens(max_tokens),
+                  warn=lambda m: log(f"tourney: warning: {m}"))  # fmt: skip
 
 
 def items_for(data: Data, n: int) -> list[Item]:
@@ -182,6 +197,7 @@ def run(cfg: Config, data: Data, report: Callable[[int, Cell, dict[str, Any] | N
                 if judge is not None:
                     judge.close()
                 judge, judge_name = build_judge(cfg.judges[cell.judge]), cell.judge
+                fit_context(cfg, data, cell.judge, judge)
             if report:
                 report(k, cell, None)
             t0 = time.perf_counter()

@@ -12,6 +12,8 @@ import gc
 import hashlib
 import itertools
 import os
+import re
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ from tourney.models import ModelSpec, resolve_model
 
 MODES = ("lockstep", "pipelined")
 CPU_KVCACHE_GIB = 2
+CONTEXT_STEP = 256  # a fitted context is rounded up to a multiple of this
+FORCE_ROOM = 64  # tokens a forced verdict adds after a full-length generation (closing tag, verdict prefix, choice)
 
 
 class VLLMBackend(BackendBase):
@@ -36,6 +40,8 @@ class VLLMBackend(BackendBase):
         max_model_len: int | None = None,
         mode: str = "lockstep",
         seed: int = 0,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float | None = None,
         engine_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """Resolve the model and load its tokenizer; the engine starts on the first call that needs it."""
@@ -45,6 +51,10 @@ class VLLMBackend(BackendBase):
         self.dtype = self.spec.dtype if dtype == "auto" else dtype
         self.mode, self.seed, self.batched = mode, seed, mode == "lockstep"
         self.context = max_model_len or self.spec.max_model_len  # asked for; max_model_len is what the engine has
+        self.fitted: int | None = None  # without a context asked for: what the work needs (``fit_context``)
+        self.parallel: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size}
+        if gpu_memory_utilization is not None:
+            self.parallel["gpu_memory_utilization"] = gpu_memory_utilization
         self.engine_kwargs = {**self.spec.extra, **(engine_kwargs or {})}
         self.loop = LoopThread("tourney-vllm")
         self._llm: Any = None
@@ -68,15 +78,63 @@ class VLLMBackend(BackendBase):
         }
 
     def context_limit(self) -> int:
-        """The context the engine will have: asked for, the built-in's, or the model config's positions."""
+        """The longest context the engine can have: what it has, else asked for or the built-in's, else the model's."""
         if self.max_model_len:
             return self.max_model_len
         if self.context:
             return self.context
-        from transformers import AutoConfig
+        return self.model_limit()
 
-        cfg = AutoConfig.from_pretrained(self.spec.path)
-        return int(getattr(cfg.get_text_config(), "max_position_embeddings", 0) or 0)
+    def model_limit(self) -> int:
+        """The model's own limit as vLLM derives it (0: not stated), read once: the config's positions, times a
+        linear or dynamic RoPE scaling factor (YaRN-style configs state scaled positions already), at most the
+        tokenizer's ``model_max_length``."""
+        if not hasattr(self, "_model_limit"):
+            from transformers import AutoConfig
+
+            text = AutoConfig.from_pretrained(self.spec.path).get_text_config()
+            limit = float(getattr(text, "max_position_embeddings", 0) or 0)
+            rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
+            if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("linear", "dynamic"):
+                limit *= float(rope.get("factor") or 1.0)
+            limit = min(limit, float(getattr(self.tokenizer, "model_max_length", limit) or limit))
+            self._model_limit = int(limit)
+        return self._model_limit
+
+    def fittable(self) -> bool:
+        """Whether ``fit_context`` can still size the engine: no context asked for, engine not started."""
+        return not (self.context or self.max_model_len)
+
+    def fit_context(self, needed: int) -> int | None:
+        """Size the engine's context for the work: ``needed`` tokens (longest prompt + max_tokens), rounded up.
+
+        Only when no context was asked for and the engine has not started; the model's limit caps it (a 32B judge
+        on one GPU then does not reserve KV cache for 131k positions it never uses). Calls add up: the largest wins.
+        Returns the context the engine will get (None: not fitted).
+        """
+        if not self.fittable():
+            return None
+        want = -(-(needed + FORCE_ROOM) // CONTEXT_STEP) * CONTEXT_STEP
+        limit = self.model_limit()
+        self.fitted = max(self.fitted or 0, min(want, limit) if limit else want)
+        return self.fitted
+
+    def fit_chats(self, chats: Sequence[Chat], max_tokens: int) -> int | None:
+        """``fit_context`` for the longest of ``chats`` + ``max_tokens`` (a policy's prompts). Longest first, and a
+        token covers at least one UTF-8 byte: only prompts longer in bytes than the longest in tokens are counted."""
+        if not self.fittable() or not chats:
+            return None
+        texts = sorted((self.render(c) for c in chats), key=lambda t: -len(t.encode()))
+        longest = 0
+        for text in texts:
+            if len(text.encode()) <= longest:
+                break
+            longest = max(longest, len(self.tokenizer.encode(text, add_special_tokens=False)))
+        return self.fit_context(longest + max_tokens)
+
+    def engine_context(self) -> int:
+        """The context the engine starts with: asked for, else fitted to the work, else the model's."""
+        return self.context or self.fitted or self.model_limit()
 
     # ---- engine life cycle -------------------------------------------------------------------------------------
 
@@ -85,13 +143,19 @@ class VLLMBackend(BackendBase):
         async with self._start_lock:
             if self._llm is not None or self._async is not None:
                 return
+            mark = stderr_file()
             try:
                 self._build(self.engine_args())
             except BackendError:
                 raise
             except Exception as err:  # vLLM raises many kinds here (OSError, ValueError, RuntimeError from the child)
                 await self._shutdown()
-                raise BackendError(f"cannot load model {self.spec.name!r}: {one_line(err)}") from err
+                # The engine process logs the real cause and the parent only says "Engine core initialization failed":
+                # look for it in the exception chain and in the log tourney keeps.
+                cause = start_failure(chain_text(err) + "\n" + log_since(mark))
+                if cause and "KV cache" in cause and "VLLM_CPU_KVCACHE_SPACE" in os.environ:
+                    cause += f" (on a CPU: VLLM_CPU_KVCACHE_SPACE, now {os.environ['VLLM_CPU_KVCACHE_SPACE']} GiB)"
+                raise BackendError(f"cannot load model {self.spec.name!r}: {cause or one_line(err)}") from err
 
     def engine_args(self) -> dict[str, Any]:
         """The engine's arguments: model, dtype, seed, prefix caching, context, CPU scheduling, extras."""
@@ -101,8 +165,9 @@ class VLLMBackend(BackendBase):
             "seed": self.seed,
             # Same-prompt requests are adjacent and share the judge preamble; vLLM's CPU platform supports it.
             "enable_prefix_caching": True,
-            **({"max_model_len": self.context} if self.context else {}),
-            **cpu_scheduling(self.context_limit, self.engine_kwargs),
+            **({"max_model_len": self.context or self.fitted} if self.context or self.fitted else {}),
+            **self.parallel,
+            **cpu_scheduling(self.engine_context, self.engine_kwargs, self.parallel["tensor_parallel_size"]),
             **self.engine_kwargs,
         }
 
@@ -225,12 +290,12 @@ def load_tokenizer(spec: ModelSpec) -> Any:
         raise BackendError(f"cannot load model {spec.name!r}: {one_line(err)}") from err
 
 
-def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any]) -> dict[str, Any]:
+def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any], tensor_parallel: int = 1) -> dict[str, Any]:
     """On vLLM's CPU platform, turn chunked prefill off: seeded sampling plus a split prefill kills the engine.
 
     (vLLM 0.32 rewinds a seeded request's generator after a partial-prefill step with ``Generator.set_offset``,
     which CPU generators lack: "CPU Generator does not use offset".) Whole prompts then need a batch budget of at
-    least the context length.
+    least the context length. Tensor parallelism on the CPU needs the multiprocessing executor (Ray refuses the CPU).
     """
     from vllm.platforms import current_platform
 
@@ -239,9 +304,28 @@ def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any]) -> d
     # vLLM's CPU default is to claim ~92% of the node's memory for the KV cache, which fails as soon as anything
     # else holds memory; a judge of prompts this size needs a few GiB. VLLM_CPU_KVCACHE_SPACE (GiB) overrides it.
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
+    out: dict[str, Any] = {}
+    if tensor_parallel > 1:
+        out["distributed_executor_backend"] = "mp"
+        bind_cpu_ranks(tensor_parallel)
     if "enable_chunked_prefill" in extra:
-        return {}
-    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context_limit(), 4096)}
+        return out
+    return out | {"enable_chunked_prefill": False, "max_num_batched_tokens": max(context_limit(), 4096)}
+
+
+def bind_cpu_ranks(ranks: int) -> None:
+    """Give each CPU rank its own cores when vLLM cannot: its automatic binding wants a NUMA node per rank and
+    fails on a one-node machine ("Not enough allowed NUMA nodes to bind threads"). A binding already set is kept."""
+    import glob
+
+    cores = sorted(os.sched_getaffinity(0))
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ or len(glob.glob("/sys/devices/system/node/node[0-9]*")) >= ranks:
+        return
+    if len(cores) < ranks:
+        return  # vLLM says why it cannot run
+    share = len(cores) // ranks
+    groups = [cores[k * share : (k + 1) * share] for k in range(ranks)]
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(",".join(map(str, g)) for g in groups)
 
 
 def tokens_prompt(ids: Sequence[int]) -> dict[str, Any]:
@@ -262,6 +346,86 @@ def scored(out: Any, tokens: Sequence[int]) -> Scored:
     step = comp.logprobs[0] if comp.logprobs else {}
     lps = tuple(step[t].logprob if t in step else None for t in tokens)
     return Scored(lps, len(out.prompt_token_ids or ()), len(comp.token_ids))
+
+
+# Start-up failures vLLM reports, most specific first: a pattern of the engine's log or exception chain, and the one
+# line tourney says instead (``{0}``, ``{1}``...: the pattern's groups). Options named are the ones that fix it.
+START_FAILURES: list[tuple[str, str]] = [
+    (r"max seq len \((\d+)\)\W+([\d.]+) GiB KV cache is needed, which is larger than the available KV cache memory "
+     r"\(([\d.]+) GiB\)(?:\. Based on the available memory, the estimated maximum model length is (\d+))?",
+     "not enough memory for the KV cache of a {0}-token context ({1} GiB needed, {2} GiB free{3}): lower "
+     "--max-model-len, raise --gpu-memory-utilization, or spread the model over more GPUs with "
+     "--tensor-parallel-size"),
+    (r"No available memory for the cache blocks",
+     "no memory left for the KV cache after the model's weights: raise --gpu-memory-utilization or spread the model "
+     "over more GPUs with --tensor-parallel-size"),
+    (r"User-specified max_model_len \((\d+)\) is greater than the derived max_model_len \(\w+=(\d+)",
+     "--max-model-len {0} is more than the model's own limit of {1} positions: use --max-model-len {1} or less"),
+    (r"Total number of attention heads \((\d+)\) must be divisible by tensor parallel size \((\d+)\)",
+     "--tensor-parallel-size {1} does not divide the model's {0} attention heads: use a divisor of {0}"),
+    (r"World size \((\d+)\) is larger than the number of available GPUs \((\d+)\)",
+     "--tensor-parallel-size {0} asks for more GPUs than the {1} this machine has: use --tensor-parallel-size {1} "
+     "or less"),
+    (r"(?:CUDA|HIP|XPU)? ?out of memory|OutOfMemoryError|Cannot allocate memory",
+     "out of memory while loading the model: spread it over more GPUs with --tensor-parallel-size, lower "
+     "--gpu-memory-utilization if other processes share the GPU, or lower --max-model-len"),
+    (r"Model architectures? \[?'?([\w', ]+?)'?\]? (?:are|is) not supported",
+     "this vLLM cannot run the model's architecture ({0}): upgrade vLLM or choose another model"),
+    (r"Not enough allowed NUMA nodes to bind threads of (\d+)",
+     "vLLM's CPU backend cannot place {0} ranks on this machine's NUMA nodes: set VLLM_CPU_OMP_THREADS_BIND "
+     "(e.g. 0|1) or lower --tensor-parallel-size"),
+]  # fmt: skip
+
+
+def start_failure(text: str) -> str | None:
+    """The root cause of a failed engine start found in ``text`` (log and exception chain), as one line with the
+    options that fix it; None when it is none of the known ones."""
+    for pattern, message in START_FAILURES:
+        m = re.search(pattern, text, re.IGNORECASE)
+        if m:
+            groups = [g or "" for g in m.groups()]
+            if "KV cache" in pattern:
+                groups[3] = f"; at most {groups[3]} tokens fit" if groups[3] else ""
+            return message.format(*[g.strip("' ") for g in groups])
+    return None
+
+
+def chain_text(err: BaseException) -> str:
+    """Every message of an exception chain (causes and contexts), one after another."""
+    parts, seen = [], set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        parts.append(f"{type(cause).__name__}: {cause}")
+        cause = cause.__cause__ or cause.__context__
+    return "\n".join(parts)
+
+
+def stderr_file() -> tuple[str, int] | None:
+    """The regular file stderr (fd 2) writes to and its size now, or None (a terminal, a pipe, not Linux).
+
+    ``Console.logs_to`` sends the engine's logs there; with -v they go to the terminal and only the exception chain
+    is left to read.
+    """
+    try:
+        path = os.readlink("/proc/self/fd/2")
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (path, st.st_size) if stat.S_ISREG(st.st_mode) else None
+
+
+def log_since(mark: tuple[str, int] | None, limit: int = 1 << 20) -> str:
+    """What was written to the stderr file after ``mark`` (at most its last ``limit`` bytes)."""
+    if mark is None:
+        return ""
+    path, start = mark
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(start, os.path.getsize(path) - limit))
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
 
 
 def one_line(err: BaseException) -> str:

@@ -12,10 +12,10 @@ from click.core import ParameterSource
 
 from tourney.errors import InputError
 
-MODEL_ONLY = ("family", "verdict", "max_tokens", "temperature", "top_p", "backend", "dtype", "max_model_len",
+VLLM_ONLY = ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization", "engine_args")
+MODEL_ONLY = ("family", "verdict", "max_tokens", "temperature", "top_p", "backend", *VLLM_ONLY,
               "base_urls", "concurrency", "max_retries", "api_key_env", "timeout")  # fmt: skip
 SIM_ONLY = ("sim_tau", "sim_position_bias", "sim_invalid_rate", "sim_latency")
-VLLM_ONLY = ("dtype", "max_model_len")
 OPENAI_ONLY = ("base_urls", "concurrency", "max_retries", "api_key_env", "timeout")
 
 

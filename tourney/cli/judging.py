@@ -19,7 +19,7 @@ import click
 
 from tourney.cli import CONSOLE
 from tourney.cli.checks import check_judge_options, given_options
-from tourney.config import JudgeConfig, SimConfig
+from tourney.config import JudgeConfig, SimConfig, parse_engine_args
 from tourney.errors import BackendError, InputError
 from tourney.tournament import Tournament
 
@@ -60,6 +60,7 @@ def prepare(opts: dict[str, Any], default_strategy: str, check: Callable[[list, 
         require_quality(items, source)
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     warn_unknown_family(cfg)
+    warn_greedy_votes(cfg, family, opts["votes"])
     check_prompts(items, family, source)
     tournament.check(items, source, "--budget")
     return Prepared(items, source, cfg, family, tournament)
@@ -82,7 +83,7 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
             try:
                 if opts["dry_run"]:
                     run = rank(items, judge=the_judge, tournament=prep.tournament, cache=cache, dry_run=True,
-                               source=prep.source)  # fmt: skip
+                               source=prep.source, warn=CONSOLE.warn)  # fmt: skip
                     print_dry_run(run, prep.tournament)
                     return None
                 keep = keep_records or bool(opts["judgments_path"])
@@ -91,7 +92,7 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
                         the_judge.status = bar.phase
                     run = rank(items, judge=the_judge, tournament=prep.tournament, cache=cache,
                                mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
-                               source=prep.source)  # fmt: skip
+                               source=prep.source, warn=CONSOLE.warn)  # fmt: skip
                 return run, the_judge
             finally:
                 the_judge.close()
@@ -151,7 +152,9 @@ def judge_config(opts: dict[str, Any]) -> JudgeConfig:
     return JudgeConfig(
         judge=opts["judge"], backend=opts["backend"], family=opts["family"], verdict=opts["verdict"],
         max_tokens=opts["max_tokens"], temperature=opts["temperature"], top_p=opts["top_p"], mode=opts["mode"],
-        seed=opts["seed"], dtype=opts["dtype"], max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
+        seed=opts["seed"], dtype=opts["dtype"], max_model_len=opts["max_model_len"],
+        tensor_parallel_size=opts["tensor_parallel_size"], gpu_memory_utilization=opts["gpu_memory_utilization"],
+        engine_kwargs=parse_engine_args(opts["engine_args"]), base_urls=tuple(opts["base_urls"]),
         concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"],
         timeout=opts["timeout"], sim=sim,
     )  # fmt: skip
@@ -165,6 +168,17 @@ def warn_unknown_family(cfg: JudgeConfig) -> None:
     if cfg.simulated or cfg.family or builtin_spec(cfg.judge) or family_from_name(cfg.judge):
         return
     CONSOLE.warn(f"the judge name {cfg.judge!r} names no known family; using rm-r1's prompt and verdict (set --family)")
+
+
+def warn_greedy_votes(cfg: JudgeConfig, family: Any, votes: int) -> None:
+    """Say what more than two votes cost a greedy judge (the simulator samples its votes: exempt)."""
+    from tourney.config import greedy_votes, judge_sampling
+
+    if family is None:
+        return
+    warning = greedy_votes(votes, judge_sampling(cfg, family).temperature)
+    if warning:
+        CONSOLE.warn(warning)
 
 
 def check_prompts(items: list, family: Any, path: str) -> None:

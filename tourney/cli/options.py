@@ -73,7 +73,16 @@ API_KEY: Decorator = click.option("--api-key-env", default="OPENAI_API_KEY", sho
 VLLM: list[Decorator] = [
     click.option("--dtype", type=click.Choice(list(DTYPES)), default="auto", show_default=True,
                  help="vLLM dtype (auto: the model's; smollm2 runs float32)."),
-    click.option("--max-model-len", type=click.IntRange(min=16), default=None, help="vLLM context length."),
+    click.option("--max-model-len", type=click.IntRange(min=16), default=None,
+                 help="vLLM context length (default: the longest prompt + --max-tokens, rounded up, at most the "
+                      "model's own limit)."),
+    click.option("--tensor-parallel-size", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="GPUs one vLLM engine spans (e.g. 4 for a 32B judge on 4 GPUs)."),
+    click.option("--gpu-memory-utilization", type=click.FloatRange(0, 1, min_open=True), default=None,
+                 help="Share of each GPU's memory vLLM may take for weights and KV cache (vLLM's default: 0.9)."),
+    click.option("--engine-arg", "engine_args", multiple=True, metavar="KEY=VALUE",
+                 help="Any other vLLM engine argument (repeatable; VALUE is read as JSON when it parses, e.g. "
+                      "--engine-arg enforce_eager=true --engine-arg quantization=fp8)."),
 ]  # fmt: skip
 
 # Every command that runs tournaments (rank, best-of-n, pairs).

@@ -45,7 +45,7 @@ from tourney.errors import BackendError
 ])  # fmt: skip
 def sample_cmd(**opts: Any) -> None:
     """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
-    from tourney.config import JudgeConfig, make_backend
+    from tourney.config import JudgeConfig, make_backend, parse_engine_args
     from tourney.io import check_outputs, dumps, write_all
     from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
 
@@ -54,7 +54,9 @@ def sample_cmd(**opts: Any) -> None:
     check_backend_options(opts, given)
     check_run_options(opts, given)
     cfg = JudgeConfig(opts["policy"], backend=opts["backend"], mode="lockstep", seed=opts["seed"], dtype=opts["dtype"],
-                      max_model_len=opts["max_model_len"], base_urls=tuple(opts["base_urls"]),
+                      max_model_len=opts["max_model_len"], tensor_parallel_size=opts["tensor_parallel_size"],
+                      gpu_memory_utilization=opts["gpu_memory_utilization"],
+                      engine_kwargs=parse_engine_args(opts["engine_args"]), base_urls=tuple(opts["base_urls"]),
                       concurrency=opts["concurrency"], api_key_env=opts["api_key_env"])  # fmt: skip
     rows = read_prompts(opts["input_path"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
@@ -70,6 +72,8 @@ def sample_cmd(**opts: Any) -> None:
         with logs:
             backend = make_backend(cfg)
             identity = backend.identity()
+            if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
+                backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
             out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
                                 max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
                                 batch_size=opts["batch_size"])  # fmt: skip
