@@ -202,10 +202,13 @@ def test_single_pass_substitution() -> None:
         ("rm-r1", "Chatbot B is wrong.\n<answer>[[A]]</answer>", "A"),
         ("rm-r1", "ok</think>\n\n<answer>[[B]]</answer><｜end▁of▁sentence｜>", "B"),
         ("rm-r1", "<answer>[[B]]</answer>\n<|im_end|>\n", "B"),
-        ("rm-r1", "<answer>[[A]]</answer>.", None),  # trailing text after the verdict
+        ("rm-r1", "<answer>[[A]]</answer>.", "A"),  # a closing period is tolerated (issue 17)
+        ("rm-r1", "<answer>[[A]]</answer>. B", None),  # words after the verdict are not
         ("rm-r1", "<answer>[[A]]</answer>\nActually, B is better.", None),
         ("rm-r1", "<answer>[[A]]</answer></think>\nhmm", None),  # verdict only inside the thinking
-        ("rm-r1", "So [[A]]", None),  # bare [[A]] is not the trained format
+        ("rm-r1", "So [[A]]", "A"),  # the bare core, as RM-R1's evaluation reads it
+        ("rm-r1", "So [[A]] or [[B]]", None),  # ... void when the other core appears too (as theirs)
+        ("rm-r1", "[[B]] is wrong.\n**<answer>[[A]]</answer>**", "A"),  # the full verdict is not voided
         ("rm-r1", "<answer>[[C]]</answer>", None),
         ("rm-r1", "", None),
         ("rrm", "thinking</think>\n\n\\boxed{Assistant 1}", "A"),
