@@ -5,13 +5,17 @@ fed back — cut before any verdict it began, with ``</think>`` closed for a thi
 verdict "written" in there is no verdict, so the whole reasoning is kept) — followed by the family's verdict prefix,
 and the model is asked for ONE next token:
 
-- with token ids (vLLM in-process, vLLM servers' ``/tokenize``): the raw log-probabilities of exactly the two choice
-  tokens (``logprob_token_ids``; before temperature, top-p or any restriction), so
-  ``P(A) = softmax(lp_A, lp_B)[0]`` is the model's own preference even when neither choice is in its top-k. When the
-  reasoning does not fit the context, its end is dropped; the prompt and the closing are kept.
-- without (other servers): the assistant turn is prefilled and the choices are looked up by text among the top-20
-  alternatives; a choice missing there gets the lowest log-prob seen minus ``MISSING_MARGIN`` (it is at most that
-  likely); if both are missing there is no forced verdict.
+The forced prompt is rendered HERE with the judge's own tokenizer: the chat template on the judge's turns with the
+generation prompt, then the ids of the judge's text, the closing ``</think>`` when needed and the verdict prefix (its
+trailing space kept). It goes to the model as token ids (in-process, and ``/v1/completions`` on servers: a text prompt
+would be tokenized again there, with BOS added and other merges at the seams), and the raw log-probabilities of exactly
+the two choice tokens come back (``logprob_token_ids``; before temperature, top-p or any restriction), so
+``P(A) = softmax(lp_A, lp_B)[0]`` is the model's own preference even when neither choice is in its top-k. When the
+reasoning does not fit the context, its end is dropped; the prompt and the closing are kept.
+
+It never goes through an assistant prefill rendered by the chat template: R1-style templates delete everything before
+``</think>`` from an assistant turn (the reasoning vanishes) and strip the prefix's trailing space. Without the
+judge's tokenizer (a served name that is no local folder or hub id), forcing is refused with one line.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from tourney.backends.base import BackendBase
 from tourney.errors import BackendError, InputError
 from tourney.judges import Family
 
+THINK_START = "<think>"
 THINK_END = "</think>"
 THINK_CLOSE = "\n</think>\n\n"
 VERDICT_MODES = ("auto", "logprobs", "parse")  # auto: force when unparseable; logprobs: always; parse: never

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A chat template that thinks the way the DeepSeek-R1-Distill templates of RM-R1 (distilled) and RRM do, written on
+# SmolLM2's own turn markers: BOS first, the system prompt bare, the generation prompt ends with an OPEN "<think>\n"
+# (outputs hold "</think>" and no opening tag), and an earlier assistant turn keeps only what follows its last
+# "</think>" (so an assistant turn prefilled through the template loses its reasoning).
+THINKING_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages if message['role'] == 'system' %}{{ message['content'] }}{% endfor -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{ '<|im_start|>user\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{%- set content = message['content'] -%}"
+    "{%- if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif -%}"
+    "{{ '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif -%}"
+)
 
-def build_tiny_model(out: Path, seed: int = 0) -> Path:
+
+def build_tiny_model(out: Path, seed: int = 0, chat_template: str | None = None) -> Path:
     """Save a tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template.
 
     Head size 32 is the smallest vLLM's CPU attention accepts. Its outputs are noise: it exercises plumbing only.
+    ``chat_template`` replaces SmolLM2's template (e.g. ``THINKING_TEMPLATE``).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -39,5 +59,7 @@ def build_tiny_model(out: Path, seed: int = 0) -> Path:
     model = LlamaForCausalLM(config).float()  # as .to(torch.float32); transformers' wrapped .to() confuses mypy
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
+    if chat_template is not None:
+        tok.chat_template = chat_template
     tok.save_pretrained(str(out))
     return out
