@@ -158,7 +158,7 @@ def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_serve
         forced[name] = sorted(prompts)
     assert len(judgments["vllm"]) == 4 and len(forced["vllm"]) == 4
     for j in judgments["vllm"]:
-        assert j["forced"] and j["finish_reason"] == "length" and "</think>" not in j["raw"]
+        assert j["forced"] and "</think>" not in j["raw"]  # cut mid-thinking
     assert forced["vllm"] == forced["openai"]  # the same forced prompts, token for token
     for ids in forced["vllm"]:
         assert think_tok.decode(ids).endswith("\n</think>\n\n\\boxed{Assistant ")
