@@ -1,12 +1,13 @@
 """A pairwise judge = a judge family (prompt + verdict parser) + a backend (an LLM client).
 
 The family renders each pair as chat messages; the backend generates the judge's reasoning; the family's parser reads
-the verdict that ends it; unparseable outputs are forced from log-probabilities (``tourney.forcing``). Whether the
-judge thinks is read from its chat template once the backend's tokenizer is known: a generation prompt that opens
-``<think>`` without closing it (the DeepSeek-R1-Distill templates of RM-R1 and RRM) makes any family a thinking one
-for parsing and forcing, whatever it declares. A backend that
+the verdict that ends it; unparseable outputs are forced from log-probabilities (``tourney.forcing``). A backend that
 batches (vLLM's ``LLM.generate``) gets a whole batch per call, once for the generations and once for the verdicts to
 force; the others (vLLM's async engine, servers) get one request at a time, each forced as soon as it finishes.
+
+Whether the judge thinks is read from its chat template once the backend's tokenizer is known: a generation prompt
+that opens ``<think>`` without closing it (the DeepSeek-R1-Distill templates of RM-R1 distilled and RRM) makes the
+judge's family a thinking one for parsing, forcing and the cache key, whatever the family declares for its texts.
 """
 
 from __future__ import annotations
