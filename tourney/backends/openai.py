@@ -46,6 +46,7 @@ class OpenAIBackend(BackendBase):
         self.tokenizer: Any = None
         self.tokenizer_missing = ""  # why no tokenizer was found, once looked for
         self._tokenizer_looked = False
+        self._local_tried = False
         self._tokenizer_lock = asyncio.Lock()
 
     @property
@@ -72,27 +73,29 @@ class OpenAIBackend(BackendBase):
             self._root = str(entry["root"]) if entry.get("root") else None
             self._started = True
 
-    async def find_tokenizer(self) -> Any:
-        """The served model's tokenizer, looked for once: the one given, the served name, the server's model root.
+    async def find_tokenizer(self, ask_server: bool = True) -> Any:
+        """The served model's tokenizer: the one given, else the served name's, else the server's model root's.
 
         None (and ``tokenizer_missing`` says why) when none of them is a local folder or a hub id this machine can
-        load with a chat template. The one given must load.
+        load with a chat template; the one given must load. ``ask_server=False`` looks no further than the names it
+        has without a request (what the server said, if it was already asked).
         """
         async with self._tokenizer_lock:
             if self._tokenizer_looked:
                 return self.tokenizer
-            await self.start()  # the context length, and where the server's model lives
-            if self.tokenizer_path is not None:
-                self.tokenizer = load_tokenizer(self.tokenizer_path)
-                if self.tokenizer is None:
+            if not self._local_tried:
+                self._local_tried = True
+                self.tokenizer = load_tokenizer(self.tokenizer_path or self.model)
+                if self.tokenizer is None and self.tokenizer_path is not None:
                     raise BackendError(f"cannot load a tokenizer with a chat template from {self.tokenizer_path!r}")
-            else:
-                self.tokenizer = load_tokenizer(self.model)
-                if self.tokenizer is None and self._root and self._root != self.model:
-                    self.tokenizer = load_tokenizer(self._root)
-                if self.tokenizer is None:
-                    where = f" nor is the server's model root {self._root!r}" if self._root else ""
-                    self.tokenizer_missing = f"{self.model!r} is no local folder or loadable hub id{where}"
+            if not (ask_server or self._started):
+                return self.tokenizer  # not looked for at the server's model root yet
+            await self.start()  # the context length, and where the server's model lives
+            if self.tokenizer is None and self._root and self._root != self.model:
+                self.tokenizer = load_tokenizer(self._root)
+            if self.tokenizer is None:
+                where = f", nor is the server's model root {self._root!r}" if self._root else ""
+                self.tokenizer_missing = f"{self.model!r} is no local folder or loadable hub id{where}"
             self._tokenizer_looked = True
             return self.tokenizer
 
@@ -113,19 +116,19 @@ class OpenAIBackend(BackendBase):
 
     async def tokenize(self, text: str) -> list[int]:
         """Token ids of a text (no special tokens): the local tokenizer's, else vLLM's ``/tokenize``."""
-        if await self.find_tokenizer() is not None:
+        if await self.find_tokenizer(ask_server=False) is not None:
             return list(self.tokenizer.encode(text, add_special_tokens=False))
         return self._need_ids(await self._tokenize({"prompt": text}))
 
     async def tokenize_if_able(self, text: str) -> list[int] | None:
         """Token ids from the local tokenizer; None without one (forced prompts are only ever rendered locally)."""
-        if await self.find_tokenizer() is None:
+        if await self.find_tokenizer(ask_server=False) is None:
             return None
         return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def chat_ids(self, messages: Chat) -> list[int]:
         """Chat-templated prompt ids with the generation prompt: rendered locally, else by vLLM's ``/tokenize``."""
-        if await self.find_tokenizer() is not None:
+        if await self.find_tokenizer(ask_server=False) is not None:
             text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
             return list(self.tokenizer.encode(text, add_special_tokens=False))  # the template wrote BOS and friends
         return self._need_ids(await self._tokenize({"messages": list(messages), "add_generation_prompt": True}))
