@@ -123,6 +123,20 @@ def test_a_server_judge_forces_with_ids_rendered_here(think_tok, family: str, cl
     assert j.forced and math.isclose(j.p_a, two_way(-0.5, -1.5))
 
 
+def test_a_verdict_the_judge_began_is_cut_before_forcing(tiny_model_dir: Path, plain_tok) -> None:
+    # A non-thinking template (SmolLM2's): --verdict logprobs forces from where the written verdict began.
+    content = "I compared them.\n<answer>[[A]]</answer>"
+    with (
+        FakeServer(content=content, root=str(tiny_model_dir)) as srv,
+        server_judge(srv, "rm-r1", "logprobs") as judge,
+    ):
+        [j] = judge.judge([REQUEST])
+        [call] = srv.calls("/v1/completions")
+    assert judge.family.thinks is False
+    assert plain_tok.decode(call["body"]["prompt"]).endswith("<|im_start|>assistant\nI compared them.\n<answer>[[")
+    assert j.forced and math.isclose(j.p_a, two_way(-0.5, -1.5))
+
+
 # ---- the acceptance run: a real engine and a real server, cut mid-thinking by --max-tokens 8 -------------------------
 
 
