@@ -27,7 +27,8 @@ class Family:
     ``{conversation_a}``, ``{conversation_b}``, each a transcript of the prompt turns plus one candidate, one
     ``"<label>: <content>"`` line per turn with ``labels`` = (user, assistant A, assistant B). ``verdicts`` are the
     exact strings that must END the judge's output for A and B. ``thinks``: the chat template opens ``<think>``
-    itself, so a verdict counts only after the last ``</think>``, and an output without one has no verdict.
+    itself, so a verdict counts only after the last ``</think>``, and an output without one has no verdict (a judge
+    also reads this from its model's template, ``tourney.judge``, and turns it on when the template opens one).
     """
 
     name: str
