@@ -335,6 +335,8 @@ def test_markdown_emphasis_around_the_verdict(family: str, before: str, after: s
         ("rrm", "x</think>\n\n$\\boxed{Assistant 2}$.", "B"),
         ("rm-r1", "x</think>\n**[[A]]**", "A"),  # bare core in emphasis
         ("rm-r1", "<answer>**[[B]]**</answer>", None),  # emphasis inside the tags is not the format
+        ("rm-r1", "x\n<answer>[[A]]", None),  # an unfinished verdict, not a bare one
+        ("rm-r1", "x\n<answer>[[A]].", None),
         ("rrm", "x</think>\n\n\\boxed{Assistant 1}. Or 2", None),  # words after the ending
         ("rrm", "x</think>\n\n\\boxed{Assistant 1}1", None),  # digits are never an ending
         ("rrm", "x</think>\n\n\\boxed{Assistant 1})", None),  # nor brackets

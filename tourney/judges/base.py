@@ -193,7 +193,9 @@ def endings(text: str) -> Iterator[str]:
         text = stripped
 
 
-Form = tuple[str, Verdict, str]  # a string that ends an output with a verdict, its side, a rival that voids it
+# A string that ends an output with a verdict, its side, and for a bare core: the rival core and the opening tag,
+# either of which voids it ("[[A]] or [[B]]"; "<answer>[[A]]" is an unfinished verdict, not a bare one).
+Form = tuple[str, Verdict, str, str]
 
 
 def verdict_forms(verdicts: tuple[str, str]) -> list[Form]:
@@ -201,13 +203,14 @@ def verdict_forms(verdicts: tuple[str, str]) -> list[Form]:
 
     The family's verdict strings, and for verdicts wrapped in one tag pair (RM-R1's ``<answer>[[A]]</answer>``) the
     bare core too: RM-R1's own evaluation reads ``[[A]]`` without the tags. As there, a bare core is void when the
-    other side's core appears anywhere in the answer ("[[A]] or [[B]]" decides nothing).
+    other side's core appears anywhere in the answer ("[[A]] or [[B]]" decides nothing), and when it follows its own
+    opening tag (``<answer>[[A]]`` is a verdict left unfinished).
     """
-    forms: list[Form] = [(verdicts[0], "A", ""), (verdicts[1], "B", "")]
+    forms: list[Form] = [(verdicts[0], "A", "", ""), (verdicts[1], "B", "", "")]
     cores = [re.fullmatch(r"<([A-Za-z_]\w*)>(.+)</\1>", v, re.DOTALL) for v in verdicts]
     if cores[0] and cores[1] and cores[0].group(2) != cores[1].group(2):
         a, b = cores[0].group(2), cores[1].group(2)
-        forms += [(a, "A", b), (b, "B", a)]
+        forms += [(a, "A", b, f"<{cores[0].group(1)}>"), (b, "B", a, f"<{cores[1].group(1)}>")]
     return sorted(forms, key=lambda f: -len(f[0]))  # one form may end another: the longer one is what was written
 
 
@@ -217,9 +220,10 @@ def verdict_end(text: str, forms: Sequence[Form]) -> tuple[str, str, Verdict] | 
     Only the very end counts: at each stage of ``endings`` the longest form ending it wins.
     """
     for tail in endings(text):
-        for form, side, rival in forms:
+        for form, side, rival, opener in forms:
             if tail.endswith(form):
-                return None if rival and rival in text else (tail, form, side)
+                void = (rival and rival in text) or (opener and tail[: -len(form)].endswith(opener))
+                return None if void else (tail, form, side)
     return None
 
 
@@ -253,12 +257,12 @@ def ends_by_quoting(text: str, candidates: Sequence[str], form: str) -> bool:
     shorter candidate, such as a fake ``</think>`` and a verdict) is copying. Both ends are read the same tolerant
     way, so a candidate ending with ``[[A]].`` cannot slip its verdict past the check with the period.
     """
-    found = verdict_end(text, [(form, "A", "")])
+    found = verdict_end(text, [(form, "A", "", "")])
     if found is None:
         return False
     tail = found[0]
     for cand in candidates:
-        own = verdict_end(cand, [(form, "A", "")])
+        own = verdict_end(cand, [(form, "A", "", "")])
         if own is None or len(own[0]) == len(form):
             continue  # a candidate that IS the bare verdict cannot be told apart from the judge writing it
         ctail = own[0]
