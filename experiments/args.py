@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+from collections.abc import Callable
 
 
 def positive(text: str) -> int:
@@ -60,3 +62,21 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
     return value
+
+
+def guarded(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command's ``body``: a user's error is one line and exit 2, a judge's failure one line and exit 1, Ctrl-C
+    one line and 130 (tourney's own exit codes); otherwise the body's code (None: 0)."""
+    from tourney.errors import BackendError, InputError
+
+    try:
+        return body() or 0
+    except InputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    except BackendError as err:
+        print(f"{prog}: error: judge failed: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (judgments so far are cached; run again to resume)", file=sys.stderr)
+        return 130

@@ -35,9 +35,9 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout
 
 import numpy as np  # noqa: E402
 
-from experiments.args import non_negative, open_unit, positive, positive_float  # noqa: E402
+from experiments.args import guarded, non_negative, open_unit, positive, positive_float  # noqa: E402
 from tourney.config import DTYPES  # noqa: E402
-from tourney.errors import BackendError, InputError  # noqa: E402
+from tourney.errors import BackendError  # noqa: E402
 from tourney.types import Judgment, Request  # noqa: E402
 
 Z95 = 1.959964
@@ -274,15 +274,11 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> Report:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line; tourney's input and backend errors are one line (exit 2 and 1)."""
     args = parser().parse_args(argv)
-    try:
+
+    def body() -> None:
         run(args)
-    except InputError as err:
-        print(f"gpu_check: error: {err}", file=sys.stderr)
-        return 2
-    except BackendError as err:
-        print(f"gpu_check: error: {err}", file=sys.stderr)
-        return 1
-    return 0
+
+    return guarded("gpu_check", body)
 
 
 if __name__ == "__main__":

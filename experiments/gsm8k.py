@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.args import non_negative, open_unit, positive
+from experiments.args import guarded, non_negative, open_unit, positive
 from tourney.errors import InputError
 
 CLIP_CHARS = 300  # verl matches only the end of a response (the answer is at the end; long regexes are slow)
@@ -339,8 +339,6 @@ def pairs(rows: Iterable[Mapping[str, Any]], per_prompt: int = 4, seed: int = 0)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: prompts, label, synthetic, pairs (JSONL to a file or stdout)."""
-    from tourney.io import dumps, write_all
-
     ap = argparse.ArgumentParser(prog="python -m experiments.gsm8k", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prompts", help="GSM8K questions as tourney-sample input rows (id, prompt, gold)")
@@ -362,25 +360,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     for q in (p, s, lab, pr):
         q.add_argument("-o", "--output", default="-")
     args = ap.parse_args(argv)
-    try:
-        if args.cmd == "prompts":
-            rows = [{"id": q.id, "prompt": q.prompt, "gold": q.gold} for q in load(args.limit, args.start)]
-        elif args.cmd == "synthetic":
-            rows = synthetic(load(args.limit, args.start), args.pool, args.p_correct, args.distractors, args.seed)
-        else:
-            from tourney.io import read_items
+    return guarded("tourney", lambda: _command(args))
 
-            items = read_items(args.input)
-            if args.cmd == "label":
-                golds = gold_by_id()
-                rows = [label_row(item.row, golds, args.method, args.input, item.line) for item in items]
-            else:
-                rows = pairs([item.row for item in items], args.per_prompt, args.seed)
-        write_all([(args.output, [dumps(r) for r in rows])])
-    except InputError as err:
-        print(f"tourney: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+def _command(args: argparse.Namespace) -> None:
+    """Run one parsed subcommand and write its rows."""
+    from tourney.io import dumps, write_all
+
+    if args.cmd == "prompts":
+        rows = [{"id": q.id, "prompt": q.prompt, "gold": q.gold} for q in load(args.limit, args.start)]
+    elif args.cmd == "synthetic":
+        rows = synthetic(load(args.limit, args.start), args.pool, args.p_correct, args.distractors, args.seed)
+    else:
+        from tourney.io import read_items
+
+        items = read_items(args.input)
+        if args.cmd == "label":
+            golds = gold_by_id()
+            rows = [label_row(item.row, golds, args.method, args.input, item.line) for item in items]
+        else:
+            rows = pairs([item.row for item in items], args.per_prompt, args.seed)
+    write_all([(args.output, [dumps(r) for r in rows])])
 
 
 if __name__ == "__main__":

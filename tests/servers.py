@@ -149,9 +149,16 @@ class FakeServer:
         finish_reason: str = "stop",
         top_logprobs: Iterable[tuple[str, float]] = (("A", -0.5), ("B", -1.5)),
         delay: float = 0.0,
+        root: str | None = None,
+        choice_logprobs: tuple[float, float] = (-0.5, -1.5),
     ) -> None:
-        """Set the script and the canned answers; start with ``start()`` or ``with``."""
+        """Set the script and the canned answers; start with ``start()`` or ``with``.
+
+        ``root``: the model path ``/v1/models`` reports (as vLLM does), where tourney may find the tokenizer;
+        ``choice_logprobs``: what ``/v1/completions`` gives the two ``logprob_token_ids`` asked for.
+        """
         self.script, self.default, self.model = list(script), default, model
+        self.root, self.choice_logprobs = root, choice_logprobs
         self.content, self.finish_reason, self.top_logprobs = content, finish_reason, list(top_logprobs)
         self.delay = delay
         self.seen: list[dict[str, Any]] = []
@@ -230,7 +237,10 @@ class FakeServer:
         if action == "empty":
             return self._send(h, 200, {"object": "chat.completion", "choices": []})
         if h.path == "/v1/models":
-            return self._send(h, 200, {"object": "list", "data": [{"id": self.model, "object": "model"}]})
+            entry = {"id": self.model, "object": "model", **({"root": self.root} if self.root else {})}
+            return self._send(h, 200, {"object": "list", "data": [entry]})
+        if h.path == "/v1/completions" and isinstance(body, dict):
+            return self._send(h, 200, self._scored(body))
         if h.path == "/tokenize":
             return self._send(h, 404, {"detail": "Not Found"})
         if h.path != "/v1/chat/completions" or not isinstance(body, dict):
@@ -256,6 +266,16 @@ class FakeServer:
         usage = {"prompt_tokens": 100, "completion_tokens": completion, "total_tokens": 100 + completion}
         return {"id": "fake", "object": "chat.completion", "model": self.model, "choices": [choice], "usage": usage}
 
+    def _scored(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A one-token completion with the raw log-probs of the asked ``logprob_token_ids`` (vLLM's form)."""
+        ids = body.get("logprob_token_ids") or []
+        top = {f"token_id:{t}": lp for t, lp in zip(ids, self.choice_logprobs)}
+        prompt = body.get("prompt")
+        n = len(prompt) if isinstance(prompt, list) else 100
+        choice = {"index": 0, "text": "x", "finish_reason": "length", "logprobs": {"top_logprobs": [top]}}
+        usage = {"prompt_tokens": n, "completion_tokens": 1, "total_tokens": n + 1}
+        return {"id": "fake", "object": "text_completion", "model": self.model, "choices": [choice], "usage": usage}
+
     @staticmethod
     def _send(
         h: BaseHTTPRequestHandler, status: int, payload: dict[str, Any] | bytes, headers: dict[str, str] | None = None
@@ -269,3 +289,33 @@ class FakeServer:
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
+
+
+# ---- one tiny thinking-template model and one vLLM server on it, shared by every test module of a session ------------
+
+_SHARED: dict[str, VLLMServer] = {}
+
+
+def tiny_thinking_model() -> Path:
+    """The tiny random model with an R1-distill-style template (``tourney.testing.THINKING_TEMPLATE``), built once
+    per session into the session's cache folder, so every module that uses it gets the same directory."""
+    from tourney.testing import THINKING_TEMPLATE, build_tiny_model
+
+    out = Path(os.environ["TOURNEY_CACHE_DIR"]) / "tiny-thinking"
+    if not (out / "tokenizer_config.json").is_file():
+        build_tiny_model(out, chat_template=THINKING_TEMPLATE)
+    return out
+
+
+def shared_thinking_server(max_model_len: int = 1024) -> VLLMServer:
+    """ONE real vLLM server on the tiny thinking model for the session, served under the name "tiny-think" (the
+    folder is its model root, where tourney finds the tokenizer); stopped when the session's process exits."""
+    if "thinking" not in _SHARED:
+        import atexit
+
+        server = VLLMServer(tiny_thinking_model(), "tiny-think", max_model_len=max_model_len,
+                            extra_args=["--no-enable-chunked-prefill"])  # fmt: skip
+        server.start()
+        atexit.register(server.stop)
+        _SHARED["thinking"] = server
+    return _SHARED["thinking"]

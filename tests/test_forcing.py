@@ -1,7 +1,9 @@
 """Verdict forcing exists once: both backends build the same forced prompt and the same P(A) for the same output.
 
 The reference is computed apart from either backend: the prompt from the Hugging Face tokenizer by the documented rule,
-P(A) from a transformers forward pass on the same tiny model.
+P(A) from a transformers forward pass on the same tiny model. The same holds for a judge whose chat template opens
+``<think>`` (the R1-distill templates of RM-R1 distilled and RRM): forced after closing ``</think>``, whatever the
+family declares.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
+from servers import shared_thinking_server, tiny_thinking_model
 
 from tourney.backends.base import Generation, Sampling
 from tourney.forcing import THINK_CLOSE, forced_prompt, forced_text, two_way
@@ -48,16 +51,17 @@ def verdict_prefix(tok, fam) -> tuple[str, list[int]]:
     raise AssertionError("no single-token choices")
 
 
-def expected(tok, model, family_name: str, text: str, max_len: int) -> tuple[list[int], float]:
+def expected(tok, model, family_name: str, text: str, max_len: int, thinks: bool = False) -> tuple[list[int], float]:
     """The forced prompt by the documented rule, and softmax over the two choices from a transformers forward pass."""
     import torch
 
     fam = get_family(family_name)
+    thinks = thinks or fam.thinks
     messages = fam.render(QUESTION, "4", "5")
     prompt = tok.encode(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
                         add_special_tokens=False)  # fmt: skip
     prefix, choice = verdict_prefix(tok, fam)
-    if fam.thinks:
+    if thinks:
         body, closing = text, THINK_CLOSE + prefix
     else:
         cut = text.rfind(prefix)
@@ -104,5 +108,63 @@ def test_both_backends_force_the_same_prompt_and_probability(backend, reference_
     assert backend.max_model_len == 1024
     assert ids == want_ids
     assert (len(ids) == 1023) == (case == "rrm-too-long")
+    assert p_a is not None and math.isclose(p_a, want_p, abs_tol=2e-3), (p_a, want_p)
+    assert cost.prompt_tokens == len(ids) and cost.completion_tokens == 1
+
+
+# ---- a thinking chat template (R1-distill style: the generation prompt ends with an open "<think>\n") --------------
+
+THINKING_CASES = {
+    # rm-r1 declares no thinking; the template does: cut mid-thinking, the verdict it began there is no verdict.
+    "rm-r1-cut-mid-thinking": ("rm-r1", "Chatbot A says 4, which is right. So <answer>[[A"),
+    # RRM's prefix keeps its trailing space ("\boxed{Assistant " then "1"/"2").
+    "rrm-cut-mid-thinking": ("rrm", "Assistant 1 says 4, which is right. So \\boxed{Assistant"),
+}
+
+
+@pytest.fixture(scope="module")
+def thinking_reference():
+    """The tiny thinking-template model and its tokenizer in transformers (fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = tiny_thinking_model()
+    tok = AutoTokenizer.from_pretrained(folder)
+    return tok, AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module", params=["vllm", "openai"])
+def thinking_backend(request):
+    """The thinking model in-process (its own engine, for this module only) or on the session's thinking server."""
+    if request.param == "vllm":
+        from tourney.backends.vllm import VLLMBackend
+
+        backend = VLLMBackend(str(tiny_thinking_model()), dtype="float32", max_model_len=1024, mode="lockstep",
+                              engine_kwargs={"enforce_eager": True})  # fmt: skip
+    else:
+        from tourney.backends.openai import OpenAIBackend
+
+        backend = OpenAIBackend([shared_thinking_server().url], "tiny-think", timeout=60.0)
+    yield backend
+    backend.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(THINKING_CASES))
+def test_thinking_template_forces_after_closing_think_on_both_backends(thinking_backend, thinking_reference, case):
+    family_name, text = THINKING_CASES[case]
+    backend, tok = thinking_backend, thinking_reference[0]
+    judge = PairwiseJudge(get_family(family_name), backend, Sampling(), verdict="logprobs")
+    backend.loop.run(judge._ensure_ready())
+    assert judge.family.thinks and judge.identity()["family"]["thinks"]  # read from the template
+    messages = judge.family.render(QUESTION, "4", "5")
+    prompt = backend.loop.run(backend.chat_ids(messages))
+    assert tok.decode(prompt).endswith("<|im_start|>assistant\n<think>\n")
+    ids = backend.loop.run(forced_prompt(backend, prompt, *forced_text(judge.family, judge._choices[0], text)))
+    [(p_a, cost)] = backend.loop.run(judge._force([messages], [Generation(text, "length", len(prompt), 7)]))
+
+    want_ids, want_p = expected(*thinking_reference, family_name, text, backend.max_model_len, thinks=True)
+    assert ids == want_ids
+    assert tok.decode(ids).endswith(text + "\n</think>\n\n" + judge.family.verdict_prefix)  # RRM's space kept
     assert p_a is not None and math.isclose(p_a, want_p, abs_tol=2e-3), (p_a, want_p)
     assert cost.prompt_tokens == len(ids) and cost.completion_tokens == 1

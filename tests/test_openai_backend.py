@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 
 import pytest
@@ -12,7 +11,6 @@ from servers import FakeServer, VLLMServer, free_port
 from tourney.backends.openai import OpenAIBackend
 from tourney.config import JudgeConfig, judge_sampling
 from tourney.errors import BackendError, InputError
-from tourney.forcing import choice_probability
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
 from tourney.types import Request
@@ -150,38 +148,6 @@ def test_ajudge_from_a_running_loop_and_closed_judge():
         judge.close()
     with pytest.raises(BackendError, match="closed"):
         judge.judge(requests(1))
-
-
-def test_forced_verdict_fallback_reads_top_logprobs():
-    # /tokenize is missing (not vLLM): the assistant turn is prefilled and the choices are read from the top-k.
-    fake = FakeServer(content="Both look fine", top_logprobs=[("A", -0.5), (" B", -1.5), ("x", -3.0)])
-    with fake as srv, server_judge([srv.url], "fake", "rm-r1") as judge:
-        auto = judge.judge(requests(1))[0]
-        prefill = srv.calls("/v1/chat/completions")[-1]["body"]
-    assert auto.forced and auto.verdict == "A" and auto.p_a == pytest.approx(1 / (1 + math.exp(-1.0)))
-    assert (auto.raw, auto.prompt_tokens, auto.completion_tokens) == ("Both look fine", 200, 4)
-    assert prefill["continue_final_message"] and not prefill["add_generation_prompt"] and prefill["max_tokens"] == 1
-    assert prefill["messages"][-1] == {"role": "assistant", "content": "Both look fine\n<answer>[["}
-    with FakeServer(content="Both look fine") as srv, server_judge([srv.url], "fake", "rm-r1", verdict="parse") as j:
-        parsed = j.judge(requests(1))[0]
-    assert (parsed.verdict, parsed.p_a, parsed.forced) == (None, None, False)
-
-
-def test_forced_verdict_always_cuts_the_written_verdict():
-    with FakeServer() as srv, server_judge([srv.url], "fake", "rm-r1", verdict="logprobs") as judge:
-        out = judge.judge(requests(1))[0]
-        prefill = srv.calls("/v1/chat/completions")[-1]["body"]["messages"][-1]["content"]
-    assert out.forced and 0.5 < out.p_a < 1 and out.raw.endswith("<answer>[[A]]</answer>")
-    assert prefill == "I compared them.\n<answer>[["
-
-
-def test_choice_probability_missing_choices():
-    assert choice_probability([{"token": "A", "logprob": -1.0}, {"token": "z", "logprob": -3.0}], ("A", "B")) == (
-        pytest.approx(1 / (1 + math.exp(-3.0)))  # B gets min (-3) minus the 1-nat margin
-    )
-    assert choice_probability([{"token": "z", "logprob": -3.0}], ("A", "B")) is None
-    two = [{"token": "A", "logprob": math.log(0.2)}, {"token": " A", "logprob": math.log(0.2)}]
-    assert choice_probability([*two, {"token": "B", "logprob": math.log(0.4)}], ("A", "B")) == pytest.approx(0.5)
 
 
 def test_bad_options():

@@ -75,7 +75,7 @@ def test_a_family_file_sets_the_new_fields(tmp_path: Path) -> None:
     cfg_plain = JudgeConfig("some/model", backend="openai", family=str(plain), base_urls=("http://127.0.0.1:1",))
     assert judge_sampling(cfg_plain, load_custom(plain)).shape() == {"temperature": 0.0, "top_p": 1.0} | OFF
     # The identity (cache key) tells the two apart.
-    ids = [make_judge(c).identity()["sampling"] for c in (cfg, cfg_plain)]
+    ids = [make_judge(c).sampling.identity() for c in (cfg, cfg_plain)]  # what the judge's identity holds
     assert ids[0]["repetition_penalty"] == 1.1 and ids[1]["repetition_penalty"] == 1.0
 
 
@@ -95,9 +95,10 @@ def test_builtin_families_send_neutral_extras() -> None:
         assert {k: getattr(judge_sampling(cfg, family), k) for k in OFF} == OFF
 
 
-def test_every_server_request_carries_every_field() -> None:
-    # No verdict in the text: each judgment is also forced (FakeServer has no /tokenize: a prefilled chat request).
-    with FakeServer(content="I compared them, no verdict.") as srv:
+def test_every_server_request_carries_every_field(tiny_model_dir: Path) -> None:
+    # No verdict in the text: each judgment is also forced, through /v1/completions with the prompt rendered here
+    # (the server names the tiny model's folder as its root, so tourney loads that tokenizer).
+    with FakeServer(content="I compared them, no verdict.", root=str(tiny_model_dir)) as srv:
         cfg = JudgeConfig("fake", backend="openai", family="rm-r1", max_tokens=40, temperature=0.7,
                           base_urls=(srv.url,))  # fmt: skip
         judge = make_judge(cfg)
@@ -105,16 +106,15 @@ def test_every_server_request_carries_every_field() -> None:
             out = judge.judge([Request("Q?", "a", "b", seed=5), Request("Q?", "b", "a", seed=6)])
         finally:
             judge.close()
-        chats = srv.calls("/v1/chat/completions")
+        generations = [c["body"] for c in srv.calls("/v1/chat/completions")]
+        forced = [c["body"] for c in srv.calls("/v1/completions")]
     assert [j.forced for j in out] == [True, True]
-    generations = [c["body"] for c in chats if not c["body"].get("continue_final_message")]
-    prefills = [c["body"] for c in chats if c["body"].get("continue_final_message")]
-    assert len(generations) == 2 and len(prefills) == 2
+    assert len(generations) == 2 and len(forced) >= 1
     for body in generations:
         assert {k: body[k] for k in ("temperature", "top_p", "max_tokens", *OFF)} == {
             "temperature": 0.7, "top_p": 1.0, "max_tokens": 40} | OFF  # fmt: skip
     assert sorted(b["seed"] for b in generations) == [5, 6]
-    for body in prefills:  # one greedy token, the rest explicitly off too
+    for body in forced:  # one greedy token, the rest explicitly off too
         assert {k: body[k] for k in ("temperature", "top_p", "max_tokens", *OFF)} == {
             "temperature": 0.0, "top_p": 1.0, "max_tokens": 1} | OFF  # fmt: skip
 

@@ -5,30 +5,32 @@ fed back — cut before any verdict it began, with ``</think>`` closed for a thi
 verdict "written" in there is no verdict, so the whole reasoning is kept) — followed by the family's verdict prefix,
 and the model is asked for ONE next token:
 
-- with token ids (vLLM in-process, vLLM servers' ``/tokenize``): the raw log-probabilities of exactly the two choice
-  tokens (``logprob_token_ids``; before temperature, top-p or any restriction), so
-  ``P(A) = softmax(lp_A, lp_B)[0]`` is the model's own preference even when neither choice is in its top-k. When the
-  reasoning does not fit the context, its end is dropped; the prompt and the closing are kept.
-- without (other servers): the assistant turn is prefilled and the choices are looked up by text among the top-20
-  alternatives; a choice missing there gets the lowest log-prob seen minus ``MISSING_MARGIN`` (it is at most that
-  likely); if both are missing there is no forced verdict.
+The forced prompt is rendered HERE with the judge's own tokenizer: the chat template on the judge's turns with the
+generation prompt, then the ids of the judge's text, the closing ``</think>`` when needed and the verdict prefix (its
+trailing space kept). It goes to the model as token ids (in-process, and ``/v1/completions`` on servers: a text prompt
+would be tokenized again there, with BOS added and other merges at the seams), and the raw log-probabilities of exactly
+the two choice tokens come back (``logprob_token_ids``; before temperature, top-p or any restriction), so
+``P(A) = softmax(lp_A, lp_B)[0]`` is the model's own preference even when neither choice is in its top-k. When the
+reasoning does not fit the context, its end is dropped; the prompt and the closing are kept.
+
+It never goes through an assistant prefill rendered by the chat template: R1-style templates delete everything before
+``</think>`` from an assistant turn (the reasoning vanishes) and strip the prefix's trailing space. Without the
+judge's tokenizer (a served name that is no local folder or hub id), forcing is refused with one line.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from tourney.backends.base import BackendBase
 from tourney.errors import BackendError, InputError
 from tourney.judges import Family
 
+THINK_START = "<think>"
 THINK_END = "</think>"
 THINK_CLOSE = "\n</think>\n\n"
 VERDICT_MODES = ("auto", "logprobs", "parse")  # auto: force when unparseable; logprobs: always; parse: never
-TOP_LOGPROBS = 20  # vLLM's default cap (--max-logprobs)
-MISSING_MARGIN = 1.0  # nats below the lowest top-k log-prob, for a choice absent from the top-k
 
 
 def check_verdict(verdict: str) -> str:
@@ -88,19 +90,3 @@ def two_way(lp_a: float | None, lp_b: float | None) -> float | None:
     if lp_a is None or lp_b is None or (math.isinf(lp_a) and math.isinf(lp_b)):
         return None
     return 1.0 / (1.0 + math.exp(min(lp_b - lp_a, 700.0)))
-
-
-def choice_probability(top: Sequence[dict[str, Any]], choices: tuple[str, str]) -> float | None:
-    """P(A) from OpenAI-style top log-probs matched by text; a missing choice gets the lowest seen minus a margin."""
-    seen = [float(t["logprob"]) for t in top if isinstance(t.get("logprob"), (int, float))]
-    if not seen:
-        return None
-    lps: list[float | None] = []
-    for choice in choices:
-        hits = [float(t["logprob"]) for t in top if str(t.get("token", "")).strip() == choice.strip()]
-        # Several spellings (" A", "A") all write the choice: their probabilities add up.
-        lps.append(max(hits) + math.log(sum(math.exp(h - max(hits)) for h in hits)) if hits else None)
-    if lps[0] is None and lps[1] is None:
-        return None
-    floor = min(seen) - MISSING_MARGIN
-    return two_way(floor if lps[0] is None else lps[0], floor if lps[1] is None else lps[1])

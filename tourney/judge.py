@@ -4,6 +4,10 @@ The family renders each pair as chat messages; the backend generates the judge's
 the verdict that ends it; unparseable outputs are forced from log-probabilities (``tourney.forcing``). A backend that
 batches (vLLM's ``LLM.generate``) gets a whole batch per call, once for the generations and once for the verdicts to
 force; the others (vLLM's async engine, servers) get one request at a time, each forced as soon as it finishes.
+
+Whether the judge thinks is read from its chat template once the backend's tokenizer is known: a generation prompt
+that opens ``<think>`` without closing it (the DeepSeek-R1-Distill templates of RM-R1 distilled and RRM) makes the
+judge's family a thinking one for parsing, forcing and the cache key, whatever the family declares for its texts.
 """
 
 from __future__ import annotations
@@ -16,15 +20,7 @@ from typing import Any
 from tourney.aio import gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
 from tourney.errors import BackendError
-from tourney.forcing import (
-    TOP_LOGPROBS,
-    check_verdict,
-    choice_probability,
-    forced_prompt,
-    forced_text,
-    two_way,
-    verdict_tokens,
-)
+from tourney.forcing import THINK_END, THINK_START, check_verdict, forced_prompt, forced_text, two_way, verdict_tokens
 from tourney.judges import Family
 from tourney.types import JudgeBase, Judgment, Prompt, Request
 
@@ -39,11 +35,18 @@ class PairwiseJudge(JudgeBase):
         self.family, self.backend, self.sampling, self.verdict = family, backend, sampling, check_verdict(verdict)
         self._choices: tuple[str, tuple[int, int]] | None = None  # verdict prefix and choice token ids
         self._ready = False
+        self._thinking_read = False  # whether the template was asked if it opens <think> (see _read_thinking)
         self._ready_lock = asyncio.Lock()
         self.status: Callable[[str], None] | None = None  # told when the model starts loading, e.g. a progress bar
 
     def identity(self) -> dict[str, Any]:
-        """The backend's model identity plus the family's texts, the sampling and the verdict mode."""
+        """The backend's model identity plus the family's texts, the sampling and the verdict mode.
+
+        The family's ``thinks`` is the one read from the template, so thinking and non-thinking runs never share a
+        cache entry (a server judge may ask its server where the model's tokenizer is).
+        """
+        if not self._thinking_read:
+            self.backend.loop.run(self._read_thinking())
         return self.backend.identity() | {
             "family": self.family.identity(),
             "sampling": self.sampling.identity(),  # every field: a penalty or top-k changes the verdicts
@@ -83,7 +86,7 @@ class PairwiseJudge(JudgeBase):
         """The same judge on the same backend (the model loads once) with another token budget, and so another
         identity: a sweep over budgets shares one engine and caches each budget's judgments apart."""
         other = PairwiseJudge(self.family, self.backend, replace(self.sampling, max_tokens=max_tokens), self.verdict)
-        other.status = self.status
+        other.status, other._thinking_read = self.status, self._thinking_read
         return other
 
     # ---- on the backend's loop ---------------------------------------------------------------------------------
@@ -107,9 +110,29 @@ class PairwiseJudge(JudgeBase):
             if self.status is not None:
                 self.status(f"starting {self.backend.identity().get('backend')} ({self.describe()})")
             await self.backend.start()
+            await self._read_thinking()
             if self.verdict != "parse":
                 self._choices = await verdict_tokens(self.backend, self.family)
+                if self._choices is None and self.verdict == "logprobs":
+                    raise BackendError(self._no_tokenizer())
             self._ready = True
+
+    async def _read_thinking(self) -> None:
+        """Once: when the template's generation prompt opens ``<think>`` and leaves it open, the judge thinks."""
+        if self._thinking_read:
+            return
+        tokenizer = await backend_tokenizer(self.backend)
+        if tokenizer is not None and not self.family.thinks:
+            if template_thinks(tokenizer, self.family.render("?", "a", "b")):
+                self.family = replace(self.family, thinks=True)
+        self._thinking_read = True
+
+    def _no_tokenizer(self) -> str:
+        """The one line refusing to force without the judge's tokenizer (forced prompts are rendered locally)."""
+        why = getattr(self.backend, "tokenizer_missing", "") or "the backend has no tokenizer"
+        return (f"forced verdicts need the judge's tokenizer (the forced prompt is rendered here, never through a chat "
+                f"prefill), and {why}; use --verdict parse, or serve the model under its local folder or hub id "
+                "(vLLM: --served-model-name) so tourney can load its tokenizer")  # fmt: skip
 
     async def _batch(self, requests: list[Request], messages: Sequence[Chat], offset: int = 0) -> list[Judgment]:
         """Generate for every request, then force the verdicts that need it, in one backend call each."""
@@ -129,8 +152,9 @@ class PairwiseJudge(JudgeBase):
         """P(A) for each generation from the next-token log-probs after its text and the verdict prefix."""
         if not gens:
             return []
-        if self._choices is None:  # no token ids: prefill the reply and read the top-k by text
-            return await gather_all([self._force_by_text(i, m, g) for i, (m, g) in enumerate(zip(messages, gens))])
+        if self._choices is None:
+            # Never prefill an assistant turn through the template instead: R1-style templates drop the reasoning.
+            raise BackendError(self._no_tokenizer())
         prefix, ids = self._choices
         prompts = []
         for m, g in zip(messages, gens):
@@ -138,16 +162,6 @@ class PairwiseJudge(JudgeBase):
             prompts.append(await forced_prompt(self.backend, prompt, *forced_text(self.family, prefix, g.text)))
         scored = await self.backend.next_token_logprobs(prompts, ids)
         return [(two_way(*s.logprobs), s) for s in scored]
-
-    async def _force_by_text(self, index: int, messages: Chat, gen: Generation) -> Forced:
-        """The fallback for servers without token ids: a prefilled reply, choices matched in the top-k."""
-        body, closing = forced_text(self.family, self.family.verdict_prefix.rstrip(), gen.text)
-        try:
-            top, scored = await self.backend.prefill_top_logprobs(messages, body + closing, TOP_LOGPROBS)
-        except BackendError as err:
-            hint = "forced verdicts need a server that continues a prefilled reply (vLLM); or use verdict='parse'"
-            raise BackendError(f"{err}; {hint}", index) from err
-        return choice_probability(top, self.family.choices), scored
 
     def _should_force(self, gen: Generation, request: Request) -> bool:
         """Force when asked always, or (auto) when the output has no readable verdict."""
@@ -173,3 +187,20 @@ def located(err: BackendError, offset: int, positions: Sequence[int] | None = No
         return err
     index = offset + (positions[err.index] if positions is not None else err.index)
     return BackendError(f"request {index}: {err}", index)
+
+
+async def backend_tokenizer(backend: BackendBase) -> Any:
+    """The backend's Hugging Face tokenizer (a server backend may have to look for it), or None."""
+    find = getattr(backend, "find_tokenizer", None)
+    if find is not None:
+        return await find()
+    return getattr(backend, "tokenizer", None)
+
+
+def template_thinks(tokenizer: Any, messages: Chat) -> bool:
+    """Whether the chat template's generation prompt opens a ``<think>`` block it does not close."""
+    with_prompt = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    without = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=False)
+    # The generation prompt is what the flag adds; a template that renders otherwise is read whole.
+    added = with_prompt[len(without) :] if with_prompt.startswith(without) else with_prompt
+    return added.rfind(THINK_START) > added.rfind(THINK_END)

@@ -4,13 +4,35 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# A chat template that thinks the way the DeepSeek-R1-Distill templates of RM-R1 (distilled) and RRM do, written on
+# SmolLM2's own turn markers: BOS first, the system prompt bare, the generation prompt ends with an OPEN "<think>\n"
+# (outputs hold "</think>" and no opening tag), and an earlier assistant turn keeps only what follows its last
+# "</think>" (so an assistant turn prefilled through the template loses its reasoning).
+THINKING_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- for message in messages if message['role'] == 'system' %}{{ message['content'] }}{% endfor -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'user' -%}"
+    "{{ '<|im_start|>user\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{%- set content = message['content'] -%}"
+    "{%- if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif -%}"
+    "{{ '<|im_start|>assistant\n' + content + '<|im_end|>\n' }}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n<think>\n' }}{% endif -%}"
+)
 
-def build_tiny_model(out: Path, seed: int = 0, kv_heads: int = 1, max_positions: int = 4096) -> Path:
+
+def build_tiny_model(
+    out: Path, seed: int = 0, kv_heads: int = 1, max_positions: int = 4096, chat_template: str | None = None
+) -> Path:
     """Save a tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template.
 
     Head size 32 is the smallest vLLM's CPU attention accepts. Its outputs are noise: it exercises plumbing only.
     ``kv_heads``: 2 for tensor parallelism over 2 ranks (each rank needs a KV head). ``max_positions``: the model's
-    own context limit (plays a real judge's 131,072).
+    own context limit (plays a real judge's 131,072). ``chat_template`` replaces SmolLM2's template (e.g.
+    ``THINKING_TEMPLATE``).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -41,5 +63,7 @@ def build_tiny_model(out: Path, seed: int = 0, kv_heads: int = 1, max_positions:
     model = LlamaForCausalLM(config).float()  # as .to(torch.float32); transformers' wrapped .to() confuses mypy
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
+    if chat_template is not None:
+        tok.chat_template = chat_template
     tok.save_pretrained(str(out))
     return out

@@ -16,9 +16,9 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 # (2-3x slower runs, measured), one thread makes it negligible.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+from experiments.args import guarded  # noqa: E402
 from experiments.scaling import config as config_mod  # noqa: E402
 from experiments.scaling import report, run  # noqa: E402
-from tourney.errors import BackendError, InputError  # noqa: E402
 
 
 def dry_run(cfg: config_mod.Config, data: run.Data) -> None:
@@ -43,33 +43,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="check the config, print cells and judgment counts")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)
-    try:
-        cfg = config_mod.load(args.config, args.out)
-        for warning in cfg.warnings:
-            print(f"tourney: warning: {warning}", file=sys.stderr)
-        data = run.load_data(cfg)
-        if args.dry_run:
-            dry_run(cfg, data)
-            return 0
-        command = "python -m experiments.scaling " + shlex.join(
-            [args.config] + (["--out", args.out] if args.out else [])
-        )
-        with Progress(len(cfg.cells), quiet=args.quiet) as progress:
-            rows = run.run(cfg, data, progress.report)
-        written = report.write(report.outputs(rows, str(cfg.out), command))
-    except InputError as err:
-        print(f"tourney: error: {err}", file=sys.stderr)
-        return 2
-    except BackendError as err:
-        print(f"tourney: error: judge failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("tourney: interrupted (judgments so far are cached; run again to resume)", file=sys.stderr)
-        return 130
+    return guarded("tourney", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> None:
+    """Load the config and the data, then plan (``--dry-run``) or run every cell and write the outputs."""
+    cfg = config_mod.load(args.config, args.out)
+    for warning in cfg.warnings:
+        print(f"tourney: warning: {warning}", file=sys.stderr)
+    data = run.load_data(cfg)
+    if args.dry_run:
+        dry_run(cfg, data)
+        return
+    command = "python -m experiments.scaling " + shlex.join([args.config] + (["--out", args.out] if args.out else []))
+    with Progress(len(cfg.cells), quiet=args.quiet) as progress:
+        rows = run.run(cfg, data, progress.report)
+    written = report.write(report.outputs(rows, str(cfg.out), command))
     if not args.quiet:
         for path in written:
             print(f"wrote {path}", file=sys.stderr)
-    return 0
 
 
 class Progress:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourney.aio import LoopThread
-from tourney.errors import BackendError
 
 Chat = Sequence[dict[str, str]]  # chat messages, rendered with the model's own chat template by the backend
 
@@ -76,7 +75,7 @@ class Scored:
 
 
 class BackendBase:
-    """The backend protocol, with the optional capability (prefilled top-k log-probs) declared here."""
+    """The backend protocol: what every backend implements (``tokenize_if_able`` may say it has no tokenizer)."""
 
     loop: LoopThread
     max_model_len: int = 0  # 0: unknown
@@ -114,10 +113,6 @@ class BackendBase:
     async def next_token_logprobs(self, prompts: Sequence[Sequence[int]], tokens: Sequence[int]) -> list[Scored]:
         """For each token-id prompt, the raw log-probabilities of ``tokens`` as the next token."""
         raise NotImplementedError
-
-    async def prefill_top_logprobs(self, messages: Chat, reply: str, k: int) -> tuple[list[dict[str, Any]], Scored]:
-        """Continue a prefilled assistant ``reply`` by one token; its top-``k`` ``{token, logprob}`` alternatives."""
-        raise BackendError(f"{type(self).__name__} cannot continue a prefilled reply")
 
     def context_limit(self) -> int:
         """The context length known without starting anything (0: unknown until started)."""

@@ -1,9 +1,11 @@
 """A model served by OpenAI-compatible servers (vLLM's api_server and the like), over a ``ServerPool``.
 
-Each generation is one ``POST /v1/chat/completions`` with the request's own ``seed`` and ``n=1``. vLLM servers also
-give token ids (``/tokenize``) and the raw log-probs of chosen next tokens (``/v1/completions`` with
-``logprob_token_ids``); other servers can only continue a prefilled reply and show the top-k alternatives. Errors that
-retries cannot fix (a model the servers do not serve, a prompt longer than the context) raise ``BackendError`` at once.
+Each generation is one ``POST /v1/chat/completions`` with the request's own ``seed`` and ``n=1``. Token ids come from
+the model's own tokenizer loaded HERE (``find_tokenizer``: the ``tokenizer`` given, else the served name when it is a
+local folder or a hub id, else the model root the server reports in ``/v1/models``), so forced prompts are rendered
+locally and sent as ids to ``/v1/completions`` with ``logprob_token_ids`` (vLLM), never through a chat prefill.
+Without a local tokenizer, token counts come from vLLM's ``/tokenize`` and forcing is refused. Errors that retries
+cannot fix (a model the servers do not serve, a prompt longer than the context) raise ``BackendError`` at once.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from tourney.aio import LoopThread, gather_all
@@ -23,18 +26,29 @@ log = logging.getLogger(__name__)
 
 GREEDY = Sampling()  # one-token requests (forced verdicts): greedy, every other field explicitly off
 CONTEXT_RE = re.compile(r"context length|context window|too many tokens", re.IGNORECASE)
+HUB_ID_RE = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "org/name", the only served names worth asking the hub about
 
 
 class OpenAIBackend(BackendBase):
     """One model behind one or more OpenAI-compatible endpoints (all serving the same model)."""
 
-    def __init__(self, base_urls: Sequence[str] | str, model: str, **pool: Any) -> None:
-        """``pool``: ServerPool options (concurrency, max_retries, timeout, api_key_env, backoff, backoff_cap)."""
-        self.model = model
+    def __init__(
+        self, base_urls: Sequence[str] | str, model: str, *, tokenizer: str | None = None, **pool: Any
+    ) -> None:
+        """``tokenizer``: a local folder or hub id with the served model's tokenizer (default: found, see
+        ``find_tokenizer``); ``pool``: ServerPool options (concurrency, max_retries, timeout, api_key_env, backoff,
+        backoff_cap)."""
+        self.model, self.tokenizer_path = model, tokenizer
         self.pool = ServerPool([base_urls] if isinstance(base_urls, str) else list(base_urls), **pool)
         self.loop = LoopThread("tourney-openai")
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._root: str | None = None  # the model path the server reports (vLLM's /v1/models "root")
+        self.tokenizer: Any = None
+        self.tokenizer_missing = ""  # why no tokenizer was found, once looked for
+        self._tokenizer_looked = False
+        self._local_tried = False
+        self._tokenizer_lock = asyncio.Lock()
 
     @property
     def retries(self) -> int:
@@ -55,8 +69,36 @@ class OpenAIBackend(BackendBase):
             served = {m.get("id"): m for m in models if isinstance(m, dict)} if isinstance(models, list) else {}
             if served and self.model not in served:
                 raise BackendError(self._not_served(self.pool.endpoints[0].url, list(served)))
-            self.max_model_len = int((served.get(self.model) or {}).get("max_model_len") or 0)
+            entry = served.get(self.model) or {}
+            self.max_model_len = int(entry.get("max_model_len") or 0)
+            self._root = str(entry["root"]) if entry.get("root") else None
             self._started = True
+
+    async def find_tokenizer(self, ask_server: bool = True) -> Any:
+        """The served model's tokenizer: the one given, else the served name's, else the server's model root's.
+
+        None (and ``tokenizer_missing`` says why) when none of them is a local folder or a hub id this machine can
+        load with a chat template; the one given must load. ``ask_server=False`` looks no further than the names it
+        has without a request (what the server said, if it was already asked).
+        """
+        async with self._tokenizer_lock:
+            if self._tokenizer_looked:
+                return self.tokenizer
+            if not self._local_tried:
+                self._local_tried = True
+                self.tokenizer = load_tokenizer(self.tokenizer_path or self.model)
+                if self.tokenizer is None and self.tokenizer_path is not None:
+                    raise BackendError(f"cannot load a tokenizer with a chat template from {self.tokenizer_path!r}")
+            if not (ask_server or self._started):
+                return self.tokenizer  # not looked for at the server's model root yet
+            await self.start()  # the context length, and where the server's model lives
+            if self.tokenizer is None and self._root and self._root != self.model:
+                self.tokenizer = load_tokenizer(self._root)
+            if self.tokenizer is None:
+                where = f", nor is the server's model root {self._root!r}" if self._root else ""
+                self.tokenizer_missing = f"{self.model!r} is no local folder or loadable hub id{where}"
+            self._tokenizer_looked = True
+            return self.tokenizer
 
     async def generate(self, prompts: Sequence[Chat], sampling: Sequence[Sampling]) -> list[Generation]:
         """One chat completion per prompt, all in flight at once within the pool's bounds."""
@@ -75,15 +117,22 @@ class OpenAIBackend(BackendBase):
         return Generation(message_text(choice.get("message") or {}), reason, *tokens_used(usage))
 
     async def tokenize(self, text: str) -> list[int]:
-        """Token ids from vLLM's ``/tokenize``; BackendError when the server has none (not vLLM)."""
+        """Token ids of a text (no special tokens): the local tokenizer's, else vLLM's ``/tokenize``."""
+        if await self.find_tokenizer(ask_server=False) is not None:
+            return list(self.tokenizer.encode(text, add_special_tokens=False))
         return self._need_ids(await self._tokenize({"prompt": text}))
 
     async def tokenize_if_able(self, text: str) -> list[int] | None:
-        """Token ids from vLLM's ``/tokenize``; None when the server has none (not vLLM)."""
-        return await self._tokenize({"prompt": text})
+        """Token ids from the local tokenizer; None without one (forced prompts are only ever rendered locally)."""
+        if await self.find_tokenizer(ask_server=False) is None:
+            return None
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
 
     async def chat_ids(self, messages: Chat) -> list[int]:
-        """Chat-templated prompt ids with the generation prompt, from ``/tokenize``."""
+        """Chat-templated prompt ids with the generation prompt: rendered locally, else by vLLM's ``/tokenize``."""
+        if await self.find_tokenizer(ask_server=False) is not None:
+            text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            return list(self.tokenizer.encode(text, add_special_tokens=False))  # the template wrote BOS and friends
         return self._need_ids(await self._tokenize({"messages": list(messages), "add_generation_prompt": True}))
 
     def _need_ids(self, ids: list[int] | None) -> list[int]:
@@ -102,7 +151,11 @@ class OpenAIBackend(BackendBase):
         return list(data["tokens"])
 
     async def next_token_logprobs(self, prompts: Sequence[Sequence[int]], tokens: Sequence[int]) -> list[Scored]:
-        """One greedy token per prompt via ``/v1/completions``, with the raw log-probs of exactly ``tokens``."""
+        """One greedy token per prompt via ``/v1/completions``, with the raw log-probs of exactly ``tokens``.
+
+        The prompt goes as token ids: vLLM takes them as they are, while a text prompt would be tokenized again
+        (BOS added by default, different merges where the judge's text meets the closing).
+        """
 
         async def one(index: int, prompt: Sequence[int]) -> Scored:
             req = {"model": self.model, "prompt": list(prompt), **GREEDY.shape(), "max_tokens": 1, "logprobs": 1,
@@ -112,15 +165,6 @@ class OpenAIBackend(BackendBase):
             return Scored(tuple(top.get(f"token_id:{t}") for t in tokens), *tokens_used(data.get("usage") or {}))
 
         return await gather_all([one(i, p) for i, p in enumerate(prompts)])
-
-    async def prefill_top_logprobs(self, messages: Chat, reply: str, k: int) -> tuple[list[dict[str, Any]], Scored]:
-        """Continue the assistant ``reply`` by one token (``continue_final_message``); its top-k alternatives."""
-        req = {"model": self.model, "messages": [*messages, {"role": "assistant", "content": reply}], "max_tokens": 1,
-               **GREEDY.shape(), "logprobs": True, "top_logprobs": k, "continue_final_message": True,
-               "add_generation_prompt": False}  # fmt: skip
-        data = await self._call("POST", "/v1/chat/completions", req, need="choices")
-        content = (data["choices"][0].get("logprobs") or {}).get("content") or [{}]
-        return list(content[0].get("top_logprobs") or []), Scored((), *tokens_used(data.get("usage") or {}))
 
     async def _call(self, method: str, path: str, body: Any, *, need: str, index: int | None = None,
                     missing_ok: bool = False) -> Any:  # fmt: skip
@@ -160,3 +204,17 @@ def message_text(message: dict[str, Any]) -> str:
 def tokens_used(usage: dict[str, Any]) -> tuple[int, int]:
     """(prompt tokens, completion tokens) from an OpenAI ``usage`` object."""
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def load_tokenizer(name: str) -> Any:
+    """A tokenizer with a chat template from a local folder or a hub id; None when neither loads (never raises)."""
+    if not (Path(name).expanduser().is_dir() or (HUB_ID_RE.fullmatch(name) and not Path(name).exists())):
+        return None  # "tiny", "gpt-4o", a path elsewhere: nothing to ask the hub for
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(Path(name).expanduser()) if Path(name).expanduser().is_dir() else name)
+    except Exception as err:  # no such repo, no hub access, missing files: all mean "not here"
+        log.debug("no tokenizer from %s: %s", name, err)
+        return None
+    return tok if getattr(tok, "chat_template", None) else None

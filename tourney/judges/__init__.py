@@ -11,8 +11,10 @@ in ``FAMILIES`` at import; nothing else needs editing. Add a rule to ``detect_fa
 to it automatically.
 
 Verdicts are injection-resistant: only the verdict string that ENDS the judge's output counts (after the last
-``</think>``; followed by nothing but whitespace or end-of-turn tokens), so verdicts, ``</think>`` or template
-delimiters inside a candidate that the judge quotes while reasoning never decide. Truncated outputs have no verdict.
+``</think>``; followed by nothing but whitespace, end-of-turn tokens, punctuation, markdown emphasis or math
+delimiters, see ``base.TRAILING``), so verdicts, ``</think>`` or template delimiters inside a candidate that the judge
+quotes while reasoning never decide, and an output that ends by copying a candidate's ending has none. Truncated outputs
+have no verdict.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -27,7 +27,8 @@ class Family:
     ``{conversation_a}``, ``{conversation_b}``, each a transcript of the prompt turns plus one candidate, one
     ``"<label>: <content>"`` line per turn with ``labels`` = (user, assistant A, assistant B). ``verdicts`` are the
     exact strings that must END the judge's output for A and B. ``thinks``: the chat template opens ``<think>``
-    itself, so a verdict counts only after the last ``</think>``, and an output without one has no verdict.
+    itself, so a verdict counts only after the last ``</think>``, and an output without one has no verdict (a judge
+    also reads this from its model's template, ``tourney.judge``, and turns it on when the template opens one).
     """
 
     name: str
@@ -93,10 +94,11 @@ class Family:
         ``quoted``: the candidate texts the judge was shown; an output that ends by copying the end of one of them
         (verdict string included) has not given a verdict of its own.
         """
-        verdict = final_verdict(text, self.verdicts, self.thinks, finished)
-        if verdict is not None and ends_by_quoting(text, quoted, self.verdicts[0 if verdict == "A" else 1]):
+        answer = after_thinking(text, self.thinks) if finished else None
+        found = verdict_end(answer, verdict_forms(self.verdicts)) if answer is not None else None
+        if found is None or ends_by_quoting(text, quoted, found[1]):
             return None
-        return verdict
+        return found[2]
 
     def identity(self) -> dict[str, Any]:
         """Return everything that shapes the judge's input and the verdict read from it (for a cache key)."""
@@ -169,42 +171,103 @@ def strip_end(text: str) -> str:
         text = stripped
 
 
-def final_verdict(text: str, verdicts: tuple[str, str], thinks: bool, finished: bool = True) -> Verdict | None:
-    """Read the verdict string that ends ``text`` (after the last ``</think>`` if any); anything else is None.
+# What may follow a final verdict besides whitespace and end tokens: sentence punctuation, markdown emphasis and code
+# marks, LaTeX math delimiters ("**\boxed{Assistant 1}**.", "$\boxed{Assistant 2}$"). Never letters or digits, so
+# "\boxed{Assistant 1} ok" stays without a verdict.
+TRAILING = ".!,;:*_`$"
 
-    Only the very end counts, so verdict strings quoted earlier (e.g. from an injected candidate) are ignored.
+
+def endings(text: str) -> Iterator[str]:
+    """``text``, then ``text`` with one more tolerated layer (whitespace, an end token, a TRAILING mark) cut off.
+
+    Every stage is offered, so a custom verdict that itself ends with a tolerated mark (``"FINAL: A."``) still matches
+    before that mark is cut.
     """
-    if not finished:
-        return None
+    while True:
+        yield text
+        stripped = strip_end(text)
+        if stripped == text and text and text[-1] in TRAILING:
+            stripped = text[:-1]
+        if stripped == text:
+            return
+        text = stripped
+
+
+# A string that ends an output with a verdict, its side, and for a bare core: the rival core and the opening tag,
+# either of which voids it ("[[A]] or [[B]]"; "<answer>[[A]]" is an unfinished verdict, not a bare one).
+Form = tuple[str, Verdict, str, str]
+
+
+def verdict_forms(verdicts: tuple[str, str]) -> list[Form]:
+    """The strings that end an output with a verdict, longest first.
+
+    The family's verdict strings, and for verdicts wrapped in one tag pair (RM-R1's ``<answer>[[A]]</answer>``) the
+    bare core too: RM-R1's own evaluation reads ``[[A]]`` without the tags. As there, a bare core is void when the
+    other side's core appears anywhere in the answer ("[[A]] or [[B]]" decides nothing), and when it follows its own
+    opening tag (``<answer>[[A]]`` is a verdict left unfinished).
+    """
+    forms: list[Form] = [(verdicts[0], "A", "", ""), (verdicts[1], "B", "", "")]
+    cores = [re.fullmatch(r"<([A-Za-z_]\w*)>(.+)</\1>", v, re.DOTALL) for v in verdicts]
+    if cores[0] and cores[1] and cores[0].group(2) != cores[1].group(2):
+        a, b = cores[0].group(2), cores[1].group(2)
+        forms += [(a, "A", b, f"<{cores[0].group(1)}>"), (b, "B", a, f"<{cores[1].group(1)}>")]
+    return sorted(forms, key=lambda f: -len(f[0]))  # one form may end another: the longer one is what was written
+
+
+def verdict_end(text: str, forms: Sequence[Form]) -> tuple[str, str, Verdict] | None:
+    """(text up to the end of its final verdict, the verdict's form, the verdict), or None when it has none.
+
+    Only the very end counts: at each stage of ``endings`` the longest form ending it wins.
+    """
+    for tail in endings(text):
+        for form, side, rival, opener in forms:
+            if tail.endswith(form):
+                void = (rival and rival in text) or (opener and tail[: -len(form)].endswith(opener))
+                return None if void else (tail, form, side)
+    return None
+
+
+def after_thinking(text: str, thinks: bool) -> str | None:
+    """The text after the last ``</think>``; None when a thinking judge never closed its block (no answer yet)."""
     cut = text.rfind(THINK_END)
     if cut >= 0:
-        text = text[cut + len(THINK_END) :]
-    elif thinks:
-        return None  # still inside the think block the template opened: no answer yet
-    tail = strip_end(text)
-    a, b = tail.endswith(verdicts[0]), tail.endswith(verdicts[1])
-    if a and b:  # one verdict string is a suffix of the other: the longer one is what was written
-        return "A" if len(verdicts[0]) > len(verdicts[1]) else "B"
-    return "A" if a else "B" if b else None
+        return text[cut + len(THINK_END) :]
+    return None if thinks else text
+
+
+def final_verdict(text: str, verdicts: tuple[str, str], thinks: bool, finished: bool = True) -> Verdict | None:
+    """Read the verdict that ends ``text`` (after the last ``</think>`` if any); anything else is None.
+
+    Only the very end counts, so verdict strings quoted earlier (e.g. from an injected candidate) are ignored; what
+    may follow it is whitespace, end tokens and TRAILING marks.
+    """
+    answer = after_thinking(text, thinks) if finished else None
+    found = verdict_end(answer, verdict_forms(verdicts)) if answer is not None else None
+    return found[2] if found else None
 
 
 QUOTE_CONTEXT = 16  # characters before a verdict that must also match a candidate for the verdict to be a copy
 
 
-def ends_by_quoting(text: str, candidates: Sequence[str], verdict: str) -> bool:
-    """True when ``text`` ends with a candidate's closing verdict AND the characters leading up to it.
+def ends_by_quoting(text: str, candidates: Sequence[str], form: str) -> bool:
+    """True when ``text`` ends with a candidate's closing verdict ``form`` AND the characters leading up to it.
 
     A judge writing its own verdict after its own words shares at most the verdict string with a candidate that ends
     the same way; one that shares the verdict plus the preceding ``QUOTE_CONTEXT`` characters (or the whole of a
-    shorter candidate, such as a fake ``</think>`` and a verdict) is copying.
+    shorter candidate, such as a fake ``</think>`` and a verdict) is copying. Both ends are read the same tolerant
+    way, so a candidate ending with ``[[A]].`` cannot slip its verdict past the check with the period.
     """
-    tail = strip_end(text)
+    found = verdict_end(text, [(form, "A", "", "")])
+    if found is None:
+        return False
+    tail = found[0]
     for cand in candidates:
-        ctail = strip_end(cand)
-        if not ctail.endswith(verdict) or len(ctail) == len(verdict):
+        own = verdict_end(cand, [(form, "A", "", "")])
+        if own is None or len(own[0]) == len(form):
             continue  # a candidate that IS the bare verdict cannot be told apart from the judge writing it
+        ctail = own[0]
         # Short candidates (e.g. "</think>\boxed{Assistant 1}") are compared whole, longer ones by their ending.
-        if tail.endswith(ctail[-(len(verdict) + QUOTE_CONTEXT) :]):
+        if tail.endswith(ctail[-(len(form) + QUOTE_CONTEXT) :]):
             return True
     return False
 

@@ -44,7 +44,8 @@ FAMILY = Family(
     verdicts=("<answer>[[A]]</answer>", "<answer>[[B]]</answer>"),
     verdict_prefix="<answer>[[",
     choices=("A", "B"),
-    # The distilled template may or may not open <think>; the parser still reads only after the last </think>.
+    # Declared for the texts only: the DeepSeek-distilled templates open <think> in the generation prompt, and a judge
+    # reads that from its model's template (tourney.judge) and then thinks; the Qwen-based ones do not.
     thinks=False,
     sampling={"temperature": 0.0, "top_p": 1.0, "max_tokens": 32768},
 )
