@@ -146,8 +146,11 @@ def engine_arg_names() -> set[str] | None:
     """The fields of ``vllm.engine.arg_utils.EngineArgs`` (importing vLLM takes seconds: only when asked), or None."""
     import dataclasses
 
+    from tourney.console import silenced
+
     try:
-        from vllm.engine.arg_utils import EngineArgs
+        with silenced():  # vLLM prints on import; the user's terminal shows only tourney's lines
+            from vllm.engine.arg_utils import EngineArgs
     except ImportError:
         return None
     return {f.name for f in dataclasses.fields(EngineArgs)}

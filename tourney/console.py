@@ -75,6 +75,29 @@ class Console:
             bar.stop()
 
 
+@contextmanager
+def silenced() -> Iterator[None]:
+    """Drop what this process prints meanwhile, from Python and from C (file descriptors 1 and 2): for importing a
+    model library that announces itself on import (vLLM: "Triton is installed, but ..."), outside any run's log."""
+    import contextlib
+    import io
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 def _on_fd2() -> bool:
     """Whether sys.stderr writes to file descriptor 2."""
     try:
