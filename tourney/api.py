@@ -17,7 +17,7 @@ from tourney.cache import Cache
 from tourney.config import MODES, JudgeConfig, make_judge
 from tourney.engine import Engine, Run
 from tourney.errors import InputError
-from tourney.io import Item, parse_line
+from tourney.io import Item, parse_line, unique_ids
 from tourney.tournament import Tournament
 from tourney.types import Judge, JudgeBase, Judgment, Request
 
@@ -70,16 +70,10 @@ def rank(
 
 def as_items(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
     """Items as given, rows validated as input lines are (``<items>:K`` names the K-th row); ids must be unique."""
-    out: list[Item] = []
-    seen: dict[str, int] = {}
-    for k, x in enumerate(items, start=1):
-        item = x if isinstance(x, Item) else parse_line(json.dumps(dict(x), ensure_ascii=False), "<items>", k)
-        key = json.dumps(item.id)
-        if key in seen:
-            raise InputError(f"duplicate id {key} (first in row {seen[key]})", "<items>", k, "id")
-        seen[key] = k
-        out.append(item)
-    return out
+    return unique_ids(
+        ("<items>", k, x if isinstance(x, Item) else parse_line(json.dumps(dict(x), ensure_ascii=False), "<items>", k))
+        for k, x in enumerate(items, start=1)
+    )
 
 
 def check_context(

@@ -83,16 +83,20 @@ def decode(text: str, name: str, lineno: int) -> Any:
 
 def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
     """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)``; ids must be unique."""
-    rows: list[T] = []
-    seen: dict[Any, int] = {}
-    for name, lineno, text in jsonl_lines(path):
-        row = parse(text, name, lineno)
+    return unique_ids((name, lineno, parse(text, name, lineno)) for name, lineno, text in jsonl_lines(path))
+
+
+def unique_ids(rows: Iterable[tuple[str, int, T]]) -> list[T]:
+    """The rows of (file name, line, row with an ``id``), in order; a repeated id is an InputError at its line."""
+    out: list[T] = []
+    seen: dict[str, int] = {}
+    for name, lineno, row in rows:
         key = json.dumps(row.id)  # type: ignore[attr-defined]
         if key in seen:
             raise InputError(f"duplicate id {key} (first on line {seen[key]})", name, lineno, "id")
         seen[key] = lineno
-        rows.append(row)
-    return rows
+        out.append(row)
+    return out
 
 
 @dataclass
