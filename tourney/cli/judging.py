@@ -81,18 +81,16 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
         with logs:
             the_judge = make_judge(cfg, prep.family)
             try:
+                common: dict[str, Any] = {"judge": the_judge, "tournament": prep.tournament, "cache": cache,
+                                          "source": prep.source, "warn": CONSOLE.warn}  # fmt: skip
                 if opts["dry_run"]:
-                    run = rank(items, judge=the_judge, tournament=prep.tournament, cache=cache, dry_run=True,
-                               source=prep.source, warn=CONSOLE.warn)  # fmt: skip
-                    print_dry_run(run, prep.tournament)
+                    print_dry_run(rank(items, dry_run=True, **common), prep.tournament)
                     return None
                 keep = keep_records or bool(opts["judgments_path"])
                 with CONSOLE.progress(prep.tournament.plan(items)) as bar:  # an upper bound for adaptive strategies
                     if hasattr(the_judge, "status"):
                         the_judge.status = bar.phase
-                    run = rank(items, judge=the_judge, tournament=prep.tournament, cache=cache,
-                               mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
-                               source=prep.source, warn=CONSOLE.warn)  # fmt: skip
+                    run = rank(items, mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance, **common)
                 return run, the_judge
             finally:
                 the_judge.close()
