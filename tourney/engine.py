@@ -123,10 +123,10 @@ class Engine:
         self.key_fields = tuple(judge.key_fields())
         self._judge_json = canonical(self.judge_id)
 
-    def request(self, item: Item, vote: Vote, enc: _Encoded | None = None) -> Request:
-        """Build the judge request for one vote; its sampling seed depends only on what it judges."""
-        e = enc or _Encoded(item, self.key_fields)
-        seed = encoded_seed(e.prompt_seed, e.texts[vote.a], e.texts[vote.b], str(vote.vote))  # derive_seed's value
+    def request(self, item: Item, vote: Vote, enc: _Encoded) -> Request:
+        """Build the judge request for one vote (``enc``: the prompt's encoded texts); its sampling seed depends only
+        on what it judges."""
+        seed = encoded_seed(enc.prompt_seed, enc.texts[vote.a], enc.texts[vote.b], str(vote.vote))  # derive_seed's
         return Request(prompt=item.prompt, a=item.texts[vote.a], b=item.texts[vote.b], vote=vote.vote, seed=seed,
                        a_fields=item.fields[vote.a], b_fields=item.fields[vote.b])  # fmt: skip
 
