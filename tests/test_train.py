@@ -339,3 +339,10 @@ def test_pairs_rank_and_sample_rows_share_one_validator():
         assert errors | {str(err.value)} == {f"f.jsonl:3: {message}"}
     with pytest.raises(InputError, match="f.jsonl:3: expected a JSON object, got list"):
         parse_pair([1], "f.jsonl", 3)
+
+
+@pytest.mark.parametrize("command", [["prepare", "pairs.jsonl"], ["sft-prepare", "j.jsonl", "--items", "i.jsonl"]])
+def test_the_output_folder_is_required(command):
+    # The shared -o declaration carries a default for the judge commands; a required -o must not inherit it.
+    p = run_cli("train", *command)
+    assert p.returncode == 2 and p.stderr.strip() == "tourney: error: Missing option '-o' / '--output'."

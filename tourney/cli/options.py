@@ -24,7 +24,11 @@ def option(*decls: str, **attrs: Any) -> Callable[..., Decorator]:
     optionally, its own parameter name (``OUTPUT("out_dir", required=True)``)."""
 
     def make(*name: str, **override: Any) -> Decorator:
-        return click.option(*decls, *name, **(attrs | override))
+        merged = attrs | override
+        if merged.get("required"):  # a default (even None) would satisfy click's check: a required option has none
+            merged.pop("default", None)
+            merged.pop("show_default", None)
+        return click.option(*decls, *name, **merged)
 
     return make
 

@@ -31,7 +31,7 @@ def train() -> None:
 
 @train.command()
 @click.argument("pairs_path", metavar="PAIRS")
-@options.OUTPUT("out_dir", required=True, default=None, show_default=False, help=OUT_DIR)
+@options.OUTPUT("out_dir", required=True, help=OUT_DIR)
 @options.FAMILY(default="rm-r1", show_default=True, help=FAMILY_HELP)
 @options.VAL_FRACTION()
 @options.SEED(help="Split and A/B placement.")
@@ -175,7 +175,7 @@ def _run_trl(o: dict[str, Any]) -> None:
 @train.command("sft-prepare")
 @click.argument("judgments_path", metavar="JUDGMENTS")
 @click.option("--items", "items_path", required=True, help="The input JSONL the judgments were made on.")
-@options.OUTPUT("out_dir", required=True, default=None, show_default=False, help=OUT_DIR)
+@options.OUTPUT("out_dir", required=True, help=OUT_DIR)
 @options.FAMILY(default="rm-r1", show_default=True, help="Family of the judge that wrote the rationales.")
 @options.VAL_FRACTION(help="Share of judged prompts held out for validation.")
 @options.SEED(help="Split seed.")
