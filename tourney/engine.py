@@ -6,6 +6,10 @@ each tournament advances as soon as its own matches are judged, with no barrier 
 (vLLM's async engine or a pool of servers) batches whatever is in flight. Both go through the same step (read the
 cache, judge what is missing, commit it, then deliver), and a pipelined run does its SQLite work on one worker
 thread, off the event loop that feeds the judge.
+
+Both stream (``Engine.stream``): prompts are read lazily, at most a window of them is held, and each prompt's result
+is handed out, in input order, as soon as it and every earlier one is done. Every request's sampling seed depends
+only on what it judges, so the window and the mode never change a result.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +33,7 @@ from tourney.types import Counters, Judge, Judgment, Request
 if TYPE_CHECKING:
     from strategies.voting import Vote, Voting
 
-__all__ = ["Engine", "Record", "Result", "Run", "Stats", "derive_seed"]
+__all__ = ["Engine", "Record", "Result", "Run", "Stats", "Stream", "derive_seed"]
 
 T = TypeVar("T")
 
@@ -135,63 +140,37 @@ class Engine:
         fields = (enc.fields[vote.a], enc.fields[vote.b]) if self.key_fields else ()
         return encoded_key(self._judge_json, enc.prompt_key, enc.texts[vote.a], enc.texts[vote.b], vote.vote, *fields)
 
-    def run(self, items: Sequence[Item]) -> Run:
-        """Run every tournament in lockstep: one judge call per step for all ready votes across prompts."""
-        state = _State(self, items)
-        while True:
-            ready = [v for k, tour in enumerate(state.tours) if not tour.done() for v in state.ready(k)]
-            if not ready:
-                break
-            batch = self._lookup(state, ready)
-            if batch.todo:
-                with state.calling(batch):
-                    fresh = self.judge.judge(batch.todo_requests())
-                self._commit(state, batch, fresh)
-            self._deliver(state, batch)
-        return state.finish()
+    def run(self, items: Iterable[Item], window: int | None = None) -> Run:
+        """Run every tournament in lockstep (one judge call per step for all ready votes) and collect the results."""
+        stream = self.stream(items, window)
+        return Run(list(stream), stream.stats)
 
-    async def arun(self, items: Sequence[Item]) -> Run:
-        """Run every tournament pipelined: each advances as soon as its own votes are judged."""
-        state = _State(self, items)
-        db = ThreadPoolExecutor(1, thread_name_prefix="tourney-cache") if self.cache else None
-        loop = asyncio.get_running_loop()
+    async def arun(self, items: Iterable[Item], window: int | None = None) -> Run:
+        """Run every tournament pipelined (each advances as soon as its own votes are judged); collect the results."""
+        stream = self.stream(items, window)
+        return Run([res async for res in stream], stream.stats)
 
-        async def off_loop(fn: Callable[..., T], *args: Any) -> T:
-            # SQLite reads and commits run on one worker thread: the event loop keeps feeding the judge meanwhile.
-            return await loop.run_in_executor(db, fn, *args) if db else fn(*args)
+    def stream(self, items: Iterable[Item], window: int | None = None) -> Stream:
+        """The results of ``items``' tournaments, one per prompt in input order, as soon as each and every earlier
+        one is done: ``for`` plays them in lockstep, ``async for`` pipelined. ``items`` is read lazily and at most
+        ``window`` prompts (default: all) are held at once, so memory is bounded by the window, not the input."""
+        return Stream(self, items, window)
 
-        async def play(k: int) -> None:
-            while not state.tours[k].done():
-                ready = state.ready(k)
-                if not ready:
-                    break  # proposing finished it
-                batch = await off_loop(self._lookup, state, ready)
-                if batch.todo:
-                    with state.calling(batch):
-                        fresh = await self.judge.ajudge(batch.todo_requests())
-                    await off_loop(self._commit, state, batch, fresh)
-                self._deliver(state, batch)
-
-        try:
-            await asyncio.gather(*(play(k) for k in range(len(items))))
-        finally:
-            if db:
-                db.shutdown()
-        return state.finish()
-
-    def _lookup(self, state: _State, ready: list[tuple[int, Vote]]) -> _Batch:
+    def _lookup(self, ready: list[tuple[_Slot, Vote]]) -> _Batch:
         """Key every vote, read what the cache has, and build requests for what is left to judge (each key once)."""
-        keys = [self.key(state.encoded(k), vote) for k, vote in ready]
+        keys = [self.key(slot.encoded(self.key_fields), vote) for slot, vote in ready]
         found = self.cache.get_many(keys) if self.cache else {}
         todo: dict[str, int] = {}
         for i, key in enumerate(keys):
             if key not in found and key not in todo:
                 todo[key] = i
-        requests = {i: self.request(state.items[ready[i][0]], ready[i][1], state.encoded(ready[i][0]))
-                    for i in todo.values()}  # fmt: skip
-        return _Batch(state.items, ready, requests, keys, found, todo, hits=set(found))
+        requests = {}
+        for i in todo.values():
+            slot, vote = ready[i]
+            requests[i] = self.request(slot.result.item, vote, slot.encoded(self.key_fields))
+        return _Batch(ready, requests, keys, found, todo, hits=set(found))
 
-    def _commit(self, state: _State, batch: _Batch, fresh: list[Judgment]) -> None:
+    def _commit(self, stats: Stats, batch: _Batch, fresh: list[Judgment]) -> None:
         """Commit new judgments to the cache, then count them; only then may strategies see them."""
         if len(fresh) != len(batch.todo):
             raise BackendError(f"judge returned {len(fresh)} judgments for {len(batch.todo)} requests")
@@ -199,70 +178,107 @@ class Engine:
         if self.cache and self.write_cache:
             self.cache.put_many(self.judge_id, ((k, batch.requests[batch.todo[k]], j) for k, j in new.items()))
         batch.found.update(new)
-        st = state.stats
-        st.backend_calls += 1
+        stats.backend_calls += 1
         for j in fresh:
-            st.prompt_tokens += j.prompt_tokens
-            st.completion_tokens += j.completion_tokens
+            stats.prompt_tokens += j.prompt_tokens
+            stats.completion_tokens += j.completion_tokens
 
-    def _deliver(self, state: _State, batch: _Batch) -> None:
+    def _deliver(self, stats: Stats, batch: _Batch) -> None:
         """Hand each vote's outcome to its tournament and record it."""
-        st, results = state.stats, state.results
-        for k in {k for k, _ in batch.ready}:
-            results[k].rounds += 1
-        for (k, vote), key in zip(batch.ready, batch.keys):
+        for slot in {id(slot): slot for slot, _ in batch.ready}.values():
+            slot.result.rounds += 1
+        keep = self.keep_records
+        for (slot, vote), key in zip(batch.ready, batch.keys):
             j = batch.found[key]
-            res = results[k]
+            res = slot.result
             res.judgments += 1
             res.invalid += j.p_a is None
             res.prompt_tokens += j.prompt_tokens
             res.completion_tokens += j.completion_tokens
-            st.judgments += 1
-            st.cached += key in batch.hits
-            st.invalid += j.p_a is None
-            st.forced += j.forced
-            if self.keep_records:
+            stats.judgments += 1
+            stats.cached += key in batch.hits
+            stats.invalid += j.p_a is None
+            stats.forced += j.forced
+            if keep:
                 res.records.append(Record(res.item.id, vote.a, vote.b, vote.vote, j.verdict, j.p_a, j.forced, j.raw))
-            state.tours[k].receive(vote.id, j.p_a)
+            slot.tour.receive(vote.id, j.p_a)
         if self.progress:
             self.progress(len(batch.ready))
 
 
-class _State:
-    """One run's tournaments, results and counters (so a second run of the same engine starts from zero)."""
+class Stream:
+    """One run over a stream of prompts: iterate it (``for``: lockstep, ``async for``: pipelined) for each prompt's
+    ``Result`` in input order; ``stats`` counts the run so far (final once the iteration ends).
 
-    def __init__(self, engine: Engine, items: Sequence[Item]) -> None:
-        """Build every prompt's tournament and start the clocks."""
-        self.engine, self.items = engine, items
-        self.start, self.retries_before = time.perf_counter(), engine.judge.retries()
-        self.tours: list[Voting] = [engine.tournament.build(len(item.texts), item.id) for item in items]
-        self.results = [Result(item, [], []) for item in items]
+    At most ``window`` prompts are held at once (admitted, not yet handed out); ``peak`` is the most ever held and
+    ``all_invalid`` lists the prompts handed out whose every judgment had no verdict.
+    """
+
+    def __init__(self, engine: Engine, items: Iterable[Item], window: int | None = None) -> None:
+        """Prepare the run; nothing is read or judged before the iteration starts."""
+        if window is not None and window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.engine, self.window = engine, window
         self.stats = Stats()
+        self.peak = 0
+        self.all_invalid: list[Any] = []
+        self._items = iter(items)
+        self._slots: deque[_Slot] = deque()  # held, in input order: the head is the next to hand out
+        self._exhausted = False
         self._in_flight, self._busy_since = 0, 0.0
-        self._encoded: dict[int, _Encoded] = {}
+        self._start = self._retries_before = 0.0
 
-    def encoded(self, k: int) -> _Encoded:
-        """Prompt ``k``'s texts as JSON, encoded once for all its votes' keys and seeds."""
-        enc = self._encoded.get(k)
-        if enc is None:
-            enc = self._encoded[k] = _Encoded(self.items[k], self.engine.key_fields)
-        return enc
+    def _admit(self) -> list[_Slot]:
+        """Read prompts while the window has room; build each one's tournament."""
+        new = []
+        while not self._exhausted and (self.window is None or len(self._slots) < self.window):
+            item = next(self._items, None)
+            if item is None:
+                self._exhausted = True
+                break
+            slot = _Slot(item, self.engine.tournament.build(len(item.texts), item.id))
+            self._slots.append(slot)
+            new.append(slot)
+        self.peak = max(self.peak, len(self._slots))
+        return new
 
-    def ready(self, k: int) -> list[tuple[int, Vote]]:
-        """The votes prompt ``k``'s tournament can play now; a tournament that is not done must propose some.
+    def _begin(self) -> None:
+        """Start the clocks."""
+        self._start, self._retries_before = time.perf_counter(), self.engine.judge.retries()
+
+    def _hand_out(self, slot: _Slot) -> Result:
+        """Read a finished prompt's scores and ranking and count it."""
+        st, res, tour = self.stats, slot.result, slot.tour
+        res.scores = [round(float(s), 6) + 0.0 for s in tour.scores()]  # + 0.0 turns -0.0 into 0.0
+        res.ranking = list(tour.ranking())
+        st.ties += tour.all_invalid
+        st.prompts += 1
+        st.steps = max(st.steps, res.rounds)
+        if res.judgments and res.invalid == res.judgments:
+            self.all_invalid.append(res.item.id)
+        self._close_clock()
+        return res
+
+    def _close_clock(self) -> None:
+        """Bring wall time and retries up to now."""
+        self.stats.wall_s = time.perf_counter() - self._start
+        self.stats.retries = int(self.engine.judge.retries() - self._retries_before)
+
+    def _ready(self, slot: _Slot) -> list[tuple[_Slot, Vote]]:
+        """The votes a prompt's tournament can play now; a tournament that is not done must propose some.
 
         Proposing may itself finish a tournament (adaptive voting settles its last match on the votes it has), so
         nothing to propose is a stall only if the tournament is still not done.
         """
-        votes = [(k, vote) for vote in self.tours[k].propose()]
-        if not votes and not self.tours[k].done():
-            item = self.items[k]
+        votes = [(slot, vote) for vote in slot.tour.propose()]
+        if not votes and not slot.tour.done():
+            item = slot.result.item
             raise RuntimeError(f"strategy {self.engine.tournament.strategy} stalled on prompt {item.id!r} "
                                f"(input line {item.line}): not done, nothing to propose")  # fmt: skip
         return votes
 
     @contextmanager
-    def calling(self, batch: _Batch) -> Iterator[None]:
+    def _calling(self, batch: _Batch) -> Iterator[None]:
         """Time one judge call (judge_s counts the time at least one is in flight) and point an error at its prompt."""
         if self._in_flight == 0:
             self._busy_since = time.perf_counter()
@@ -276,18 +292,99 @@ class _State:
             if self._in_flight == 0:
                 self.stats.judge_s += time.perf_counter() - self._busy_since
 
-    def finish(self) -> Run:
-        """Read final scores and rankings and close the counters."""
-        st = self.stats
-        for tour, res in zip(self.tours, self.results):
-            res.scores = [round(float(s), 6) + 0.0 for s in tour.scores()]  # + 0.0 turns -0.0 into 0.0
-            res.ranking = list(tour.ranking())
-            st.ties += tour.all_invalid
-        st.prompts = len(self.results)
-        st.steps = max((r.rounds for r in self.results), default=0)
-        st.wall_s = time.perf_counter() - self.start
-        st.retries = self.engine.judge.retries() - self.retries_before
-        return Run(self.results, st)
+    def __iter__(self) -> Iterator[Result]:
+        """Lockstep: each step sends every ready vote of the window to the judge in ONE call."""
+        engine = self.engine
+        self._begin()
+        self._admit()
+        while self._slots:
+            ready = [v for slot in self._slots if not slot.tour.done() for v in self._ready(slot)]
+            if ready:
+                batch = engine._lookup(ready)
+                if batch.todo:
+                    with self._calling(batch):
+                        fresh = engine.judge.judge(batch.todo_requests())
+                    engine._commit(self.stats, batch, fresh)
+                engine._deliver(self.stats, batch)
+            while self._slots and self._slots[0].tour.done():
+                yield self._hand_out(self._slots.popleft())
+            self._admit()
+        self._close_clock()
+
+    async def __aiter__(self) -> AsyncIterator[Result]:
+        """Pipelined: each prompt's tournament runs as its own task and advances as soon as its votes are judged."""
+        engine, stats = self.engine, self.stats
+        db = ThreadPoolExecutor(1, thread_name_prefix="tourney-cache") if engine.cache else None
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future[None] = loop.create_future()
+
+        async def off_loop(fn: Callable[..., T], *args: Any) -> T:
+            # SQLite reads and commits run on one worker thread: the event loop keeps feeding the judge meanwhile.
+            return await loop.run_in_executor(db, fn, *args) if db else fn(*args)
+
+        async def play(slot: _Slot) -> None:
+            while not slot.tour.done():
+                ready = self._ready(slot)
+                if not ready:
+                    break  # proposing finished it
+                batch = await off_loop(engine._lookup, ready)
+                if batch.todo:
+                    with self._calling(batch):
+                        fresh = await engine.judge.ajudge(batch.todo_requests())
+                    await off_loop(engine._commit, stats, batch, fresh)
+                engine._deliver(stats, batch)
+
+        def watch(task: asyncio.Task[None]) -> None:
+            # A failure anywhere in the window ends the run now, not when its prompt reaches the head.
+            if not task.cancelled() and task.exception() is not None and not failed.done():
+                failed.set_exception(task.exception())  # type: ignore[arg-type]
+
+        tasks: dict[int, asyncio.Task[None]] = {}
+
+        def start(slots: list[_Slot]) -> None:
+            for slot in slots:
+                task = tasks[id(slot)] = loop.create_task(play(slot))
+                task.add_done_callback(watch)
+
+        self._begin()
+        try:
+            start(self._admit())
+            while self._slots:
+                head = tasks[id(self._slots[0])]
+                await asyncio.wait([head, failed], return_when=asyncio.FIRST_COMPLETED)
+                if failed.done():
+                    failed.result()  # raises the first failure
+                head.result()
+                del tasks[id(self._slots[0])]
+                yield self._hand_out(self._slots.popleft())
+                start(self._admit())
+            self._close_clock()
+        finally:
+            for task in tasks.values():
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks.values(), return_exceptions=True)
+            if failed.done() and not failed.cancelled():
+                failed.exception()  # retrieved: no "exception was never retrieved" noise
+            if db:
+                db.shutdown()
+
+
+class _Slot:
+    """One held prompt: its tournament, its result so far and (once needed) its encoded texts."""
+
+    __slots__ = ("tour", "result", "_encoded")
+
+    def __init__(self, item: Item, tour: Voting) -> None:
+        """A prompt admitted to the window."""
+        self.tour, self.result = tour, Result(item, [], [])
+        self._encoded: _Encoded | None = None
+
+    def encoded(self, key_fields: tuple[str, ...]) -> _Encoded:
+        """The prompt's texts as JSON, encoded once for all its votes' keys and seeds."""
+        if self._encoded is None:
+            self._encoded = _Encoded(self.result.item, key_fields)
+        return self._encoded
 
 
 class _Encoded:
@@ -305,8 +402,7 @@ class _Encoded:
 class _Batch:
     """The votes of one step: their requests and keys, judgments found so far, and keys still to judge."""
 
-    items: Sequence[Item]
-    ready: list[tuple[int, Vote]]
+    ready: list[tuple[_Slot, Vote]]
     requests: dict[int, Request]  # by position in ``ready``: only the votes still to judge
     keys: list[str]
     found: dict[str, Judgment]
@@ -322,5 +418,5 @@ class _Batch:
         index = getattr(err, "index", None)
         if index is None or not 0 <= index < len(self.todo):
             return err
-        item = self.items[self.ready[list(self.todo.values())[index]][0]]
+        item = self.ready[list(self.todo.values())[index]][0].result.item
         return BackendError(f"prompt {json.dumps(item.id)} (input line {item.line}): {err}")
