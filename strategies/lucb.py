@@ -36,7 +36,7 @@ import numpy as np
 from scipy.special import expit
 
 from strategies.base import Match, check_probability, rank_by_scores
-from strategies.bradley_terry import bt_laplace
+from strategies.bradley_terry import laplace_fit
 from strategies.knockout import Knockout
 
 
@@ -71,6 +71,9 @@ class LUCB:
         self._separated = n <= 1
         self._fit: tuple[np.ndarray, np.ndarray] | None = None
         self._last: np.ndarray | None = None
+        # Soft wins of the matches 0.._folded-1 (``pair_wins``, summed in match order), folded in as they complete.
+        self._wins = np.zeros((n, n))
+        self._folded = 0
 
     def _outstanding(self) -> int:
         """Matches proposed but not received."""
@@ -83,28 +86,44 @@ class LUCB:
     def _fitted(self) -> tuple[np.ndarray, np.ndarray]:
         """BT scores and covariance from the received outcomes (cached until the next outcome)."""
         if self._fit is None:
-            got = sorted(self._got)
-            i = np.array([self._i[k] for k in got], dtype=int)
-            j = np.array([self._j[k] for k in got], dtype=int)
-            p = np.array([self._p[k] for k in got], dtype=float)
+            while self._folded in self._got:  # fold in the received matches that extend the prefix, in match order
+                k = self._folded
+                self._wins[self._i[k], self._j[k]] += self._p[k]
+                self._wins[self._j[k], self._i[k]] += 1.0 - self._p[k]
+                self._folded += 1
+            wins = self._wins
+            if len(self._got) > self._folded:  # some outcome is back before an earlier one (mid-round): add it aside
+                wins = wins.copy()
+                for k in sorted(self._got):
+                    if k >= self._folded:
+                        wins[self._i[k], self._j[k]] += self._p[k]
+                        wins[self._j[k], self._i[k]] += 1.0 - self._p[k]
             # Warm-started from the previous fit: the optimum is unique, so only the number of steps changes.
-            self._fit = bt_laplace(self.n, i, j, p, self.prior, start=self._last)
+            self._fit = laplace_fit(wins, self.prior, start=self._last)
             self._last = self._fit[0]
         return self._fit
 
     def challengers(self) -> tuple[int, list[int]]:
         """Return the leader and the candidates not yet separated from it, least separated first."""
         s, cov = self._fitted()
-        h, others, gap = self._gaps(s, cov)
+        h = self._leader(s)
+        gap = self._gaps(s, cov, h)
         order = np.argsort(gap, kind="stable")
-        return h, [int(others[k]) for k in order if gap[k] < self.z]
+        return h, [int(c) for c in order if c != h and gap[c] < self.z]
 
-    def _gaps(self, s: np.ndarray, cov: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        """The leader, the others, and each other's gap to the leader in standard errors."""
-        h = rank_by_scores(s)[0]
-        others = np.array([c for c in range(self.n) if c != h], dtype=int)
-        se = np.sqrt(np.maximum(cov[h, h] + cov[others, others] - 2.0 * cov[h, others], 1e-12))
-        return h, others, (s[h] - s[others]) / se
+    @staticmethod
+    def _leader(s: np.ndarray) -> int:
+        """The highest score, the lower index among ties (``rank_by_scores(s)[0]``: argmax takes the first)."""
+        return int(np.argmax(np.round(s, 9)))
+
+    @staticmethod
+    def _gaps(s: np.ndarray, cov: np.ndarray, h: int) -> np.ndarray:
+        """Each candidate's gap to the leader ``h`` in standard errors (+inf for ``h`` itself), at 9 decimals: rivals
+        with the same record are tied exactly (lower index first), not by the solver's rounding noise."""
+        se = np.sqrt(np.maximum(cov[h, h] + np.diagonal(cov) - 2.0 * cov[h], 1e-12))
+        gap = ((s[h] - s) / se).round(9)
+        gap[h] = np.inf
+        return gap
 
     def _add(self, i: int, j: int) -> Match:
         """Register a new match."""
@@ -117,13 +136,13 @@ class LUCB:
     def _duels(self, count: int) -> list[Match]:
         """``count`` matches of the leader, each against the least separated challenger given the ones before."""
         s, cov = self._fitted()
+        h = self._leader(s)  # the scores do not move within a round, only the covariance
         out = []
         for _ in range(count):
-            h, others, gap = self._gaps(s, cov)
-            k = int(np.argmin(gap))  # first of the least separated: lower index on ties
-            if gap[k] >= self.z:
+            gap = self._gaps(s, cov, h)
+            c = int(np.argmin(gap))  # first of the least separated: lower index on ties
+            if not gap[c] < self.z:
                 break
-            c = int(others[k])
             out.append(self._add(h, c))
             # What this match will tell: its Fisher information shrinks the covariance along e_h − e_c.
             w = float(expit(s[h] - s[c]))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,12 @@ def default_cache_path() -> Path:
 
 def canonical(obj: Any) -> str:
     """Serialize to canonical JSON (sorted keys, no spaces) for hashing."""
+    if type(obj) is str:  # a response text (most calls): the encoder json.dumps would pick, without its overhead
+        return _encode_string(obj)
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def sha(text: str) -> str:
