@@ -69,7 +69,7 @@ class LUCB:
         self._p: list[float] = []
         self._got: set[int] = set()
         self._separated = n <= 1
-        self._fit: tuple[np.ndarray, np.ndarray] | None = None
+        self._fit: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None  # scores, cov, leader, gaps
         self._last: np.ndarray | None = None
         # Soft wins of the matches 0.._folded-1 (``pair_wins``, summed in match order), folded in as they complete.
         self._wins = np.zeros((n, n))
@@ -83,8 +83,9 @@ class LUCB:
         """True while the knockout warm-up has matches to play within the budget."""
         return not self.bracket.done() and len(self._i) < self.cap
 
-    def _fitted(self) -> tuple[np.ndarray, np.ndarray]:
-        """BT scores and covariance from the received outcomes (cached until the next outcome)."""
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """BT scores and covariance from the received outcomes, the leader and the gaps to it (``_gaps``), cached
+        until the next outcome."""
         if self._fit is None:
             while self._folded in self._got:  # fold in the received matches that extend the prefix, in match order
                 k = self._folded
@@ -99,17 +100,16 @@ class LUCB:
                         wins[self._i[k], self._j[k]] += self._p[k]
                         wins[self._j[k], self._i[k]] += 1.0 - self._p[k]
             # Warm-started from the previous fit: the optimum is unique, so only the number of steps changes.
-            self._fit = laplace_fit(wins, self.prior, start=self._last)
-            self._last = self._fit[0]
+            s, cov = laplace_fit(wins, self.prior, start=self._last)
+            h = self._leader(s)
+            self._fit = s, cov, h, self._gaps(s, cov, h)
+            self._last = s
         return self._fit
 
     def challengers(self) -> tuple[int, list[int]]:
         """Return the leader and the candidates not yet separated from it, least separated first."""
-        s, cov = self._fitted()
-        h = self._leader(s)
-        gap = self._gaps(s, cov, h)
-        order = np.argsort(gap, kind="stable")
-        return h, [int(c) for c in order if c != h and gap[c] < self.z]
+        h, gap = self._fitted()[2:]
+        return h, [c for c in np.argsort(gap, kind="stable").tolist() if c != h and gap[c] < self.z]
 
     @staticmethod
     def _leader(s: np.ndarray) -> int:
@@ -135,11 +135,11 @@ class LUCB:
 
     def _duels(self, count: int) -> list[Match]:
         """``count`` matches of the leader, each against the least separated challenger given the ones before."""
-        s, cov = self._fitted()
-        h = self._leader(s)  # the scores do not move within a round, only the covariance
-        out = []
+        s, cov, h, gap = self._fitted()  # the scores and the leader do not move within a round, only the covariance
+        out: list[Match] = []
         for _ in range(count):
-            gap = self._gaps(s, cov, h)
+            if out:
+                gap = self._gaps(s, cov, h)
             c = int(np.argmin(gap))  # first of the least separated: lower index on ties
             if not gap[c] < self.z:
                 break
@@ -184,7 +184,7 @@ class LUCB:
             return False
         if self._separated or len(self._i) >= self.cap:
             return True
-        if not self.challengers()[1]:
+        if not (self._fitted()[3] < self.z).any():  # no challenger left
             self._separated = True
         return self._separated
 

@@ -70,7 +70,7 @@ class Voting(Wrapper):
         self.inner, self.k, self.mode = inner, k, mode
         self.n = inner.n
         self.seed = seed
-        self._votes: dict[int, Vote] = {}
+        self._votes: list[Vote] = []  # by id
         self._matches: dict[int, Match] = {}
         self._pending: dict[int, list[float | None]] = {}
         self._received: set[int] = set()
@@ -84,21 +84,23 @@ class Voting(Wrapper):
 
     def _issue(self, m: Match, count: int, block: bool = False) -> list[Vote]:
         """Create ``count`` more votes for match ``m``, numbered and ordered per pair (see the module doc)."""
-        pair = (min(m.i, m.j), max(m.i, m.j))
+        i, j = m.i, m.j
+        pair = (i, j) if i < j else (j, i)
         start = self._pair_votes.get(pair, 0)
         self._pair_votes[pair] = start + count
         if block and start == 0:  # a pair's first k votes: half each way, the odd one by the coin
-            forward = [True] * (self.k // 2) + [False] * (self.k // 2)
+            half = self.k // 2
+            forward = [True] * half + [False] * half
             if self.k % 2:
-                forward.append(self._coin(m.i, m.j) == (m.i < m.j))
-            shows = [(m.i, m.j) if fwd else (m.j, m.i) for fwd in forward]
+                forward.append(self._coin(i, j) == (i < j))
+            shows = [(i, j) if fwd else (j, i) for fwd in forward]
         else:
-            heads = self._coin(m.i, m.j)
-            shows = [pair if (t % 2 == 0) == heads else pair[::-1] for t in range(start, start + count)]
-        out = []
-        for t, (a, b) in zip(range(start, start + count), shows):
-            vote = Vote(id=len(self._votes), a=a, b=b, vote=t, match=m.id)
-            self._votes[vote.id] = vote
+            heads, flipped = self._coin(i, j), pair[::-1]
+            shows = [pair if (t % 2 == 0) == heads else flipped for t in range(start, start + count)]
+        votes, out = self._votes, []
+        for t, (a, b) in enumerate(shows, start):
+            vote = Vote(len(votes), a, b, t, m.id)
+            votes.append(vote)
             out.append(vote)
         return out
 
@@ -113,7 +115,7 @@ class Voting(Wrapper):
 
     def _record(self, vote_id: int, p_a: float | None) -> tuple[Match, list[float | None]]:
         """Store one vote as P(the match's ``i`` wins) (None: invalid); return its match and the votes so far."""
-        if vote_id not in self._votes or vote_id in self._received:
+        if not 0 <= vote_id < len(self._votes) or vote_id in self._received:
             raise ValueError(f"unknown or already received vote id {vote_id}")
         vote = self._votes[vote_id]
         m = self._matches[vote.match]

@@ -1,12 +1,19 @@
-"""Pinned outputs: the same commands write the same bytes across refactors (simulated judge, no model)."""
+"""Pinned outputs: the same commands write the same bytes across refactors (simulated judge, no model), and cache
+keys and seeds keep their values."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+from enum import IntEnum
 from pathlib import Path
 
 import pytest
 from clirun import tourney
+
+from tourney.cache import canonical, request_key
+from tourney.tournament import derive_seed
+from tourney.types import Request
 
 DATA = Path(__file__).parent / "data" / "sim12.jsonl"
 
@@ -39,3 +46,34 @@ def test_outputs_are_pinned(args, tmp_path):
     )
     assert p.returncode == 0, p.stderr.decode()[-2000:]
     assert (digest(p.stdout), digest(judgments.read_bytes())) == PINNED[args]
+
+
+# Cache keys and seeds recorded before issue 18 encoded their JSON without json.dumps: a cache written before must
+# still be hit, and a seed must not move.
+KEY_REQUESTS = [
+    Request(prompt="Question 1?", a='answer "one"\n', b="answer é\u2028", vote=0, a_fields={"quality": 1.423},
+            b_fields={"quality": -0.484}),
+    Request(prompt=[{"role": "user", "content": "Q?"}], a="x", b="y", vote=3, a_fields={"quality": float("nan")},
+            b_fields={}),
+]  # fmt: skip
+
+
+def test_cache_keys_and_seeds_are_pinned():
+    assert [request_key("judgehash", r, ("quality",))[:16] for r in KEY_REQUESTS] == [
+        "c422f9446f75b966",
+        "d539fcc30e70d923",
+    ]
+    assert request_key("judgehash", KEY_REQUESTS[0])[:16] == "66a8bfb39fcee90c"
+    assert derive_seed(7, "q1") == 7006066257867141649
+    assert derive_seed(0, 12) == 4100123999411596856
+    assert derive_seed(3, {"b": [1, 2.5], "a": None}) == 8419734911868479905
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["é\u2028\"\\\x00\U0001f600", [], [1, -2, 2**70, True, False, None], [0.1, -0.0, 1e300, float("nan"), float("inf")],
+     ["a", 1.5, None], [[1]], [{"b": 1, "a": 2}], [IntEnum("E", "A").A]],
+)  # fmt: skip
+def test_canonical_is_json_dumps(value):
+    """The fast paths of canonical (strings, lists of scalars) give json.dumps's bytes."""
+    assert canonical(value) == json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

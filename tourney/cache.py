@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -46,12 +47,27 @@ def default_cache_path() -> Path:
 
 def canonical(obj: Any) -> str:
     """Serialize to canonical JSON (sorted keys, no spaces) for hashing."""
-    if type(obj) is str:  # a response text (most calls): the encoder json.dumps would pick, without its overhead
+    kind = type(obj)
+    if kind is str:  # a response text (most calls): the encoder json.dumps would pick, without its overhead
         return _encode_string(obj)
+    if kind is list:  # a response's key fields (one list per response): scalars, encoded as json.dumps does
+        try:
+            return "[" + ",".join([_SCALARS[type(x)](x) for x in obj]) + "]"
+        except KeyError:  # a nested or unusual value: json.dumps below
+            pass
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 _encode_string: Callable[[str], str] = json.encoder.encode_basestring
+# json.dumps's encoding of each exact scalar type (a subclass, e.g. an IntEnum, goes to json.dumps): repr for ints
+# and finite floats, NaN/Infinity otherwise.
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _encode_string,
+    int: int.__repr__,
+    float: lambda x: float.__repr__(x) if math.isfinite(x) else json.dumps(x),
+    bool: lambda x: "true" if x else "false",
+    type(None): lambda x: "null",
+}
 
 
 def sha(text: str) -> str:
