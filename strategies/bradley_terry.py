@@ -10,6 +10,8 @@ the prior keeps an unbeaten candidate and a disconnected graph finite.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy.linalg.lapack import dposv, dpotrs
 from scipy.special import expit
@@ -49,24 +51,29 @@ def gradient_hessian(s: np.ndarray, wins: np.ndarray, prior: float) -> tuple[np.
     wins[a, b]·lose[a, b] (plus prior·s), and the Hessian the comparison graph's Laplacian weighted by
     (wins + winsᵀ)·σ'(s_a − s_b), plus prior·I.
     """
-    return _gradient_hessian(s, wins, _games(wins), prior)
+    return _gradient_hessian(s, *_totals(wins), prior)
 
 
-def _games(wins: np.ndarray) -> np.ndarray:
-    """Games per pair, wins + winsᵀ, with a zero diagonal (a candidate against itself tells nothing)."""
+def _totals(wins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each candidate's losses and the games per pair (wins + winsᵀ), a candidate against itself left out (it tells
+    nothing): all the Newton steps need of the wins."""
     games = wins + wins.T
     games.ravel()[:: games.shape[0] + 1] = 0.0
-    return games
+    return np.add.reduce(wins, 0) - np.diagonal(wins), games
 
 
 def _gradient_hessian(
-    s: np.ndarray, wins: np.ndarray, games: np.ndarray, prior: float
+    s: np.ndarray, losses: np.ndarray, games: np.ndarray, prior: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``gradient_hessian`` given ``_games(wins)``: a dozen numpy calls on n×n arrays, the cost of a Newton step."""
+    """``gradient_hessian`` from ``_totals(wins)``: ten numpy calls on n×n arrays, the cost of a Newton step.
+
+    Off the diagonal winsᵀ·loseᵀ − wins·lose = winsᵀ − games·lose (loseᵀ = 1 − lose), so the gradient is a's
+    losses minus its expected losses Σ_b games·lose (plus prior·s), and games·lose·loseᵀ = games·lose − games·lose².
+    """
     lose = expit(s - s[:, None])
-    pushed = wins * lose
-    grad = np.add.reduce(pushed, 0) - np.add.reduce(pushed, 1) + prior * s
-    weight = games * (lose * lose.T)  # zero diagonal, so the Laplacian's diagonal is just the row sums
+    expected = games * lose  # expected losses of a to b
+    grad = losses - np.add.reduce(expected, 1) + prior * s
+    weight = expected - expected * lose  # zero diagonal, so the Laplacian's diagonal is just the row sums
     hess = -weight
     hess.ravel()[:: s.size + 1] = np.add.reduce(weight, 1) + prior
     return grad, hess
@@ -111,10 +118,10 @@ def _newton(wins: np.ndarray, prior: float, s: np.ndarray) -> tuple[np.ndarray, 
     holds) and the objective need not be evaluated; warm starts take only such steps. A longer step backtracks.
     It stops after a step under 1e-8: the next would be ~1e-16, convergence being quadratic.
     """
-    games = _games(wins)
+    losses, games = _totals(wins)
     current = None
     for _ in range(100):
-        grad, hess = _gradient_hessian(s, wins, games, prior)
+        grad, hess = _gradient_hessian(s, losses, games, prior)
         chol, step, info = dposv(hess, grad)  # Cholesky: the Hessian is positive definite; 3× cheaper than solve()
         if info:  # not numerically positive definite (a tiny prior): LU instead
             chol, step = None, np.linalg.solve(hess, grad)
@@ -158,7 +165,15 @@ def laplace_fit(wins: np.ndarray, prior: float, start: np.ndarray | None = None)
         raise ValueError(f"prior must be > 0, got {prior}")
     n = wins.shape[0]
     s, hess, chol = _newton(wins, prior, np.zeros(n) if start is None else np.array(start, dtype=float))
-    return s, np.linalg.inv(hess) if chol is None else dpotrs(chol, np.eye(n))[0]
+    return s, np.linalg.inv(hess) if chol is None else dpotrs(chol, _eye(n))[0]
+
+
+@functools.cache
+def _eye(n: int) -> np.ndarray:
+    """The n×n identity, read-only (shared)."""
+    eye = np.eye(n)
+    eye.flags.writeable = False
+    return eye
 
 
 def bt_bootstrap(

@@ -137,18 +137,19 @@ class LUCB:
         """``count`` matches of the leader, each against the least separated challenger given the ones before."""
         s, cov, h, gap = self._fitted()  # the scores and the leader do not move within a round, only the covariance
         out: list[Match] = []
-        for _ in range(count):
-            if out:
-                gap = self._gaps(s, cov, h)
+        while len(out) < count:
             c = int(np.argmin(gap))  # first of the least separated: lower index on ties
             if not gap[c] < self.z:
                 break
             out.append(self._add(h, c))
+            if len(out) == count:
+                break  # the covariance after the last match of the round is not needed
             # What this match will tell: its Fisher information shrinks the covariance along e_h − e_c.
             w = float(expit(s[h] - s[c]))
             w *= 1.0 - w
             u = cov[:, h] - cov[:, c]
             cov = cov - np.outer(u, u) * (w / (1.0 + w * (u[h] - u[c])))
+            gap = self._gaps(s, cov, h)
         return out
 
     def propose(self) -> list[Match]:
