@@ -113,10 +113,11 @@ def _newton(wins: np.ndarray, prior: float, s: np.ndarray) -> tuple[np.ndarray, 
     converges quadratically); return the optimum, the Hessian of the last step (within 1e-8 of the optimum) and its
     Cholesky factor (None if it was not numerically positive definite).
 
-    A step that moves no score by more than 0.25 is taken whole: no pair's difference then moves by more than 0.5,
-    σ' by a factor of more than e^0.5, so the step lowers the objective by at least 0.18·gᵀH⁻¹g (Armijo's condition
-    holds) and the objective need not be evaluated; warm starts take only such steps. A longer step backtracks.
-    It stops after a step under 1e-8: the next would be ~1e-16, convergence being quadratic.
+    A step that moves no score by more than 1/3 is taken whole: no pair's difference then moves by more than 2/3,
+    σ' (so the Hessian) by a factor of more than e^(2/3) < 2, so the step lowers the objective by at least
+    (1 − e^(2/3)/2)·gᵀH⁻¹g > 0.02·gᵀH⁻¹g (Armijo's condition holds) and the objective need not be evaluated; warm
+    starts take only such steps. A longer step backtracks. It stops after a step under 1e-8: the next would be
+    ~1e-16, convergence being quadratic.
     """
     losses, games = _totals(wins)
     current = None
@@ -126,7 +127,7 @@ def _newton(wins: np.ndarray, prior: float, s: np.ndarray) -> tuple[np.ndarray, 
         if info:  # not numerically positive definite (a tiny prior): LU instead
             chol, step = None, np.linalg.solve(hess, grad)
         size = np.abs(step).max()
-        if size <= 0.25:
+        if size <= 1 / 3:
             s, current = s - step, None
             if size < 1e-8:
                 break
