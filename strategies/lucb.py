@@ -70,7 +70,7 @@ class LUCB:
         self._got: set[int] = set()
         self._separated = n <= 1
         self._fit: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None  # scores, cov, leader, gaps
-        self._last: np.ndarray | None = None
+        self._last: np.ndarray | None = None  # the scores that chose the last duels: the next fit starts there
         # Soft wins of the matches 0.._folded-1 (``pair_wins``, summed in match order), folded in as they complete.
         self._wins = np.zeros((n, n))
         self._folded = 0
@@ -99,11 +99,11 @@ class LUCB:
                     if k >= self._folded:
                         wins[self._i[k], self._j[k]] += self._p[k]
                         wins[self._j[k], self._i[k]] += 1.0 - self._p[k]
-            # Warm-started from the previous fit: the optimum is unique, so only the number of steps changes.
+            # Warm-started from the fit that chose the last duels: the optimum is unique, so only the number of steps
+            # changes (and the last bits, so the start never depends on when else someone asked for scores).
             s, cov = laplace_fit(wins, self.prior, start=self._last)
             h = self._leader(s)
             self._fit = s, cov, h, self._gaps(s, cov, h)
-            self._last = s
         return self._fit
 
     def challengers(self) -> tuple[int, list[int]]:
@@ -136,6 +136,7 @@ class LUCB:
     def _duels(self, count: int) -> list[Match]:
         """``count`` matches of the leader, each against the least separated challenger given the ones before."""
         s, cov, h, gap = self._fitted()  # the scores and the leader do not move within a round, only the covariance
+        self._last = s
         out: list[Match] = []
         while len(out) < count:
             c = int(np.argmin(gap))  # first of the least separated: lower index on ties
