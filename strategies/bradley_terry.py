@@ -160,11 +160,14 @@ def laplace_fit(wins: np.ndarray, prior: float, start: np.ndarray | None = None)
     """``bt_laplace`` from the matrix of wins (``pair_wins``), for callers that keep it up to date match by match.
 
     A warm ``start`` near the optimum (the previous fit, before a few more matches) saves most Newton steps. The
-    covariance is the inverse Hessian at the optimum, the usual Laplace approximation of the posterior.
+    covariance is the inverse Hessian at the optimum (at the last Newton iterate, within 1e-8 of it), the usual
+    Laplace approximation of the posterior.
     """
     if prior <= 0:
         raise ValueError(f"prior must be > 0, got {prior}")
     n = wins.shape[0]
+    if n == 0:
+        return np.zeros(0), np.zeros((0, 0))
     s, hess, chol = _newton(wins, prior, np.zeros(n) if start is None else np.array(start, dtype=float))
     return s, np.linalg.inv(hess) if chol is None else dpotrs(chol, _eye(n))[0]
 

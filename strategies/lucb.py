@@ -4,7 +4,7 @@ LUCB (Kalyanakrishnan et al. 2012, "PAC Subset Selection in Stochastic Multi-arm
 the empirical leader and the arm whose upper confidence bound is highest, and stops when the leader's lower bound
 clears every other upper bound. Pairwise feedback has no per-arm rewards, so, as in dueling bandits (Yue & Joachims
 2011; Szörényi et al. 2015, "Online Rank Elicitation for Plackett–Luce"), the arms' values are Bradley–Terry
-log-strengths fitted to every outcome so far (MAP with a Gaussian prior of precision ``prior``, ``bt_laplace``),
+log-strengths fitted to every outcome so far (MAP with a Gaussian prior of precision ``prior``, ``laplace_fit``),
 and the uncertainty of a gap s_h − s_c is its Laplace standard error (from the inverse Hessian). The default prior
 0.3 (sd 1.8) is loose enough for graded candidates that span many logits: a tighter one shrinks every opponent
 toward the mean, so a pile of wins over weak candidates outweighs a won duel (on the same final judgments at N=16,
