@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -54,7 +55,7 @@ def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
         for lineno, raw in enumerate(_read_lines(f, name), start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
                 raw = raw[3:]
-            if not raw.strip():
+            if not raw or raw.isspace():  # blank (isspace: no copy of a long line)
                 continue
             try:
                 yield name, lineno, raw.decode("utf-8").removesuffix("\n")
@@ -79,16 +80,22 @@ def jsonl_records(path: str) -> Iterator[tuple[str, int, Any]]:
         yield name, lineno, decode(text, name, lineno)
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_DECODER = json.JSONDecoder(parse_constant=lambda name: _reject_constant(name))  # built once, not per line
+
+
 def decode(text: str, name: str, lineno: int) -> Any:
     """Decode one JSON line strictly: malformed JSON, NaN/Infinity and lone surrogates are InputErrors."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", name, lineno) from None
     except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
         raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, lineno) from None
     try:
-        json.dumps(value, ensure_ascii=False).encode("utf-8")
+        # A lone surrogate can only come from a \uD8xx-\uDFxx escape: the full check runs only when one is written.
+        if _SURROGATE_ESCAPE.search(text):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise InputError(
             "a string holds a lone surrogate escape (e.g. \\ud800), which is not text", name, lineno
@@ -181,23 +188,31 @@ def parse_line(text: str, name: str, lineno: int) -> Item:
     texts: list[str] = []
     fields: list[dict[str, Any]] = []
     for k, resp in enumerate(responses):
-        if isinstance(resp, str):
+        kind = type(resp)
+        if kind is str:
             texts.append(resp)
             fields.append({})
-        elif isinstance(resp, dict):
-            if not isinstance(resp.get("text"), str):
+        elif kind is dict:
+            text = resp.get("text")
+            if type(text) is not str:
                 raise row.bad("expected a string", f"responses[{k}].text")
-            for key, kind in (("quality", (int, float)), ("correct", bool)):
-                val = resp.get(key)
-                if val is not None and (not isinstance(val, kind) or (key == "quality" and isinstance(val, bool))):
-                    raise row.bad(
-                        f"expected {'a number' if key == 'quality' else 'true or false'}", f"responses[{k}].{key}"
-                    )
-            texts.append(resp["text"])
-            fields.append({key: val for key, val in resp.items() if key != "text"})
+            quality, correct = resp.get("quality"), resp.get("correct")
+            if quality is not None and (type(quality) not in (int, float) and not _number(quality)):
+                raise row.bad("expected a number", f"responses[{k}].quality")
+            if correct is not None and type(correct) is not bool:
+                raise row.bad("expected true or false", f"responses[{k}].correct")
+            texts.append(text)
+            extra = dict(resp)
+            del extra["text"]
+            fields.append(extra)
         else:
             raise row.bad("expected a string or an object with text", f"responses[{k}]")
     return Item(id=row.id(), line=lineno, prompt=prompt, texts=texts, fields=fields, row=row.data)
+
+
+def _number(value: Any) -> bool:
+    """A JSON number (an int or float subclass, never a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _reject_constant(name: str) -> Any:
