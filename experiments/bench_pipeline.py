@@ -1,28 +1,44 @@
 """Pipelined vs lockstep scheduling against a fleet-like judge: makespans beside their lower bound.
 
-    python -m experiments.bench_pipeline [--prompts 200] [--n 16] [--slots 32] [--median-ms 20] [--sigma 0.8]
+    python -m experiments.bench_pipeline [--prompts 1000] [--n 16] [--slots 64] [--median-ms 20] [--sigma 0.8]
+                                         [--window W] [--sweep]
 
-The judge stands in for a fleet of servers: C concurrent slots (``--slots``), and every judgment takes a lognormal
-time (median ``--median-ms``, log-sd ``--sigma``) drawn from its own request seed, so both modes see the same
-latency for the same judgment. Lockstep sends each engine step as one batch and waits for its slowest judgment (a
-barrier across prompts); pipelined lets each prompt's knockout move on as soon as its own round is judged.
+The judge stands in for a fleet of servers seen from the coordinator: C concurrent slots (``--slots``) serving
+requests first come, first served, each judgment taking a lognormal time (median ``--median-ms``, log-sd
+``--sigma``) drawn from its own request seed, so both modes see the same latency for the same judgment. The fleet
+runs elsewhere, as servers do: when a request is sent, its start (the first slot to free up) and end are computed
+at once, and the coordinator only waits for the batch's last end; the fleet's own work never runs on the
+coordinator's event loop, and a slot never waits for the coordinator to hand it the next queued request. What the
+coordinator adds is its own: building tournaments, proposing, keying and requesting votes, receiving verdicts,
+and the lateness of its event loop in picking up each answer (``lag``). Verdicts are the simulator's.
 
-The lower bound on any schedule is the larger of (total judge time / C) and the longest chain of dependent
-judgments (per prompt: its rounds one after another, each as long as its slowest judgment). The last line is
-``pipeline: lockstep=<x>·LB pipelined=<y>·LB`` (goal: pipelined <= 1.15, where lockstep >= 1.5).
+Lockstep sends each engine step as one batch and waits for its slowest judgment (a barrier across prompts);
+pipelined lets each prompt's knockout move on as soon as its own round is judged. The lower bound on any schedule
+is the larger of (total judge time / C) and the longest chain of dependent judgments (per prompt: its rounds one
+after another, each as long as its slowest judgment).
+
+Real reasoning judges take ~1-3 s per judgment; the default median of 20 ms scales that down 100x so a run takes
+seconds, which asks the coordinator for ~100x a real fleet's judgments/s (64 slots / 27.5 ms mean = 2,300/s): the
+coordinator's overhead weighs far more here than it would against real servers. ``--sweep`` runs several settings
+(prompts, slots, latency) instead of one. The last line is ``pipeline: lockstep=<x>·LB pipelined=<y>·LB`` for the
+single setting, or for the sweep the worst pipelined ratio (goal: pipelined <= 1.15, where lockstep >= 1.5).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import os
 import random
+import statistics
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from experiments.args import positive, positive_float
-from tourney.engine import Engine, Run
+from tourney.engine import Engine
 from tourney.io import Item
 from tourney.simulated import SimulatedJudge
 from tourney.tournament import Tournament
@@ -30,53 +46,104 @@ from tourney.types import Judgment, Request
 
 
 class FleetJudge(SimulatedJudge):
-    """The simulator behind C slots with lognormal latencies; records each judgment's latency by prompt and call."""
+    """The simulator behind C slots with lognormal latencies; records what the lower bound needs.
 
-    def __init__(self, slots: int, median_s: float, sigma: float) -> None:
+    ``queue="server"``: the fleet queues what it is sent and serves it first come, first served, a slot taking the
+    next request the moment it frees (servers sent more than they batch at once). ``queue="client"``: the coordinator
+    holds the slots (``--concurrency`` no larger than what the servers take in), so a freed slot is refilled only
+    when the coordinator's event loop gets to it, and that loop's lateness delays the judge.
+    """
+
+    def __init__(self, slots: int, median_s: float, sigma: float, queue: str = "server") -> None:
         """``slots`` judgments run at once; each takes exp(N(log median_s, sigma²)) seconds, seeded by the request."""
         super().__init__(tau=1.0)
-        self.slots, self.median_s, self.sigma = slots, median_s, sigma
+        self.slots, self.median_s, self.sigma, self.queue = slots, median_s, sigma, queue
         self.busy_s = 0.0  # total judge time (the lower bound's numerator)
         self.rounds: dict[str, list[float]] = defaultdict(list)  # prompt -> slowest judgment of each of its calls
-        self._sem: asyncio.Semaphore | None = None
+        self.lags: list[float] = []  # per call: how late the coordinator picked up its answer, seconds
+        self._free = [0.0] * slots  # server queue: a heap of when each slot is next free (asyncio's clock)
+        self._idle = slots  # client queue: slots free now, and the requests waiting for one
+        self._waiting: deque[tuple[float, _Pending]] = deque()
 
     def service_time(self, request: Request) -> float:
         """This judgment's service time, the same in every mode."""
         return random.Random(request.seed).lognormvariate(0.0, self.sigma) * self.median_s
 
-    async def _serve(self, requests: Sequence[Request]) -> list[Judgment]:
-        """Run each request on a free slot for its service time; the batch ends with its slowest request."""
-        if self._sem is None:
-            self._sem = asyncio.Semaphore(self.slots)
-        sem = self._sem
-
-        async def one(r: Request) -> None:
-            async with sem:
-                await asyncio.sleep(self.service_time(r))
-
-        await asyncio.gather(*(one(r) for r in requests))
-        lat = [self.service_time(r) for r in requests]
-        self.busy_s += sum(lat)
+    def _account(self, requests: Sequence[Request]) -> list[float]:
+        """Each request's service time, added to the total and to its prompt's chain."""
+        took = [self.service_time(r) for r in requests]
+        self.busy_s += sum(took)
         by_prompt: dict[str, float] = {}
-        for r, t in zip(requests, lat):
-            by_prompt[str(r.prompt)] = max(by_prompt.get(str(r.prompt), 0.0), t)
-        for prompt, t in by_prompt.items():
-            self.rounds[prompt].append(t)
-        return self.verdicts(requests)
+        for r, t in zip(requests, took):
+            key = str(r.prompt)
+            by_prompt[key] = max(by_prompt.get(key, 0.0), t)
+        for key, t in by_prompt.items():
+            self.rounds[key].append(t)
+        return took
+
+    def _send(self, took: list[float], now: float) -> float:
+        """Server queue: each request starts on the first slot to free up (not before ``now``); the last end."""
+        free, last = self._free, now
+        for t in took:
+            end = max(now, free[0]) + t
+            heapq.heapreplace(free, end)
+            last = max(last, end)
+        return last
 
     def judge(self, requests: Sequence[Request]) -> list[Judgment]:
-        """Lockstep: one batch, a barrier at its end."""
-        self._sem = None  # a fresh semaphore for this call's own event loop
-        return asyncio.run(self._serve(requests))
+        """Lockstep: one batch, a barrier at its end (nothing else runs meanwhile, so both queues are the same)."""
+        end = self._send(self._account(requests), time.monotonic())
+        time.sleep(max(0.0, end - time.monotonic()))
+        self.lags.append(time.monotonic() - end)
+        return self.verdicts(requests)
 
     async def ajudge(self, requests: Sequence[Request]) -> list[Judgment]:
-        """Pipelined: the batch shares the slots with every other prompt's in flight."""
-        return await self._serve(requests)
+        """Pipelined: the batch queues behind every other prompt's requests in flight."""
+        loop = asyncio.get_running_loop()
+        took = self._account(requests)
+        if self.queue == "server":
+            end = self._send(took, loop.time())
+            await asyncio.sleep(max(0.0, end - loop.time()))
+            self.lags.append(loop.time() - end)
+        else:
+            pending = _Pending(len(took), loop.create_future())
+            self._waiting.extend((t, pending) for t in took)
+            self._pump(loop)
+            await pending.done
+            self.lags.append(loop.time() - pending.end)
+        return self.verdicts(requests)
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Client queue: start waiting requests on the free slots, now."""
+        while self._idle and self._waiting:
+            self._idle -= 1
+            took, pending = self._waiting.popleft()
+            end = loop.time() + took
+            pending.end = max(pending.end, end)
+            loop.call_at(end, self._finish, loop, pending)
+
+    def _finish(self, loop: asyncio.AbstractEventLoop, pending: _Pending) -> None:
+        """Client queue: one request is answered; its slot takes the next waiting one."""
+        self._idle += 1
+        pending.left -= 1
+        if not pending.left:
+            pending.done.set_result(None)
+        self._pump(loop)
 
     def lower_bound(self) -> float:
         """max(total judge time / slots, the longest chain of one prompt's rounds)."""
         chain = max((sum(ts) for ts in self.rounds.values()), default=0.0)
         return max(self.busy_s / self.slots, chain)
+
+
+class _Pending:
+    """A batch in the client queue: requests not yet answered, the future its call waits on, its last due end."""
+
+    __slots__ = ("left", "done", "end")
+
+    def __init__(self, left: int, done: asyncio.Future[None]) -> None:
+        """``left`` requests to go."""
+        self.left, self.done, self.end = left, done, 0.0
 
 
 def make_items(prompts: int, n: int, seed: int = 0) -> list[Item]:
@@ -86,37 +153,109 @@ def make_items(prompts: int, n: int, seed: int = 0) -> list[Item]:
                  fields=[{"quality": rng.random()} for _ in range(n)]) for k in range(prompts)]  # fmt: skip
 
 
-def timed(judge: FleetJudge, items: list[Item], pipelined: bool) -> tuple[float, Run]:
-    """Run a knockout over every prompt in one mode; return its makespan and run."""
+@dataclass(frozen=True)
+class Setting:
+    """One benchmark setting: prompts, candidates, slots, latency (median, log-sd) and the engine's window."""
+
+    prompts: int
+    n: int
+    slots: int
+    median_ms: float
+    sigma: float
+    window: int | None = None
+
+    def describe(self) -> str:
+        """The setting in one short line."""
+        window = f", window {self.window}" if self.window else ""
+        return (f"{self.prompts} prompts x N={self.n} knockout, {self.slots} slots, lognormal median "
+                f"{self.median_ms:g} ms sigma {self.sigma:g}{window}")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One mode's run: makespan, lower bound, judge calls, coordinator CPU and the answers' pickup lag."""
+
+    mode: str
+    makespan: float
+    bound: float
+    judgments: int
+    calls: int
+    cpu_s: float
+    lag_ms: float
+
+    @property
+    def ratio(self) -> float:
+        """Makespan over the lower bound."""
+        return self.makespan / self.bound
+
+
+def timed(setting: Setting, items: list[Item], queue: str | None) -> Timing:
+    """Run a knockout over every prompt on a fresh fleet, pipelined against ``queue`` or (None) in lockstep."""
+    judge = FleetJudge(setting.slots, setting.median_ms / 1000.0, setting.sigma, queue or "server")
     engine = Engine(judge, Tournament("knockout"))
-    t0 = time.perf_counter()
-    run = asyncio.run(engine.arun(items)) if pipelined else engine.run(items)
-    return time.perf_counter() - t0, run
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    run = asyncio.run(engine.arun(items, setting.window)) if queue else engine.run(items, setting.window)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    lag = 1000 * statistics.fmean(judge.lags) if judge.lags else 0.0
+    return Timing(f"pipelined/{queue}" if queue else "lockstep", wall, judge.lower_bound(), run.stats.judgments,
+                  run.stats.backend_calls, cpu, lag)  # fmt: skip
+
+
+def measure(setting: Setting, queues: Sequence[str]) -> list[Timing]:
+    """Lockstep, then pipelined against each queue, on the same prompts and latencies."""
+    items = make_items(setting.prompts, setting.n)
+    return [timed(setting, items, None)] + [timed(setting, items, q) for q in queues]
+
+
+SWEEP = (  # (prompts, n, slots, median ms, sigma): several fleet sizes and latency spreads, not only the best one
+    Setting(1000, 16, 64, 20, 0.8),
+    Setting(1000, 16, 128, 40, 0.8),
+    Setting(500, 16, 64, 30, 1.0),
+    Setting(2000, 16, 256, 100, 0.6),
+    Setting(200, 16, 32, 20, 0.8),
+)
+QUEUES = ("server", "client")
 
 
 def main() -> None:
-    """Run both modes on the same prompts and latencies; print makespans and their ratios to the lower bound."""
+    """Run both modes per setting; print makespans, their ratios to the lower bound, and the coordinator's share."""
     ap = argparse.ArgumentParser(prog="python -m experiments.bench_pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--prompts", type=positive, default=200)
+    ap.add_argument("--prompts", type=positive, default=1000)
     ap.add_argument("--n", type=positive, default=16, help="candidates per prompt (knockout)")
-    ap.add_argument("--slots", type=positive, default=32, help="judgments in flight at once (the fleet's size)")
+    ap.add_argument("--slots", type=positive, default=64, help="judgments in flight at once (the fleet's size)")
     ap.add_argument("--median-ms", type=positive_float, default=20.0, help="median judgment latency")
     ap.add_argument("--sigma", type=positive_float, default=0.8, help="log-sd of the lognormal latency")
+    ap.add_argument("--window", type=positive, default=None, help="prompts held at once (default: all)")
+    ap.add_argument("--queue", choices=[*QUEUES, "both"], default="both",
+                    help="who holds the slots in pipelined runs: the fleet (server), the coordinator (client)")
+    ap.add_argument("--sweep", action="store_true", help="run the built-in settings instead of one")
     args = ap.parse_args()
-    items = make_items(args.prompts, args.n)
-    rows = []
-    for name, pipelined in (("lockstep", False), ("pipelined", True)):
-        judge = FleetJudge(args.slots, args.median_ms / 1000.0, args.sigma)
-        wall, run = timed(judge, items, pipelined)
-        rows.append((name, wall, judge.lower_bound(), run.stats.judgments, run.stats.backend_calls))
-    print(f"{args.prompts} prompts x N={args.n} knockout, {args.slots} slots, lognormal latency median "
-          f"{args.median_ms:g} ms, sigma {args.sigma:g}")  # fmt: skip
-    print(f"{'mode':<11}{'judgments':>10}{'calls':>7}{'makespan s':>12}{'lower bound s':>15}{'ratio':>8}")
-    for name, wall, bound, judgments, calls in rows:
-        print(f"{name:<11}{judgments:>10}{calls:>7}{wall:>12.2f}{bound:>15.2f}{wall / bound:>8.2f}")
-    ratio = {name: wall / bound for name, wall, bound, _, _ in rows}
-    print(f"pipeline: lockstep={ratio['lockstep']:.2f}·LB pipelined={ratio['pipelined']:.2f}·LB")
+    queues = QUEUES if args.queue == "both" else (args.queue,)
+    if args.sweep:
+        settings = [Setting(s.prompts, s.n, s.slots, s.median_ms, s.sigma, args.window) for s in SWEEP]
+    else:
+        settings = [Setting(args.prompts, args.n, args.slots, args.median_ms, args.sigma, args.window)]
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work skews makespans)")
+    results = []
+    for setting in settings:
+        timings = measure(setting, queues)
+        results.append(timings)
+        print(setting.describe())
+        print(f"{'mode':<18}{'judgments':>10}{'calls':>7}{'makespan s':>12}{'bound s':>9}{'ratio':>7}{'cpu s':>7}"
+              f"{'lag ms':>8}")  # fmt: skip
+        for t in timings:
+            print(f"{t.mode:<18}{t.judgments:>10}{t.calls:>7}{t.makespan:>12.2f}{t.bound:>9.2f}{t.ratio:>7.2f}"
+                  f"{t.cpu_s:>7.2f}{t.lag_ms:>8.2f}")  # fmt: skip
+    if len(results) > 1:
+        print("side by side (makespan / lower bound):")
+        print(f"  {'lockstep':>8}" + "".join(f"{'pipelined/' + q:>18}" for q in queues) + "   setting")
+        for setting, timings in zip(settings, results):
+            print(f"  {timings[0].ratio:8.2f}" + "".join(f"{t.ratio:18.2f}" for t in timings[1:])
+                  + f"   {setting.describe()}")  # fmt: skip
+    worst = max(results, key=lambda ts: max(t.ratio for t in ts[1:]))
+    pipe = max(worst[1:], key=lambda t: t.ratio)
+    print(f"pipeline: lockstep={worst[0].ratio:.2f}·LB pipelined={pipe.ratio:.2f}·LB")
 
 
 if __name__ == "__main__":
