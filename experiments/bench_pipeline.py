@@ -228,7 +228,7 @@ def main() -> None:
     ap.add_argument("--sigma", type=positive_float, default=0.8, help="log-sd of the lognormal latency")
     ap.add_argument("--window", type=positive, default=None, help="prompts held at once (default: all)")
     ap.add_argument("--queue", choices=[*QUEUES, "both"], default="both",
-                    help="who holds the slots in pipelined runs: the fleet (server), the coordinator (client)")
+                    help="who holds the slots when pipelined: the fleet (server) or the coordinator")  # fmt: skip
     ap.add_argument("--sweep", action="store_true", help="run the built-in settings instead of one")
     args = ap.parse_args()
     queues = QUEUES if args.queue == "both" else (args.queue,)
