@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from experiments.args import positive, positive_float
+from tourney.aio import LoopThread
 from tourney.engine import Engine
 from tourney.io import Item
 from tourney.simulated import SimulatedJudge
@@ -50,8 +51,9 @@ class FleetJudge(SimulatedJudge):
 
     ``queue="server"``: the fleet queues what it is sent and serves it first come, first served, a slot taking the
     next request the moment it frees (servers sent more than they batch at once). ``queue="client"``: the coordinator
-    holds the slots (``--concurrency`` no larger than what the servers take in), so a freed slot is refilled only
-    when the coordinator's event loop gets to it, and that loop's lateness delays the judge.
+    holds the slots (``--concurrency`` no larger than what the servers take in), on its backend's own event loop
+    thread as tourney's server pool does, so a freed slot is refilled only when that loop gets to it: a late loop,
+    or the coordinator's work holding the GIL, delays the judge.
     """
 
     def __init__(self, slots: int, median_s: float, sigma: float, queue: str = "server") -> None:
@@ -62,8 +64,9 @@ class FleetJudge(SimulatedJudge):
         self.rounds: dict[str, list[float]] = defaultdict(list)  # prompt -> slowest judgment of each of its calls
         self.lags: list[float] = []  # per call: how late the coordinator picked up its answer, seconds
         self._free = [0.0] * slots  # server queue: a heap of when each slot is next free (asyncio's clock)
-        self._idle = slots  # client queue: slots free now, and the requests waiting for one
+        self._idle = slots  # client queue: slots free now, the requests waiting for one, the backend's loop
         self._waiting: deque[tuple[float, _Pending]] = deque()
+        self._backend: LoopThread | None = None
 
     def service_time(self, request: Request) -> float:
         """This judgment's service time, the same in every mode."""
@@ -106,12 +109,23 @@ class FleetJudge(SimulatedJudge):
             await asyncio.sleep(max(0.0, end - loop.time()))
             self.lags.append(loop.time() - end)
         else:
-            pending = _Pending(len(took), loop.create_future())
-            self._waiting.extend((t, pending) for t in took)
-            self._pump(loop)
-            await pending.done
-            self.lags.append(loop.time() - pending.end)
+            end = await self.backend().wrap(self._queued(took))
+            self.lags.append(time.monotonic() - end)  # asyncio's clock on every loop
         return self.verdicts(requests)
+
+    def backend(self) -> LoopThread:
+        """The backend's own event loop thread (client queue), started on first use."""
+        self._backend = self._backend or LoopThread("fleet")
+        return self._backend
+
+    async def _queued(self, took: list[float]) -> float:
+        """Client queue, on the backend's loop: wait for a slot per request, then its service time; the last end."""
+        loop = asyncio.get_running_loop()
+        pending = _Pending(len(took), loop.create_future())
+        self._waiting.extend((t, pending) for t in took)
+        self._pump(loop)
+        await pending.done
+        return pending.end
 
     def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
         """Client queue: start waiting requests on the free slots, now."""
@@ -129,6 +143,11 @@ class FleetJudge(SimulatedJudge):
         if not pending.left:
             pending.done.set_result(None)
         self._pump(loop)
+
+    def close(self) -> None:
+        """Stop the backend's loop thread, if one was started."""
+        if self._backend is not None:
+            self._backend.close()
 
     def lower_bound(self) -> float:
         """max(total judge time / slots, the longest chain of one prompt's rounds)."""
@@ -190,21 +209,33 @@ class Timing:
 
 
 def timed(setting: Setting, items: list[Item], queue: str | None) -> Timing:
-    """Run a knockout over every prompt on a fresh fleet, pipelined against ``queue`` or (None) in lockstep."""
-    judge = FleetJudge(setting.slots, setting.median_ms / 1000.0, setting.sigma, queue or "server")
+    """Run a knockout over every prompt on a fresh fleet, pipelined against ``queue`` or (None) in lockstep;
+    ``queue="shared"``: the client queue, with the engine run on the backend's own loop (no thread hop)."""
+    judge = FleetJudge(
+        setting.slots, setting.median_ms / 1000.0, setting.sigma, "server" if queue in (None, "server") else "client"
+    )
     engine = Engine(judge, Tournament("knockout"))
     cpu0, t0 = time.process_time(), time.perf_counter()
-    run = asyncio.run(engine.arun(items, setting.window)) if queue else engine.run(items, setting.window)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    try:
+        if queue == "shared":
+            run = judge.backend().run(engine.arun(items, setting.window))
+        else:
+            run = asyncio.run(engine.arun(items, setting.window)) if queue else engine.run(items, setting.window)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    finally:
+        judge.close()
     lag = 1000 * statistics.fmean(judge.lags) if judge.lags else 0.0
     return Timing(f"pipelined/{queue}" if queue else "lockstep", wall, judge.lower_bound(), run.stats.judgments,
                   run.stats.backend_calls, cpu, lag)  # fmt: skip
 
 
-def measure(setting: Setting, queues: Sequence[str]) -> list[Timing]:
-    """Lockstep, then pipelined against each queue, on the same prompts and latencies."""
+def measure(setting: Setting, queues: Sequence[str], repeats: int) -> list[Timing]:
+    """Lockstep, then pipelined against each queue, on the same prompts and latencies; each mode's fastest of
+    ``repeats`` runs (the modes interleaved, so other work on the machine hits them alike)."""
     items = make_items(setting.prompts, setting.n)
-    return [timed(setting, items, None)] + [timed(setting, items, q) for q in queues]
+    modes: list[str | None] = [None, *queues]
+    runs = [[timed(setting, items, mode) for mode in modes] for _ in range(repeats)]
+    return [min((r[k] for r in runs), key=lambda t: t.makespan) for k in range(len(modes))]
 
 
 SWEEP = (  # (prompts, n, slots, median ms, sigma): several fleet sizes and latency spreads, not only the best one
@@ -214,7 +245,7 @@ SWEEP = (  # (prompts, n, slots, median ms, sigma): several fleet sizes and late
     Setting(2000, 16, 256, 100, 0.6),
     Setting(200, 16, 32, 20, 0.8),
 )
-QUEUES = ("server", "client")
+QUEUES = ("server", "client", "shared")
 
 
 def main() -> None:
@@ -230,6 +261,7 @@ def main() -> None:
     ap.add_argument("--queue", choices=[*QUEUES, "both"], default="both",
                     help="who holds the slots when pipelined: the fleet (server) or the coordinator")  # fmt: skip
     ap.add_argument("--sweep", action="store_true", help="run the built-in settings instead of one")
+    ap.add_argument("--repeats", type=positive, default=1, help="runs per mode; the fastest is kept")
     args = ap.parse_args()
     queues = QUEUES if args.queue == "both" else (args.queue,)
     if args.sweep:
@@ -239,7 +271,7 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other work skews makespans)")
     results = []
     for setting in settings:
-        timings = measure(setting, queues)
+        timings = measure(setting, queues, args.repeats)
         results.append(timings)
         print(setting.describe())
         print(f"{'mode':<18}{'judgments':>10}{'calls':>7}{'makespan s':>12}{'bound s':>9}{'ratio':>7}{'cpu s':>7}"

@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -92,10 +93,14 @@ def run_cli(input_path: Path, strategy: str, cache: Path | None, work: Path, ext
         assert proc.stdout is not None
         first = None
         rows = 0
-        while chunk := proc.stdout.read1(1 << 20):
-            if first is None:  # the first row is complete once its newline has arrived
-                first = time.perf_counter() - t0 if b"\n" in chunk else None
-            rows += chunk.count(b"\n")
+        try:
+            while chunk := proc.stdout.read1(1 << 20):
+                if first is None:  # the first row is complete once its newline has arrived
+                    first = time.perf_counter() - t0 if b"\n" in chunk else None
+                rows += chunk.count(b"\n")
+        except BaseException:  # interrupted: leave no child running
+            proc.kill()
+            raise
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: tell Popen not to wait again
@@ -147,6 +152,7 @@ def main() -> None:
     ap.add_argument("--mode", choices=["lockstep", "pipelined"], default=None, help="passed on (default: the CLI's)")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 prompts, every strategy, both caches")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still delete the temporary files
     if args.quick:
         args.sizes, args.cache_sizes = [1000], [1000]
     extra = [*(["--window", str(args.window)] if args.window else []), *(["--mode", args.mode] if args.mode else [])]

@@ -46,7 +46,13 @@ class LoopThread:
         return self.submit(coro).result()
 
     async def wrap(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and await it from another event loop."""
+        """Run ``coro`` on the loop and await it from another event loop, or directly when awaited on the loop itself
+        (a caller run there, e.g. a pipelined engine, pays no thread hop and no GIL hand-off per call)."""
+        if self._loop is not None and asyncio.get_running_loop() is self._loop:
+            if self._closed:
+                coro.close()
+                raise BackendError(f"the {self.name} backend is closed")
+            return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
     def close(self, last: Coroutine[Any, Any, Any] | None = None, timeout: float = 120.0) -> None:
