@@ -8,11 +8,18 @@ kill -9 and concurrency between processes: those tests use ``subprocess`` (``pyt
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import traceback
 from collections.abc import Mapping
 from typing import Any
+
+# The one line a Ctrl-C leaves: what was kept, and (once rows were written) where they are and how to go on.
+INTERRUPTED = re.compile(
+    r"tourney: interrupted \((\d+ prompts? written to \S+\.partial, )?judgments so far are "
+    r"cached(; run the same command again to continue after them)?\)"
+)
 
 
 def python_m_tourney(*args: Any) -> list[str]:

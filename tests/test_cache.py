@@ -24,46 +24,50 @@ def write_input(path, prompts=300, n=12):
             f.write(json.dumps({"id": k, "prompt": f"question {k}", "responses": resp}) + "\n")
 
 
-def run_args(src, out, cache, summary):
+def run_args(src, out, cache, summary, *extra):
     """A real ``python -m tourney rank`` process on the simulator (killed, or run beside another one)."""
     return python_m_tourney("rank", src, "-o", out, "--judge", "simulated", "--strategy", "knockout", "--votes", 3,
                             "--sim-tau", 2, "--sim-invalid-rate", 0.1, "--mode", "pipelined", "--sim-latency", 0.002,
-                            "--cache", cache, "--summary", summary, "-q")  # fmt: skip
+                            "--cache", cache, "--summary", summary, "-q", *extra)  # fmt: skip
 
 
 def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path):
-    """One run killed -9 three times at random moments, then resumed: the bytes of a run never killed."""
+    """One streaming run killed -9 three times at random moments: each time its partial output is a prefix of the
+    bytes of a run never killed; the re-run completes it to the identical file, judging nothing already judged."""
     src = tmp_path / "in.jsonl"
     write_input(src)
     ref_out, ref_sum = tmp_path / "ref.jsonl", tmp_path / "ref.json"
     t0 = time.monotonic()
     subprocess.run(run_args(src, ref_out, tmp_path / "ref.sqlite", ref_sum), check=True, timeout=300)
     full = time.monotonic() - t0
-    total = json.loads(ref_sum.read_text())["judgments"]
+    ref = ref_out.read_bytes()
     rng = random.Random(1)
     cache, out, summ = tmp_path / "c.sqlite", tmp_path / "o.jsonl", tmp_path / "s.json"
-    kills = 0
+    partial = tmp_path / "o.jsonl.partial"
+    kills, prefixes = 0, []
     for _ in range(6):  # kill the same run at random moments until it was killed three times
-        proc = subprocess.Popen(run_args(src, out, cache, summ), stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, full * 0.9))
+        proc = subprocess.Popen(run_args(src, out, cache, summ, "--window", 8), stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.3, full * 0.9))
         if proc.poll() is not None:
             continue  # it finished before the kill
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
-        # a kill leaves no output, or (killed after the final rename) the complete one: never a partial file
-        assert not out.exists() or out.read_bytes() == ref_out.read_bytes()
+        assert not out.exists() or out.read_bytes() == ref  # the output's name holds only a finished run
+        prefixes.append(partial.read_bytes() if partial.exists() else b"")
+        assert ref.startswith(prefixes[-1])
         if kills == 3:
             break
-    before = Cache(cache).count() if cache.exists() else 0
+    assert kills == 3 and len(prefixes[-1]) > 0  # the property was exercised, not skipped by runs that finished first
+    before = Cache(cache).count()
     subprocess.run(run_args(src, out, cache, summ), check=True, timeout=300)
     stats = json.loads(summ.read_text())
-    assert out.read_bytes() == ref_out.read_bytes()
-    assert stats["judgments"] == total
-    # nothing redone: every judgment committed before the kills was read back, not judged again
-    assert stats["cached"] >= before
+    assert out.read_bytes() == ref and not partial.exists() and not (tmp_path / "o.jsonl.resume").exists()
+    # the written prompts were skipped, not re-derived; every other judgment judged exactly once over all the runs
+    assert 0 < stats["resumed_prompts"] <= prefixes[-1].count(b"\n")
+    assert stats["prompts"] + stats["resumed_prompts"] == ref.count(b"\n")
+    assert stats["judgments"] - stats["cached"] == Cache(tmp_path / "ref.sqlite").count() - before
     assert Cache(cache).count() == Cache(tmp_path / "ref.sqlite").count()
-    assert kills == 3  # the property was exercised, not skipped by runs that finished first
 
 
 def test_concurrent_writers_share_one_file(tmp_path):

@@ -1,8 +1,15 @@
 """Streaming: prompts read lazily, at most a window held, results in input order; any window, same results."""
 
 import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
 
 import pytest
+from clirun import python_m_tourney, tourney
 
 from tests.test_engine import CountingJudge, make_items
 from tourney.engine import Engine
@@ -29,6 +36,7 @@ def test_any_window_and_mode_give_the_same_results(strategy):
     items = [it for k in range(12) for it in make_items(1, 2 + (k * 5) % 11, seed=k)]
     for k, it in enumerate(items):
         it.id, it.line = f"q{k}", k + 1
+
     def run(window, pipelined):
         engine = Engine(SimulatedJudge(tau=1.0, invalid_rate=0.1), tournament(strategy), keep_records=True)
         return asyncio.run(engine.arun(iter(items), window)) if pipelined else engine.run(iter(items), window)
@@ -55,14 +63,14 @@ def test_lockstep_never_holds_more_than_the_window_and_reads_lazily():
     first = next(iter(stream))
     assert first.item.id == "p0" and len(read) == 20  # nothing read past the window before the first result
     rest = list(stream)
-    assert len(rest) == 499 and stream.peak == 20 and stream.stats.prompts == 500
+    assert len(rest) == 499 and stream.stats.peak_held == 20 and stream.stats.prompts == 500
 
 
 def test_pipelined_never_holds_more_than_the_window():
     async def go():
         stream = Engine(SimulatedJudge(tau=1.0), Tournament("round-robin")).stream(iter(make_items(300, 4)), 7)
         ids = [r.item.id async for r in stream]
-        return ids, stream.peak
+        return ids, stream.stats.peak_held
 
     ids, peak = asyncio.run(go())
     assert ids == [f"p{k}" for k in range(300)] and peak == 7
@@ -105,3 +113,120 @@ def test_pipelined_failure_ends_the_run_at_once_and_leaves_no_task():
 def test_window_must_be_positive():
     with pytest.raises(ValueError, match="window"):
         Engine(SimulatedJudge(), Tournament()).stream([], 0)
+
+
+# ---- the CLI: streamed outputs, window, resume ----------------------------------------------------------------------
+
+SIM = ["--judge", "simulated", "--no-cache"]
+
+
+def write_prompts(path, prompts, n=4, start=0):
+    """``prompts`` rows of ``n`` responses with qualities, for the simulator."""
+    with open(path, "w") as f:
+        for k in range(start, start + prompts):
+            resp = [{"text": f"r{k}.{i}", "quality": (k * 7 + i * 3) % 5} for i in range(n)]
+            f.write(json.dumps({"id": f"q{k}", "prompt": f"p{k}", "responses": resp}) + "\n")
+
+
+def test_20000_prompts_through_a_window_of_100(tmp_path):
+    src, out, summary = tmp_path / "in.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json"
+    write_prompts(src, 20_000)
+    p = tourney("best-of-n", src, "-o", out, "--summary", summary, "--window", 100, *SIM)
+    assert p.returncode == 0, p.stderr
+    stats = json.loads(summary.read_text())
+    assert stats["prompts"] == 20_000 and stats["judgments"] == 20_000 * 3
+    assert stats["peak_held"] == 100  # the engine never held more than the window
+    assert sum(1 for _ in open(out)) == 20_000
+
+
+@pytest.mark.parametrize("command", ["rank", "best-of-n", "pairs"])
+def test_same_seed_same_bytes_with_any_window_and_mode(tmp_path, command):
+    src = tmp_path / "in.jsonl"
+    write_prompts(src, 60, n=5)
+    got = set()
+    for window in (1, 7, 4096):
+        for mode in ("lockstep", "pipelined"):
+            out, judg = tmp_path / f"o{window}{mode}", tmp_path / f"j{window}{mode}"
+            p = tourney(command, src, "-o", out, "--judgments", judg, "--window", window, "--mode", mode, "--seed", 3,
+                        "--sim-invalid-rate", 0.1, *SIM)  # fmt: skip
+            assert p.returncode == 0, p.stderr
+            got.add((out.read_bytes(), judg.read_bytes()))
+    assert len(got) == 1 and all(part for part in got.pop())
+
+
+def test_rows_reach_a_pipe_while_the_run_goes(tmp_path):
+    # A real process writing to a pipe: the first row arrives long before the run ends.
+    src = tmp_path / "in.jsonl"
+    write_prompts(src, 40, n=2)
+    proc = subprocess.Popen(python_m_tourney("best-of-n", src, "-o", "-", "--window", 4, "--sim-latency", 0.1,
+                                             "--mode", "lockstep", *SIM),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    t0 = time.monotonic()
+    first = proc.stdout.readline()
+    at_first = time.monotonic() - t0
+    rest = proc.stdout.read()
+    total = time.monotonic() - t0
+    assert proc.wait(timeout=60) == 0 and json.loads(first)["id"] == "q0" and rest.count(b"\n") == 39
+    assert at_first < total / 2  # 10 lockstep steps of 0.1 s: the first rows come after the first step or two
+
+
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A real ``rank`` process killed -9 part way: its input, the whole run's output, and what the kill left."""
+    d = tmp_path_factory.mktemp("killed")
+    src, whole = d / "in.jsonl", d / "whole.jsonl"
+    write_prompts(src, 40)
+    assert tourney("rank", src, "-o", whole, "--seed", 2, *SIM).returncode == 0
+    out = d / "o.jsonl"
+    proc = subprocess.Popen(python_m_tourney("rank", src, "-o", out, "--seed", 2, "--window", 2, "--mode", "lockstep",
+                                             "--sim-latency", 0.05, *SIM), stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    partial = d / "o.jsonl.partial"
+    while time.monotonic() < deadline and (not partial.exists() or partial.read_bytes().count(b"\n") < 6):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not out.exists() and whole.read_bytes().startswith(partial.read_bytes())
+    return d
+
+
+def left_by_kill(killed, tmp_path):
+    """A copy of what the kill left (input, partial output, resume point), for one test to continue or refuse."""
+    for name in ("in.jsonl", "whole.jsonl", "o.jsonl.partial", "o.jsonl.resume"):
+        shutil.copy(killed / name, tmp_path / name)
+    return tmp_path / "in.jsonl", tmp_path / "o.jsonl"
+
+
+def test_a_killed_run_continues_after_its_rows_with_any_window(killed, tmp_path):
+    src, out = left_by_kill(killed, tmp_path)
+    written = (tmp_path / "o.jsonl.partial").read_bytes().count(b"\n")
+    summary = tmp_path / "s.json"
+    p = tourney("rank", src, "-o", out, "--seed", 2, "--window", 5, "--summary", summary, *SIM)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == (tmp_path / "whole.jsonl").read_bytes()
+    assert not (tmp_path / "o.jsonl.partial").exists() and not (tmp_path / "o.jsonl.resume").exists()
+    stats = json.loads(summary.read_text())
+    assert 0 < stats["resumed_prompts"] <= written and stats["prompts"] == 40 - stats["resumed_prompts"]
+    assert stats["judgments"] == stats["prompts"] * 6  # round robin of 4: only the prompts not written were judged
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    (["--seed", "3"], "o.jsonl.resume: a killed run with other settings"),
+    (["--strategy", "knockout"], "o.jsonl.resume: a killed run with other settings"),
+    (["--judgments", "J"], "o.jsonl.resume: a killed run with other settings or outputs"),
+    ("other input", "in.jsonl:"),
+    ("short input", "in.jsonl: has 3 prompts"),
+])  # fmt: skip
+def test_a_resume_that_would_mix_runs_is_refused(killed, tmp_path, change, where):
+    src, out = left_by_kill(killed, tmp_path)
+    args = ["--seed", "2"]
+    if change == "other input":
+        write_prompts(src, 40, start=1)  # every id moved by one
+    elif change == "short input":
+        write_prompts(src, 3)
+    else:
+        args = [tmp_path / a if a == "J" else a for a in change] + (["--seed", "2"] if "--seed" not in change else [])
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    p = tourney("rank", src, "-o", out, *args, *SIM)
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and where in p.stderr, p.stderr
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # nothing touched

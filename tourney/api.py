@@ -15,7 +15,7 @@ from typing import Any
 
 from tourney.cache import Cache
 from tourney.config import MODES, JudgeConfig, make_judge
-from tourney.engine import Engine, Run
+from tourney.engine import Engine, Result, Run, Stream
 from tourney.errors import InputError
 from tourney.io import Item, parse_line, unique_ids
 from tourney.tournament import Tournament
@@ -56,16 +56,50 @@ def rank(
     the_judge: Judge = built if built is not None else judge  # type: ignore[assignment]
     try:
         check_context(prompts, the_judge, source, warn)
-        if dry_run:
-            return Engine(DryJudge(the_judge), tournament, cache=store, write_cache=False).run(prompts)
-        engine = Engine(the_judge, tournament, cache=store, keep_records=keep_records, progress=progress)
         chosen = mode if mode not in (None, "auto") else config.engine_mode() if config else "lockstep"
-        return asyncio.run(engine.arun(prompts)) if chosen == "pipelined" else engine.run(prompts)
+        results: list[Result] = []
+        stream = play(prompts, results.append, judge=the_judge, tournament=tournament, cache=store, mode=chosen,
+                      keep_records=keep_records, progress=progress, dry_run=dry_run)  # fmt: skip
+        return Run(results, stream.stats)
     finally:
         if built is not None:
             built.close()
         if store is not None and store is not cache:
             store.close()
+
+
+def play(
+    items: Iterable[Item],
+    each: Callable[[Result], None],
+    *,
+    judge: Judge,
+    tournament: Tournament,
+    cache: Cache | None = None,
+    mode: str = "lockstep",
+    keep_records: bool = False,
+    progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
+    window: int | None = None,
+) -> Stream:
+    """Stream checked ``items`` through the engine: ``each(result)`` is called per prompt, in input order, as soon as
+    it and every earlier one are done, with at most ``window`` prompts in flight (None: all). Returns the finished
+    stream (its ``stats``, ``all_invalid``). ``dry_run``: count judgments and cache hits, judge nothing."""
+    if dry_run:
+        engine = Engine(DryJudge(judge), tournament, cache=cache, write_cache=False)
+    else:
+        engine = Engine(judge, tournament, cache=cache, keep_records=keep_records, progress=progress)
+    stream = engine.stream(items, window)
+    if mode == "pipelined" and not dry_run:
+
+        async def drain() -> None:
+            async for res in stream:
+                each(res)
+
+        asyncio.run(drain())
+    else:
+        for res in stream:
+            each(res)
+    return stream
 
 
 def as_items(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
@@ -77,11 +111,18 @@ def as_items(items: Iterable[Item | Mapping[str, Any]]) -> list[Item]:
 
 
 def check_context(
-    items: Sequence[Item], judge: Judge, path: str | None = None, warn: Callable[[str], None] | None = None
+    items: Sequence[Item],
+    judge: Judge,
+    path: str | None = None,
+    warn: Callable[[str], None] | None = None,
+    more: Callable[[], Iterable[Sequence[Item]]] | None = None,
 ) -> None:
     """Before the engine starts: refuse a prompt whose judge prompt (its two longest responses) cannot fit the
     context, say once how many prompts leave less than max_tokens to think, and size an in-process engine's context
-    to the longest judge prompt + max_tokens (``warn``: where that note goes; default ``warnings.warn``)."""
+    to the longest judge prompt + max_tokens (``warn``: where that note goes; default ``warnings.warn``).
+
+    ``items`` may be only the prompts longest in bytes (a streamed input's): then ``more()`` gives every prompt in
+    chunks, read only when even the shortest of ``items`` could still matter."""
     backend = getattr(judge, "backend", None)
     limit = backend.context_limit() if backend is not None else 0
     if not limit:
@@ -93,7 +134,14 @@ def check_context(
     scan = max_tokens if fit is not None else 1
     fittable = getattr(backend, "fittable", None)
     fitting = fit is not None and fittable is not None and bool(fittable())
-    longest, over = prompt_lengths(items, judge, limit, scan, fitting)
+    longest, over, exhausted = prompt_lengths(items, judge, limit, scan, fitting)
+    if exhausted and more is not None:
+        seen = {item.line for item, _ in over}
+        for chunk in more():
+            size, extra, _ = prompt_lengths(chunk, judge, limit, scan, fitting)
+            longest = max(longest, size)
+            over += [(item, n) for item, n in extra if item.line not in seen]
+        over.sort(key=lambda x: x[0].line or 0)
     for item, n in over:
         if n + 1 > limit:
             why = f"the judge prompt for its two longest responses has {n} tokens; the judge's context is {limit}"
@@ -112,13 +160,14 @@ def check_context(
 
 def prompt_lengths(
     items: Sequence[Item], judge: Judge, limit: int, max_tokens: int, fitting: bool
-) -> tuple[int, list[tuple[Item, int]]]:
-    """The longest judge prompt in tokens (when ``fitting``) and the (item, tokens) whose prompt + max_tokens
-    exceeds ``limit``. Each prompt's longest pair only; cheap for large inputs: a token covers at least one UTF-8
-    byte, so candidates are visited longest first and counted only while their bytes could still matter."""
+) -> tuple[int, list[tuple[Item, int]], bool]:
+    """The longest judge prompt in tokens (when ``fitting``), the (item, tokens) whose prompt + max_tokens exceeds
+    ``limit``, and whether every item was counted (so prompts not given could matter too). Each prompt's longest pair
+    only; cheap for large inputs: a token covers at least one UTF-8 byte, so candidates are visited longest first and
+    counted only while their bytes could still matter."""
     judged = [item for item in items if len(item.texts) >= 2]
     if not judged:
-        return 0, []
+        return 0, [], False
     if fitting:  # a local tokenizer: the template's own tokens (and a short prompt's) are cheap to count
         shortest = min(judged, key=lambda item: len("".join(map(str, item.prompt))))
         empty = judge.prompt_tokens(shortest.prompt, "", "")  # type: ignore[attr-defined]
@@ -130,15 +179,15 @@ def prompt_lengths(
         size = len(("".join(map(str, item.prompt)) + a + b).encode())
         bounds.append((size + empty + 16, item, a, b))  # 16: tokens that may split where texts meet the template
     bounds.sort(key=lambda x: -x[0])
-    longest, over = 0, []
+    longest, over = 0, list[tuple[Item, int]]()
     for bound, item, a, b in bounds:
         if (not fitting or bound <= longest) and bound + max_tokens <= limit:
-            break  # every later candidate is shorter still
+            return longest, sorted(over, key=lambda x: x[0].line or 0), False  # every later one is shorter still
         n = judge.prompt_tokens(item.prompt, b, a)  # type: ignore[attr-defined]
         longest = max(longest, n)
         if n + max_tokens > limit:
             over.append((item, n))
-    return longest, sorted(over, key=lambda x: x[0].line or 0)
+    return longest, sorted(over, key=lambda x: x[0].line or 0), True
 
 
 def context_hint(backend: Any, needed: int, fixes: str) -> str:

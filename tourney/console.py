@@ -21,6 +21,7 @@ class Console:
     def __init__(self, quiet: bool = False) -> None:
         """``quiet``: no bar and no closing summary line (warnings and errors still show)."""
         self.quiet = quiet
+        self.interrupted = "judgments so far are cached"  # what a Ctrl-C message says was kept; a run updates it
         self._stream: TextIO | None = None  # None: whatever sys.stderr is now (in-process test runs swap it)
 
     @property

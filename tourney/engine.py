@@ -50,6 +50,7 @@ class Stats(Counters):
     retries: int = 0  # backend calls that failed and were tried again (servers: 429, 5xx, resets, timeouts)
     steps: int = 0  # the most rounds (propose, judge, receive) any one prompt went through, cached rounds included
     judge_s: float = 0.0
+    peak_held: int = 0  # the most prompts held at once (admitted, not yet handed out): at most the window
 
 
 @dataclass(frozen=True)
@@ -210,8 +211,8 @@ class Stream:
     """One run over a stream of prompts: iterate it (``for``: lockstep, ``async for``: pipelined) for each prompt's
     ``Result`` in input order; ``stats`` counts the run so far (final once the iteration ends).
 
-    At most ``window`` prompts are held at once (admitted, not yet handed out); ``peak`` is the most ever held and
-    ``all_invalid`` lists the prompts handed out whose every judgment had no verdict.
+    At most ``window`` prompts are held at once (admitted, not yet handed out; ``stats.peak_held`` is the most ever
+    held) and ``all_invalid`` lists the prompts handed out whose every judgment had no verdict.
     """
 
     def __init__(self, engine: Engine, items: Iterable[Item], window: int | None = None) -> None:
@@ -220,7 +221,6 @@ class Stream:
             raise ValueError(f"window must be >= 1, got {window}")
         self.engine, self.window = engine, window
         self.stats = Stats()
-        self.peak = 0
         self.all_invalid: list[Any] = []
         self._items = iter(items)
         self._slots: deque[_Slot] = deque()  # held, in input order: the head is the next to hand out
@@ -239,7 +239,7 @@ class Stream:
             slot = _Slot(item, self.engine.tournament.build(len(item.texts), item.id))
             self._slots.append(slot)
             new.append(slot)
-        self.peak = max(self.peak, len(self._slots))
+        self.stats.peak_held = max(self.stats.peak_held, len(self._slots))
         return new
 
     def _begin(self) -> None:

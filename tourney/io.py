@@ -41,21 +41,35 @@ def read_items(path: str) -> list[Item]:
 
 
 def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
-    """Yield (file name, line number, text) for each non-blank line of a JSONL file (``-`` for stdin), as UTF-8."""
+    """Yield (file name, line number, text) for each non-blank line of a JSONL file (``-`` for stdin), as UTF-8.
+
+    Read lazily, a line at a time: an input of any size costs the memory of its longest line."""
     name = "<stdin>" if path == "-" else path
     try:
-        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+        f = sys.stdin.buffer if path == "-" else open(path, "rb")
     except OSError as err:
         raise InputError(f"cannot read input: {err.strerror}", file=name) from None
-    if data.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
-        data = data[3:]
-    for lineno, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield name, lineno, raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
+    try:
+        for lineno, raw in enumerate(_read_lines(f, name), start=1):
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
+                raw = raw[3:]
+            if not raw.strip():
+                continue
+            try:
+                yield name, lineno, raw.decode("utf-8").removesuffix("\n")
+            except UnicodeDecodeError as err:
+                raise InputError(f"invalid UTF-8 at byte {err.start}", file=name, line=lineno) from None
+    finally:
+        if f is not sys.stdin.buffer:
+            f.close()
+
+
+def _read_lines(f: BinaryIO, name: str) -> Iterator[bytes]:
+    """The lines of a binary file, a read error being an InputError naming it."""
+    try:
+        yield from f
+    except OSError as err:
+        raise InputError(f"cannot read input: {err.strerror}", file=name) from None
 
 
 def jsonl_records(path: str) -> Iterator[tuple[str, int, Any]]:

@@ -152,7 +152,7 @@ def make_pairs(
             made += 1
         if not made:
             stats.skipped_no_pair += 1
-    stats.pairs = len(out)
+    stats.pairs += len(out)
     return out
 
 
@@ -212,9 +212,11 @@ def to_row(pair: Pair, conversational: bool, rationale: bool) -> dict[str, Any]:
     return row
 
 
-def rows_of(pairs: Sequence[Pair], rationale: bool = False) -> list[dict[str, Any]]:
-    """Output rows for all pairs: strings when every prompt is a string, else all conversational (one schema)."""
-    conversational = any(not isinstance(p.item.prompt, str) for p in pairs)
+def rows_of(pairs: Sequence[Pair], rationale: bool = False, conversational: bool | None = None) -> list[dict[str, Any]]:
+    """Output rows for all pairs: strings when every prompt is a string, else all conversational (one schema);
+    ``conversational``: decided by the caller (a stream's rows are made a prompt at a time)."""
+    if conversational is None:
+        conversational = any(not isinstance(p.item.prompt, str) for p in pairs)
     return [to_row(p, conversational, rationale) for p in pairs]
 
 

@@ -74,7 +74,7 @@ def main(args: list[str] | None = None) -> None:
         click.echo(f"tourney: judge failed: {err}", err=True)
         sys.exit(1)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        click.echo("tourney: interrupted (judgments so far are cached)", err=True)
+        click.echo(f"tourney: interrupted ({CONSOLE.interrupted})", err=True)
         sys.exit(130)
 
 

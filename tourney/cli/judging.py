@@ -1,16 +1,20 @@
 """The flow every tournament command shares (rank, best-of-n, pairs): check everything, judge, report.
 
-``prepare`` does every check that needs no model (options, input rows, outputs, family, prompts, budget);
-``judge`` builds the judge with its logs kept out of the terminal and runs ``tourney.rank`` with a progress bar;
-``report`` prints the closing line and the warnings. Each command adds only what it writes.
+``prepare`` does every check that needs no model (options, outputs, family, and every input row: read once, none
+held); ``judge`` builds the judge with its logs kept out of the terminal and streams the prompts through the engine
+with a progress bar, handing each result to the command as soon as it and every earlier one are done; ``finish``
+writes the summary and puts the streamed outputs in place; ``report`` prints the closing line and the warnings. Each
+command adds only what it writes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import json
 import os
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,11 @@ import click
 from tourney.cli import CONSOLE
 from tourney.cli.checks import check_judge_options, given_options
 from tourney.config import JudgeConfig, SimConfig, parse_engine_args
+from tourney.engine import Result, Stream
 from tourney.errors import BackendError, InputError
+from tourney.io import Item
+from tourney.sink import Resume, Sink
+from tourney.source import Source
 from tourney.tournament import Tournament
 
 WARN_SHARE = 0.5  # warn when this share of judgments or more is invalid, or forced
@@ -28,51 +36,120 @@ WARN_SHARE = 0.5  # warn when this share of judgments or more is invalid, or for
 
 @dataclass(frozen=True)
 class Prepared:
-    """A checked command: its rows, the input's name, the judge config and family, and the tournament."""
+    """A checked command: its input (scanned), the judge config and family, the tournament, and where its JSONL
+    outputs stream (None for a dry run) from which prompt on (a killed run's resume point)."""
 
-    items: list[Any]
-    source: str
+    source: Source
     cfg: JudgeConfig
     family: Any
     tournament: Tournament
+    sink: Sink | None
+    resume: Resume
+
+    @property
+    def name(self) -> str:
+        """The input's name in messages."""
+        return self.source.name
 
 
-def prepare(opts: dict[str, Any], default_strategy: str, check: Callable[[list, str], None] | None = None) -> Prepared:
-    """Every check that needs no model; ``check(items, source)`` is a command's own check of the rows."""
+def prepare(
+    opts: dict[str, Any],
+    command: str,
+    default_strategy: str,
+    check: Callable[[list, str], None] | None = None,
+    streams: Sequence[tuple[str, str]] = (),
+    settings: dict[str, Any] | None = None,
+    resumable: bool = True,
+) -> Prepared:
+    """Every check that needs no model, the input's rows included (read once, none held).
+
+    ``check(items, source)`` is a command's own check of the rows; ``streams`` are the (option, path) JSONL outputs
+    written as the run goes, in flush order; ``settings``: the command's own options that decide its output;
+    ``resumable``: False when an output is written whole at the end (a killed run then starts over)."""
     from tourney.config import resolve_family
-    from tourney.io import check_outputs, read_items
+    from tourney.io import check_outputs
 
     CONSOLE.quiet = opts["quiet"]
+    CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "judgments so far are cached"
     strategy = opts["strategy"] or default_strategy
     check_judge_options(opts, given_options(), strategy)
     cfg = judge_config(opts)  # checks every value of the judge's options, before the input is read
     tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
                             adaptive_votes=opts["adaptive_votes"], budget=opts["budget"], seed=opts["seed"],
                             elo_k=opts["elo_k"])  # fmt: skip
-    items = read_items(opts["input_path"])
-    source = "<stdin>" if opts["input_path"] == "-" else opts["input_path"]
-    if check is not None:
-        check(items, source)
+    source = Source(opts["input_path"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
     check_outputs(outputs, opts["input_path"])
-    if cfg.simulated:
-        require_quality(items, source)
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     warn_unknown_family(cfg)
     warn_greedy_votes(cfg, family, opts["votes"])
-    check_prompts(items, family, source)
-    tournament.check(items, source, "--budget")
-    return Prepared(items, source, cfg, family, tournament)
+    sink = None if opts["dry_run"] else Sink(streams, run_settings(command, cfg, tournament, settings or {}),
+                                             resumable)  # fmt: skip
+    resume = sink.resume_point() if sink else Resume()
+    source.scan(row_check(source.name, cfg, family, tournament, check), planner(tournament), resume)
+    return Prepared(source, cfg, family, tournament, sink, resume)
 
 
-def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, keep_records: bool = False) -> Any:
-    """Run the tournaments (model logs kept in the log file); returns (run, judge), or None after a dry run."""
-    from tourney.api import rank
+def row_check(
+    name: str, cfg: JudgeConfig, family: Any, tournament: Tournament, check: Callable[[list, str], None] | None
+) -> Callable[[Item], None]:
+    """The checks every input row gets before anything is judged: the command's, the simulator's, the family's
+    prompt, and the budget (once per number of responses)."""
+    sizes: set[int] = set()
+
+    def check_row(item: Item) -> None:
+        if check is not None:
+            check([item], name)
+        if cfg.simulated:
+            require_quality([item], name)
+        check_prompts([item], family, name)
+        if len(item.texts) not in sizes:
+            tournament.check([item], name, "--budget")
+            sizes.add(len(item.texts))
+
+    return check_row
+
+
+def planner(tournament: Tournament) -> Callable[[Item], int]:
+    """A prompt's planned judgments (an upper bound for adaptive strategies), worked out once per size."""
+    sizes: dict[int, int] = {}
+
+    def plan(item: Item) -> int:
+        n = len(item.texts)
+        if n not in sizes:
+            sizes[n] = tournament.plan([item])
+        return sizes[n]
+
+    return plan
+
+
+def run_settings(command: str, cfg: JudgeConfig, tournament: Tournament, extra: dict[str, Any]) -> dict[str, Any]:
+    """What decides a command's output bytes (a resumed run must match the killed one): not how it is run (mode,
+    window, servers, retries), only what is judged and how it is ranked."""
+    judge = dataclasses.asdict(cfg)
+    for name in ("mode", "base_urls", "concurrency", "max_retries", "api_key_env", "timeout",
+                 "gpu_memory_utilization"):  # fmt: skip
+        judge.pop(name, None)
+    judge["sim"].pop("latency", None)
+    return {"command": command, "judge": judge, "tournament": dataclasses.asdict(tournament), **extra}
+
+
+def judge(
+    opts: dict[str, Any],
+    prep: Prepared,
+    each: Callable[[Result], None],
+    items: Iterable[Item] | None = None,
+    keep_records: bool = False,
+) -> tuple[Stream, Any] | None:
+    """Stream the tournaments (model logs kept in the log file), ``each(result)`` in input order; returns (stream,
+    judge), or None after a dry run. ``items``: the prompts to play (default: the input after the resume point)."""
+    from tourney.api import check_context, play
     from tourney.cache import open_cache
     from tourney.config import make_judge
 
-    items = prep.items if items is None else items
+    if items is None:
+        items = itertools.islice(prep.source.items(), prep.resume.prompts, None)
     cfg = prep.cfg
     cache = open_cache(opts["cache_path"], opts["no_cache"])
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
@@ -81,17 +158,23 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
         with logs:
             the_judge = make_judge(cfg, prep.family)
             try:
+                more = None if prep.source.complete else prep.source.chunks
+                check_context(prep.source.longest, the_judge, prep.name, CONSOLE.warn, more)
                 common: dict[str, Any] = {"judge": the_judge, "tournament": prep.tournament, "cache": cache,
-                                          "source": prep.source, "warn": CONSOLE.warn}  # fmt: skip
+                                          "window": opts["window"]}  # fmt: skip
                 if opts["dry_run"]:
-                    print_dry_run(rank(items, dry_run=True, **common), prep.tournament)
+                    print_dry_run(play(items, lambda res: None, dry_run=True, **common), prep.tournament)
                     return None
                 keep = keep_records or bool(opts["judgments_path"])
-                with CONSOLE.progress(prep.tournament.plan(items)) as bar:  # an upper bound for adaptive strategies
+                with (
+                    CONSOLE.progress(prep.source.plan) as bar,
+                    writing(prep, cache is not None),
+                ):  # plan: a bound for adaptive ones
                     if hasattr(the_judge, "status"):
                         the_judge.status = bar.phase
-                    run = rank(items, mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance, **common)
-                return run, the_judge
+                    stream = play(items, each, mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
+                                  **common)  # fmt: skip
+                return stream, the_judge
             finally:
                 the_judge.close()
     except BackendError as err:
@@ -101,28 +184,68 @@ def judge(opts: dict[str, Any], prep: Prepared, items: list[Any] | None = None, 
     finally:
         if cache:
             cache.close()
+        prep.source.close()
 
 
-def print_dry_run(run: Any, tournament: Tournament) -> None:
+@contextmanager
+def writing(prep: Prepared, cached: bool) -> Iterator[None]:
+    """Open the outputs for the run; if it stops early, keep what is written and (on Ctrl-C) say how to go on."""
+    sink = prep.sink
+    assert sink is not None  # a dry run writes nothing
+    sink.open(prep.resume)
+    try:
+        yield
+    except BaseException:
+        sink.stop()
+        kept = "judgments so far are cached" if cached else "nothing is cached (--no-cache)"
+        if sink.log is not None and sink.written:
+            n = sink.written
+            kept = (f"{n} prompt{'s' * (n != 1)} written to {sink.where()}, {kept}; run the same command again to "
+                    "continue after them")  # fmt: skip
+        CONSOLE.interrupted = kept
+        raise
+
+
+def finish(
+    opts: dict[str, Any], prep: Prepared, stream: Stream, judge: Any, whole: Sequence[Any] = (), **extra: Any
+) -> None:
+    """Write the summary and the ``whole`` outputs (path, payload) of ``tourney.io.write_all``, then put the streamed
+    outputs in place (a failure keeps them resumable); ``extra``: a command's own summary fields."""
+    from tourney.io import write_all
+
+    sink = prep.sink
+    assert sink is not None
+    try:
+        sink.flush()
+        summary_file = [(opts["summary_path"], [summary(stream, prep, judge, **extra)])] if opts["summary_path"] else []
+        write_all([*whole, *summary_file])
+        sink.finish()
+    except BaseException:
+        sink.stop()
+        raise
+
+
+def print_dry_run(stream: Stream, tournament: Tournament) -> None:
     """Print how many judgments the run would make and how many the cache already has."""
-    st = run.stats
+    st = stream.stats
     new = st.judgments - st.cached
-    click.echo(json.dumps({"prompts": len(run.results), "judgments": st.judgments, "new": new, "cached": st.cached,
+    click.echo(json.dumps({"prompts": st.prompts, "judgments": st.judgments, "new": new, "cached": st.cached,
                            "strategy": tournament.strategy}))  # fmt: skip
     if st.judgments and new and tournament.strategy == "knockout":
         CONSOLE.say("tourney: note: a knockout's later rounds depend on verdicts not judged yet; 'new' assumes "
                     "they are not cached either")  # fmt: skip
 
 
-def summary(run: Any, prep: Prepared, judge: Any, **extra: Any) -> str:
+def summary(stream: Stream, prep: Prepared, judge: Any, **extra: Any) -> str:
     """The ``--summary`` file's text: the run's counters, the tournament, the judge, and a command's ``extra``."""
-    fields = run.stats.as_dict() | {"all_invalid_prompts": run.all_invalid()} | prep.tournament.summary()
+    fields = stream.stats.as_dict() | {"all_invalid_prompts": stream.all_invalid} | prep.tournament.summary()
+    fields |= {"resumed_prompts": prep.resume.prompts}
     return json.dumps(fields | {"judge": judge.identity()} | extra, indent=2, ensure_ascii=False)
 
 
-def report(run: Any) -> None:
+def report(stream: Stream) -> None:
     """One closing line with the counters, and warnings when the verdicts cannot be trusted."""
-    st = run.stats
+    st = stream.stats
     CONSOLE.say(f"tourney: {st.judgments} judgments ({st.cached} cached), {st.invalid} invalid, {st.forced} forced, "
                 f"{st.backend_calls} judge calls, {st.retries} retries, {st.wall_s:.1f} s")  # fmt: skip
     if st.judgments and st.invalid / st.judgments >= WARN_SHARE:
@@ -131,7 +254,7 @@ def report(run: Any) -> None:
     if st.judgments and st.forced / st.judgments >= WARN_SHARE:
         CONSOLE.warn(f"{st.forced} of {st.judgments} verdicts ({st.forced / st.judgments:.0%}) were forced from "
                      "log-probabilities: the judge rarely wrote a verdict of its own")  # fmt: skip
-    bad = run.all_invalid()
+    bad = stream.all_invalid
     if bad:
         shown = ", ".join(json.dumps(i) for i in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         CONSOLE.warn(f"{len(bad)} prompts got no verdict at all (ranked in input order): {shown}")

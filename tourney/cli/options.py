@@ -89,6 +89,8 @@ VLLM: list[Decorator] = [
                       "--engine-arg enforce_eager=true --engine-arg quantization=fp8)."),
 ]  # fmt: skip
 
+WINDOW = 4096  # prompts in flight: big batches for a GPU judge, a few hundred MB at most
+
 # Every command that runs tournaments (rank, best-of-n, pairs).
 JUDGE: list[Decorator] = [
     INPUT,
@@ -120,6 +122,9 @@ JUDGE: list[Decorator] = [
     SEED(),
     click.option("--mode", type=click.Choice(list(MODES)), default="auto",
                  show_default=True, help="pipelined: no barrier across prompts (default for model judges)."),
+    click.option("--window", type=click.IntRange(min=1), default=WINDOW, show_default=True,
+                 help="Prompts in flight at once: input is read lazily and memory is bounded by the window; "
+                      "lockstep judges every ready match of the window in one call."),
     click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Override the family's budget."),
     click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Override sampling."),
     click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,

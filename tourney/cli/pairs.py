@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from tourney.cli import CONSOLE, options
-from tourney.cli.judging import judge, prepare, report, summary
+from tourney.cli.judging import Prepared, finish, judge, prepare, report
 from tourney.errors import InputError
+from tourney.io import Item
 
 
 @click.command("pairs")
@@ -24,20 +27,26 @@ from tourney.errors import InputError
               help="auto: parquet when -o ends in .parquet, else JSONL.")  # fmt: skip
 def pairs_cmd(**opts: Any) -> None:
     """Judge every prompt's responses and write DPO preference pairs (prompt, chosen, rejected + metadata)."""
-    from tourney.pairs import check_policy, distinct, parse_policy
+    from tourney.pairs import check_policy, parse_policy
 
     policy = parse_policy(opts["pairing"])
     parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].endswith(".parquet"))
     if parquet and opts["output"] == "-" and not opts["dry_run"]:
         raise InputError("Parquet needs a file (-o PATH.parquet), not stdout", field="-o")
-    prep = prepare(opts, "round-robin", lambda rows, src: check_policy(rows, policy, src))
-    slim, index = (list(x) for x in zip(*(distinct(item) for item in prep.items))) if prep.items else ([], [])
-    ran = judge(opts, prep, items=slim, keep_records=True)  # pairs read the direct votes
+    streams = [("--judgments", opts["judgments_path"])] if opts["judgments_path"] else []
+    if not parquet:
+        streams.append(("-o", opts["output"]))
+    settings = {"pairing": opts["pairing"], "min_confidence": opts["min_confidence"], "rationale": opts["rationale"]}
+    # Parquet is written whole at the end, so a run that writes it cannot resume.
+    prep = prepare(opts, "pairs", "round-robin", lambda rows, src: check_policy(rows, policy, src), streams,
+                   settings, resumable=not parquet)  # fmt: skip
+    writer = _Writer(opts, prep, policy, parquet)
+    ran = judge(opts, prep, writer.each, items=writer.items(), keep_records=True)  # pairs read the direct votes
     if ran is None:
         return
-    run, the_judge = ran
-    stats = _write(opts, run, index, prep, policy, parquet, the_judge)
-    report(run)
+    stream, the_judge = ran
+    stats = writer.finish(stream, the_judge)
+    report(stream)
     CONSOLE.say(
         f"tourney: {stats.pairs} pairs from {stats.prompts} prompts; skipped {stats.skipped_too_few} with < 2 "
         f"distinct responses, {stats.skipped_unseparated} unseparated, {stats.skipped_no_pair} with no pair "
@@ -45,22 +54,51 @@ def pairs_cmd(**opts: Any) -> None:
     )
 
 
-def _write(opts: dict[str, Any], run: Any, index: list, prep: Any, policy: Any, parquet: bool, the_judge: Any) -> Any:
-    """Pair, then write the pairs (JSONL or Parquet), the judgments and the summary, all or nothing."""
-    from tourney.io import dumps, write_all
-    from tourney.pairs import PairStats, make_pairs, parquet_rows, rows_of
+class _Writer:
+    """Pairs a prompt as soon as its result comes, and writes its pairs (JSONL) and judgments in input order."""
 
-    stats = PairStats()
-    pairs = make_pairs(run.results, index, prep.items, policy, min_confidence=opts["min_confidence"],
-                       rationale=opts["rationale"], stats=stats)  # fmt: skip
-    rows = rows_of(pairs, opts["rationale"])
-    files = []
-    if opts["judgments_path"]:  # candidate indices back into the input's responses
-        recs = [dataclasses.replace(r, a=idx[r.a], b=idx[r.b]) for res, idx in zip(run.results, index)
-                for r in res.records]  # fmt: skip
-        files.append((opts["judgments_path"], [r.line() for r in recs]))
-    if opts["summary_path"]:
-        text = summary(run, prep, the_judge, pairing=opts["pairing"], pairs=stats.as_dict())
-        files.append((opts["summary_path"], [text]))
-    write_all([(opts["output"], parquet_rows(rows) if parquet else [dumps(r) for r in rows]), *files])
-    return stats
+    def __init__(self, opts: dict[str, Any], prep: Prepared, policy: Any, parquet: bool) -> None:
+        """Nothing is written before ``each``."""
+        from tourney.pairs import PairStats
+
+        self.opts, self.prep, self.policy, self.parquet = opts, prep, policy, parquet
+        self.stats = PairStats()
+        self.held: dict[Any, tuple[Item, list[int]]] = {}  # by prompt id: the original row, kept responses' indices
+        self.rows: list[dict[str, Any]] = []  # Parquet only: written whole at the end
+
+    def items(self) -> Iterator[Item]:
+        """The input after the resume point, repeated responses merged (each judged once)."""
+        from tourney.pairs import distinct
+
+        for item in itertools.islice(self.prep.source.items(), self.prep.resume.prompts, None):
+            slim, index = distinct(item)
+            self.held[item.id] = (item, index)
+            yield slim
+
+    def each(self, res: Any) -> None:
+        """Pair one prompt and hand its lines to the sink."""
+        from tourney.io import dumps
+        from tourney.pairs import make_pairs, rows_of
+
+        orig, index = self.held.pop(res.item.id)
+        pairs = make_pairs([res], [index], [orig], self.policy, min_confidence=self.opts["min_confidence"],
+                           rationale=self.opts["rationale"], stats=self.stats)  # fmt: skip
+        rows = rows_of(pairs, self.opts["rationale"], conversational=self.prep.source.chat)
+        lines = []
+        if self.opts["judgments_path"]:  # candidate indices back into the input's responses
+            lines.append([dataclasses.replace(r, a=index[r.a], b=index[r.b]).line() for r in res.records])
+        if self.parquet:
+            self.rows += rows
+        else:
+            lines.append([dumps(row) for row in rows])
+        assert self.prep.sink is not None
+        self.prep.sink.put(lines, res.item.id)
+
+    def finish(self, stream: Any, the_judge: Any) -> Any:
+        """The summary and the Parquet file (if any), then the streamed outputs put in place."""
+        from tourney.pairs import parquet_rows
+
+        extra = {"pairing": self.opts["pairing"], "pairs": self.stats.as_dict()}
+        whole = [(self.opts["output"], parquet_rows(self.rows))] if self.parquet else []
+        finish(self.opts, self.prep, stream, the_judge, whole=whole, **extra)
+        return self.stats

@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from tourney.cli import options
-from tourney.cli.judging import judge, prepare, report, summary
+from tourney.cli.judging import finish, judge, prepare, report
+from tourney.engine import Result
 
 
 @click.command("rank")
@@ -25,27 +26,29 @@ def best_of_n_cmd(**opts: Any) -> None:
 
 
 def _run(command: str, opts: dict[str, Any]) -> None:
-    """Check everything, then judge, rank and write; every output file is written whole or not at all."""
-    from tourney.io import dumps, write_all
+    """Check everything, then judge and rank, writing each prompt's row as soon as it and every earlier one are done
+    (to ``-o``'s ``.partial`` file, renamed at the end; a killed run continues where it stopped)."""
+    from tourney.io import dumps
 
-    prep = prepare(opts, "knockout" if command == "best-of-n" else "round-robin")
-    ran = judge(opts, prep)
-    if ran is None:
-        return
-    run, the_judge = ran
-    rows = []
-    for res in run.results:
+    streams = [("--judgments", opts["judgments_path"])] if opts["judgments_path"] else []
+    prep = prepare(opts, command, "knockout" if command == "best-of-n" else "round-robin",
+                   streams=[*streams, ("-o", opts["output"])])  # fmt: skip
+    sink = prep.sink
+
+    def each(res: Result) -> None:
         row = dict(res.item.row)
         if command == "rank":
             row["ranking"], row["scores"] = res.ranking, res.scores
         else:
             row["best_index"] = res.ranking[0]
             row["best"] = res.item.texts[res.ranking[0]]
-        rows.append(dumps(row))
-    outputs = [(opts["output"], rows)]
-    if opts["judgments_path"]:
-        outputs.append((opts["judgments_path"], [r.line() for res in run.results for r in res.records]))
-    if opts["summary_path"]:
-        outputs.append((opts["summary_path"], [summary(run, prep, the_judge)]))
-    write_all(outputs)
-    report(run)
+        records = [[r.line() for r in res.records]] if streams else []
+        assert sink is not None
+        sink.put([*records, [dumps(row)]], res.item.id)
+
+    ran = judge(opts, prep, each)
+    if ran is None:
+        return
+    stream, the_judge = ran
+    finish(opts, prep, stream, the_judge)
+    report(stream)

@@ -1,0 +1,208 @@
+"""Outputs written as a run goes, and resumed after a kill.
+
+A streaming run's JSONL outputs (``-o``, ``--judgments``) get each prompt's lines in input order as soon as the
+prompt and every earlier one are done. A regular file is written to ``PATH.partial`` and renamed to ``PATH`` at the
+end (an existing ``PATH`` is replaced only by a finished run); after each flush a checkpoint line goes to
+``PATH.resume`` (prompts written, the last one's id, each partial file's size). A re-run of the same command finds
+the checkpoint, checks the settings' hash and the input's ids against it, cuts the partial files back to the
+checkpoint and continues with the next prompt: nothing written is redone, nothing is mixed. Standard output, FIFOs
+and devices are written to directly; a run with one of them cannot resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tourney.errors import InputError
+from tourney.io import output_target, umask
+
+FLUSH_S = 0.5  # at most this long between flushes, so rows appear as prompts finish
+FLUSH_BYTES = 1 << 20
+
+
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A short stable hash of everything that decides a run's output bytes."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a killed run stopped: prompts written, the last one's id (JSON), each output's size in bytes."""
+
+    prompts: int = 0
+    last_id: str | None = None
+    sizes: tuple[int, ...] = ()
+
+
+class Sink:
+    """The JSONL outputs of one run, in the order they are flushed (put ``--judgments`` before ``-o``, so a row that
+    reached its file always has its judgments in theirs). The resume point is kept beside ``-o``."""
+
+    def __init__(self, outputs: Sequence[tuple[str, str]], settings: dict[str, Any], resumable: bool = True) -> None:
+        """``outputs``: (option, path) pairs; ``resumable``: False when another output is written whole at the end;
+        nothing is opened before ``open``."""
+        self.options = [option for option, _ in outputs]
+        self.paths = [path for _, path in outputs]
+        targets = [output_target(path) for path in self.paths]
+        self.targets = [target for target, _ in targets]
+        self.regular = [not streamed for _, streamed in targets]
+        self.settings = settings_hash(settings)
+        main = self.targets[self.options.index("-o")] if "-o" in self.options else None
+        # Resuming needs every output as a file; with stdout or a FIFO among them, a re-run starts over.
+        self.log = main + ".resume" if resumable and main is not None and all(self.regular) else None
+        self._fds: list[int] = []
+        self._log_fd = -1
+        self._buffers: list[list[str]] = [[] for _ in outputs]
+        self._buffered = 0
+        self._sizes = [0] * len(outputs)
+        self._last_flush = 0.0
+        self._prompts = 0
+        self._last_id: str | None = None
+
+    @property
+    def written(self) -> int:
+        """Prompts whose lines are handed over so far (the resumed ones included)."""
+        return self._prompts
+
+    def partial(self, k: int) -> str:
+        """Where output ``k`` is written until the run ends."""
+        return self.targets[k] + ".partial"
+
+    def resume_point(self) -> Resume:
+        """Read (never write) where a killed run of the same command stopped; InputError if it cannot go on."""
+        if self.log is None or not os.path.exists(self.log):
+            return Resume()
+        try:
+            with open(self.log, "rb") as f:
+                lines = f.read().split(b"\n")
+            head = json.loads(lines[0])
+            marks = []
+            for raw in lines[1:]:
+                with contextlib.suppress(ValueError):  # a line cut short by the kill
+                    marks.append(json.loads(raw))
+        except (OSError, ValueError):
+            raise InputError("cannot read this resume file; delete it (and the .partial files) to start over",
+                             file=self.log) from None  # fmt: skip
+        if head.get("settings") != self.settings or head.get("outputs") != self.options:
+            raise InputError(f"a killed run with other settings or outputs left this; rerun that command to finish "
+                             f"it, or delete it and {self._partials()} to start over", file=self.log)  # fmt: skip
+        if not marks:
+            return Resume()
+        mark = marks[-1]
+        sizes = tuple(int(n) for n in mark["bytes"])
+        for k, size in enumerate(sizes):
+            have = os.path.getsize(self.partial(k)) if os.path.exists(self.partial(k)) else -1
+            if have < size:
+                raise InputError(f"holds less than its resume file says ({max(have, 0)} < {size} bytes); delete it "
+                                 f"and {self.log} to start over", file=self.partial(k))  # fmt: skip
+        return Resume(int(mark["prompts"]), mark["id"], sizes)
+
+    def open(self, resume: Resume) -> None:
+        """Open every output: continue the partial files after ``resume``, or start them empty."""
+        mode = 0o666 & ~umask()
+        for k, (path, target) in enumerate(zip(self.paths, self.targets)):
+            if path == "-":
+                self._fds.append(-1)
+            elif not self.regular[k]:
+                self._fds.append(self._fail(path, os.open, target, os.O_WRONLY))
+            else:
+                keep = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else mode
+                flags = os.O_WRONLY | os.O_CREAT | (0 if resume.prompts else os.O_TRUNC)
+                fd = self._fail(path, os.open, self.partial(k), flags, keep)
+                os.fchmod(fd, keep)  # the final file's mode: os.open's own is cut by the umask
+                if resume.prompts:
+                    self._fail(path, os.ftruncate, fd, resume.sizes[k])
+                os.lseek(fd, 0, os.SEEK_END)
+                self._fds.append(fd)
+        self._sizes = list(resume.sizes) if resume.prompts else [0] * len(self.paths)
+        self._prompts, self._last_id = resume.prompts, resume.last_id
+        if self.log is not None:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume.prompts else os.O_TRUNC)
+            self._log_fd = self._fail(self.paths[0], os.open, self.log, flags, mode)
+            if not resume.prompts:
+                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options}
+                os.write(self._log_fd, (json.dumps(head) + "\n").encode())
+
+    def put(self, lines: Sequence[Sequence[str]], prompt_id: Any) -> None:
+        """One prompt's lines for each output (same order as the outputs), written once due."""
+        for buf, new in zip(self._buffers, lines):
+            buf.extend(new)
+            self._buffered += sum(map(len, new))
+        self._prompts += 1
+        self._last_id = json.dumps(prompt_id)
+        if self._buffered >= FLUSH_BYTES or time.monotonic() - self._last_flush >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is buffered, every output in order, then the checkpoint."""
+        for k, buf in enumerate(self._buffers):
+            if not buf:
+                continue
+            data = "".join(line + "\n" for line in buf).encode("utf-8")
+            buf.clear()
+            if self._fds[k] == -1:
+                sys.stdout.flush()
+                sys.stdout.buffer.write(data)
+                sys.stdout.buffer.flush()
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[self._fail(self.paths[k], os.write, self._fds[k], view) :]
+            self._sizes[k] += len(data)
+        self._buffered = 0
+        self._last_flush = time.monotonic()
+        if self._log_fd != -1 and self._prompts:
+            mark = {"prompts": self._prompts, "id": self._last_id, "bytes": self._sizes}
+            os.write(self._log_fd, (json.dumps(mark) + "\n").encode())
+
+    def stop(self) -> None:
+        """Flush and close, keeping the partial files and the checkpoint (an interrupted or failed run)."""
+        with contextlib.suppress(InputError, OSError):
+            self.flush()
+        self._close()
+
+    def finish(self) -> None:
+        """Flush, sync and close; then put every partial file in place and drop the checkpoint."""
+        self.flush()
+        for k, fd in enumerate(self._fds):
+            if fd != -1 and self.regular[k]:
+                self._fail(self.paths[k], os.fsync, fd)
+        self._close()
+        for k, target in enumerate(self.targets):
+            if self.regular[k]:
+                self._fail(self.paths[k], os.replace, self.partial(k), target)
+        if self.log is not None:
+            os.unlink(self.log)
+
+    def where(self) -> str:
+        """Where an interrupted run's rows are, for the message that says how to continue."""
+        if not self.paths:
+            return ""
+        k = self.options.index("-o") if "-o" in self.options else 0
+        return self.partial(k) if self.regular[k] else self.paths[k]
+
+    def _close(self) -> None:
+        for fd in [*self._fds, self._log_fd]:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._fds, self._log_fd = [-1 for _ in self._fds], -1
+
+    def _partials(self) -> str:
+        return " and ".join(self.partial(k) for k, regular in enumerate(self.regular) if regular)
+
+    @staticmethod
+    def _fail(path: str, fn: Any, *args: Any) -> Any:
+        """Call ``fn``; an OSError becomes a one-line InputError naming the user's ``path``."""
+        try:
+            return fn(*args)
+        except OSError as err:
+            raise InputError(f"cannot write: {err.strerror or err}", file=path) from None
