@@ -45,6 +45,13 @@ STRATEGIES = ("knockout", "round-robin", "lucb", "adaptive-knockout", "swiss")
 MAIN = ("knockout", "round-robin", "lucb")  # the last line's
 EXTRA_ARGS = {"lucb": ["--budget", str(3 * (N - 1))], "swiss": ["--budget", str(3 * (N - 1))]}
 LARGEST = {"round-robin": 100_000, "adaptive-knockout": 100_000, "swiss": 100_000}  # beyond: hours per run
+PER_PROMPT = {
+    "knockout": N - 1,
+    "round-robin": N * (N - 1) // 2,
+    "lucb": 3 * (N - 1),
+    "swiss": 3 * (N - 1),
+    "adaptive-knockout": 3 * (N - 1),
+}  # judgments per prompt, at most (adaptive knockout: about)
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,8 @@ def main() -> None:
     ap.add_argument("--cache-sizes", type=sizes, default=[10_000, 100_000], help="sizes also run with the cache")
     ap.add_argument("--window", type=positive, default=None, help="passed on as --window (default: the CLI's)")
     ap.add_argument("--mode", choices=["lockstep", "pipelined"], default=None, help="passed on (default: the CLI's)")
+    ap.add_argument("--max-judgments", type=positive, default=None,
+                    help="skip runs that would make more judgments than this (a shorter sweep)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 prompts, every strategy, both caches")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still delete the temporary files
@@ -158,9 +167,10 @@ def main() -> None:
     extra = [*(["--window", str(args.window)] if args.window else []), *(["--mode", args.mode] if args.mode else [])]
     print(f"N={N} responses of {TEXT_BYTES} bytes per prompt, simulated judge; load average {os.getloadavg()[0]:.2f}"
           f" on {os.cpu_count()} cores; {' '.join(extra) or 'CLI defaults (window, mode)'}", flush=True)  # fmt: skip
-    skipped = [(s, p) for s in args.strategies for p in args.sizes if p > LARGEST.get(s, p)]
+    skipped = [(s, p) for s in args.strategies for p in args.sizes if p > LARGEST.get(s, p)
+               or (args.max_judgments and p * PER_PROMPT[s] > args.max_judgments)]  # fmt: skip
     for s, p in skipped:
-        print(f"skipped: {s} at {p:,} prompts (beyond {LARGEST[s]:,}: too many judgments for one run)")
+        print(f"skipped: {s} at {p:,} prompts ({p * PER_PROMPT[s]:,} judgments: too long a run)")
     print(f"{'strategy':<18}{'prompts':>9}{'cache':>8}{'judgments':>12}{'wall s':>9}{'judg/s':>9}{'RSS MB':>8}"
           f"{'1st row s':>10}", flush=True)  # fmt: skip
     done: list[Measured] = []
