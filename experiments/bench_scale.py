@@ -101,7 +101,7 @@ def run_cli(input_path: Path, strategy: str, cache: Path | None, work: Path, ext
         first = None
         rows = 0
         try:
-            while chunk := proc.stdout.read1(1 << 20):
+            while chunk := os.read(proc.stdout.fileno(), 1 << 20):  # whatever has arrived, up to 1 MB
                 if first is None:  # the first row is complete once its newline has arrived
                     first = time.perf_counter() - t0 if b"\n" in chunk else None
                 rows += chunk.count(b"\n")
