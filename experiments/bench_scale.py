@@ -8,9 +8,10 @@ N = 16 responses per prompt, each a SHORT text (40 bytes, so the input is ~1.1 K
 work, not the JSON of long responses, is measured) with a "quality" number the simulated judge reads. Every run is
 the command a user types (``python -m tourney rank INPUT --judge simulated --strategy S -o -``) in a child process:
 
-- judgments/s = the run's judgments (from ``--summary``) / the command's whole wall time (start-up, reading the
-  input and writing the output included), first with ``--no-cache``, then with ``--cache`` in a temporary folder
-  twice: a first run filling it and a second one reading every judgment back;
+- judgments/s = the run's judgments (from ``--summary``) / the command's whole wall time (start-up, the input's
+  checking pass, reading it again and writing the output included; ``engine/s``: over the engine's own clock, the
+  summary's ``wall_s``), first with ``--no-cache``, then with ``--cache`` in a temporary folder twice: a first run
+  filling it and a second one reading every judgment back;
 - peak RSS: the child's own ``ru_maxrss`` (``os.wait4``);
 - first row: seconds from the start until the first output line arrives on the pipe (``-o -``).
 
@@ -62,6 +63,7 @@ class Measured:
     prompts: int
     cache: str  # "none", "fill" or "cached"
     wall_s: float
+    engine_s: float  # the engine's own clock (--summary's wall_s): from its first prompt to its last
     judgments: int
     cached: int
     rss_mb: float
@@ -128,7 +130,8 @@ def measure(strategy: str, prompts: int, with_cache: bool, work: Path, extra: Se
             wall, summary, rss, first, rows = run_cli(input_path, strategy, cache, work, extra)
             if rows != prompts:
                 raise SystemExit(f"bench_scale: {strategy} on {prompts} prompts wrote {rows} rows")
-            yield Measured(strategy, prompts, label, wall, summary["judgments"], summary["cached"], rss, first, rows)
+            yield Measured(strategy, prompts, label, wall, summary["wall_s"], summary["judgments"], summary["cached"],
+                           rss, first, rows)  # fmt: skip
     finally:
         for name in ("input.jsonl", "cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm", "summary.json"):
             (work / name).unlink(missing_ok=True)
@@ -171,8 +174,8 @@ def main() -> None:
                or (args.max_judgments and p * PER_PROMPT[s] > args.max_judgments)]  # fmt: skip
     for s, p in skipped:
         print(f"skipped: {s} at {p:,} prompts ({p * PER_PROMPT[s]:,} judgments: too long a run)")
-    print(f"{'strategy':<18}{'prompts':>9}{'cache':>8}{'judgments':>12}{'wall s':>9}{'judg/s':>9}{'RSS MB':>8}"
-          f"{'1st row s':>10}", flush=True)  # fmt: skip
+    print(f"{'strategy':<18}{'prompts':>9}{'cache':>8}{'judgments':>12}{'wall s':>9}{'judg/s':>9}{'engine/s':>9}"
+          f"{'RSS MB':>8}{'1st row s':>10}", flush=True)  # fmt: skip
     done: list[Measured] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         for strategy in args.strategies:
@@ -182,7 +185,8 @@ def main() -> None:
                 for m in measure(strategy, prompts, prompts in args.cache_sizes, Path(tmp), extra):
                     done.append(m)
                     print(f"{m.strategy:<18}{m.prompts:>9,}{m.cache:>8}{m.judgments:>12,}{m.wall_s:>9.1f}"
-                          f"{m.per_s:>9,.0f}{m.rss_mb:>8.0f}{m.first_row_s:>10.1f}", flush=True)  # fmt: skip
+                          f"{m.per_s:>9,.0f}{m.judgments / m.engine_s:>9,.0f}{m.rss_mb:>8.0f}{m.first_row_s:>10.1f}",
+                          flush=True)  # fmt: skip
     parts = []
     for strategy in MAIN:
         runs = [m for m in done if m.strategy == strategy and m.cache == "none"]
