@@ -7,6 +7,8 @@ optuna's ask/tell interface, applied to pairwise tournaments.
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -86,3 +88,16 @@ def check_probability(p: float) -> float:
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"outcome must be a probability in [0, 1], got {p}")
     return p
+
+
+def seeded_uniforms(key: str, count: int = 1) -> list[float]:
+    """``count`` (1 to 8) independent uniforms in [0, 1) fixed by ``key`` (e.g. ``f"{seed},{i},{j}"``) and ``count``.
+
+    A hash (BLAKE2b, its digest size ``8 * count``), not a generator: ~1 µs where building a numpy generator per draw
+    costs ~20 µs. Each uniform is the top 53 bits of one 8-byte word of the digest.
+    """
+    words = _WORDS[count].unpack(hashlib.blake2b(key.encode(), digest_size=8 * count).digest())
+    return [(w >> 11) * 2.0**-53 for w in words]
+
+
+_WORDS = [struct.Struct(f">{k}Q") for k in range(9)]  # big-endian unsigned 64-bit words, by count

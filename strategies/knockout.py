@@ -24,6 +24,8 @@ eliminated score R + 1 too.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from strategies.base import Match, check_probability, rank_by_scores
@@ -37,6 +39,12 @@ def _bit_reverse(k: int, bits: int) -> int:
     return int(format(k, f"0{bits}b")[::-1], 2) if bits else 0
 
 
+@functools.cache
+def _spread(bits: int) -> tuple[int, ...]:
+    """The 2^bits round-1 pair positions in bit-reversed order (where the matches go first); the same per size."""
+    return tuple(sorted(range(1 << bits), key=lambda k: _bit_reverse(k, bits)))
+
+
 class Knockout:
     """Seeded single-elimination bracket over ``n`` candidates."""
 
@@ -47,17 +55,15 @@ class Knockout:
         self.n = n
         self.rounds = (n - 1).bit_length()  # ⌈log2 n⌉
         rng = np.random.default_rng(seed)
-        shuffled = [int(c) for c in rng.permutation(n)]
-        self._coins = rng.random(n - 1) < 0.5  # True: a tied match goes to i
+        shuffled = rng.permutation(n).tolist()
+        self._coins: list[bool] = (rng.random(n - 1) < 0.5).tolist()  # True: a tied match goes to i
         pairs = (1 << self.rounds) // 2
         leaves = [_EMPTY] * (1 << self.rounds)
         if self.rounds == 0:
             leaves[0] = shuffled[0]
         else:
-            for k in range(pairs):
-                leaves[2 * k] = shuffled[k]
-            spread = sorted(range(pairs), key=lambda k: _bit_reverse(k, self.rounds - 1))
-            for c, k in zip(shuffled[pairs:], spread[: n - pairs], strict=True):
+            leaves[0 : 2 * pairs : 2] = shuffled[:pairs]
+            for c, k in zip(shuffled[pairs:], _spread(self.rounds - 1)[: n - pairs], strict=True):
                 leaves[2 * k + 1] = c
         # _who[r][k]: who holds node k of round r (round 0 = the slots), _UNKNOWN until its match is decided.
         self._who: list[list[int]] = [leaves]
@@ -72,10 +78,13 @@ class Knockout:
                     self._slot.append((r, k))
                     level.append(_UNKNOWN)
             self._who.append(level)
-        self._proposed = np.zeros(n - 1, dtype=bool)
-        self._received = np.zeros(n - 1, dtype=bool)
-        self._lost_round = np.zeros(n, dtype=int)
-        self._lost_p = np.zeros(n)
+        # Plain lists, not arrays: a bracket is small and touched one match at a time.
+        self._unproposed = list(range(n - 1))  # match ids not proposed yet, ascending
+        self._proposed = [False] * (n - 1)
+        self._received = [False] * (n - 1)
+        self._left = n - 1  # matches not received yet
+        self._lost_round = [0] * n
+        self._lost_p = [0.0] * n
 
     def _players(self, match_id: int) -> tuple[int, int]:
         """The two node holders feeding a match (``_UNKNOWN`` while undecided)."""
@@ -84,12 +93,15 @@ class Knockout:
 
     def propose(self) -> list[Match]:
         """Return the not-yet-proposed matches whose two participants are both known."""
-        out = []
-        for m in np.flatnonzero(~self._proposed).tolist():
+        out, waiting = [], []
+        for m in self._unproposed:
             a, b = self._players(m)
             if a >= 0 and b >= 0:
                 self._proposed[m] = True
                 out.append(Match(id=m, i=a, j=b))
+            else:
+                waiting.append(m)
+        self._unproposed = waiting
         return out
 
     def receive(self, match_id: int, p_i: float) -> None:
@@ -100,8 +112,9 @@ class Knockout:
         if self._received[match_id]:
             raise ValueError(f"match {match_id} was already received")
         self._received[match_id] = True
+        self._left -= 1
         a, b = self._players(match_id)
-        i_wins = p > 0.5 or (p == 0.5 and bool(self._coins[match_id]))
+        i_wins = p > 0.5 or (p == 0.5 and self._coins[match_id])
         winner, loser, achieved = (a, b, 1.0 - p) if i_wins else (b, a, p)
         r, k = self._slot[match_id]
         self._who[r][k] = winner
@@ -110,11 +123,12 @@ class Knockout:
 
     def done(self) -> bool:
         """True once all n − 1 matches are received."""
-        return bool(self._received.all())
+        return self._left == 0
 
     def scores(self) -> np.ndarray:
         """Round lost + probability achieved in that match; R + 1 for the champion (and anyone not yet out)."""
-        return np.where(self._lost_round > 0, self._lost_round + self._lost_p, self.rounds + 1.0)
+        lost, achieved = np.array(self._lost_round), np.array(self._lost_p)
+        return np.where(lost > 0, lost + achieved, self.rounds + 1.0)
 
     def ranking(self) -> list[int]:
         """Champion first, then by round lost, closeness of the loss, and input index."""

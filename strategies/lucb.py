@@ -4,7 +4,7 @@ LUCB (Kalyanakrishnan et al. 2012, "PAC Subset Selection in Stochastic Multi-arm
 the empirical leader and the arm whose upper confidence bound is highest, and stops when the leader's lower bound
 clears every other upper bound. Pairwise feedback has no per-arm rewards, so, as in dueling bandits (Yue & Joachims
 2011; Szörényi et al. 2015, "Online Rank Elicitation for Plackett–Luce"), the arms' values are Bradley–Terry
-log-strengths fitted to every outcome so far (MAP with a Gaussian prior of precision ``prior``, ``bt_laplace``),
+log-strengths fitted to every outcome so far (MAP with a Gaussian prior of precision ``prior``, ``laplace_fit``),
 and the uncertainty of a gap s_h − s_c is its Laplace standard error (from the inverse Hessian). The default prior
 0.3 (sd 1.8) is loose enough for graded candidates that span many logits: a tighter one shrinks every opponent
 toward the mean, so a pile of wins over weak candidates outweighs a won duel (on the same final judgments at N=16,
@@ -36,7 +36,7 @@ import numpy as np
 from scipy.special import expit
 
 from strategies.base import Match, check_probability, rank_by_scores
-from strategies.bradley_terry import bt_laplace
+from strategies.bradley_terry import laplace_fit
 from strategies.knockout import Knockout
 
 
@@ -69,8 +69,11 @@ class LUCB:
         self._p: list[float] = []
         self._got: set[int] = set()
         self._separated = n <= 1
-        self._fit: tuple[np.ndarray, np.ndarray] | None = None
-        self._last: np.ndarray | None = None
+        self._fit: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None  # scores, cov, leader, gaps
+        self._last: np.ndarray | None = None  # the scores that chose the last duels: the next fit starts there
+        # Soft wins of the matches 0.._folded-1 (``pair_wins``, summed in match order), folded in as they complete.
+        self._wins = np.zeros((n, n))
+        self._folded = 0
 
     def _outstanding(self) -> int:
         """Matches proposed but not received."""
@@ -80,31 +83,47 @@ class LUCB:
         """True while the knockout warm-up has matches to play within the budget."""
         return not self.bracket.done() and len(self._i) < self.cap
 
-    def _fitted(self) -> tuple[np.ndarray, np.ndarray]:
-        """BT scores and covariance from the received outcomes (cached until the next outcome)."""
+    def _fitted(self) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+        """BT scores and covariance from the received outcomes, the leader and the gaps to it (``_gaps``), cached
+        until the next outcome."""
         if self._fit is None:
-            got = sorted(self._got)
-            i = np.array([self._i[k] for k in got], dtype=int)
-            j = np.array([self._j[k] for k in got], dtype=int)
-            p = np.array([self._p[k] for k in got], dtype=float)
-            # Warm-started from the previous fit: the optimum is unique, so only the number of steps changes.
-            self._fit = bt_laplace(self.n, i, j, p, self.prior, start=self._last)
-            self._last = self._fit[0]
+            while self._folded in self._got:  # fold in the received matches that extend the prefix, in match order
+                k = self._folded
+                self._wins[self._i[k], self._j[k]] += self._p[k]
+                self._wins[self._j[k], self._i[k]] += 1.0 - self._p[k]
+                self._folded += 1
+            wins = self._wins
+            if len(self._got) > self._folded:  # some outcome is back before an earlier one (mid-round): add it aside
+                wins = wins.copy()
+                for k in sorted(self._got):
+                    if k >= self._folded:
+                        wins[self._i[k], self._j[k]] += self._p[k]
+                        wins[self._j[k], self._i[k]] += 1.0 - self._p[k]
+            # Warm-started from the fit that chose the last duels: the optimum is unique, so only the number of steps
+            # changes (and the last bits, so the start never depends on when else someone asked for scores).
+            s, cov = laplace_fit(wins, self.prior, start=self._last)
+            h = self._leader(s)
+            self._fit = s, cov, h, self._gaps(s, cov, h)
         return self._fit
 
     def challengers(self) -> tuple[int, list[int]]:
         """Return the leader and the candidates not yet separated from it, least separated first."""
-        s, cov = self._fitted()
-        h, others, gap = self._gaps(s, cov)
-        order = np.argsort(gap, kind="stable")
-        return h, [int(others[k]) for k in order if gap[k] < self.z]
+        h, gap = self._fitted()[2:]
+        return h, [c for c in np.argsort(gap, kind="stable").tolist() if c != h and gap[c] < self.z]
 
-    def _gaps(self, s: np.ndarray, cov: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-        """The leader, the others, and each other's gap to the leader in standard errors."""
-        h = rank_by_scores(s)[0]
-        others = np.array([c for c in range(self.n) if c != h], dtype=int)
-        se = np.sqrt(np.maximum(cov[h, h] + cov[others, others] - 2.0 * cov[h, others], 1e-12))
-        return h, others, (s[h] - s[others]) / se
+    @staticmethod
+    def _leader(s: np.ndarray) -> int:
+        """The highest score, the lower index among ties (``rank_by_scores(s)[0]``: argmax takes the first)."""
+        return int(np.argmax(np.round(s, 9)))
+
+    @staticmethod
+    def _gaps(s: np.ndarray, cov: np.ndarray, h: int) -> np.ndarray:
+        """Each candidate's gap to the leader ``h`` in standard errors (+inf for ``h`` itself), at 9 decimals: rivals
+        with the same record are tied exactly (lower index first), not by the solver's rounding noise."""
+        se = np.sqrt(np.maximum(cov[h, h] + np.diagonal(cov) - 2.0 * cov[h], 1e-12))
+        gap = ((s[h] - s) / se).round(9)
+        gap[h] = np.inf
+        return gap
 
     def _add(self, i: int, j: int) -> Match:
         """Register a new match."""
@@ -116,20 +135,22 @@ class LUCB:
 
     def _duels(self, count: int) -> list[Match]:
         """``count`` matches of the leader, each against the least separated challenger given the ones before."""
-        s, cov = self._fitted()
-        out = []
-        for _ in range(count):
-            h, others, gap = self._gaps(s, cov)
-            k = int(np.argmin(gap))  # first of the least separated: lower index on ties
-            if gap[k] >= self.z:
+        s, cov, h, gap = self._fitted()  # the scores and the leader do not move within a round, only the covariance
+        self._last = s
+        out: list[Match] = []
+        while len(out) < count:
+            c = int(np.argmin(gap))  # first of the least separated: lower index on ties
+            if not gap[c] < self.z:
                 break
-            c = int(others[k])
             out.append(self._add(h, c))
+            if len(out) == count:
+                break  # the covariance after the last match of the round is not needed
             # What this match will tell: its Fisher information shrinks the covariance along e_h − e_c.
             w = float(expit(s[h] - s[c]))
             w *= 1.0 - w
             u = cov[:, h] - cov[:, c]
             cov = cov - np.outer(u, u) * (w / (1.0 + w * (u[h] - u[c])))
+            gap = self._gaps(s, cov, h)
         return out
 
     def propose(self) -> list[Match]:
@@ -165,7 +186,7 @@ class LUCB:
             return False
         if self._separated or len(self._i) >= self.cap:
             return True
-        if not self.challengers()[1]:
+        if not (self._fitted()[3] < self.z).any():  # no challenger left
             self._separated = True
         return self._separated
 

@@ -6,6 +6,7 @@ on first use, so listing the names (``tourney --help``) imports no algorithm, nu
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Iterator, Mapping
@@ -52,7 +53,13 @@ __all__ = ["RATINGS", "STRATEGIES", "budgeted", "make_strategy", "make_tournamen
 
 def strategy_options(name: str) -> set[str]:
     """The keyword options strategy ``name``'s constructor takes (an option it lacks would be ignored)."""
-    return set(inspect.signature(STRATEGIES[name]).parameters)
+    return set(_options(name))
+
+
+@functools.cache
+def _options(name: str) -> frozenset[str]:
+    """``strategy_options``, read once per name: ``inspect.signature`` costs more than building a small strategy."""
+    return frozenset(inspect.signature(STRATEGIES[name]).parameters)
 
 
 def budgeted() -> list[str]:
@@ -69,7 +76,7 @@ def make_strategy(
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(sorted(STRATEGIES))}")
-    accepted = strategy_options(name)
+    accepted = _options(name)
     options = {"rating": rating, "seed": seed, "elo_k": elo_k, "budget": budget}
     return STRATEGIES[name](n, **{key: value for key, value in options.items() if key in accepted})
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from test_engine import CountingJudge, make_items  # the engine tests' counting simulator and prompts
 
 from strategies import LUCB, AdaptiveKnockout, AdaptiveVoting, Knockout, Match, RoundRobin, Swiss, Voting
-from strategies.bradley_terry import bt_fit, bt_laplace
+from strategies.bradley_terry import bt_fit, bt_laplace, gradient_hessian, laplace_fit, pair_wins
 from strategies.registry import make_tournament
 from tourney.engine import Engine
 from tourney.simulated import SimulatedJudge
@@ -267,6 +267,42 @@ def test_bt_laplace_matches_bt_fit():
     assert np.allclose(cov, cov.T) and np.all(np.linalg.eigvalsh(cov) > 0)
     with pytest.raises(ValueError, match="prior"):
         bt_laplace(6, i, j, p, prior=0.0)
+
+
+def test_laplace_fit_warm_start_reaches_the_cold_optimum():
+    rng = np.random.default_rng(5)
+    i, j = (np.repeat(a, 2) for a in np.triu_indices(8, k=1))
+    p = rng.random(i.size)  # soft outcomes
+    wins = pair_wins(8, i, j, p)
+    s, cov = laplace_fit(wins, 0.3)
+    earlier = laplace_fit(pair_wins(8, i[:-5], j[:-5], p[:-5]), 0.3)[0]  # the fit before the last five matches
+    warm, warm_cov = laplace_fit(wins, 0.3, start=earlier)
+    assert np.allclose(warm, s, rtol=0, atol=1e-12) and np.allclose(warm_cov, cov, rtol=0, atol=1e-9)
+    grad, hess = gradient_hessian(s, wins, 0.3)
+    assert np.abs(grad).max() < 1e-12 and np.allclose(cov @ hess, np.eye(8), atol=1e-9)
+    far = laplace_fit(wins, 0.3, start=np.full(8, 40.0) * (-1) ** np.arange(8))[0]  # long steps: backtracking
+    assert np.allclose(far, s, rtol=0, atol=1e-12)
+
+
+def test_lucb_does_not_depend_on_the_order_outcomes_arrive_in():
+    # Soft outcomes (sums depend on their order) delivered in order, reversed, or shuffled with scores read
+    # mid-round: the same duels and the same bytes.
+    def run(order: str) -> tuple[list, bytes]:
+        lucb, rng, log = LUCB(12, seed=4, budget=60), np.random.default_rng(0), []
+        while not lucb.done():
+            batch = lucb.propose()
+            log += [(m.i, m.j) for m in batch]
+            if order == "reversed":
+                batch = batch[::-1]
+            elif order == "shuffled":
+                rng.shuffle(batch)
+            for m in batch:
+                lucb.receive(m.id, 1.0 / (1.0 + math.exp(0.37 * (m.j - m.i) + 0.1 * (m.i % 3))))
+                if order == "shuffled":
+                    lucb.scores()
+        return log, lucb.scores().tobytes()
+
+    assert run("given") == run("reversed") == run("shuffled")
 
 
 # --- adaptive knockout ------------------------------------------------------------------------------------------

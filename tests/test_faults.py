@@ -89,7 +89,7 @@ def test_every_fault_kind_is_retried_and_counted_against_a_fake_server(tmp_path)
     with FakeServer() as fake:
         clean, clean_retries = run(fake.url)
         direct_calls = len(fake.seen)
-        with FaultProxy(fake.url, seed=1, rate=0.3, kinds=KINDS, slow=0.1, stall=5.0, lifetime=60) as proxy:
+        with FaultProxy(fake.url, seed=5, rate=0.3, kinds=KINDS, slow=0.1, stall=5.0, lifetime=60) as proxy:
             faulty, retries = run(proxy.url)
     kinds = proxy.report()["kinds"]
     print(f"proxy: {kinds}; retries {retries}")

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,27 @@ def default_cache_path() -> Path:
 
 def canonical(obj: Any) -> str:
     """Serialize to canonical JSON (sorted keys, no spaces) for hashing."""
+    kind = type(obj)
+    if kind is str:  # a response text (most calls): the encoder json.dumps would pick, without its overhead
+        return _encode_string(obj)
+    if kind is list:  # a response's key fields (one list per response): scalars, encoded as json.dumps does
+        try:
+            return "[" + ",".join([_SCALARS[type(x)](x) for x in obj]) + "]"
+        except KeyError:  # a nested or unusual value: json.dumps below
+            pass
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
+# json.dumps's encoding of each exact scalar type (a subclass, e.g. an IntEnum, goes to json.dumps): repr for ints
+# and finite floats, NaN/Infinity otherwise.
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    str: _encode_string,
+    int: int.__repr__,
+    float: lambda x: float.__repr__(x) if math.isfinite(x) else json.dumps(x),
+    bool: lambda x: "true" if x else "false",
+    type(None): lambda x: "null",
+}
 
 
 def sha(text: str) -> str:
@@ -108,8 +129,33 @@ class Cache(Store):
 
     def put_many(self, judge: str, items: Iterable[tuple[str, Request, Judgment]]) -> None:
         """Commit judgments with what they judged (in the order shown) in one transaction, before anyone counts them."""
+        digests = _Digests()  # a batch shows each prompt and text many times: hash each once
         self.insert("judgments", [
             (k, judge, j.verdict, j.p_a, j.raw, j.finish_reason, j.prompt_tokens, j.completion_tokens, int(j.forced),
-             sha(canonical(r.prompt)), sha(r.a), sha(r.b), r.vote)
+             digests.prompt(r.prompt), digests.text(r.a), digests.text(r.b), r.vote)
             for k, r, j in items
         ])  # fmt: skip
+
+
+class _Digests:
+    """``sha(canonical(prompt))`` and ``sha(text)``, each computed once per distinct prompt or text."""
+
+    def __init__(self) -> None:
+        """Start empty."""
+        self._texts: dict[str, str] = {}
+        self._prompts: dict[int, tuple[Any, str]] = {}  # by id(): a prompt may be a list (unhashable)
+
+    def text(self, text: str) -> str:
+        """The SHA-256 of a text."""
+        digest = self._texts.get(text)
+        if digest is None:
+            digest = self._texts[text] = sha(text)
+        return digest
+
+    def prompt(self, prompt: Any) -> str:
+        """The SHA-256 of a prompt's canonical JSON."""
+        seen = self._prompts.get(id(prompt))
+        if seen is None or seen[0] is not prompt:
+            # Holding the prompt keeps its id from being reused by another object while this batch is written.
+            seen = self._prompts[id(prompt)] = (prompt, sha(canonical(prompt)))
+        return seen[1]

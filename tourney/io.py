@@ -1,6 +1,7 @@
 """JSONL in, JSONL and Parquet out: every input line validated up front, every output written atomically.
 
-``write_all`` is tourney's one writer: temp file beside the target, then rename, all outputs of a run or none.
+``write_all`` is tourney's one writer of whole outputs: temp file beside the target, then rename, all outputs of a
+run or none. The JSONL outputs a long run streams (``tourney.sink``) follow the same rules through ``output_target``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 It never reads the texts. Each response carries a ``quality`` number and the judge prefers the better one with
 P(A wins) = σ((q_A − q_B)/τ + bias), where ``bias`` (a logit) models a judge's preference for position A. A share
 of votes comes back invalid, as unparseable outputs do. Randomness comes from the request's own seed, so a verdict
-does not depend on how requests were batched.
+does not depend on how requests were batched (two uniforms hashed from that seed, ``strategies.base.seeded_uniforms``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from strategies.base import seeded_uniforms
 from tourney.errors import InputError
 from tourney.types import JudgeBase, Judgment, Request
 
@@ -46,8 +45,7 @@ class SimulatedJudge(JudgeBase):
     def p_a(self, request: Request) -> float:
         """Return the model's probability that the response in position A wins."""
         qa, qb = float(request.a_fields["quality"]), float(request.b_fields["quality"])
-        with np.errstate(over="ignore"):  # inf logits are fine: tanh saturates to exactly 0 or 1
-            logit = (qa - qb) / self.tau + self.position_bias
+        logit = (qa - qb) / self.tau + self.position_bias  # Python floats overflow to inf silently: tanh saturates
         return 0.5 * (1.0 + math.tanh(logit / 2.0))  # the logistic function, without exp() overflow
 
     def judge(self, requests: Sequence[Request]) -> list[Judgment]:
@@ -63,12 +61,11 @@ class SimulatedJudge(JudgeBase):
         return self.verdicts(requests)
 
     def verdicts(self, requests: Sequence[Request]) -> list[Judgment]:
-        """One verdict per request, drawn from the request's own seeded generator (no latency)."""
+        """One verdict per request, from two uniforms hashed from the request's own seed (no latency)."""
         out = []
         for req in requests:
-            rng = np.random.default_rng(req.seed)
-            invalid, coin = rng.random() < self.invalid_rate, rng.random()
-            if invalid:
+            draw, coin = seeded_uniforms(str(req.seed), 2)
+            if draw < self.invalid_rate:
                 out.append(Judgment(verdict=None, p_a=None, raw="[simulated] no verdict"))
                 continue
             verdict = "A" if coin < self.p_a(req) else "B"

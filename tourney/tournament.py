@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +23,20 @@ if TYPE_CHECKING:
 
 def derive_seed(*parts: Any) -> int:
     """Derive a stable 63-bit seed from JSON-able parts (no dependence on Python's salted hash)."""
-    return encoded_seed(*(json.dumps(p, sort_keys=True, ensure_ascii=False) for p in parts))
+    return encoded_seed(*(_json(p) for p in parts))
+
+
+def _json(part: Any) -> str:
+    """``json.dumps(part, sort_keys=True, ensure_ascii=False)``; a string or an int (a seed, an id) without its cost."""
+    kind = type(part)
+    if kind is str:
+        return _encode_string(part)
+    if kind is int:
+        return int.__repr__(part)
+    return json.dumps(part, sort_keys=True, ensure_ascii=False)
+
+
+_encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
 def encoded_seed(*parts: str) -> int:

@@ -165,6 +165,8 @@ def judge(
                 if opts["dry_run"]:
                     print_dry_run(play(items, lambda res: None, dry_run=True, **common), prep.tournament)
                     return None
+                if prep.resume.prompts:
+                    CONSOLE.say(f"tourney: continuing a killed run after the {prep.resume.prompts} prompts it wrote")
                 keep = keep_records or bool(opts["judgments_path"])
                 with (
                     CONSOLE.progress(prep.source.plan) as bar,

@@ -72,7 +72,8 @@ class _Writer:
 
         for item in itertools.islice(self.prep.source.items(), self.prep.resume.prompts, None):
             slim, index = distinct(item)
-            self.held[item.id] = (item, index)
+            if self.prep.sink is not None:  # a dry run pairs nothing
+                self.held[item.id] = (item, index)
             yield slim
 
     def each(self, res: Any) -> None:
