@@ -12,7 +12,7 @@ import pytest
 from clirun import python_m_tourney, tourney
 
 from tests.test_engine import CountingJudge, make_items
-from tourney.engine import Engine
+from tourney.engine import MAX_CALL, Engine
 from tourney.errors import BackendError
 from tourney.simulated import SimulatedJudge
 from tourney.tournament import Tournament
@@ -80,6 +80,14 @@ def test_lockstep_batches_every_ready_vote_of_the_window():
     judge = CountingJudge()
     Engine(judge, Tournament("round-robin")).run(make_items(100, 4), window=25)
     assert judge.calls == [25 * 6] * 4  # one call per window of round robins
+
+
+def test_a_huge_lockstep_step_is_split_into_calls_of_max_call():
+    judge = CountingJudge()
+    whole = Engine(judge, Tournament("round-robin")).run(make_items(200, 16))  # 24,000 votes ready at once
+    assert judge.calls == [MAX_CALL, 200 * 120 - MAX_CALL] and whole.stats.steps == 1
+    one = Engine(SimulatedJudge(), Tournament("round-robin")).run(make_items(200, 16), window=100)  # 12,000: one call
+    assert [r.scores for r in one.results] == [r.scores for r in whole.results]
 
 
 class FailingJudge(SimulatedJudge):

@@ -1,7 +1,8 @@
 """The engine: one tournament per prompt, every ready judgment batched across prompts, every judgment cached.
 
 Lockstep (``Engine.run``): each step collects the votes every tournament can play now and sends them to the judge
-in ONE call, so a knockout over P prompts costs ⌈log2 N⌉ judge calls, not P × rounds. Pipelined (``Engine.arun``):
+in ONE call (split only past ``MAX_CALL`` votes), so a knockout over P prompts costs ⌈log2 N⌉ judge calls, not
+P × rounds. Pipelined (``Engine.arun``):
 each tournament advances as soon as its own matches are judged, with no barrier across prompts; the backend
 (vLLM's async engine or a pool of servers) batches whatever is in flight. Both go through the same step (read the
 cache, judge what is missing, commit it, then deliver), and a pipelined run does its SQLite work on one worker
@@ -36,6 +37,10 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "Record", "Result", "Run", "Stats", "Stream", "derive_seed"]
 
 T = TypeVar("T")
+
+# The most votes one lockstep judge call carries: a window of round robins is ~500k votes at once, and their requests,
+# keys and judgments held together cost GBs; a few calls of this size still fill any GPU's batch.
+MAX_CALL = 16384
 
 
 @dataclass
@@ -293,14 +298,14 @@ class Stream:
                 self.stats.judge_s += time.perf_counter() - self._busy_since
 
     def __iter__(self) -> Iterator[Result]:
-        """Lockstep: each step sends every ready vote of the window to the judge in ONE call."""
+        """Lockstep: each step sends every ready vote of the window to the judge in one call (of MAX_CALL at most)."""
         engine = self.engine
         self._begin()
         self._admit()
         while self._slots:
             ready = [v for slot in self._slots if not slot.tour.done() for v in self._ready(slot)]
-            if ready:
-                batch = engine._lookup(ready)
+            for start in range(0, len(ready), MAX_CALL):  # a step's votes, in calls of at most MAX_CALL
+                batch = engine._lookup(ready[start : start + MAX_CALL])
                 if batch.todo:
                     with self._calling(batch):
                         fresh = engine.judge.judge(batch.todo_requests())
