@@ -189,10 +189,13 @@ class Engine:
             stats.prompt_tokens += j.prompt_tokens
             stats.completion_tokens += j.completion_tokens
 
-    def _deliver(self, stats: Stats, batch: _Batch) -> None:
-        """Hand each vote's outcome to its tournament and record it."""
-        for slot in {id(slot): slot for slot, _ in batch.ready}.values():
-            slot.result.rounds += 1
+    def _deliver(self, stats: Stats, batch: _Batch, step: object) -> None:
+        """Hand each vote's outcome to its tournament and record it; ``step`` names the round (a lockstep step split
+        into several calls is one round for its prompts)."""
+        for slot, _ in batch.ready:
+            if slot.step is not step:
+                slot.step = step
+                slot.result.rounds += 1
         keep = self.keep_records
         for (slot, vote), key in zip(batch.ready, batch.keys):
             j = batch.found[key]
@@ -304,13 +307,14 @@ class Stream:
         self._admit()
         while self._slots:
             ready = [v for slot in self._slots if not slot.tour.done() for v in self._ready(slot)]
+            step = object()
             for start in range(0, len(ready), MAX_CALL):  # a step's votes, in calls of at most MAX_CALL
                 batch = engine._lookup(ready[start : start + MAX_CALL])
                 if batch.todo:
                     with self._calling(batch):
                         fresh = engine.judge.judge(batch.todo_requests())
                     engine._commit(self.stats, batch, fresh)
-                engine._deliver(self.stats, batch)
+                engine._deliver(self.stats, batch, step)
             while self._slots and self._slots[0].tour.done():
                 yield self._hand_out(self._slots.popleft())
             self._admit()
@@ -337,7 +341,7 @@ class Stream:
                     with self._calling(batch):
                         fresh = await engine.judge.ajudge(batch.todo_requests())
                     await off_loop(engine._commit, stats, batch, fresh)
-                engine._deliver(stats, batch)
+                engine._deliver(stats, batch, object())
 
         def watch(task: asyncio.Task[None]) -> None:
             # A failure anywhere in the window ends the run now, not when its prompt reaches the head.
@@ -378,11 +382,12 @@ class Stream:
 class _Slot:
     """One held prompt: its tournament, its result so far and (once needed) its encoded texts."""
 
-    __slots__ = ("tour", "result", "_encoded")
+    __slots__ = ("tour", "result", "step", "_encoded")
 
     def __init__(self, item: Item, tour: Voting) -> None:
         """A prompt admitted to the window."""
         self.tour, self.result = tour, Result(item, [], [])
+        self.step: object = None  # the round its last votes were delivered in
         self._encoded: _Encoded | None = None
 
     def encoded(self, key_fields: tuple[str, ...]) -> _Encoded:
