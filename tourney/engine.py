@@ -41,6 +41,7 @@ T = TypeVar("T")
 # The most votes one lockstep judge call carries: a window of round robins is ~500k votes at once, and their requests,
 # keys and judgments held together cost GBs; a few calls of this size still fill any GPU's batch.
 MAX_CALL = 16384
+ADMIT = 64  # prompts a pipelined run admits between turns of the event loop
 
 
 @dataclass
@@ -236,10 +237,12 @@ class Stream:
         self._in_flight, self._busy_since = 0, 0.0
         self._start = self._retries_before = 0.0
 
-    def _admit(self) -> list[_Slot]:
-        """Read prompts while the window has room; build each one's tournament."""
-        new = []
+    def _admit(self, most: int | None = None) -> list[_Slot]:
+        """Read prompts while the window has room (``most`` of them at most); build each one's tournament."""
+        new: list[_Slot] = []
         while not self._exhausted and (self.window is None or len(self._slots) < self.window):
+            if most is not None and len(new) >= most:
+                break
             item = next(self._items, None)
             if item is None:
                 self._exhausted = True
@@ -355,9 +358,15 @@ class Stream:
                 task = tasks[id(slot)] = loop.create_task(play(slot))
                 task.add_done_callback(watch)
 
+        async def fill() -> None:
+            # A few prompts at a time, so the first requests go out before the whole window is built.
+            while slots := self._admit(ADMIT):
+                start(slots)
+                await asyncio.sleep(0)
+
         self._begin()
         try:
-            start(self._admit())
+            await fill()
             while self._slots:
                 head = tasks[id(self._slots[0])]
                 await asyncio.wait([head, failed], return_when=asyncio.FIRST_COMPLETED)
@@ -366,7 +375,7 @@ class Stream:
                 head.result()
                 del tasks[id(self._slots[0])]
                 yield self._hand_out(self._slots.popleft())
-                start(self._admit())
+                await fill()
             self._close_clock()
         finally:
             for task in tasks.values():
