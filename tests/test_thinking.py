@@ -176,9 +176,10 @@ def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_serve
     monkeypatch.setattr(thinking_vllm_engine, "close", lambda: None)
     folder = str(tiny_thinking_model())
     common = ["rank", data, "--family", "rrm", "--max-tokens", "8", "--temperature", "0", "--no-cache", "-o", "-"]
+    in_process = ["--judge", folder, "--backend", "vllm", "--dtype", "float32", "--max-model-len", "1024",
+                  "--engine-arg", "enforce_eager=true"]  # fmt: skip
     runs = {
-        "vllm": ["--judge", folder, "--backend", "vllm", "--dtype", "float32", "--max-model-len", "1024",
-                 "--engine-arg", "enforce_eager=true"],  # fmt: skip
+        "vllm": in_process,
         "openai": ["--judge", "tiny-think", "--backend", "openai", "--base-url", thinking_vllm_server.url],
     }
     judgments, forced = {}, {}
