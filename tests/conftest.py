@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random model with a real chat template, the converted SmolLM2, one session vLLM judge."""
+"""Shared fixtures: a tiny random model with a real chat template, the converted SmolLM2, and ONE of each heavy thing
+per session: a vLLM judge (lockstep) and a vLLM server on the tiny model, an engine (pipelined) and a server on the
+tiny thinking-template model. Starting another engine or server in a test costs 15-40 s: share these instead."""
 
 from __future__ import annotations
 
