@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny random model with a real chat template, the converted SmolLM2, one session vLLM judge."""
+"""Shared fixtures: a tiny random model with a real chat template, the converted SmolLM2, and ONE of each heavy thing
+per session: a vLLM judge (lockstep) and a vLLM server on the tiny model, an engine (pipelined) and a server on the
+tiny thinking-template model. Starting another engine or server in a test costs 15-40 s: share these instead."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ os.environ["TOURNEY_CACHE_DIR"] = _SESSION_CACHE
 TINY_MAX_MODEL_LEN = 1024
 # What only `slow` tests may use: the fixtures that start a vLLM engine or server (or convert SmolLM2), and the
 # packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
-SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir"}
+SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir", "thinking_vllm_engine", "thinking_vllm_server"}
 SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
@@ -91,12 +93,28 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
+# A strong repetition penalty: a random model's greedy output (repetitive) changes under it.
+PENALTY = 5.0
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template."""
+    """A tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template.
+
+    Its generation_config.json asks for sampling tourney must never get (issue 17): a strong repetition penalty, a
+    top-k of 1 and a min-p of 0.5. vLLM (engine and server) fills a request's unset fields from it, so every engine
+    and server test of the session runs on a checkpoint that would change its outputs if tourney left a field unset
+    (tests/test_sampling.py shows the server does apply it to a request that leaves the fields out).
+    """
+    import json
+
     from tourney.testing import build_tiny_model
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    out = build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    path = out / "generation_config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(config | {"repetition_penalty": PENALTY, "top_k": 1, "min_p": 0.5}))
+    return out
 
 
 @pytest.fixture(scope="session")
@@ -133,6 +151,34 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     yield from _served(tiny_model_dir, "tiny", "vllm_server", tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def thinking_vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """ONE real vLLM server on the tiny thinking-template model, served as "tiny-think", for the session (its folder
+    is the model root the server reports, where tourney finds the tokenizer)."""
+    from servers import tiny_thinking_model
+
+    yield from _served(tiny_thinking_model(), "tiny-think", "thinking_vllm_server", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def thinking_vllm_engine() -> Iterator[object]:
+    """ONE in-process engine on the tiny thinking-template model for the session: pipelined (``AsyncLLM``), as the
+    CLI's default; the session judge's engine is lockstep, so both modes force verdicts on a real engine."""
+    _require_slow("thinking_vllm_engine")
+    pytest.importorskip("vllm")
+    from servers import tiny_thinking_model
+
+    from tourney.config import JudgeConfig, make_backend
+
+    cfg = JudgeConfig(str(tiny_thinking_model()), dtype="float32", max_model_len=TINY_MAX_MODEL_LEN,
+                      engine_kwargs={"enforce_eager": True})  # fmt: skip
+    backend = make_backend(cfg)  # the CLI's default mode for a model judge: pipelined
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
 def _served(model: Path, name: str, fixture: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real vLLM server on ``model`` served as ``name``, stopped when the fixture ends."""
     _require_slow(fixture)
@@ -150,30 +196,3 @@ def _served(model: Path, name: str, fixture: str, tmp_path_factory: pytest.TempP
         yield server
     finally:
         server.stop()
-
-
-# ---- a checkpoint whose generation_config.json asks for sampling tourney must not get (issue 17) ------------------
-
-PENALTY = 5.0  # a strong repetition penalty: a random model's greedy output (repetitive) changes under it
-SLOW_FIXTURES.add("penalized_vllm_server")
-
-
-@pytest.fixture(scope="session")
-def penalized_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the tiny model whose generation_config.json sets a strong repetition penalty and a top-k of 1."""
-    import json
-
-    out = tmp_path_factory.mktemp("tiny-penalized")
-    for f in tiny_model_dir.iterdir():
-        if f.is_file():
-            shutil.copy2(f, out / f.name)
-    path = out / "generation_config.json"
-    config = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps(config | {"repetition_penalty": PENALTY, "top_k": 1, "min_p": 0.5}))
-    return out
-
-
-@pytest.fixture(scope="session")
-def penalized_vllm_server(penalized_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """ONE real vLLM server on the penalized copy, served as "pen", for the session."""
-    yield from _served(penalized_model_dir, "pen", "penalized_vllm_server", tmp_path_factory)

@@ -291,9 +291,7 @@ class FakeServer:
         h.wfile.write(data)
 
 
-# ---- one tiny thinking-template model and one vLLM server on it, shared by every test module of a session ------------
-
-_SHARED: dict[str, VLLMServer] = {}
+# ---- one tiny thinking-template model, shared by every test module of a session (its engine and server: conftest) --
 
 
 def tiny_thinking_model() -> Path:
@@ -305,17 +303,3 @@ def tiny_thinking_model() -> Path:
     if not (out / "tokenizer_config.json").is_file():
         build_tiny_model(out, chat_template=THINKING_TEMPLATE)
     return out
-
-
-def shared_thinking_server(max_model_len: int = 1024) -> VLLMServer:
-    """ONE real vLLM server on the tiny thinking model for the session, served under the name "tiny-think" (the
-    folder is its model root, where tourney finds the tokenizer); stopped when the session's process exits."""
-    if "thinking" not in _SHARED:
-        import atexit
-
-        server = VLLMServer(tiny_thinking_model(), "tiny-think", max_model_len=max_model_len,
-                            extra_args=["--no-enable-chunked-prefill"])  # fmt: skip
-        server.start()
-        atexit.register(server.stop)
-        _SHARED["thinking"] = server
-    return _SHARED["thinking"]

@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import pytest
-from servers import shared_thinking_server, tiny_thinking_model
+from servers import tiny_thinking_model
 
 from tourney.backends.base import Generation, Sampling
 from tourney.forcing import THINK_CLOSE, forced_prompt, forced_text, two_way
@@ -135,16 +135,13 @@ def thinking_reference():
 
 @pytest.fixture(scope="module", params=["vllm", "openai"])
 def thinking_backend(request):
-    """The thinking model in-process (its own engine, for this module only) or on the session's thinking server."""
+    """The thinking model in-process (the session's thinking engine, pipelined) or on the session's thinking server."""
     if request.param == "vllm":
-        from tourney.backends.vllm import VLLMBackend
+        yield request.getfixturevalue("thinking_vllm_engine")
+        return
+    from tourney.backends.openai import OpenAIBackend
 
-        backend = VLLMBackend(str(tiny_thinking_model()), dtype="float32", max_model_len=1024, mode="lockstep",
-                              engine_kwargs={"enforce_eager": True})  # fmt: skip
-    else:
-        from tourney.backends.openai import OpenAIBackend
-
-        backend = OpenAIBackend([shared_thinking_server().url], "tiny-think", timeout=60.0)
+    backend = OpenAIBackend([request.getfixturevalue("thinking_vllm_server").url], "tiny-think", timeout=60.0)
     yield backend
     backend.close()
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import PENALTY, TINY_MAX_MODEL_LEN
+from conftest import PENALTY
 from servers import FakeServer
 
 from tourney.backends.base import SHAPE_FIELDS, Sampling
@@ -119,7 +119,7 @@ def test_every_server_request_carries_every_field(tiny_model_dir: Path) -> None:
             "temperature": 0.0, "top_p": 1.0, "max_tokens": 1} | OFF  # fmt: skip
 
 
-# ---- a real vLLM server whose model folder asks for a strong repetition penalty -----------------------------------
+# ---- the session's real vLLM server and engine: their model folder asks for a strong repetition penalty -------------
 
 CHAT = [{"role": "user", "content": "Write a long story about a cat, a dog and a bird."}]
 TOKENS = 48
@@ -136,22 +136,14 @@ def generate(backend: object, sampling: Sampling) -> str:
 
 
 @pytest.fixture(scope="module")
-def penalized_engine(penalized_model_dir: Path):
-    """The in-process engine on the same penalized folder (lockstep ``LLM``)."""
-    pytest.importorskip("vllm")
-    from tourney.backends.vllm import VLLMBackend
-
-    backend = VLLMBackend(str(penalized_model_dir), dtype="float32", max_model_len=TINY_MAX_MODEL_LEN,
-                          mode="lockstep", engine_kwargs={"enforce_eager": True})  # fmt: skip
-    try:
-        yield backend
-    finally:
-        backend.close()
+def penalized_engine(tiny_vllm_judge):
+    """The session's in-process engine (lockstep ``LLM``): the tiny model's folder sets the penalty (conftest)."""
+    return tiny_vllm_judge.backend
 
 
 @pytest.mark.slow
-def test_generation_config_penalty_is_not_applied(penalized_vllm_server, penalized_engine) -> None:
-    server = OpenAIBackend(penalized_vllm_server.url, "pen", timeout=60.0)
+def test_generation_config_penalty_is_not_applied(vllm_server, penalized_engine) -> None:
+    server = OpenAIBackend(vllm_server.url, "tiny", timeout=60.0)
     neutral, penalized = Sampling(max_tokens=TOKENS), Sampling(max_tokens=TOKENS, repetition_penalty=PENALTY)
     try:
         on_server = generate(server, neutral)
@@ -159,8 +151,8 @@ def test_generation_config_penalty_is_not_applied(penalized_vllm_server, penaliz
     finally:
         server.close()
     # The premise: a request that leaves the fields out gets the folder's penalty from the server.
-    bare = {"model": "pen", "messages": CHAT, "temperature": 0.0, "max_tokens": TOKENS}
-    left_out = httpx.post(penalized_vllm_server.url + "/v1/chat/completions", json=bare, timeout=60).json()
+    bare = {"model": "tiny", "messages": CHAT, "temperature": 0.0, "max_tokens": TOKENS}
+    left_out = httpx.post(vllm_server.url + "/v1/chat/completions", json=bare, timeout=60).json()
     assert left_out["choices"][0]["message"]["content"] == on_server_penalized
     # tourney's requests say "no penalty" explicitly, and the in-process engine (which also reads the folder's
     # generation_config.json) samples exactly alike.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from clirun import tourney
-from servers import FakeServer, shared_thinking_server, tiny_thinking_model
+from servers import FakeServer, tiny_thinking_model
 
 from tourney.aio import LoopThread
 from tourney.backends.base import BackendBase, Sampling
@@ -141,7 +141,10 @@ def test_a_verdict_the_judge_began_is_cut_before_forcing(tiny_model_dir: Path, p
 
 
 @pytest.mark.slow
-def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_server(tmp_path, monkeypatch, think_tok):
+def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_server(
+    tmp_path, monkeypatch, think_tok, thinking_vllm_engine, thinking_vllm_server
+):
+    from tourney import config
     from tourney import judge as judge_module
 
     data = tmp_path / "in.jsonl"
@@ -157,11 +160,27 @@ def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_serve
         return ids
 
     monkeypatch.setattr(judge_module, "forced_prompt", recording)
+    # The in-process run judges on the session's thinking engine (one engine start per session), after checking that
+    # the CLI's options build a backend with the same engine arguments and mode; the CLI must not close it.
+    build = config.BACKENDS["vllm"]
+
+    def session_engine(cfg):
+        own = build(cfg)
+        try:
+            assert (own.engine_args(), own.mode) == (thinking_vllm_engine.engine_args(), thinking_vllm_engine.mode)
+        finally:
+            own.close()
+        return thinking_vllm_engine
+
+    monkeypatch.setitem(config.BACKENDS, "vllm", session_engine)
+    monkeypatch.setattr(thinking_vllm_engine, "close", lambda: None)
     folder = str(tiny_thinking_model())
     common = ["rank", data, "--family", "rrm", "--max-tokens", "8", "--temperature", "0", "--no-cache", "-o", "-"]
+    in_process = ["--judge", folder, "--backend", "vllm", "--dtype", "float32", "--max-model-len", "1024",
+                  "--engine-arg", "enforce_eager=true"]  # fmt: skip
     runs = {
-        "vllm": ["--judge", folder, "--backend", "vllm", "--dtype", "float32", "--max-model-len", "1024"],
-        "openai": ["--judge", "tiny-think", "--backend", "openai", "--base-url", shared_thinking_server().url],
+        "vllm": in_process,
+        "openai": ["--judge", "tiny-think", "--backend", "openai", "--base-url", thinking_vllm_server.url],
     }
     judgments, forced = {}, {}
     for name, opts in runs.items():

@@ -1,4 +1,5 @@
-"""The in-process vLLM judge against the REAL engine: one session engine on a tiny random model, one on SmolLM2."""
+"""The in-process vLLM judge against the REAL engines of the session: lockstep on the tiny random model, pipelined on
+the tiny thinking-template model; the built-in SmolLM2 resolved without an engine."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tourney.backends.base import Generation
+from tourney.backends.base import Generation, Sampling
 from tourney.backends.vllm import VLLMBackend
 from tourney.config import JudgeConfig, make_judge
 from tourney.errors import BackendError, InputError
@@ -231,11 +232,11 @@ def test_identity_is_json_and_complete(tiny_vllm_judge: PairwiseJudge, tiny_mode
     assert ident["verdict"] == "auto" and ident["dtype"] == "float32"
 
 
-# ---- the built-in SmolLM2, end to end, on the pipelined (AsyncLLM) engine -----------------------------------------
+# ---- the built-in SmolLM2 (no engine here: the README quick start judges with it, pipelined, in a real process) ---
 
 
 @pytest.mark.slow
-def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_smollm2_builtin_is_lazy_and_a_closed_judge_refuses(smollm2_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert (smollm2_dir / "config.json").is_file() and (smollm2_dir / "model.safetensors").is_file()
     monkeypatch.setenv("TOURNEY_CACHE_DIR", str(smollm2_dir.parents[1]))  # "smollm2" resolves to this copy
     judge = make_judge(JudgeConfig("smollm2", mode="pipelined", max_tokens=48, temperature=0.7))
@@ -243,24 +244,35 @@ def test_smollm2_end_to_end_pipelined(smollm2_dir: Path, monkeypatch: pytest.Mon
         assert judge.identity()["model"] == {"name": "smollm2", "basename": smollm2_dir.name}
         assert judge.backend._llm is None and judge.backend._async is None  # lazy: identity needs no engine
         assert judge.identity()["dtype"] == "float32" and judge.backend.engine_kwargs == {"enforce_eager": True}
-        paris = Request("What is the capital of France?", "The capital of France is Paris.", "It is London.", seed=1)
-        reqs = [paris, *requests(4, seed0=7)]
-
-        async def concurrent() -> list[list[Judgment]]:
-            # Two batches in flight at once, as a tournament submits its next round while another still runs.
-            return list(await asyncio.gather(judge.ajudge(reqs[:2]), judge.ajudge(reqs[2:])))
-
-        first, second = asyncio.run(concurrent())  # the first ajudge starts the engine
-        assert judge.backend.max_model_len == 4096
-        together = first + second
-        assert len(together) == len(reqs)
-        for j in together:
-            assert j.p_a is not None and 0.0 <= j.p_a <= 1.0 and j.prompt_tokens > 0 and j.completion_tokens > 0
-            assert j.verdict in ("A", "B", None) and j.finish_reason in ("stop", "length")
-        # judge() on the same engine gives the same judgments: seeds, not batch composition, decide.
-        assert judge.judge(reqs) == together
+        assert judge.backend.engine_args()["max_model_len"] == 4096
     finally:
         judge.close()
     judge.close()  # idempotent
     with pytest.raises(BackendError, match="closed"):
-        judge.judge(reqs[:1])
+        judge.judge(requests(1))
+
+
+# ---- the pipelined (AsyncLLM) engine: the session's (on the tiny thinking-template model) ------------------------
+
+
+@pytest.mark.slow
+def test_pipelined_engine_judges_concurrent_batches_by_their_seeds(thinking_vllm_engine: VLLMBackend) -> None:
+    assert thinking_vllm_engine.mode == "pipelined"
+    # Not closed here: the engine is the session's (its fixture closes it).
+    judge = PairwiseJudge(get_family("rm-r1"), thinking_vllm_engine, Sampling(temperature=0.7, max_tokens=48))
+    paris = Request("What is the capital of France?", "The capital of France is Paris.", "It is London.", seed=1)
+    reqs = [paris, *requests(4, seed0=7)]
+
+    async def concurrent() -> list[list[Judgment]]:
+        # Two batches in flight at once, as a tournament submits its next round while another still runs.
+        return list(await asyncio.gather(judge.ajudge(reqs[:2]), judge.ajudge(reqs[2:])))
+
+    first, second = asyncio.run(concurrent())
+    assert thinking_vllm_engine._async is not None and thinking_vllm_engine.max_model_len == 1024
+    together = first + second
+    assert len(together) == len(reqs)
+    for j in together:
+        assert j.p_a is not None and 0.0 <= j.p_a <= 1.0 and j.prompt_tokens > 0 and j.completion_tokens > 0
+        assert j.verdict in ("A", "B", None) and j.finish_reason in ("stop", "length")
+    # judge() on the same engine gives the same judgments: seeds, not batch composition, decide.
+    assert judge.judge(reqs) == together
