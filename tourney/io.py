@@ -329,7 +329,7 @@ def write_all(outputs: Sequence[tuple[str, Payload]]) -> None:
         for path, target, data in streams:
             _write_to(path, target, data)
         for path, tmp, target in staged:
-            _fail_as(path, os.replace, tmp, target)
+            fail_as(path, os.replace, tmp, target)
     finally:
         for _, tmp, _ in staged:
             if os.path.exists(tmp):
@@ -347,28 +347,28 @@ def _in_memory(path: str, payload: Payload) -> Any:
     """The whole content of a payload: text for JSONL lines, bytes from a Writer."""
     if callable(payload):
         buf = io.BytesIO()
-        _fail_as(path, payload, buf)
+        fail_as(path, payload, buf)
         return buf.getvalue()
     return "".join(line + "\n" for line in payload)
 
 
 def _stage(path: str, target: str, payload: Payload) -> str:
     """Write a payload to a temp file beside ``target`` with the mode the final file will have; return its path."""
-    fd, tmp = _fail_as(path, tempfile.mkstemp, prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(target))
+    fd, tmp = fail_as(path, tempfile.mkstemp, prefix=".tourney-", suffix=".tmp", dir=os.path.dirname(target))
     try:
         mode = stat.S_IMODE(os.stat(target).st_mode) if os.path.exists(target) else 0o666 & ~umask()
         os.fchmod(fd, mode)
         if callable(payload):
             with os.fdopen(fd, "wb") as raw:
-                _fail_as(path, payload, raw)
-                _fail_as(path, raw.flush)
-                _fail_as(path, os.fsync, raw.fileno())
+                fail_as(path, payload, raw)
+                fail_as(path, raw.flush)
+                fail_as(path, os.fsync, raw.fileno())
         else:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 for line in payload:
-                    _fail_as(path, out.write, line + "\n")
-                _fail_as(path, out.flush)
-                _fail_as(path, os.fsync, out.fileno())
+                    fail_as(path, out.write, line + "\n")
+                fail_as(path, out.flush)
+                fail_as(path, os.fsync, out.fileno())
     except BaseException:
         os.unlink(tmp)
         raise
@@ -377,16 +377,22 @@ def _stage(path: str, target: str, payload: Payload) -> str:
 
 def _write_to(path: str, target: str, data: str | bytes) -> None:
     """Stream a payload to a FIFO or device (a full device such as /dev/full is an error)."""
-    fd = _fail_as(path, os.open, target, os.O_WRONLY)
+    fd = fail_as(path, os.open, target, os.O_WRONLY)
     try:
-        data = data.encode("utf-8") if isinstance(data, str) else data
-        while data:  # unbuffered, so a full device fails here and not in a close that cannot report it
-            data = data[_fail_as(path, os.write, fd, data) :]
+        write_fully(path, fd, data.encode("utf-8") if isinstance(data, str) else data)
     finally:
         os.close(fd)
 
 
-def _fail_as(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+def write_fully(path: str, fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, unbuffered, so a full device fails here and not in a close that cannot report
+    it; errors name the user's ``path``."""
+    view = memoryview(data)
+    while view:
+        view = view[fail_as(path, os.write, fd, view) :]
+
+
+def fail_as(path: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Call ``fn``; an OSError becomes a one-line InputError naming the user's ``path``."""
     try:
         return fn(*args, **kwargs)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import output_target, umask
+from tourney.io import fail_as, output_target, umask, write_fully
 
 FLUSH_S = 0.5  # at most this long between flushes, so rows appear as prompts finish
 FLUSH_BYTES = 1 << 20
@@ -112,21 +112,21 @@ class Sink:
             if path == "-":
                 self._fds.append(-1)
             elif not self.regular[k]:
-                self._fds.append(self._fail(path, os.open, target, os.O_WRONLY))
+                self._fds.append(fail_as(path, os.open, target, os.O_WRONLY))
             else:
                 keep = os.stat(target).st_mode & 0o7777 if os.path.exists(target) else mode
                 flags = os.O_WRONLY | os.O_CREAT | (0 if resume.prompts else os.O_TRUNC)
-                fd = self._fail(path, os.open, self.partial(k), flags, keep)
+                fd = fail_as(path, os.open, self.partial(k), flags, keep)
                 os.fchmod(fd, keep)  # the final file's mode: os.open's own is cut by the umask
                 if resume.prompts:
-                    self._fail(path, os.ftruncate, fd, resume.sizes[k])
+                    fail_as(path, os.ftruncate, fd, resume.sizes[k])
                 os.lseek(fd, 0, os.SEEK_END)
                 self._fds.append(fd)
         self._sizes = list(resume.sizes) if resume.prompts else [0] * len(self.paths)
         self._prompts, self._last_id = resume.prompts, resume.last_id
         if self.log is not None:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume.prompts else os.O_TRUNC)
-            self._log_fd = self._fail(self.paths[0], os.open, self.log, flags, mode)
+            self._log_fd = fail_as(self.paths[0], os.open, self.log, flags, mode)
             if not resume.prompts:
                 head = {"tourney": "resume", "settings": self.settings, "outputs": self.options}
                 os.write(self._log_fd, (json.dumps(head) + "\n").encode())
@@ -153,9 +153,7 @@ class Sink:
                 sys.stdout.buffer.write(data)
                 sys.stdout.buffer.flush()
             else:
-                view = memoryview(data)
-                while view:
-                    view = view[self._fail(self.paths[k], os.write, self._fds[k], view) :]
+                write_fully(self.paths[k], self._fds[k], data)
             self._sizes[k] += len(data)
         self._buffered = 0
         self._last_flush = time.monotonic()
@@ -174,11 +172,11 @@ class Sink:
         self.flush()
         for k, fd in enumerate(self._fds):
             if fd != -1 and self.regular[k]:
-                self._fail(self.paths[k], os.fsync, fd)
+                fail_as(self.paths[k], os.fsync, fd)
         self._close()
         for k, target in enumerate(self.targets):
             if self.regular[k]:
-                self._fail(self.paths[k], os.replace, self.partial(k), target)
+                fail_as(self.paths[k], os.replace, self.partial(k), target)
         if self.log is not None:
             os.unlink(self.log)
 
@@ -198,11 +196,3 @@ class Sink:
 
     def _partials(self) -> str:
         return " and ".join(self.partial(k) for k, regular in enumerate(self.regular) if regular)
-
-    @staticmethod
-    def _fail(path: str, fn: Any, *args: Any) -> Any:
-        """Call ``fn``; an OSError becomes a one-line InputError naming the user's ``path``."""
-        try:
-            return fn(*args)
-        except OSError as err:
-            raise InputError(f"cannot write: {err.strerror or err}", file=path) from None

@@ -170,7 +170,7 @@ def judge(
                 keep = keep_records or bool(opts["judgments_path"])
                 with (
                     CONSOLE.progress(prep.source.plan) as bar,
-                    writing(prep, cache is not None),
+                    writing(prep),
                 ):  # plan: a bound for adaptive ones
                     if hasattr(the_judge, "status"):
                         the_judge.status = bar.phase
@@ -190,7 +190,7 @@ def judge(
 
 
 @contextmanager
-def writing(prep: Prepared, cached: bool) -> Iterator[None]:
+def writing(prep: Prepared) -> Iterator[None]:
     """Open the outputs for the run; if it stops early, keep what is written and (on Ctrl-C) say how to go on."""
     sink = prep.sink
     assert sink is not None  # a dry run writes nothing
@@ -199,12 +199,10 @@ def writing(prep: Prepared, cached: bool) -> Iterator[None]:
         yield
     except BaseException:
         sink.stop()
-        kept = "judgments so far are cached" if cached else "nothing is cached (--no-cache)"
-        if sink.log is not None and sink.written:
+        if sink.log is not None and sink.written:  # prepare said what the cache keeps; add where the rows are
             n = sink.written
-            kept = (f"{n} prompt{'s' * (n != 1)} written to {sink.where()}, {kept}; run the same command again to "
-                    "continue after them")  # fmt: skip
-        CONSOLE.interrupted = kept
+            CONSOLE.interrupted = (f"{n} prompt{'s' * (n != 1)} written to {sink.where()}, {CONSOLE.interrupted}; "
+                                   "run the same command again to continue after them")  # fmt: skip
         raise
 
 
