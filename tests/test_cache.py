@@ -47,7 +47,14 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(tmp_path):
     kills, prefixes = 0, []
     for _ in range(6):  # kill the same run at random moments until it was killed three times
         proc = subprocess.Popen(run_args(src, out, cache, summ, "--window", 8), stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, full * 0.9))
+        # Each run resumes with less left to do: kill it at a random moment after it has written new rows.
+        grown = len(prefixes[-1]) if prefixes else 0
+        deadline = time.monotonic() + full * 2
+        while proc.poll() is None and time.monotonic() < deadline:
+            if partial.exists() and partial.stat().st_size > grown:
+                break
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.2))
         if proc.poll() is not None:
             continue  # it finished before the kill
         os.kill(proc.pid, signal.SIGKILL)
