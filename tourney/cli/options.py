@@ -124,7 +124,7 @@ JUDGE: list[Decorator] = [
                  show_default=True, help="pipelined: no barrier across prompts (default for model judges)."),
     click.option("--window", type=click.IntRange(min=1), default=WINDOW, show_default=True,
                  help="Prompts in flight at once: input is read lazily and memory is bounded by the window; "
-                      "lockstep judges every ready match of the window in one call."),
+                      "lockstep judges every ready match of the window in one call (16,384 at most)."),
     click.option("--max-tokens", type=click.IntRange(min=1), default=None, help="Override the family's budget."),
     click.option("--temperature", type=click.FloatRange(min=0), default=None, help="Override sampling."),
     click.option("--top-p", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
