@@ -89,14 +89,16 @@ class FaultProxy:
             by_path = {f"{p} {k}": n for (p, k), n in sorted(self.by_path.items()) if n}
             return {"kinds": {k: n for k, n in sorted(self.counts.items()) if n}, "by_path": by_path}
 
-    def start(self) -> FaultProxy:
-        """Listen on a free port, serving from a daemon thread with its own event loop."""
+    def start(self, port: int = 0) -> FaultProxy:
+        """Listen on ``port`` (0: a free one), serving from a daemon thread with its own event loop; a stopped proxy
+        may start again (on its old port: a server that went away and came back)."""
         ready = threading.Event()
         failure: list[BaseException] = []
+        self._stopped.clear()
 
         def main() -> None:
             try:
-                asyncio.run(self._serve(ready))
+                asyncio.run(self._serve(ready, port))
             except BaseException as err:  # report a failed start to the starting thread
                 failure.append(err)
                 ready.set()
@@ -135,7 +137,7 @@ class FaultProxy:
 
     # ---- on the proxy's loop ------------------------------------------------------------------------------------
 
-    async def _serve(self, ready: threading.Event) -> None:
+    async def _serve(self, ready: threading.Event, port: int) -> None:
         """Accept connections until stopped or ``lifetime`` runs out, then close them all."""
         self._loop = asyncio.get_running_loop()
         self._shutdown = asyncio.Event()
@@ -143,7 +145,7 @@ class FaultProxy:
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=self.upstream, timeout=300.0, limits=limits) as client:
             self._client = client
-            server = await asyncio.start_server(self._track, "127.0.0.1", 0)
+            server = await asyncio.start_server(self._track, "127.0.0.1", port)
             self.port = server.sockets[0].getsockname()[1]
             ready.set()
             try:

@@ -71,50 +71,65 @@ def write_prompts(path: Path, prompts: int, n: int) -> None:
                                 "responses": [f"It is {2 * k + i}." for i in range(n)]}) + "\n")  # fmt: skip
 
 
+def judged_texts(path: Path) -> dict[tuple, str]:
+    """A --judgments file as match -> generated text (a forced P(A) may differ in its last bits)."""
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {(r["id"], r["a"], r["b"], r["vote"]): r["raw"] for r in rows}
+
+
 @pytest.mark.slow
-def test_server_killed_and_restarted_mid_run_completes_and_judges_nothing_twice(vllm_server, tmp_path):
-    """The one kill-and-restart of the server: the run retries through it, stores each judgment once, and what the
-    restarted server judged is what a clean run judges (seeded requests); a rerun is all cached, same bytes."""
-    src, out, summ, cache = tmp_path / "in.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json", tmp_path / "c.sqlite"
-    write_prompts(src, prompts=48, n=6)
-    head = tmp_path / "head.jsonl"  # the first prompts alone: their judgments do not depend on the others
-    head.write_text("".join(src.read_text().splitlines(keepends=True)[:4]))
-    opts = ["--backend", "openai", "--base-url", vllm_server.url, "--judge", "tiny", "--max-tokens", "48",
-            "--temperature", "1", "--concurrency", "4", "--max-retries", "12", "--strategy", "knockout",
-            "-q"]  # fmt: skip
-    ref = tourney("rank", head, *opts, "--no-cache", "-o", tmp_path / "ref.jsonl", "--judgments", tmp_path / "ref.j")
-    assert ref.returncode == 0, ref.stderr[-2000:]
-    args = ["rank", src, "-o", out, "--summary", summ, "--cache", cache, "--judgments", tmp_path / "j.jsonl", *opts]
-    # A real process: the server is killed and restarted while it runs.
-    proc = subprocess.Popen(python_m_tourney(*args), stderr=subprocess.PIPE, text=True, env=tourney_env())
-    time.sleep(4.0)
-    assert proc.poll() is None, "the run finished before the server was killed; make it bigger"
-    vllm_server.stop(kill=True)
-    vllm_server.start()
-    _, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-2000:]
-    stats = json.loads(summ.read_text())
-    assert stats["judgments"] == 48 * 5
+def test_server_gone_mid_run_and_back_completes_and_judges_nothing_twice(vllm_server, tmp_path):
+    """The one outage of the server: every connection drops mid-run, new ones are refused for a while, then it is
+    back. The run retries through it, stores each judgment once, and what it judged is what a clean run judges
+    (seeded requests); a rerun is all cached, same bytes. The outage is a proxy in front of the session's server
+    going down and up on the same port: what the client sees of a server restart, without a second vLLM start."""
+    from proxy import FaultProxy
+
     from tourney.cache import Cache
 
-    assert Cache(cache).count() == stats["judgments"] - stats["cached"]  # every new judgment stored exactly once
-    assert stats["completion_tokens"] >= stats["judgments"] - stats["cached"]  # every new judgment generated text
-
-    # What the restarted server (and the one before the kill) judged is what a clean run judges: seeded requests.
-    def texts(path: Path) -> dict[tuple, str]:  # match -> generated text (a forced P(A) may differ in its last bits)
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        return {(r["id"], r["a"], r["b"], r["vote"]): r["raw"] for r in rows}
-
-    # A forced verdict near 1/2 may pick another later-round match; the first round (3 of 6) is fixed by the seed.
-    reference, killed = texts(tmp_path / "ref.j"), texts(tmp_path / "j.jsonl")
-    same = [m for m in reference if m in killed]
-    assert len(same) >= 4 * 3 and all(killed[m] == reference[m] for m in same)
-    # The same command again: no request reaches the server, and the output is the same bytes.
-    out2 = tmp_path / "o2.jsonl"
-    p = tourney(*[a if a != out else out2 for a in args])
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert json.loads(summ.read_text())["backend_calls"] == 0
-    assert out.read_bytes() == out2.read_bytes()
+    src, out, summ, cache = tmp_path / "in.jsonl", tmp_path / "o.jsonl", tmp_path / "s.json", tmp_path / "c.sqlite"
+    write_prompts(src, prompts=20, n=6)
+    head = tmp_path / "head.jsonl"  # the first prompts alone: their judgments do not depend on the others
+    head.write_text("".join(src.read_text().splitlines(keepends=True)[:4]))
+    proxy = FaultProxy(vllm_server.url, rate=0.0, lifetime=600).start()  # faults none: a plain forwarder
+    try:
+        opts = ["--backend", "openai", "--base-url", proxy.url, "--judge", "tiny", "--max-tokens", "48",
+                "--temperature", "1", "--concurrency", "4", "--max-retries", "12", "--strategy", "knockout",
+                "-q"]  # fmt: skip
+        ref = tourney("rank", head, *opts, "--no-cache", "-o", tmp_path / "ref.jsonl", "--judgments",
+                      tmp_path / "ref.j")  # fmt: skip
+        assert ref.returncode == 0, ref.stderr[-2000:]
+        args = ["rank", src, "-o", out, "--summary", summ, "--cache", cache, "--judgments", tmp_path / "j.jsonl",
+                *opts]  # fmt: skip
+        # A real process: the server goes away and comes back while it runs.
+        proc = subprocess.Popen(python_m_tourney(*args), stderr=subprocess.PIPE, text=True, env=tourney_env())
+        deadline = time.monotonic() + 120
+        while not cache.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(1.0)  # requests in flight
+        assert proc.poll() is None, "the run finished before the server went away; make it bigger"
+        proxy.stop()  # every open connection dropped; new ones refused until it is back
+        time.sleep(3.0)
+        proxy.start(port=proxy.port)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-2000:]
+        stats = json.loads(summ.read_text())
+        assert stats["judgments"] == 20 * 5 and stats["retries"] >= 1  # the outage was seen, and retried through
+        assert Cache(cache).count() == stats["judgments"] - stats["cached"]  # every new judgment stored exactly once
+        assert stats["completion_tokens"] >= stats["judgments"] - stats["cached"]  # every new judgment made text
+        # What was judged, before and after the outage, is what a clean run judges: seeded requests. A forced verdict
+        # near 1/2 may pick another later-round match; the first round (3 of 6) is fixed by the seed.
+        reference, judged = judged_texts(tmp_path / "ref.j"), judged_texts(tmp_path / "j.jsonl")
+        same = [m for m in reference if m in judged]
+        assert len(same) >= 4 * 3 and all(judged[m] == reference[m] for m in same)
+        # The same command again: no request reaches the server, and the output is the same bytes.
+        out2 = tmp_path / "o2.jsonl"
+        p = tourney(*[a if a != out else out2 for a in args])
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads(summ.read_text())["backend_calls"] == 0
+        assert out.read_bytes() == out2.read_bytes()
+    finally:
+        proxy.stop()
 
 
 @pytest.mark.slow

@@ -6,13 +6,16 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 from clirun import python_m_tourney, tourney
 
+from strategies.knockout import Knockout
+from strategies.registry import STRATEGIES as STRATEGY_CLASSES
 from tests.test_engine import CountingJudge, make_items
-from tourney.engine import MAX_CALL, Engine
+from tourney.engine import MAX_CALL, SLOW_STEP_S, Engine
 from tourney.errors import BackendError
 from tourney.simulated import SimulatedJudge
 from tourney.tournament import Tournament
@@ -116,6 +119,42 @@ def test_pipelined_failure_ends_the_run_at_once_and_leaves_no_task():
 
     got, left = asyncio.run(go())
     assert len(got) < 40 and left == []  # failed before the head reached prompt 40; every task cancelled
+
+
+class ThreadRecordingKnockout(Knockout):
+    """A knockout that notes the thread of every propose and receive, and spends ``busy`` seconds of CPU in each."""
+
+    busy = 0.0
+    threads: list[str] = []
+
+    def _work(self):
+        type(self).threads.append(threading.current_thread().name)
+        end = time.perf_counter() + self.busy
+        while time.perf_counter() < end:  # CPU, as a fit or a matching spends it (a sleep would free the GIL)
+            pass
+
+    def propose(self):
+        self._work()
+        return super().propose()
+
+    def receive(self, match_id, p_i):
+        self._work()
+        super().receive(match_id, p_i)
+
+
+@pytest.mark.parametrize("busy", [0.0, 0.003])
+def test_pipelined_strategy_work_leaves_the_event_loop_only_once_it_is_slow(monkeypatch, busy):
+    monkeypatch.setitem(STRATEGY_CLASSES._where, "recording", "tests.test_stream:ThreadRecordingKnockout")
+    recording = STRATEGY_CLASSES["recording"]  # this class as the registry imports it (tests.test_stream)
+    monkeypatch.setattr(recording, "busy", busy)
+    monkeypatch.setattr(recording, "threads", [])
+    items = make_items(20, 6)
+    engine = Engine(SimulatedJudge(), Tournament("recording", seed=3), keep_records=True)
+    piped = asyncio.run(engine.arun(items, 8))
+    threads = recording.threads
+    assert threads[0] == threading.main_thread().name  # the loop's thread until steps are seen to be slow
+    assert any(t.startswith("tourney-strategy") for t in threads) == (busy > SLOW_STEP_S)
+    assert outcome(piped) == outcome(engine.run(items))  # the thread changes nothing but where the work runs
 
 
 def test_window_must_be_positive():

@@ -15,7 +15,7 @@ from typing import Any
 
 from tourney.cache import Cache
 from tourney.config import MODES, JudgeConfig, make_judge
-from tourney.engine import Engine, Result, Run, Stream
+from tourney.engine import Engine, Result, Run, Stream, fewer_collections
 from tourney.errors import InputError
 from tourney.io import Item, parse_line, unique_ids
 from tourney.tournament import Tournament
@@ -89,16 +89,17 @@ def play(
     else:
         engine = Engine(judge, tournament, cache=cache, keep_records=keep_records, progress=progress)
     stream = engine.stream(items, window)
-    if mode == "pipelined" and not dry_run:
+    with fewer_collections():
+        if mode == "pipelined" and not dry_run:
 
-        async def drain() -> None:
-            async for res in stream:
+            async def drain() -> None:
+                async for res in stream:
+                    each(res)
+
+            asyncio.run(drain())
+        else:
+            for res in stream:
                 each(res)
-
-        asyncio.run(drain())
-    else:
-        for res in stream:
-            each(res)
     return stream
 
 

@@ -6,7 +6,8 @@ P × rounds. Pipelined (``Engine.arun``):
 each tournament advances as soon as its own matches are judged, with no barrier across prompts; the backend
 (vLLM's async engine or a pool of servers) batches whatever is in flight. Both go through the same step (read the
 cache, judge what is missing, commit it, then deliver), and a pipelined run does its SQLite work on one worker
-thread, off the event loop that feeds the judge.
+thread, off the event loop that feeds the judge, and its strategy work on another once a step takes over
+``SLOW_STEP_S`` on average (a Swiss matching or a Bradley–Terry fit on many candidates).
 
 Both stream (``Engine.stream``): prompts are read lazily, at most a window of them is held, and each prompt's result
 is handed out, in input order, as soon as it and every earlier one is done. Every request's sampling seed depends
@@ -16,6 +17,7 @@ only on what it judges, so the window and the mode never change a result.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from collections import deque
@@ -34,7 +36,7 @@ from tourney.types import Counters, Judge, Judgment, Request
 if TYPE_CHECKING:
     from strategies.voting import Vote, Voting
 
-__all__ = ["Engine", "Record", "Result", "Run", "Stats", "Stream", "derive_seed"]
+__all__ = ["Engine", "Record", "Result", "Run", "Stats", "Stream", "derive_seed", "fewer_collections"]
 
 T = TypeVar("T")
 
@@ -42,6 +44,28 @@ T = TypeVar("T")
 # keys and judgments held together cost GBs; a few calls of this size still fill any GPU's batch.
 MAX_CALL = 16384
 ADMIT = 64  # prompts a pipelined run admits between turns of the event loop
+# A pipelined run moves strategy work (propose, receive) to a worker thread once its steps take this long on average:
+# the event loop then keeps feeding the judge between the thread's GIL slices instead of waiting for a whole fit or
+# matching. Cheaper steps stay on the loop, where a thread hand-off (~50 µs) would cost more than the step.
+SLOW_STEP_S = 0.001
+# The cyclic GC's thresholds during a run. A run allocates a few hundred small, acyclic objects per judgment while
+# the window holds millions more; at Python's default (700, 10, 10) the collector rescans those again and again and
+# took ~40 % of a simulated knockout's coordinator time (experiments/bench_scale.py measures it).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Run the enclosed work with the cyclic GC's thresholds at ``GC_THRESHOLDS`` and everything alive before it
+    frozen (``gc.freeze``: imported modules, a loaded model's objects are never rescanned); restored afterwards."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 @dataclass
@@ -150,12 +174,14 @@ class Engine:
     def run(self, items: Iterable[Item], window: int | None = None) -> Run:
         """Run every tournament in lockstep (one judge call per step for all ready votes) and collect the results."""
         stream = self.stream(items, window)
-        return Run(list(stream), stream.stats)
+        with fewer_collections():
+            return Run(list(stream), stream.stats)
 
     async def arun(self, items: Iterable[Item], window: int | None = None) -> Run:
         """Run every tournament pipelined (each advances as soon as its own votes are judged); collect the results."""
         stream = self.stream(items, window)
-        return Run([res async for res in stream], stream.stats)
+        with fewer_collections():
+            return Run([res async for res in stream], stream.stats)
 
     def stream(self, items: Iterable[Item], window: int | None = None) -> Stream:
         """The results of ``items``' tournaments, one per prompt in input order, as soon as each and every earlier
@@ -212,8 +238,6 @@ class Engine:
             if keep:
                 res.records.append(Record(res.item.id, vote.a, vote.b, vote.vote, j.verdict, j.p_a, j.forced, j.raw))
             slot.tour.receive(vote.id, j.p_a)
-        if self.progress:
-            self.progress(len(batch.ready))
 
 
 class Stream:
@@ -288,6 +312,10 @@ class Stream:
                                f"(input line {item.line}): not done, nothing to propose")  # fmt: skip
         return votes
 
+    def _next(self, slot: _Slot) -> list[tuple[_Slot, Vote]]:
+        """A pipelined prompt's next votes; none once its tournament is done."""
+        return [] if slot.tour.done() else self._ready(slot)
+
     @contextmanager
     def _calling(self, batch: _Batch) -> Iterator[None]:
         """Time one judge call (judge_s counts the time at least one is in flight) and point an error at its prompt."""
@@ -318,6 +346,8 @@ class Stream:
                         fresh = engine.judge.judge(batch.todo_requests())
                     engine._commit(self.stats, batch, fresh)
                 engine._deliver(self.stats, batch, step)
+                if engine.progress:
+                    engine.progress(len(batch.ready))
             while self._slots and self._slots[0].tour.done():
                 yield self._hand_out(self._slots.popleft())
             self._admit()
@@ -334,17 +364,37 @@ class Stream:
             # SQLite reads and commits run on one worker thread: the event loop keeps feeding the judge meanwhile.
             return await loop.run_in_executor(db, fn, *args) if db else fn(*args)
 
+        pool: list[ThreadPoolExecutor] = []  # the strategy thread, once a step was slow
+        step_s = 0.0  # moving average of a strategy step's time
+
+        async def strategy(fn: Callable[..., T], *args: Any) -> T:
+            # One thread for every tournament's strategy work keeps each prompt's calls in order, as on the loop.
+            nonlocal step_s
+
+            def timed() -> T:
+                nonlocal step_s
+                t0 = time.perf_counter()
+                try:
+                    return fn(*args)
+                finally:
+                    step_s += 0.05 * (time.perf_counter() - t0 - step_s)
+
+            if step_s <= SLOW_STEP_S:
+                return timed()
+            if not pool:
+                pool.append(ThreadPoolExecutor(1, thread_name_prefix="tourney-strategy"))
+            return await loop.run_in_executor(pool[0], timed)
+
         async def play(slot: _Slot) -> None:
-            while not slot.tour.done():
-                ready = self._ready(slot)
-                if not ready:
-                    break  # proposing finished it
+            while ready := await strategy(self._next, slot):
                 batch = await off_loop(engine._lookup, ready)
                 if batch.todo:
                     with self._calling(batch):
                         fresh = await engine.judge.ajudge(batch.todo_requests())
                     await off_loop(engine._commit, stats, batch, fresh)
-                engine._deliver(stats, batch, object())
+                await strategy(engine._deliver, stats, batch, object())
+                if engine.progress:
+                    engine.progress(len(batch.ready))
 
         def watch(task: asyncio.Task[None]) -> None:
             # A failure anywhere in the window ends the run now, not when its prompt reaches the head.
@@ -386,6 +436,8 @@ class Stream:
                 failed.exception()  # retrieved: no "exception was never retrieved" noise
             if db:
                 db.shutdown()
+            if pool:
+                pool[0].shutdown()
 
 
 class _Slot:

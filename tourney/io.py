@@ -42,17 +42,27 @@ def read_items(path: str) -> list[Item]:
     return read_rows(path, parse_line)
 
 
-def jsonl_lines(path: str) -> Iterator[tuple[str, int, str]]:
+def jsonl_lines(
+    path: str, start: int = 0, end: int | None = None, first_line: int = 1, name: str | None = None
+) -> Iterator[tuple[str, int, str]]:
     """Yield (file name, line number, text) for each non-blank line of a JSONL file (``-`` for stdin), as UTF-8.
 
-    Read lazily, a line at a time: an input of any size costs the memory of its longest line."""
-    name = "<stdin>" if path == "-" else path
+    Read lazily, a line at a time: an input of any size costs the memory of its longest line. ``start``/``end``: only
+    the lines that begin in that byte range of a file (``start`` at a line's beginning, that line numbered
+    ``first_line``); ``name``: how errors name the file."""
+    name = name or ("<stdin>" if path == "-" else path)
     try:
         f = sys.stdin.buffer if path == "-" else open(path, "rb")
+        if start:
+            f.seek(start)
     except OSError as err:
         raise InputError(f"cannot read input: {err.strerror}", file=name) from None
+    at = start
     try:
-        for lineno, raw in enumerate(_read_lines(f, name), start=1):
+        for lineno, raw in enumerate(_read_lines(f, name), start=first_line):
+            if end is not None and at >= end:
+                break
+            at += len(raw)
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
                 raw = raw[3:]
             if not raw or raw.isspace():  # blank (isspace: no copy of a long line)
