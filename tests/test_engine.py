@@ -116,3 +116,29 @@ def test_duplicate_requests_in_a_batch_are_judged_once():
     items = [Item(id="d", line=1, prompt="q", texts=["same", "same", "same"], fields=[{"quality": 0.0}] * 3)]
     Engine(judge, Tournament("round-robin", votes=2)).run(items)
     assert judge.calls == [2]  # (same, same) vote 0 and vote 1
+
+
+def test_a_run_raises_the_gc_thresholds_and_restores_them_and_a_callers_freeze():
+    import gc
+
+    from tourney.engine import GC_THRESHOLDS, fewer_collections
+
+    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()  # a vLLM engine of the session may freeze too
+    seen = []
+
+    class Watching(SimulatedJudge):
+        def judge(self, requests):
+            seen.append((gc.get_threshold(), gc.get_freeze_count() > 0))
+            return super().judge(requests)
+
+    Engine(Watching(), Tournament("knockout")).run(make_items(3, 4))
+    assert seen and all(s == (GC_THRESHOLDS, True) for s in seen)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen_before
+    gc.freeze()  # a caller's own freeze outlives a run
+    try:
+        frozen = gc.get_freeze_count()
+        with fewer_collections():
+            pass
+        assert gc.get_freeze_count() == frozen and gc.get_threshold() == before
+    finally:
+        gc.unfreeze()

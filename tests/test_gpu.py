@@ -470,7 +470,12 @@ def test_an_engine_that_cannot_start_names_the_cause_and_the_options(tmp_path):
                 "--no-cache", env={"VLLM_CPU_KVCACHE_SPACE": "1"})  # fmt: skip
     line = last_line(p)
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
-    assert "not enough memory for the KV cache of a 4194304-token context (2.0 GiB needed, 1.0 GiB free" in line, line
+    from tourney.cli.judging import log_path
+
+    log = log_path().read_text(errors="replace")[-4000:] if log_path().exists() else "(no log)"
+    assert "not enough memory for the KV cache of a 4194304-token context (2.0 GiB needed, 1.0 GiB free" in line, (
+        f"{line}\n--- the engine's log:\n{log}"
+    )
     assert "lower --max-model-len, raise --gpu-memory-utilization" in line and "--tensor-parallel-size" in line
     assert "(on a CPU: VLLM_CPU_KVCACHE_SPACE, now 1 GiB)" in line
     assert "Engine core initialization failed" not in line

@@ -72,3 +72,21 @@ def test_an_id_repeated_across_parts_is_found(tmp_path, monkeypatch):
         with pytest.raises(InputError, match=r'duplicate id "p7" \(first on line 8\)') as err:
             scanned(path, parallel, monkeypatch)
         assert err.value.line == 501
+
+
+def test_the_cli_path_reads_in_parts_unless_it_continues_a_killed_run(tmp_path, monkeypatch):
+    from tourney.sink import Resume
+
+    path = tmp_path / "in.jsonl"
+    write_rows(path, 300)
+    calls = []
+    real = source._scan_parallel
+    monkeypatch.setattr(source, "_scan_parallel", lambda *a: calls.append(a[-1]) or real(*a))
+    monkeypatch.setattr(source, "PARALLEL_BYTES", 1)
+    monkeypatch.setattr(source.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(source, "_can_fork", lambda: True)
+    Source(str(path)).scan(lambda item: None, lambda item: 1, Resume())  # what a fresh CLI run passes: no rows yet
+    assert calls == [2]
+    src = Source(str(path))
+    src.scan(lambda item: None, lambda item: 1, Resume(prompts=100, last_id='"p99"'))  # continuing: one pass
+    assert calls == [2] and src.plan == 200

@@ -57,15 +57,18 @@ GC_THRESHOLDS = (50_000, 20, 100)
 @contextmanager
 def fewer_collections() -> Iterator[None]:
     """Run the enclosed work with the cyclic GC's thresholds at ``GC_THRESHOLDS`` and everything alive before it
-    frozen (``gc.freeze``: imported modules, a loaded model's objects are never rescanned); restored afterwards."""
-    before = gc.get_threshold()
-    gc.freeze()
+    frozen (``gc.freeze``: imported modules, a loaded model's objects are never rescanned); restored afterwards.
+    A caller that froze objects itself keeps them frozen (nothing is frozen or unfrozen then)."""
+    before, mine = gc.get_threshold(), gc.get_freeze_count() == 0
+    if mine:
+        gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
         yield
     finally:
         gc.set_threshold(*before)
-        gc.unfreeze()
+        if mine:
+            gc.unfreeze()
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Every row is validated before anything is judged (a bad row at line 900,000 fails before any output, with exit 2),
 yet no more than one row is held while checking: ids are checked unique through 8-byte hashes, and the rows a
 context check needs (the longest judge prompts) are kept in a small heap. Standard input is spooled to a temp file
-during the check, so it can be read a second time.
+first, so it can be read a second time. A large file is checked by one forked process per core, each scanning the
+lines that begin in its byte range; their findings are merged as one pass would have found them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Source:
         core (parts of it at once; the first error in file order is the one raised)."""
         path = self._readable()
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        resume = resume if resume and resume.prompts else None  # a continued run checks its row one pass at a time
         if resume is None and workers > 1 and os.path.getsize(path) >= PARALLEL_BYTES and _can_fork():
             parts = _scan_parallel(path, self.name, check, plan, workers)
         else:
