@@ -51,6 +51,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
+    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command): every test of the session's engines and
+    # servers runs on one worker, so they start once and only one set is alive (two sets and a test's own engine
+    # outgrew 24 GB: the kernel killed an engine's worker); every other test goes to whichever worker is free.
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.xdist_group("session-engines"))
 
 
 @pytest.hookimpl(wrapper=True)

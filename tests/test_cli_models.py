@@ -101,12 +101,13 @@ def test_server_gone_mid_run_and_back_completes_and_judges_nothing_twice(vllm_se
         assert ref.returncode == 0, ref.stderr[-2000:]
         args = ["rank", src, "-o", out, "--summary", summ, "--cache", cache, "--judgments", tmp_path / "j.jsonl",
                 *opts]  # fmt: skip
-        # A real process: the server goes away and comes back while it runs.
+        # A real process: the server goes away and comes back while it runs, once its requests are flowing.
+        before = sum(proxy.report()["kinds"].values())
         proc = subprocess.Popen(python_m_tourney(*args), stderr=subprocess.PIPE, text=True, env=tourney_env())
         deadline = time.monotonic() + 120
-        while not cache.exists() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        time.sleep(1.0)  # requests in flight
+        while sum(proxy.report()["kinds"].values()) < before + 6 and time.monotonic() < deadline:
+            assert proc.poll() is None, "the run finished before the server went away; make it bigger"
+            time.sleep(0.1)
         assert proc.poll() is None, "the run finished before the server went away; make it bigger"
         proxy.stop()  # every open connection dropped; new ones refused until it is back
         time.sleep(3.0)

@@ -5,6 +5,7 @@ for greedy votes. Tiny random models stand in for 7B-32B judges (their config's 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -472,7 +473,8 @@ def test_an_engine_that_cannot_start_names_the_cause_and_the_options(tmp_path):
     assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
     from tourney.cli.judging import log_path
 
-    log = log_path().read_text(errors="replace")[-4000:] if log_path().exists() else "(no log)"
+    text = log_path().read_text(errors="replace") if log_path().exists() else ""
+    log = "\n".join([ln for ln in text.splitlines() if re.search(r"Error|Exception|error:", ln)][:40]) or "(no log)"
     assert "not enough memory for the KV cache of a 4194304-token context (2.0 GiB needed, 1.0 GiB free" in line, (
         f"{line}\n--- the engine's log:\n{log}"
     )

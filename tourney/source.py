@@ -53,7 +53,7 @@ class Source:
         path = self._readable()
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
         resume = resume if resume and resume.prompts else None  # a continued run checks its row one pass at a time
-        if resume is None and workers > 1 and os.path.getsize(path) >= PARALLEL_BYTES and _can_fork():
+        if resume is None and workers > 1 and _size(path) >= PARALLEL_BYTES and _can_fork():
             parts = _scan_parallel(path, self.name, check, plan, workers)
         else:
             parts = [_scan_part(path, self.name, 0, None, 1, check, plan, resume)]
@@ -188,6 +188,14 @@ def _scan_part(
                 heapq.heapreplace(heap, entry)
     part.hashes, part.lines, part.longest = hashes.tobytes(), lines.tobytes(), heap
     return part
+
+
+def _size(path: str) -> int:
+    """The file's size; 0 when it cannot be read (the one-pass scan then reports why, naming the file)."""
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _can_fork() -> bool:
