@@ -463,10 +463,12 @@ def test_an_engine_that_cannot_start_names_the_cause_and_the_options(tmp_path):
     pytest.importorskip("vllm")
     from tourney.testing import build_tiny_model
 
-    # 4M positions of fp32 KV cache need 2 GiB; the tests give an engine 1 GiB (VLLM_CPU_KVCACHE_SPACE=1).
-    model = build_tiny_model(tmp_path / "tiny-4m", max_positions=1 << 22)
+    # 512k positions of fp32 KV cache (8 layers x 2 KV heads x 32 x K and V: 4 KiB a position) need 2 GiB; the tests
+    # give an engine 1 GiB (VLLM_CPU_KVCACHE_SPACE=1). Few positions, many layers: the engine's rotary tables stay
+    # small (4M positions of the 2-layer model made a 4.3 GB worker, which the kernel killed on a full machine).
+    model = build_tiny_model(tmp_path / "tiny-512k", kv_heads=2, layers=8, max_positions=1 << 19)
     src = rows(tmp_path / "in.jsonl", [5])
-    p = tourney("rank", src, "--judge", model, "--family", "rm-r1", "--max-model-len", str(1 << 22), "--dtype",
+    p = tourney("rank", src, "--judge", model, "--family", "rm-r1", "--max-model-len", str(1 << 19), "--dtype",
                 "float32", "--engine-arg", "enforce_eager=true", "--engine-arg", "enable_chunked_prefill=true",
                 "--no-cache", env={"VLLM_CPU_KVCACHE_SPACE": "1"})  # fmt: skip
     line = last_line(p)
@@ -475,7 +477,7 @@ def test_an_engine_that_cannot_start_names_the_cause_and_the_options(tmp_path):
 
     text = log_path().read_text(errors="replace") if log_path().exists() else ""
     log = "\n".join([ln for ln in text.splitlines() if re.search(r"Error|Exception|error:", ln)][:40]) or "(no log)"
-    assert "not enough memory for the KV cache of a 4194304-token context (2.0 GiB needed, 1.0 GiB free" in line, (
+    assert "not enough memory for the KV cache of a 524288-token context (2.0 GiB needed, 1.0 GiB free" in line, (
         f"{line}\n--- the engine's log:\n{log}"
     )
     assert "lower --max-model-len, raise --gpu-memory-utilization" in line and "--tensor-parallel-size" in line

@@ -25,14 +25,20 @@ THINKING_TEMPLATE = (
 
 
 def build_tiny_model(
-    out: Path, seed: int = 0, kv_heads: int = 1, max_positions: int = 4096, chat_template: str | None = None
+    out: Path,
+    seed: int = 0,
+    kv_heads: int = 1,
+    max_positions: int = 4096,
+    chat_template: str | None = None,
+    layers: int = 2,
 ) -> Path:
     """Save a tiny RANDOM Llama (hidden 64, 2 layers, head size 32) with SmolLM2's real tokenizer and chat template.
 
     Head size 32 is the smallest vLLM's CPU attention accepts. Its outputs are noise: it exercises plumbing only.
     ``kv_heads``: 2 for tensor parallelism over 2 ranks (each rank needs a KV head). ``max_positions``: the model's
     own context limit (plays a real judge's 131,072). ``chat_template`` replaces SmolLM2's template (e.g.
-    ``THINKING_TEMPLATE``).
+    ``THINKING_TEMPLATE``). ``layers``: more makes each position's KV cache bigger (a context that cannot fit, in
+    fewer positions).
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -50,7 +56,7 @@ def build_tiny_model(
         vocab_size=len(tok),
         hidden_size=64,
         intermediate_size=128,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         num_key_value_heads=kv_heads,
         max_position_embeddings=max_positions,
