@@ -31,6 +31,7 @@ TINY_MAX_MODEL_LEN = 1024
 # What only `slow` tests may use: the fixtures that start a vLLM engine or server (or convert SmolLM2), and the
 # packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
 SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir", "thinking_vllm_engine", "thinking_vllm_server"}
+RUNNING_FIXTURES = SLOW_FIXTURES - {"smollm2_dir"}  # the ones that keep an engine or server running all session
 SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
@@ -51,12 +52,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
-    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command): every test of the session's engines and
-    # servers runs on one worker, so they start once and only one set is alive (two sets and a test's own engine
-    # outgrew 24 GB: the kernel killed an engine's worker); every other test goes to whichever worker is free.
+    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command): every test of the session's running engines
+    # and servers goes to one worker, so they start once and only one set is alive (two sets and a test's own engine
+    # outgrew 24 GB: the kernel killed an engine's worker); every other test goes to whichever worker is free, the
+    # slow ones first (the longest jobs first keeps the two workers' last minutes even).
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if RUNNING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.xdist_group("session-engines"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
 
 
 @pytest.hookimpl(wrapper=True)
