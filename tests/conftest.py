@@ -32,6 +32,7 @@ TINY_MAX_MODEL_LEN = 1024
 # packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
 SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir", "thinking_vllm_engine", "thinking_vllm_server"}
 RUNNING_FIXTURES = SLOW_FIXTURES - {"smollm2_dir"}  # the ones that keep an engine or server running all session
+THINKING_FIXTURES = {"thinking_vllm_engine", "thinking_vllm_server"}
 SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
@@ -52,13 +53,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
-    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command): every test of the session's running engines
-    # and servers goes to one worker, so they start once and only one set is alive (two sets and a test's own engine
-    # outgrew 24 GB: the kernel killed an engine's worker); every other test goes to whichever worker is free, the
-    # slow ones first (the longest jobs first keeps the two workers' last minutes even).
+    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command): the tests of the session's running engines
+    # and servers go to one worker per model, so each starts once and only one set is alive (two sets and a test's own
+    # engine outgrew 24 GB: the kernel killed an engine's worker); every other test goes to whichever worker is free,
+    # the slow ones first (the longest jobs first keeps the two workers' last minutes even).
     for item in items:
-        if RUNNING_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.xdist_group("session-engines"))
+        used = RUNNING_FIXTURES & set(getattr(item, "fixturenames", ()))
+        # Two groups (the tiny model's, the thinking model's), so the two workers can share the engines' tests.
+        if used and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group("thinking" if used <= THINKING_FIXTURES else "tiny"))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
 
 

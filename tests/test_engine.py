@@ -123,7 +123,9 @@ def test_a_run_raises_the_gc_thresholds_and_restores_them_and_a_callers_freeze()
 
     from tourney.engine import GC_THRESHOLDS, fewer_collections
 
-    before, frozen_before = gc.get_threshold(), gc.get_freeze_count()  # a vLLM engine of the session may freeze too
+    # A vLLM engine of the session may have frozen objects already (then a run must leave them frozen); the frozen
+    # count itself falls whenever a frozen object dies, so only "frozen or not" is compared.
+    before, frozen_before = gc.get_threshold(), gc.get_freeze_count() > 0
     seen = []
 
     class Watching(SimulatedJudge):
@@ -133,12 +135,12 @@ def test_a_run_raises_the_gc_thresholds_and_restores_them_and_a_callers_freeze()
 
     Engine(Watching(), Tournament("knockout")).run(make_items(3, 4))
     assert seen and all(s == (GC_THRESHOLDS, True) for s in seen)
-    assert gc.get_threshold() == before and gc.get_freeze_count() == frozen_before
+    assert gc.get_threshold() == before and (gc.get_freeze_count() > 0) == frozen_before
     gc.freeze()  # a caller's own freeze outlives a run
     try:
-        frozen = gc.get_freeze_count()
         with fewer_collections():
             pass
-        assert gc.get_freeze_count() == frozen and gc.get_threshold() == before
+        assert gc.get_freeze_count() > 0 and gc.get_threshold() == before
     finally:
-        gc.unfreeze()
+        if not frozen_before:
+            gc.unfreeze()
