@@ -44,8 +44,10 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns xdist_group marks into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest)."""
+    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest); group
+    and order the tests for xdist's workers."""
     unmarked = [
         f"{item.nodeid} uses {', '.join(sorted(SLOW_FIXTURES & set(getattr(item, 'fixturenames', ()))))}"
         for item in items
