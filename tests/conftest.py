@@ -31,8 +31,6 @@ TINY_MAX_MODEL_LEN = 1024
 # What only `slow` tests may use: the fixtures that start a vLLM engine or server (or convert SmolLM2), and the
 # packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
 SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir", "thinking_vllm_engine", "thinking_vllm_server"}
-RUNNING_FIXTURES = SLOW_FIXTURES - {"smollm2_dir"}  # the ones that keep an engine or server running all session
-THINKING_FIXTURES = {"thinking_vllm_engine", "thinking_vllm_server"}
 SLOW_MODULES = ("vllm", "ray", "verl", "trl")
 
 
@@ -44,10 +42,9 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns xdist_group marks into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest); group
-    and order the tests for xdist's workers."""
+    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest); slow
+    tests first."""
     unmarked = [
         f"{item.nodeid} uses {', '.join(sorted(SLOW_FIXTURES & set(getattr(item, 'fixturenames', ()))))}"
         for item in items
@@ -55,15 +52,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
-    # Under pytest-xdist (`-n 2 --dist loadgroup`, the README's command): the tests of the session's running engines
-    # and servers go to one worker per model, so each starts once and only one set is alive (two sets and a test's own
-    # engine outgrew 24 GB: the kernel killed an engine's worker); every other test goes to whichever worker is free,
-    # the slow ones first (the longest jobs first keeps the two workers' last minutes even).
-    for item in items:
-        used = RUNNING_FIXTURES & set(getattr(item, "fixturenames", ()))
-        # Two groups (the tiny model's, the thinking model's), so the two workers can share the engines' tests.
-        if used and item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group("thinking" if used <= THINKING_FIXTURES else "tiny"))
+    # Under pytest-xdist (`-n 2`, the README's command) the slow tests go first: the longest jobs first keeps the two
+    # workers' last minutes even.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
 
 

@@ -93,7 +93,6 @@ def backend(request):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("tiny")  # its session engine and server are asked for by name (conftest cannot see them)
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_both_backends_force_the_same_prompt_and_probability(backend, reference_model, case):
     family_name, text = CASES[case]
@@ -148,7 +147,6 @@ def thinking_backend(request):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("thinking")  # as above, the thinking model's engine and server
 @pytest.mark.parametrize("case", sorted(THINKING_CASES))
 def test_thinking_template_forces_after_closing_think_on_both_backends(thinking_backend, thinking_reference, case):
     family_name, text = THINKING_CASES[case]
