@@ -88,11 +88,6 @@ class Voting(Wrapper):
         pair = (i, j) if i < j else (j, i)
         start = self._pair_votes.get(pair, 0)
         self._pair_votes[pair] = start + count
-        if block and start == 0 and self.k == 1:  # the usual case, one vote: its order is the pair's coin
-            a, b = (i, j) if self._coin(i, j) == (i < j) else (j, i)
-            vote = tuple.__new__(Vote, (len(self._votes), a, b, 0, m.id))  # Vote(...) without its Python __new__
-            self._votes.append(vote)
-            return [vote]
         if block and start == 0:  # a pair's first k votes: half each way, the odd one by the coin
             half = self.k // 2
             forward = [True] * half + [False] * half

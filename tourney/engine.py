@@ -372,8 +372,6 @@ class Stream:
 
         async def strategy(fn: Callable[..., T], *args: Any) -> T:
             # One thread for every tournament's strategy work keeps each prompt's calls in order, as on the loop.
-            nonlocal step_s
-
             def timed() -> T:
                 nonlocal step_s
                 t0 = time.perf_counter()
