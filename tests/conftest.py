@@ -4,6 +4,7 @@ tiny thinking-template model. Starting another engine or server in a test costs 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from servers import TEST_KV_BYTES
 
 # Before anything imports transformers/vLLM: no hub on these machines, and a 1 GiB KV cache per engine.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,8 +28,15 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in _PATHS if p)
 # change what a test sees, and the tests' judgments have no place there. Every session gets its own, models included.
 _SESSION_CACHE = tempfile.mkdtemp(prefix="tourney-tests-")
 os.environ["TOURNEY_CACHE_DIR"] = _SESSION_CACHE
+# Models are the exception: SmolLM2 is converted once per RUN (28 s of CPU), into a folder the xdist workers inherit
+# from the controller's environment; each session links it into its own cache (whose judgments and logs stay its own).
+_OWN_RUN_DIR = "TOURNEY_TEST_RUN_DIR" not in os.environ
+if _OWN_RUN_DIR:
+    os.environ["TOURNEY_TEST_RUN_DIR"] = tempfile.mkdtemp(prefix="tourney-test-run-")
+_RUN_DIR = Path(os.environ["TOURNEY_TEST_RUN_DIR"])
 
 TINY_MAX_MODEL_LEN = 1024
+SESSION_ENGINE_KWARGS = {"enforce_eager": True, "kv_cache_memory_bytes": TEST_KV_BYTES}
 # What only `slow` tests may use: the fixtures that start a vLLM engine or server (or convert SmolLM2), and the
 # packages that start engines, clusters or trainers. `-m "not slow"` must start none of them.
 SLOW_FIXTURES = {"tiny_vllm_judge", "vllm_server", "smollm2_dir", "thinking_vllm_engine", "thinking_vllm_server"}
@@ -42,9 +51,18 @@ def pytest_configure(config: pytest.Config) -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+# Tests that share a session engine or server run on ONE xdist worker (`--dist loadgroup`), so a run starts each
+# once, not once per worker (15-40 s and 1-2 GB each). A test using both sets would join them into one group.
+SESSION_GROUPS = {
+    "tiny-vllm": {"tiny_vllm_judge", "vllm_server"},
+    "thinking-vllm": {"thinking_vllm_engine", "thinking_vllm_server"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook, which turns the marks into groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest); slow
-    tests first."""
+    """Refuse to run a test that uses a slow fixture without being marked slow (the marker must stay honest); group
+    the tests of each set of session engines; slow tests first."""
     unmarked = [
         f"{item.nodeid} uses {', '.join(sorted(SLOW_FIXTURES & set(getattr(item, 'fixturenames', ()))))}"
         for item in items
@@ -52,9 +70,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ]
     if unmarked:
         raise pytest.UsageError("not marked @pytest.mark.slow:\n  " + "\n  ".join(unmarked))
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for group, fixtures in SESSION_GROUPS.items():
+            if used & fixtures:
+                item.add_marker(pytest.mark.xdist_group(group))
     # Under pytest-xdist (`-n 2`, the README's command) the slow tests go first: the longest jobs first keeps the two
     # workers' last minutes even.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: file order otherwise
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under ``--dist loadgroup``, fail unless xdist really grouped the tests (pytest-xdist 3.8 writes the group into
+    ``item._nodeid``, which pytest 9.2 no longer reads: the groups were silently ignored, hence pytest<9.2)."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if lost:
+        raise pytest.UsageError(f"--dist loadgroup ignored the xdist_group of {len(lost)} tests, e.g. {lost[0]}")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -73,9 +106,17 @@ _RUNNING: list[pytest.Item] = []  # the test being set up or run (a fixture aske
 
 
 def _require_slow(what: str) -> None:
-    """Fail the running test unless it is marked slow: it asked for ``what`` (e.g. by request.getfixturevalue)."""
-    if _RUNNING and _RUNNING[-1].get_closest_marker("slow") is None:
-        pytest.fail(f"{_RUNNING[-1].nodeid} is not marked slow but uses {what}", pytrace=False)
+    """Fail the running test unless it is marked slow and, for a session engine or server, in its xdist group: it
+    asked for ``what`` (e.g. by request.getfixturevalue, which the grouping cannot see: mark such tests yourself)."""
+    if not _RUNNING:
+        return
+    item = _RUNNING[-1]
+    if item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} is not marked slow but uses {what}", pytrace=False)
+    groups = {str(mark.args[0]) for mark in item.iter_markers("xdist_group")}
+    for group, fixtures in SESSION_GROUPS.items():
+        if what in fixtures and group not in groups:
+            pytest.fail(f"{item.nodeid} uses {what} but is not marked xdist_group({group!r})", pytrace=False)
 
 
 def _no_slow_imports(item: pytest.Item) -> Iterator[None]:
@@ -93,8 +134,10 @@ def _no_slow_imports(item: pytest.Item) -> Iterator[None]:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the session's cache folder."""
+    """Remove the session's cache folder, and the run's folder in the process that made it."""
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
+    if _OWN_RUN_DIR:
+        shutil.rmtree(_RUN_DIR, ignore_errors=True)
 
 
 # A strong repetition penalty: a random model's greedy output (repetitive) changes under it.
@@ -123,11 +166,17 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
-    """SmolLM2-135M-Instruct as a HF directory, converted once per session into the session's cache."""
+    """SmolLM2-135M-Instruct as a HF directory in the session's cache (a link to the run's one conversion: workers
+    converting at once wait on the conversion's own file lock)."""
     _require_slow("smollm2_dir")
+    from tourney.models import SMOLLM2_SUBDIR
     from tourney.models import smollm2_dir as convert
 
-    return convert(Path(_SESSION_CACHE))
+    link = Path(_SESSION_CACHE) / SMOLLM2_SUBDIR
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(convert(_RUN_DIR), target_is_directory=True)
+    return link
 
 
 @pytest.fixture(scope="session")
@@ -137,12 +186,13 @@ def tiny_vllm_judge(tiny_model_dir: Path) -> Iterator[object]:
     pytest.importorskip("vllm")
     from tourney.config import JudgeConfig, make_judge
 
-    cfg = JudgeConfig(
-        str(tiny_model_dir), family="rm-r1", max_tokens=32, temperature=1.0, mode="lockstep", dtype="float32",
-        max_model_len=TINY_MAX_MODEL_LEN, engine_kwargs={"enforce_eager": True},
-    )  # fmt: skip
-    judge = make_judge(cfg)  # sampled (temperature 1), so the per-request seeds matter
-    judge.start()  # tests that look at the engine pass when run alone
+    with _explicit_kv_cache():
+        cfg = JudgeConfig(
+            str(tiny_model_dir), family="rm-r1", max_tokens=32, temperature=1.0, mode="lockstep", dtype="float32",
+            max_model_len=TINY_MAX_MODEL_LEN, engine_kwargs=SESSION_ENGINE_KWARGS,
+        )  # fmt: skip
+        judge = make_judge(cfg)  # sampled (temperature 1), so the per-request seeds matter
+        judge.start()  # tests that look at the engine pass when run alone
     try:
         yield judge
     finally:
@@ -174,13 +224,26 @@ def thinking_vllm_engine() -> Iterator[object]:
 
     from tourney.config import JudgeConfig, make_backend
 
-    cfg = JudgeConfig(str(tiny_thinking_model()), dtype="float32", max_model_len=TINY_MAX_MODEL_LEN,
-                      engine_kwargs={"enforce_eager": True})  # fmt: skip
-    backend = make_backend(cfg)  # the CLI's default mode for a model judge: pipelined
+    with _explicit_kv_cache():
+        cfg = JudgeConfig(str(tiny_thinking_model()), dtype="float32", max_model_len=TINY_MAX_MODEL_LEN,
+                          engine_kwargs=SESSION_ENGINE_KWARGS)  # fmt: skip
+        backend = make_backend(cfg)  # the CLI's default mode for a model judge: pipelined
+        backend.loop.run(backend.start())
     try:
         yield backend
     finally:
         backend.close()
+
+
+@contextlib.contextmanager
+def _explicit_kv_cache() -> Iterator[None]:
+    """Start an engine without VLLM_CPU_KVCACHE_SPACE (it would win over SESSION_ENGINE_KWARGS' KV size)."""
+    saved = os.environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["VLLM_CPU_KVCACHE_SPACE"] = saved
 
 
 def _served(model: Path, name: str, fixture: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:

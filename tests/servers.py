@@ -24,6 +24,10 @@ from typing import Any
 
 import httpx
 
+# The KV cache of a test engine or server on a tiny model (1 KiB a token: 64k tokens). The CPU default of the tests
+# (VLLM_CPU_KVCACHE_SPACE=1) held 1 GiB resident in each, and the suite's memory peaked at the machine's 24 GB.
+TEST_KV_BYTES = 64 << 20
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
@@ -62,8 +66,11 @@ class VLLMServer:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_dir,
                "--host", "127.0.0.1", "--port", str(self.port), "--dtype", "float32",
                "--max-model-len", str(self.max_model_len), "--enforce-eager", "--served-model-name", self.name,
-               "--disable-uvicorn-access-log", *self.extra_args]  # fmt: skip
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1", "TOKENIZERS_PARALLELISM": "false"}
+               "--disable-uvicorn-access-log", "--kv-cache-memory-bytes", str(TEST_KV_BYTES),
+               *self.extra_args]  # fmt: skip
+        # The variable would win over --kv-cache-memory-bytes (and hold 1 GiB a server instead of 64 MiB).
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env.pop("VLLM_CPU_KVCACHE_SPACE", None)
         began = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)

@@ -190,10 +190,13 @@ def test_ctrl_c_in_process_is_one_line_and_keeps_judgments(tiny_model_dir, tmp_p
     import sqlite3
 
     src, cache = tmp_path / "in.jsonl", tmp_path / "c.sqlite"
-    write_prompts(src, prompts=48, n=6)
+    # Knockouts of 16: the first round's judgments are committed a few seconds before the last round's (a round robin
+    # commits a prompt's judgments together, near the end of the run: 100 s to the first row, 48 x 6, 64 tokens).
+    write_prompts(src, prompts=4, n=16)
     # Eager: without it vLLM's CPU platform compiles the model with inductor first, which is not what this tests.
-    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--max-tokens", "64", "--temperature", "1",
-            "--engine-arg", "enforce_eager=true", "--cache", cache, "-o", tmp_path / "o.jsonl"]  # fmt: skip
+    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--strategy", "knockout", "--max-tokens",
+            "16", "--temperature", "1", "--engine-arg", "enforce_eager=true", "--cache", cache,
+            "-o", tmp_path / "o.jsonl"]  # fmt: skip
     # A real process: SIGINT reaches tourney while its in-process engine (and that engine's own process) runs. Not the
     # same property as test_cli_unix's Ctrl-C tests (simulator, server backend): here the engine must shut down too.
     proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -93,6 +93,7 @@ def backend(request):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("tiny-vllm")  # its backend fixture asks for the session engine or server by name
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_both_backends_force_the_same_prompt_and_probability(backend, reference_model, case):
     family_name, text = CASES[case]
@@ -147,6 +148,7 @@ def thinking_backend(request):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("thinking-vllm")
 @pytest.mark.parametrize("case", sorted(THINKING_CASES))
 def test_thinking_template_forces_after_closing_think_on_both_backends(thinking_backend, thinking_reference, case):
     family_name, text = THINKING_CASES[case]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clirun import python_m_tourney, tourney
+from servers import TEST_KV_BYTES
 
 from tourney.errors import InputError
 
@@ -102,7 +103,8 @@ def test_judge_config_checks_the_engine_options(monkeypatch):
     from tourney import config
     from tourney.config import JudgeConfig
 
-    monkeypatch.setattr(config, "engine_arg_names", lambda: {"enforce_eager"})
+    monkeypatch.setattr(config, "engine_arg_names", lambda: {"enforce_eager", "kv_cache_memory_bytes"})
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
     cfg = JudgeConfig("some/model", tensor_parallel_size=4, gpu_memory_utilization=0.85,
                       engine_kwargs={"enforce_eager": True})  # fmt: skip
     assert (cfg.tensor_parallel_size, cfg.gpu_memory_utilization) == (4, 0.85)
@@ -114,10 +116,13 @@ def test_judge_config_checks_the_engine_options(monkeypatch):
         ({"engine_kwargs": {"dtype": "half"}}, "use --dtype"),
         ({"judge": "simulated", "tensor_parallel_size": 2}, "has no effect with --judge simulated"),
         ({"backend": "openai", "base_urls": ("http://x:1",), "gpu_memory_utilization": 0.5}, "--backend openai"),
+        ({"engine_kwargs": {"kv_cache_memory_bytes": 1 << 26}}, "contradicts VLLM_CPU_KVCACHE_SPACE"),
     ]
     for kwargs, expected in bad:
         with pytest.raises(InputError, match=expected.replace("(", r"\(")):
             JudgeConfig(**{"judge": "some/model", **kwargs})
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE")  # either one alone is fine
+    assert JudgeConfig("some/model", engine_kwargs={"kv_cache_memory_bytes": 1 << 26}).engine_kwargs
 
 
 def test_scaling_config_judges_take_the_engine_options(tmp_path, monkeypatch):
@@ -445,7 +450,9 @@ def test_a_tensor_parallel_engine_of_two_cpu_ranks_judges(long_model_dir, tmp_pa
     out = tmp_path / "out.jsonl"
     p = tourney("rank", src, "-o", out, "--judge", long_model_dir, "--family", "rm-r1", "--max-tokens", "8",
                 "--tensor-parallel-size", "2", "--engine-arg", "enforce_eager=true", "--dtype", "float32",
-                "--no-cache", env={"VLLM_LOGGING_LEVEL": "INFO"})  # fmt: skip
+                "--engine-arg", f"kv_cache_memory_bytes={TEST_KV_BYTES}", "--no-cache",
+                env={"VLLM_LOGGING_LEVEL": "INFO", "VLLM_CPU_KVCACHE_SPACE": None})  # fmt: skip
+    # 64 MiB of KV cache a rank instead of the tests' 1 GiB: two ranks beside the session's engines fit in memory.
     # INFO: the rank lines below are INFO; a module imported earlier in the session (an experiment's main) may have
     # set VLLM_LOGGING_LEVEL=WARNING for this process and its engines.
     assert p.returncode == 0, p.stderr

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from clirun import tourney
-from servers import FakeServer, tiny_thinking_model
+from servers import TEST_KV_BYTES, FakeServer, tiny_thinking_model
 
 from tourney.aio import LoopThread
 from tourney.backends.base import BackendBase, Sampling
@@ -177,7 +177,8 @@ def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_serve
     folder = str(tiny_thinking_model())
     common = ["rank", data, "--family", "rrm", "--max-tokens", "8", "--temperature", "0", "--no-cache", "-o", "-"]
     in_process = ["--judge", folder, "--backend", "vllm", "--dtype", "float32", "--max-model-len", "1024",
-                  "--engine-arg", "enforce_eager=true"]  # fmt: skip
+                  "--engine-arg", "enforce_eager=true",
+                  "--engine-arg", f"kv_cache_memory_bytes={TEST_KV_BYTES}"]  # fmt: skip
     runs = {
         "vllm": in_process,
         "openai": ["--judge", "tiny-think", "--backend", "openai", "--base-url", thinking_vllm_server.url],
@@ -185,7 +186,7 @@ def test_cli_cut_mid_thinking_forces_the_same_verdicts_in_process_and_on_a_serve
     judgments, forced = {}, {}
     for name, opts in runs.items():
         prompts.clear()
-        p = tourney(*common, *opts, "--judgments", tmp_path / f"{name}.jsonl")
+        p = tourney(*common, *opts, "--judgments", tmp_path / f"{name}.jsonl", env={"VLLM_CPU_KVCACHE_SPACE": None})
         assert p.returncode == 0, p.stderr[-2000:]
         judgments[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
         forced[name] = sorted(prompts)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,6 +104,10 @@ def check_engine_options(cfg: JudgeConfig) -> None:
         raise InputError(f"{given[0]} has no effect with --judge simulated")
     if given and cfg.backend != "vllm":
         raise InputError(f"{given[0]} has no effect with --backend {cfg.backend} (the server sets it)")
+    if "kv_cache_memory_bytes" in cfg.engine_kwargs and os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        # On a CPU vLLM lets the variable win without a word.
+        raise InputError("kv_cache_memory_bytes contradicts VLLM_CPU_KVCACHE_SPACE (both size the KV cache): unset "
+                         "the variable or drop the argument", field="--engine-arg")  # fmt: skip
     check_engine_args(cfg.engine_kwargs)
 
 

@@ -302,8 +302,10 @@ def cpu_scheduling(context_limit: Callable[[], int], extra: dict[str, Any], tens
     if not current_platform.is_cpu():
         return {}
     # vLLM's CPU default is to claim ~92% of the node's memory for the KV cache, which fails as soon as anything
-    # else holds memory; a judge of prompts this size needs a few GiB. VLLM_CPU_KVCACHE_SPACE (GiB) overrides it.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
+    # else holds memory; a judge of prompts this size needs a few GiB. VLLM_CPU_KVCACHE_SPACE (GiB) overrides it, and
+    # so does a kv_cache_memory_bytes engine argument (check_engine_options refuses both).
+    if "kv_cache_memory_bytes" not in extra:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(CPU_KVCACHE_GIB))
     out: dict[str, Any] = {}
     if tensor_parallel > 1:
         out["distributed_executor_backend"] = "mp"
