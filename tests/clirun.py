@@ -65,6 +65,9 @@ def tourney(
         os.environ.update(saved_env)
         for console, flag in quiet:
             console.quiet = flag
+        envs = sys.modules.get("vllm.envs")
+        if envs is not None:  # an engine core run in this process (no multiprocessing) froze vLLM's variables
+            envs.disable_envs_cache()
     if text:
         return subprocess.CompletedProcess(argv, code, stdout.decode(), stderr.decode())
     return subprocess.CompletedProcess(argv, code, stdout, stderr)

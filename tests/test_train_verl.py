@@ -24,6 +24,7 @@ CHECKS = ROOT / "tests" / "verl_checks.py"
 
 pytestmark = [
     pytest.mark.slow,  # verl, in its own environment
+    pytest.mark.xdist_group("verl"),  # one worker: verl_run (one .venv-train process, ~15 s) runs once, not per worker
     pytest.mark.skipif(
         not TRAIN_PY.is_file(),
         reason=".venv-train is absent: run `bash scripts/setup_train.sh` (setup.sh does; CI has it)",
