@@ -65,12 +65,18 @@ def tourney(
         os.environ.update(saved_env)
         for console, flag in quiet:
             console.quiet = flag
-        envs = sys.modules.get("vllm.envs")
-        if envs is not None:  # an engine core run in this process (no multiprocessing) froze vLLM's variables
-            envs.disable_envs_cache()
+        forget_vllm_env()
     if text:
         return subprocess.CompletedProcess(argv, code, stdout.decode(), stderr.decode())
     return subprocess.CompletedProcess(argv, code, stdout, stderr)
+
+
+def forget_vllm_env() -> None:
+    """Undo vLLM's cache of its environment variables: an engine core that ran in this process (no multiprocessing)
+    froze them, and the next engine here would otherwise still see that one's settings."""
+    envs = sys.modules.get("vllm.envs")
+    if envs is not None:
+        envs.disable_envs_cache()
 
 
 def _exit_code(code: object) -> int:

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clirun import forget_vllm_env
 from servers import TEST_KV_BYTES
 
 from tourney.testing import TOKENIZER_SUBDIR
@@ -253,24 +254,13 @@ def session_engine_env() -> Iterator[None]:
     process, instead of an engine core plus a worker, each importing vLLM (measured: 12 s instead of 34 s to start a
     lockstep engine, 19 s instead of 32 s a pipelined one). The tests that are about processes (Ctrl-C, the quick
     start, tensor parallelism, an engine that cannot start) run the CLI with vLLM's defaults."""
-    saved = {k: os.environ.pop(k, None) for k in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING")}
-    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            os.environ.pop(k, None)
-            if v is not None:
-                os.environ[k] = v
-        forget_vllm_env()
-
-
-def forget_vllm_env() -> None:
-    """Undo vLLM's cache of its environment variables: an engine core started in this process freezes them (the
-    next engine here would otherwise still see this one's settings)."""
-    envs = sys.modules.get("vllm.envs")
-    if envs is not None:
-        envs.disable_envs_cache()
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+        env.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        try:
+            yield
+        finally:
+            forget_vllm_env()
 
 
 def _served(model: Path, name: str, fixture: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:

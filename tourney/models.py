@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,18 +102,27 @@ def smollm2_dir(root: Path | None = None) -> Path:
     if is_complete(target):
         return target
     gguf = smollm2_gguf()
+    return fill_once(target, lambda tmp: convert_gguf(gguf, tmp), is_complete)
+
+
+def fill_once(target: Path, fill: Callable[[Path], None], done: Callable[[Path], bool]) -> Path:
+    """Make the cache folder ``target`` with ``fill(folder)`` unless ``done(target)`` already holds.
+
+    A file lock serializes processes filling it at once; the rename keeps readers from ever seeing a half-written
+    folder (a leftover that is not ``done`` is replaced)."""
+    if done(target):
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock  # a dependency of transformers and vLLM
 
-    # The lock serializes converters; rename keeps readers from ever seeing a half-written directory.
     with FileLock(str(target) + ".lock", timeout=1800):
-        if is_complete(target):
+        if done(target):
             return target
-        tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
         try:
-            convert_gguf(gguf, tmp)
+            fill(tmp)
             tmp.chmod(0o755)  # mkdtemp makes it private; the cache is meant to be shared like any other
-            if target.exists():  # a leftover without the marker: replace it
+            if target.exists():
                 shutil.rmtree(target)
             os.replace(tmp, target)
         finally:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 # Where build_tiny_model keeps SmolLM2's tokenizer, under the cache folder: parsing it out of the GGUF takes ~5 s,
@@ -75,24 +73,19 @@ def build_tiny_model(
 
 def smollm2_tokenizer() -> Path:
     """A folder holding SmolLM2's tokenizer: the converted model's if there is one, else a copy saved from the GGUF
-    on first use (written to a temporary folder and renamed: processes building at once keep one of theirs)."""
+    on first use."""
     from tourney.cache import cache_dir
-    from tourney.models import SMOLLM2_SUBDIR, is_complete, smollm2_gguf
+    from tourney.models import SMOLLM2_SUBDIR, fill_once, is_complete, smollm2_gguf
 
     converted = cache_dir() / SMOLLM2_SUBDIR
     if is_complete(converted):
         return converted
-    saved = (cache_dir() / TOKENIZER_SUBDIR).resolve()  # the tests link it to one folder per run
-    if not (saved / "tokenizer_config.json").is_file():
+
+    def save(folder: Path) -> None:
         from transformers import AutoTokenizer
 
         gguf = smollm2_gguf()
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-", dir=saved.parent))
-        tok.save_pretrained(str(tmp))
-        try:
-            tmp.rename(saved)
-        except OSError:  # another process saved it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return saved
+        AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name).save_pretrained(str(folder))
+
+    target = (cache_dir() / TOKENIZER_SUBDIR).resolve()  # the tests link it to one folder per run (lock file beside)
+    return fill_once(target, save, lambda folder: (folder / "tokenizer_config.json").is_file())
