@@ -1,6 +1,7 @@
 """How close does tourney come to raw vLLM? Side-by-side timings on the tiny random model.
 
     python -m experiments.bench_engine [--prompts 64] [--n 8] [--max-tokens 32] [--repeats 2]
+    python -m experiments.bench_engine --backend ray --replicas 2
 
 For each tournament, tourney runs first and every batch it sends to the engine is recorded (as token ids). Then the
 same batches go through ``LLM.generate`` directly, one call per recorded batch, on the same engine: that is the time
@@ -9,6 +10,11 @@ time spent outside judge calls (strategies, cache look-ups, bookkeeping). Knocko
 verdicts, so its raw time is one call per round; the pipelined run (AsyncLLM) is compared with the same raw time.
 Greedy decoding and --verdict parse, so raw and tourney do exactly the same model work; the prefix cache is reset
 before every timed run, and each side is timed ``--repeats`` times, interleaved, keeping the best.
+
+``--backend ray --replicas R``: the same tournaments on R Ray replicas (a private cluster on this machine, one core
+each) against R separate in-process runs of 1/R of the prompts each, side by side at the same time (one process and
+one core each, the ideal R machines would reach with no coordination). efficiency = the slowest separate run's wall
+time / the replicas' wall time, engines started and warmed up on both sides before the clock starts.
 """
 
 from __future__ import annotations
@@ -100,7 +106,9 @@ def run_engine(judge: Any, items: list, strategy: str, pipelined: bool) -> tuple
 
     engine = Engine(judge, Tournament(strategy))
     backend = getattr(judge, "inner", judge).backend
-    if backend._llm is not None:  # neither side may reuse the other's (or an earlier repeat's) cached prefills
+    if not hasattr(backend, "_llm"):  # Ray replicas: each run uses prompts of its own
+        pass
+    elif backend._llm is not None:  # neither side may reuse the other's (or an earlier repeat's) cached prefills
         backend._llm.reset_prefix_cache()
     elif backend._async is not None:
         backend.loop.run(backend._async.reset_prefix_cache())
@@ -126,7 +134,22 @@ def main() -> None:
     ap.add_argument("--n", type=positive, default=8)
     ap.add_argument("--max-tokens", type=positive, default=32)
     ap.add_argument("--repeats", type=positive, default=2, help="timed runs of each side (the best is kept)")
+    ap.add_argument(
+        "--backend",
+        choices=("vllm", "ray"),
+        default="vllm",
+        help="ray: R replicas against R separate in-process runs (see above)",
+    )
+    ap.add_argument("--replicas", type=positive, default=2, help="--backend ray: replicas (and separate runs)")
+    ap.add_argument("--part", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--strategy", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)  # K/R: one separate run (a child process)
     args = ap.parse_args()
+    if args.part:
+        return separate_run(args)
+    if args.backend == "ray":
+        return bench_ray(args)
 
     from tourney.backends.vllm import VLLMBackend
     from tourney.config import JudgeConfig, make_judge
@@ -177,6 +200,115 @@ def main() -> None:
               f"{share:>10.1%}")  # fmt: skip
     best_knockout = max(eff["knockout lockstep"], eff["knockout pipelined"])
     print(f"efficiency_round_robin={eff['round-robin lockstep']:.3f} efficiency_knockout={best_knockout:.3f}")
+
+
+RAY_RUNS = {"lockstep": ("round-robin", "knockout"), "pipelined": ("knockout",)}
+
+
+def judge_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The judge settings both sides of the Ray comparison share."""
+    return dict(family="rm-r1", max_tokens=args.max_tokens, temperature=0.0, verdict="parse", dtype="float32",
+                max_model_len=2048, engine_kwargs={"enforce_eager": True})  # fmt: skip
+
+
+def timed_items(args: argparse.Namespace, repeat: int) -> list:
+    """The prompts of one timed run: new ones each repeat, so no run reuses another's cached prefills."""
+    return make_items(args.prompts, args.n, seed=100 + repeat)
+
+
+def bench_ray(args: argparse.Namespace) -> None:
+    """R replicas on Ray against R separate in-process runs of 1/R of the prompts each, at the same time."""
+    from tourney.config import JudgeConfig, make_judge
+    from tourney.testing import build_tiny_model
+
+    model = build_tiny_model(Path(tempfile.mkdtemp(prefix="tourney-bench-")) / "tiny")
+    rows = []
+    for mode, strategies in RAY_RUNS.items():
+        apart = separate_runs(args, str(model), mode, strategies)
+        judge = make_judge(JudgeConfig(str(model), backend="ray", replicas=args.replicas, mode=mode,
+                                       **judge_options(args)))  # fmt: skip
+        try:
+            run_engine(judge, make_items(args.prompts, args.n, seed=1), strategies[0], mode == "pipelined")  # warm-up
+            for strategy in strategies:
+                walls = []
+                for r in range(args.repeats):
+                    run, wall = run_engine(judge, timed_items(args, r), strategy, mode == "pipelined")
+                    walls.append(wall)
+                slowest, judged_apart = min(apart[strategy])
+                rows.append((f"{strategy} {mode}", run.stats.judgments, judged_apart, slowest, min(walls)))
+        finally:
+            judge.close()
+    print(f"{args.prompts} prompts x N={args.n}, tiny random model, greedy, {args.max_tokens} new tokens; "
+          f"{args.replicas} Ray replicas vs {args.replicas} separate in-process runs of 1/{args.replicas} each "
+          f"(best of {args.repeats})")  # fmt: skip
+    print(f"{'run':<22}{'judgments':>10}{'separate s':>12}{'replicas s':>12}{'efficiency':>12}")
+    for name, judged, judged_apart, slowest, wall in rows:
+        assert judged == judged_apart, (name, judged, judged_apart)
+        print(f"{name:<22}{judged:>10}{slowest:>12.2f}{wall:>12.2f}{slowest / wall:>12.3f}")
+    worst = min(slowest / wall for _, _, _, slowest, wall in rows)
+    print(f"replicas={args.replicas} worst_efficiency={worst:.3f}")
+
+
+def separate_runs(
+    args: argparse.Namespace, model: str, mode: str, strategies: tuple[str, ...]
+) -> dict[str, list[tuple[float, int]]]:
+    """R child processes, one core each, running their share of every timed run at the same time (a barrier before
+    each): per strategy and repeat, the slowest child's wall time and the judgments of all."""
+    import json
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "experiments.bench_engine", "--prompts", str(args.prompts), "--n", str(args.n),
+            "--max-tokens", str(args.max_tokens), "--replicas", str(args.replicas), "--repeats", str(args.repeats),
+            "--model", model, "--mode", mode, "--strategy", ",".join(strategies)]  # fmt: skip
+    cores = sorted(os.sched_getaffinity(0))
+    env = os.environ | {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "OMP_NUM_THREADS": "1",
+                        "VLLM_LOGGING_STREAM": "ext://sys.stderr"}  # fmt: skip
+    kids = [subprocess.Popen([*argv, "--part", str(k)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             env=env | {"VLLM_CPU_OMP_THREADS_BIND": str(cores[k % len(cores)])})
+            for k in range(args.replicas)]  # fmt: skip
+    out: dict[str, list[tuple[float, int]]] = {s: [] for s in strategies}
+    try:
+        for strategy in strategies:
+            for _ in range(args.repeats):
+                for kid in kids:  # each has started (and warmed up) its engine
+                    assert kid.stdout is not None and kid.stdout.readline().strip() == "ready", "a separate run failed"
+                for kid in kids:
+                    assert kid.stdin is not None
+                    kid.stdin.write("go\n")
+                    kid.stdin.flush()
+                done = [json.loads(kid.stdout.readline()) for kid in kids if kid.stdout is not None]
+                out[strategy].append((max(d["wall"] for d in done), sum(d["judgments"] for d in done)))
+    finally:
+        for kid in kids:
+            kid.wait(timeout=600)
+    return out
+
+
+def separate_run(args: argparse.Namespace) -> None:
+    """A child of ``bench_ray``: its share of each timed run's prompts on its own in-process engine, each run
+    started when every child is ready (it reads "go")."""
+    import json
+    import sys
+
+    from tourney.config import JudgeConfig, make_judge
+
+    k, parts = int(args.part), args.replicas
+    judge = make_judge(JudgeConfig(args.model, mode=args.mode, **judge_options(args)))
+    strategies = args.strategy.split(",")
+    try:
+        run_engine(judge, make_items(args.prompts, args.n, seed=1), strategies[0], args.mode == "pipelined")  # warm-up
+        for strategy in strategies:
+            for r in range(args.repeats):
+                items = timed_items(args, r)
+                share = len(items) // parts
+                mine = items[k * share : (k + 1) * share] if k < parts - 1 else items[k * share :]
+                print("ready", flush=True)
+                sys.stdin.readline()
+                run, wall = run_engine(judge, mine, strategy, args.mode == "pipelined")
+                print(json.dumps({"wall": wall, "judgments": run.stats.judgments}), flush=True)
+    finally:
+        judge.close()
 
 
 if __name__ == "__main__":

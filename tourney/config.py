@@ -23,6 +23,8 @@ from tourney.types import Judge
 
 SIMULATED = "simulated"
 DTYPES = ("auto", "float32", "bfloat16", "float16")  # vLLM only; auto: the model's own
+ENGINE_BACKENDS = ("vllm", "ray")  # the backends that run vLLM engines themselves (engine options apply)
+REPLICA_TIMEOUT = 900.0  # seconds: a 32B judge on a network drive can take minutes to load
 MODES = ("auto", "lockstep", "pipelined")  # auto: pipelined for model judges, lockstep for the simulator
 FALLBACK_SAMPLING = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 8192}
 # Engine arguments tourney sets itself from its own options: --engine-arg may not set them behind the option's back.
@@ -56,7 +58,7 @@ class JudgeConfig:
     seed: int = 0
     dtype: str = "auto"  # vLLM only
     max_model_len: int | None = None  # vLLM only
-    tensor_parallel_size: int = 1  # vLLM only: GPUs (or CPU ranks) one engine spans
+    tensor_parallel_size: int = 1  # vLLM/Ray only: GPUs (or CPU ranks) one engine spans
     gpu_memory_utilization: float | None = None  # vLLM only: share of each GPU's memory; None: vLLM's own (0.9)
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # vLLM only: more engine arguments (--engine-arg)
     base_urls: tuple[str, ...] = ()  # openai only
@@ -64,6 +66,9 @@ class JudgeConfig:
     max_retries: int = 6  # openai only
     api_key_env: str = "OPENAI_API_KEY"  # openai only
     timeout: float = 600.0  # openai only: seconds to wait for one answer before retrying
+    replicas: int = 1  # ray only: engines, each a Ray actor with --tensor-parallel-size GPUs
+    ray_address: str | None = None  # ray only: None: a private cluster on 127.0.0.1; "auto": this machine's
+    replica_timeout: float = REPLICA_TIMEOUT  # ray only: seconds to load, or to come back after a loss
     sim: SimConfig = field(default_factory=SimConfig)
 
     def __post_init__(self) -> None:
@@ -102,13 +107,29 @@ def check_engine_options(cfg: JudgeConfig) -> None:
                                    ("--engine-arg", bool(cfg.engine_kwargs))) if on]  # fmt: skip
     if given and cfg.simulated:
         raise InputError(f"{given[0]} has no effect with --judge simulated")
-    if given and cfg.backend != "vllm":
+    if given and cfg.backend not in ENGINE_BACKENDS:
         raise InputError(f"{given[0]} has no effect with --backend {cfg.backend} (the server sets it)")
+    check_ray_options(cfg)
     if "kv_cache_memory_bytes" in cfg.engine_kwargs and os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
         # On a CPU vLLM lets the variable win without a word.
         raise InputError("kv_cache_memory_bytes contradicts VLLM_CPU_KVCACHE_SPACE (both size the KV cache): unset "
                          "the variable or drop the argument", field="--engine-arg")  # fmt: skip
     check_engine_args(cfg.engine_kwargs)
+
+
+def check_ray_options(cfg: JudgeConfig) -> None:
+    """The Ray options: possible values, and only with ``--backend ray``."""
+    rep, timeout = cfg.replicas, cfg.replica_timeout
+    if not isinstance(rep, int) or isinstance(rep, bool) or rep < 1:
+        raise InputError(f"must be an integer >= 1, got {rep!r}", field="--replicas")
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0:
+        raise InputError(f"must be a number of seconds > 0, got {timeout!r}", field="--replica-timeout")
+    if cfg.ray_address is not None and not (isinstance(cfg.ray_address, str) and cfg.ray_address.strip()):
+        raise InputError(f"expected 'auto' or HOST:PORT, got {cfg.ray_address!r}", field="--ray-address")
+    given = [name for name, on in (("--replicas", rep != 1), ("--ray-address", cfg.ray_address is not None),
+                                   ("--replica-timeout", timeout != REPLICA_TIMEOUT)) if on]  # fmt: skip
+    if given and (cfg.simulated or cfg.backend != "ray"):
+        raise InputError(f"{given[0]} only applies to --backend ray")
 
 
 def parse_engine_args(pairs: Iterable[str]) -> dict[str, Any]:
@@ -170,6 +191,16 @@ def vllm_backend(cfg: JudgeConfig) -> BackendBase:
                        gpu_memory_utilization=cfg.gpu_memory_utilization, engine_kwargs=cfg.engine_kwargs)  # fmt: skip
 
 
+def ray_backend(cfg: JudgeConfig) -> BackendBase:
+    """In-process vLLM engines as Ray actors on a cluster (``tourney.backends.ray``)."""
+    from tourney.backends.ray import RayBackend
+
+    return RayBackend(cfg.judge, replicas=cfg.replicas, address=cfg.ray_address, replica_timeout=cfg.replica_timeout,
+                      dtype=cfg.dtype, max_model_len=cfg.max_model_len, mode=cfg.engine_mode(), seed=cfg.seed,
+                      tensor_parallel_size=cfg.tensor_parallel_size, gpu_memory_utilization=cfg.gpu_memory_utilization,
+                      engine_kwargs=cfg.engine_kwargs)  # fmt: skip
+
+
 def openai_backend(cfg: JudgeConfig) -> BackendBase:
     """A pool of OpenAI-compatible servers."""
     from tourney.backends.openai import OpenAIBackend
@@ -178,7 +209,8 @@ def openai_backend(cfg: JudgeConfig) -> BackendBase:
                          api_key_env=cfg.api_key_env, timeout=cfg.timeout)  # fmt: skip
 
 
-BACKENDS: dict[str, Callable[[JudgeConfig], BackendBase]] = {"vllm": vllm_backend, "openai": openai_backend}
+BACKENDS: dict[str, Callable[[JudgeConfig], BackendBase]] = {"vllm": vllm_backend, "openai": openai_backend,
+                                                             "ray": ray_backend}  # fmt: skip
 
 
 def make_backend(cfg: JudgeConfig) -> BackendBase:

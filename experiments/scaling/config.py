@@ -32,6 +32,9 @@ JUDGE_KEYS = {
              "max_model_len", "mode", "seed", "enforce_eager", "tensor_parallel_size", "gpu_memory_utilization",
              "engine_args"},
 }  # fmt: skip
+# kind = "ray": the same model judge on Ray replicas (tourney.backends.ray): the vllm keys plus these.
+JUDGE_KEYS["ray"] = JUDGE_KEYS["vllm"] | {"replicas", "ray_address", "replica_timeout"}
+MODEL_KINDS = ("vllm", "ray")
 SWEEP_KEYS = ("judge", "strategy", "rating", "max_tokens", "budget", "votes", "n")
 
 
@@ -203,7 +206,7 @@ def greedy_warnings(cfg: Config) -> list[str]:
     out = []
     for name, spec in cfg.judges.items():
         votes = max((c.votes for c in cfg.cells if c.judge == name), default=1)
-        if spec.kind != "vllm" or votes <= 2:
+        if spec.kind not in MODEL_KINDS or votes <= 2:
             continue
         o = spec.options
         judge = JudgeConfig(o["model"], family=o.get("family"), temperature=o.get("temperature"))
@@ -272,6 +275,8 @@ def _judges(where: _Where, judges: Any) -> dict[str, JudgeSpec]:
             opts["invalid_rate"] = _num(where, pre + "invalid_rate", opts.get("invalid_rate", 0.0), 0, 1)
         else:
             _vllm_options(where, pre, opts)
+            if kind == "ray":
+                _ray_options(where, pre, opts)
         out[name] = JudgeSpec(name, kind, opts)
     return out
 
@@ -308,6 +313,16 @@ def _vllm_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
     if "enforce_eager" in opts and not isinstance(opts["enforce_eager"], bool):
         raise where.error(pre + "enforce_eager", "expected true or false")
     _engine_options(where, pre, opts)
+
+
+def _ray_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
+    """kind = "ray": the replicas, the cluster's address, the replicas' timeout (as --replicas and friends)."""
+    if "replicas" in opts:
+        _int(where, pre + "replicas", opts["replicas"])
+    if "ray_address" in opts and not (isinstance(opts["ray_address"], str) and opts["ray_address"]):
+        raise where.error(pre + "ray_address", "expected 'auto' or HOST:PORT")
+    if "replica_timeout" in opts:
+        _num(where, pre + "replica_timeout", opts["replica_timeout"], 0, 1e9, open_lo=True)
 
 
 def _engine_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
@@ -374,7 +389,7 @@ def _block(
     if "max_tokens" in out:
         for m in out["max_tokens"]:
             _int(where, f"{pre}.max_tokens", m)
-        if not any(judges[j].kind == "vllm" for j in out["judge"]):
+        if not any(judges[j].kind in MODEL_KINDS for j in out["judge"]):
             raise where.error(f"{pre}.max_tokens", "only model judges have a token budget; no [[judge]] here is one")
     if "budget" in out:
         for b in out["budget"]:
@@ -403,7 +418,7 @@ def cells(cfg: Config, strategies: Mapping[str, Any]) -> list[Cell]:
                 judge=judge,
                 strategy=strategy,
                 rating=rating if "rating" in accepts else None,
-                max_tokens=max_tokens if cfg.judges[judge].kind == "vllm" else None,
+                max_tokens=max_tokens if cfg.judges[judge].kind in MODEL_KINDS else None,
                 budget=budget if "budget" in accepts else None,
                 votes=votes,
                 n=n,

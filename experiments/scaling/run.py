@@ -13,7 +13,7 @@ import numpy as np
 
 from experiments import gsm8k
 from experiments.scaling import metrics
-from experiments.scaling.config import Cell, Config, JudgeSpec
+from experiments.scaling.config import MODEL_KINDS, Cell, Config, JudgeSpec
 from tourney.errors import InputError
 from tourney.io import Item
 
@@ -108,12 +108,14 @@ def build_judge(spec: JudgeSpec) -> Any:
     from tourney.config import JudgeConfig, make_judge
 
     keys = ("max_tokens", "temperature", "top_p", "dtype", "max_model_len", "seed", "verdict", "tensor_parallel_size",
-            "gpu_memory_utilization")  # fmt: skip
+            "gpu_memory_utilization", "replicas", "ray_address", "replica_timeout")  # fmt: skip
     kwargs = {k: o[k] for k in keys if k in o}
     engine = dict(o.get("engine_args", {})) | ({"enforce_eager": o["enforce_eager"]} if "enforce_eager" in o else {})
     if engine:
         kwargs["engine_kwargs"] = engine
-    return make_judge(JudgeConfig(o["model"], family=o.get("family"), mode=o.get("mode", "lockstep"), **kwargs))
+    backend = "ray" if spec.kind == "ray" else "vllm"
+    return make_judge(JudgeConfig(o["model"], backend=backend, family=o.get("family"), mode=o.get("mode", "lockstep"),
+                                  **kwargs))  # fmt: skip
 
 
 def fit_context(cfg: Config, data: Data, name: str, judge: Any) -> None:
@@ -122,7 +124,7 @@ def fit_context(cfg: Config, data: Data, name: str, judge: Any) -> None:
     from tourney.api import check_context
 
     mine = [c for c in cfg.cells if c.judge == name]
-    if cfg.judges[name].kind != "vllm" or not mine:
+    if cfg.judges[name].kind not in MODEL_KINDS or not mine:
         return
     max_tokens = max(c.max_tokens or judge.sampling.max_tokens for c in mine)
     check_context(items_for(data, max(c.n for c in mine)), judge.with_max_tokens(max_tokens),
@@ -144,7 +146,7 @@ def run_cell(cfg: Config, data: Data, cell: Cell, judge: Any, cache: Any) -> dic
 
     spec = cfg.judges[cell.judge]
     max_tokens = None
-    if spec.kind == "vllm":
+    if spec.kind in MODEL_KINDS:
         # A cell without a sweep value gets the judge's own budget; another budget is another identity (cache key).
         max_tokens = cell.max_tokens or judge.sampling.max_tokens
         judge = judge.with_max_tokens(max_tokens)

@@ -13,7 +13,8 @@ from click.core import ParameterSource
 from tourney.errors import InputError
 
 VLLM_ONLY = ("dtype", "max_model_len", "tensor_parallel_size", "gpu_memory_utilization", "engine_args")
-MODEL_ONLY = ("family", "verdict", "max_tokens", "temperature", "top_p", "backend", *VLLM_ONLY,
+RAY_ONLY = ("replicas", "ray_address", "replica_timeout")
+MODEL_ONLY = ("family", "verdict", "max_tokens", "temperature", "top_p", "backend", *VLLM_ONLY, *RAY_ONLY,
               "base_urls", "concurrency", "max_retries", "api_key_env", "timeout")  # fmt: skip
 SIM_ONLY = ("sim_tau", "sim_position_bias", "sim_invalid_rate", "sim_latency")
 OPENAI_ONLY = ("base_urls", "concurrency", "max_retries", "api_key_env", "timeout")
@@ -67,12 +68,14 @@ def check_judge_options(opts: dict[str, Any], given: set[str], strategy: str) ->
 
 
 def check_backend_options(opts: dict[str, Any], given: set[str]) -> None:
-    """Refuse vLLM-only options with --backend openai and server options with --backend vllm."""
+    """Refuse engine options with --backend openai, server options without it, Ray options without --backend ray."""
     for name in sorted(given):
         if opts["backend"] == "openai" and name in VLLM_ONLY:
             raise clash(name, "--backend openai (the server sets it)", "has no effect with")
-        if opts["backend"] == "vllm" and name in OPENAI_ONLY:
+        if opts["backend"] != "openai" and name in OPENAI_ONLY:
             raise clash(name, "--backend openai", "only applies to")
+        if opts["backend"] != "ray" and name in RAY_ONLY:
+            raise clash(name, "--backend ray", "only applies to")
 
 
 def check_run_options(opts: dict[str, Any], given: set[str]) -> None:

@@ -129,8 +129,10 @@ def run_settings(command: str, cfg: JudgeConfig, tournament: Tournament, extra: 
     window, servers, retries), only what is judged and how it is ranked."""
     judge = dataclasses.asdict(cfg)
     for name in ("mode", "base_urls", "concurrency", "max_retries", "api_key_env", "timeout",
-                 "gpu_memory_utilization"):  # fmt: skip
+                 "gpu_memory_utilization", "replicas", "ray_address", "replica_timeout"):  # fmt: skip
         judge.pop(name, None)
+    if judge["backend"] == "ray":  # the same engine as in-process, placed elsewhere: a killed run resumes either way
+        judge["backend"] = "vllm"
     judge["sim"].pop("latency", None)
     return {"command": command, "judge": judge, "tournament": dataclasses.asdict(tournament), **extra}
 
@@ -163,6 +165,8 @@ def judge(
                 common: dict[str, Any] = {"judge": the_judge, "tournament": prep.tournament, "cache": cache,
                                           "window": opts["window"]}  # fmt: skip
                 if opts["dry_run"]:
+                    for line in getattr(getattr(the_judge, "backend", None), "plan", list)():
+                        CONSOLE.say(line)  # --backend ray: the cluster and where each replica would go
                     print_dry_run(play(items, lambda res: None, dry_run=True, **common), prep.tournament)
                     return None
                 if prep.resume.prompts:
@@ -277,7 +281,8 @@ def judge_config(opts: dict[str, Any]) -> JudgeConfig:
         tensor_parallel_size=opts["tensor_parallel_size"], gpu_memory_utilization=opts["gpu_memory_utilization"],
         engine_kwargs=parse_engine_args(opts["engine_args"]), base_urls=tuple(opts["base_urls"]),
         concurrency=opts["concurrency"], max_retries=opts["max_retries"], api_key_env=opts["api_key_env"],
-        timeout=opts["timeout"], sim=sim,
+        timeout=opts["timeout"], replicas=opts["replicas"], ray_address=opts["ray_address"],
+        replica_timeout=opts["replica_timeout"], sim=sim,
     )  # fmt: skip
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from strategies.registry import RATINGS, STRATEGIES
-from tourney.config import BACKENDS, DTYPES, MODES
+from tourney.config import BACKENDS, DTYPES, MODES, REPLICA_TIMEOUT
 from tourney.forcing import VERDICT_MODES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -66,11 +66,25 @@ VERBOSE = option(
 # The model's backend: shared by the judge commands and `tourney sample` (a policy runs on the same backends).
 SERVER: list[Decorator] = [
     click.option("--backend", type=click.Choice(list(BACKENDS)), default="vllm", show_default=True,
-                 help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url."),
+                 help="vllm: in-process engine; openai: OpenAI-compatible servers given by --base-url; ray: "
+                      "--replicas engines as Ray actors on a cluster (see --ray-address)."),
     click.option("--base-url", "base_urls", multiple=True, metavar="URL",
                  help="OpenAI-compatible endpoint (repeatable; load is spread over all)."),
     click.option("--concurrency", type=click.IntRange(min=1), default=16, show_default=True,
                  help="Requests in flight per --base-url endpoint."),
+]  # fmt: skip
+# --backend ray: in-process engines as Ray actors (tourney.backends.ray).
+RAY: list[Decorator] = [
+    click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="--backend ray: vLLM engines, each a Ray actor with --tensor-parallel-size GPUs (CPUs on a "
+                      "cluster without GPUs), spread over the nodes."),
+    click.option("--ray-address", default=None, metavar="ADDRESS",
+                 help="--backend ray: 'auto' joins the cluster `ray start` made on this machine, HOST:PORT another "
+                      "(default: a private cluster on 127.0.0.1 that ends with the run)."),
+    click.option("--replica-timeout", type=click.FloatRange(min=0, min_open=True), default=REPLICA_TIMEOUT,
+                 show_default=True,
+                 help="--backend ray: seconds a replica may take to load, or to come back after it is lost; "
+                      "past it the run stops (exit 1, every judgment so far cached)."),
 ]  # fmt: skip
 API_KEY: Decorator = click.option("--api-key-env", default="OPENAI_API_KEY", show_default=True,
                        help="Environment variable holding the API key for --backend openai.")  # fmt: skip
@@ -100,6 +114,7 @@ JUDGE: list[Decorator] = [
                       "Reward-Reasoning/RRM-7B), or 'simulated' (a statistical SIMULATOR reading each "
                       "response's 'quality'; not a model)."),
     *SERVER,
+    *RAY,
     click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
                  help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
     click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,

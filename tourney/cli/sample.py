@@ -31,6 +31,7 @@ from tourney.errors import BackendError
                  help="New tokens per sample."),
     options.SEED(help="Run seed; sample k of a prompt uses a seed derived from (seed, prompt, k)."),
     *options.SERVER,
+    *options.RAY,
     options.API_KEY,
     *options.VLLM,
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -57,11 +58,17 @@ def sample_cmd(**opts: Any) -> None:
                       max_model_len=opts["max_model_len"], tensor_parallel_size=opts["tensor_parallel_size"],
                       gpu_memory_utilization=opts["gpu_memory_utilization"],
                       engine_kwargs=parse_engine_args(opts["engine_args"]), base_urls=tuple(opts["base_urls"]),
-                      concurrency=opts["concurrency"], api_key_env=opts["api_key_env"])  # fmt: skip
+                      concurrency=opts["concurrency"], api_key_env=opts["api_key_env"], replicas=opts["replicas"],
+                      ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
     rows = read_prompts(opts["input_path"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"])
     if opts["dry_run"]:
+        if cfg.backend == "ray":  # the cluster and where each replica would go; no model loads
+            from tourney.backends.ray import check_cluster
+
+            for line in check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size):
+                CONSOLE.say(line)
         click.echo(json.dumps({"prompts": len(rows), "samples": len(rows) * opts["n"]}))
         return
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
