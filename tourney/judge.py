@@ -108,7 +108,7 @@ class PairwiseJudge(JudgeBase):
             if self._ready:
                 return
             if self.status is not None:
-                self.status(f"starting {self.backend.identity().get('backend')} ({self.describe()})")
+                self.status(f"starting {self.backend.label()} ({self.describe()})")
             await self.backend.start()
             await self._read_thinking()
             if self.verdict != "parse":

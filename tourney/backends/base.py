@@ -90,6 +90,10 @@ class BackendBase:
         """Everything about the model that shapes its outputs (not URLs, not keys), JSON-able."""
         raise NotImplementedError
 
+    def label(self) -> str:
+        """What the progress line calls this backend while it starts (e.g. "vllm")."""
+        return str(self.identity().get("backend"))
+
     async def start(self) -> None:
         """Load the model or check the servers, once; later calls return at once."""
         raise NotImplementedError

@@ -111,6 +111,10 @@ class RayBackend(BackendBase):
         """The in-process engine's identity: the same model, template and engine, so the same cache entries."""
         return self.local.identity()
 
+    def label(self) -> str:
+        """The progress line's name: "ray: 2 vllm replicas" (the identity says vllm: same model, same judgments)."""
+        return f"ray: {self.replicas} vllm replica{'s' if self.replicas != 1 else ''}"
+
     def context_limit(self) -> int:
         """The replicas' context once started, else what the in-process engine would have."""
         return self.max_model_len or self.local.context_limit()

@@ -67,7 +67,9 @@ def sample_cmd(**opts: Any) -> None:
         if cfg.backend == "ray":  # the cluster and where each replica would go; no model loads
             from tourney.backends.ray import check_cluster
 
-            for line in check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size):
+            with nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path()):  # Ray's own notices
+                lines = check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size)
+            for line in lines:
                 CONSOLE.say(line)
         click.echo(json.dumps({"prompts": len(rows), "samples": len(rows) * opts["n"]}))
         return
