@@ -48,7 +48,13 @@ STRATEGIES: Mapping[str, Any] = _Lazy({
     "swiss": "strategies.swiss:Swiss",
 })  # fmt: skip
 
-__all__ = ["RATINGS", "STRATEGIES", "budgeted", "make_strategy", "make_tournament", "strategy_options"]
+# The strategy a budget gets when no strategy is named: the smallest worst regret over the scenarios of
+# experiments.bench_strategies (see the README's strategy guide).
+BUDGETED_DEFAULT = "lucb"
+
+__all__ = [
+    "BUDGETED_DEFAULT", "RATINGS", "STRATEGIES", "budgeted", "make_strategy", "make_tournament", "strategy_options",
+]  # fmt: skip
 
 
 def strategy_options(name: str) -> set[str]:

@@ -22,6 +22,7 @@ import math
 from typing import NamedTuple
 
 from strategies.base import Match, Strategy, Wrapper, check_probability, seeded_uniforms
+from strategies.order_effect import OrderCounts
 
 
 def votes_to_decide(lead: float, left: int) -> int:
@@ -77,6 +78,9 @@ class Voting(Wrapper):
         self._pair_votes: dict[tuple[int, int], int] = {}  # votes issued so far per unordered pair
         self.invalid = 0
         self.all_invalid = 0
+        # Per unordered pair, P(first shown won) of its valid votes showing the lower index first, and the others:
+        # the run's evidence on position bias (``order_counts``).
+        self._orders: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
 
     def _coin(self, i: int, j: int) -> bool:
         """The pair's seeded coin: True shows the lower index first (by pair, not call order, so modes agree)."""
@@ -125,6 +129,11 @@ class Voting(Wrapper):
         else:
             p_a = check_probability(p_a)
             p_i = p_a if vote.a == m.i else 1.0 - p_a
+            a, b = vote.a, vote.b
+            seen = self._orders.get((a, b) if a < b else (b, a))
+            if seen is None:
+                seen = self._orders[(a, b) if a < b else (b, a)] = ([], [])
+            seen[a > b].append(p_a)
         self._received.add(vote_id)
         got = self._pending[m.id]
         got.append(p_i)
@@ -138,6 +147,14 @@ class Voting(Wrapper):
             self.all_invalid += none_valid
             del self._pending[m.id]
             self.inner.receive(m.id, outcome)
+
+    def order_counts(self) -> OrderCounts:
+        """This tournament's evidence on position bias (``strategies.order_effect``): its pairs' valid votes in
+        one order matched with those in the other."""
+        counts = OrderCounts()
+        for forward, backward in self._orders.values():
+            counts.add_votes(forward, backward)
+        return counts
 
     def budget(self) -> int:
         """Number of judgments: the inner budget times k."""

@@ -235,6 +235,19 @@ def test_budget_and_adaptive_votes_from_the_cli(tmp_path):
     assert p.returncode == 2 and "--adaptive-votes has no effect with --votes 1" in p.stderr
 
 
+@pytest.mark.parametrize("command, plain", [("best-of-n", "knockout"), ("rank", "round-robin")])
+def test_a_budget_alone_picks_the_budgeted_default(command, plain, tmp_path):
+    from strategies.registry import BUDGETED_DEFAULT
+
+    data = Path(__file__).parent / "data" / "sim12.jsonl"
+    for extra, strategy in (["--budget", "30"], BUDGETED_DEFAULT), ([], plain):
+        p = tourney(command, data, *SIM, *extra, "--summary", tmp_path / "s.json", "-o", tmp_path / "o")
+        assert p.returncode == 0, p.stderr
+        stats = json.loads((tmp_path / "s.json").read_text())
+        assert stats["strategy"] == strategy and stats["budget"] == (30 if extra else None)
+        assert stats["judgments"] <= 30 * stats["prompts"] or not extra
+
+
 def test_python_m_tourney_is_the_same_program():
     """The real entry point (a new interpreter, pipes): the same bytes and exit codes as the in-process runs above."""
     args = ["rank", "-", "--strategy", "round-robin", "--votes", "3", "--seed", "5", *SIM]

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from strategies.order_effect import OrderCounts
 from tourney.cache import Cache, canonical, encoded_key, judge_hash
 from tourney.errors import BackendError
 from tourney.io import Item
@@ -258,6 +259,7 @@ class Stream:
         self.engine, self.window = engine, window
         self.stats = Stats()
         self.all_invalid: list[Any] = []
+        self.order = OrderCounts()  # position bias: pairs judged both ways, over the prompts handed out
         self._items = iter(items)
         self._slots: deque[_Slot] = deque()  # held, in input order: the head is the next to hand out
         self._exhausted = False
@@ -290,6 +292,7 @@ class Stream:
         res.scores = [round(float(s), 6) + 0.0 for s in tour.scores()]  # + 0.0 turns -0.0 into 0.0
         res.ranking = list(tour.ranking())
         st.ties += tour.all_invalid
+        self.order.add(tour.order_counts())
         st.prompts += 1
         st.steps = max(st.steps, res.rounds)
         if res.judgments and res.invalid == res.judgments:

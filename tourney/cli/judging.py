@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from strategies.registry import BUDGETED_DEFAULT
 from tourney.cli import CONSOLE
 from tourney.cli.checks import check_judge_options, given_options
 from tourney.config import JudgeConfig, SimConfig, parse_engine_args
@@ -71,7 +72,8 @@ def prepare(
 
     CONSOLE.quiet = opts["quiet"]
     CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "judgments so far are cached"
-    strategy = opts["strategy"] or default_strategy
+    # A budget without --strategy: the budgeted default (robust over the judges of experiments.bench_strategies).
+    strategy = opts["strategy"] or (BUDGETED_DEFAULT if opts["budget"] is not None else default_strategy)
     check_judge_options(opts, given_options(), strategy)
     cfg = judge_config(opts)  # checks every value of the judge's options, before the input is read
     tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
@@ -242,7 +244,8 @@ def print_dry_run(stream: Stream, tournament: Tournament) -> None:
 
 def summary(stream: Stream, prep: Prepared, judge: Any, **extra: Any) -> str:
     """The ``--summary`` file's text: the run's counters, the tournament, the judge, and a command's ``extra``."""
-    fields = stream.stats.as_dict() | {"all_invalid_prompts": stream.all_invalid} | prep.tournament.summary()
+    fields = (stream.stats.as_dict() | {"all_invalid_prompts": stream.all_invalid}
+              | {"position_bias": stream.order.estimate()} | prep.tournament.summary())  # fmt: skip
     fields |= {"resumed_prompts": prep.resume.prompts}
     return json.dumps(fields | {"judge": judge.identity()} | extra, indent=2, ensure_ascii=False)
 

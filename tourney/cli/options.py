@@ -122,7 +122,8 @@ JUDGE: list[Decorator] = [
     API_KEY,
     FAMILY(),
     click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default=None,
-                 help="Tournament (default: knockout for best-of-n, round-robin for rank and pairs)."),
+                 help="Tournament (default: lucb with --budget; without one, knockout for best-of-n and "
+                      "round-robin for rank and pairs)."),
     click.option("--rating", type=click.Choice(list(RATINGS)), default="elo", show_default=True,
                  help="Round-robin rating: sequential ELO or Bradley-Terry MLE."),
     click.option("--elo-k", type=click.FloatRange(min=0, min_open=True), default=32.0, show_default=True,
