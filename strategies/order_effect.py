@@ -27,11 +27,13 @@ Z95 = 1.959964
 
 
 class OrderFit(NamedTuple):
-    """Strengths (mean 0), the order effect γ (logits in favour of the first shown) and γ's standard error."""
+    """Strengths (mean 0), the order effect γ (logits in favour of the first shown), γ's standard error and the
+    strengths' Laplace covariance."""
 
     s: np.ndarray
     gamma: float
     gamma_se: float
+    cov: np.ndarray
 
 
 def bt_order_fit(
@@ -71,7 +73,7 @@ def bt_order_fit(
             break
     cov = np.linalg.inv(hess)
     s = theta[:n]
-    return OrderFit(s - s.mean(), float(theta[n]), float(math.sqrt(max(cov[n, n], 0.0))))
+    return OrderFit(s - s.mean(), float(theta[n]), float(math.sqrt(max(cov[n, n], 0.0))), cov[:n, :n])
 
 
 @dataclass

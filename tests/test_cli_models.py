@@ -204,8 +204,14 @@ def test_ctrl_c_in_process_is_one_line_and_keeps_judgments(tiny_model_dir, tmp_p
     deadline, rows = time.monotonic() + 240, 0
     while rows == 0 and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.5)
-        if cache.exists():
-            rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
+        try:  # the file exists a moment before its table does
+            rows = (
+                sqlite3.connect(f"file:{cache}?mode=ro", uri=True)
+                .execute("SELECT COUNT(*) FROM judgments")
+                .fetchone()[0]
+            )
+        except sqlite3.OperationalError:
+            rows = 0
     assert rows > 0 and proc.poll() is None, "no judgment was stored before the run ended"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -99,7 +99,7 @@ def test_private_cluster_gives_the_bytes_of_the_vllm_backend(ray_dir, rows, refe
                       *extra, *RUN)  # fmt: skip
         assert bad.returncode == 2, bad.stderr
         assert bad.stderr.count("\n") == 1 and "do not fit the cluster" in bad.stderr, bad.stderr
-        assert "Traceback" not in bad.stderr and time.monotonic() - t0 < 30
+        assert "Traceback" not in bad.stderr and time.monotonic() - t0 < 90  # no model loaded: ~10 s idle
     assert not (tmp_path / "no.jsonl").exists()
     out = tmp_path / "ray.jsonl"
     run = tourney("best-of-n", rows, "-o", out, *model, "--backend", "ray", "--replicas", "2", "--no-cache", *RUN)

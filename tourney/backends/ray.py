@@ -191,14 +191,22 @@ class RayBackend(BackendBase):
                 s.tasks.append(asyncio.get_running_loop().create_task(self._watch(s)))
 
     async def _started(self, slot: Slot) -> dict[str, Any]:
-        """Wait for one replica's engine; its failure to load is the run's, in the vLLM backend's words."""
-        try:
-            info = await within(slot.actor.start.remote(), self.replica_timeout)
-        except TimeoutError:
-            raise BackendError(f"{slot.name()} did not start within {self.replica_timeout:g} s "
-                               "(--replica-timeout)") from None  # fmt: skip
-        except Exception as err:  # the actor itself died while starting: Ray's errors are long
-            raise BackendError(f"{slot.name()} failed to start: {ray_error(err)}") from err
+        """Wait for one replica's engine; its failure to load is the run's, in the vLLM backend's words. A replica
+        whose process dies while starting (e.g. killed for memory) is restarted by Ray: it is asked again until
+        ``replica_timeout``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.replica_timeout
+        while True:
+            try:
+                info = await within(slot.actor.start.remote(), max(deadline - loop.time(), 0.001))
+                break
+            except TimeoutError:
+                raise BackendError(f"{slot.name()} did not start within {self.replica_timeout:g} s "
+                                   "(--replica-timeout)") from None  # fmt: skip
+            except Exception as err:  # the actor itself died while starting: Ray's errors are long
+                if type(err).__name__ == "ActorDiedError" or loop.time() >= deadline:  # gone for good, or too late
+                    raise BackendError(f"{slot.name()} failed to start: {ray_error(err)}") from err
+                await asyncio.sleep(min(2.0, max(deadline - loop.time(), 0)))  # restarting: ask again shortly
         if isinstance(info, Failed):
             raise BackendError(f"{info.message} ({slot.name()})")
         slot.where = info["node"]
