@@ -46,8 +46,14 @@ the soft noise), and the pick is a Copeland winner over all pairs (most pairs wo
 winners split evenly). It is 1 without per-pair errors; it is a reference, not a bound.
 
 Columns: top-1 with its 95 % Wilson interval, mean and max judge calls (votes included), mean sequential rounds
-(``propose()`` calls that returned work), regret at 2(N−1) and 4(N−1) ("-": over that budget). Time: see
-``--help``; the default run (4 sizes, 10 scenarios, 1,000 trials) takes about 30 min on 2 workers.
+(``propose()`` calls that returned work), regret at 2(N−1) and 4(N−1) ("-": over that budget).
+
+Time. A trial costs 2-5x more at N=32 and 64 (lucb's fits, Swiss's matchings, round robin's 2,016 pairs), so over
+N=16 the cells get fewer trials, 16/N of ``--trials`` (1,000 → 500 at 32, 250 at 64; ``--same-trials`` keeps them
+all). Measured on 1 worker of a shared 2-core machine: N=16 alone, 1,000 trials, 326 s; N = 8, 32, 64 at 64 trials
+(64 / 32 / 16 per cell), 62 s; so the default run is about 22 min on 1 worker, 11 min on 2 (with ``--same-trials``
+roughly 50 min on 1, estimated). One BLAS thread per process (set below): with OpenBLAS's thread pool, lucb at N=32
+ran 100x slower on a busy machine.
 """
 
 from __future__ import annotations
@@ -321,7 +327,7 @@ def add_regrets(rows: list[dict[str, Any]]) -> None:
     for (_, n), group in cells.items():
         for b in (2 * (n - 1), 4 * (n - 1)):
             chosen = at_budget(group, b)
-            best = max(r["acc"] for r in chosen.values())
+            best = max((r["acc"] for r in chosen.values()), default=0.0)
             for r in chosen.values():
                 r[f"regret@{b}"] = best - r["acc"]
 
@@ -431,6 +437,9 @@ def main() -> None:
     unknown = set(args.scenarios or ()) - set(BY_NAME)
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(sorted(unknown))}; choose from {', '.join(BY_NAME)}")
+    unknown = set(args.strategies or ()) - set(STRATEGIES)
+    if unknown:
+        parser.error(f"unknown strategy(ies) {', '.join(sorted(unknown))}; choose from {', '.join(STRATEGIES)}")
     scenarios = [sc for sc in SCENARIOS if args.scenarios is None or sc.name in args.scenarios]
     names = None if args.strategies is None else {*args.strategies, args.default}
     grid = [(sc, n, cfg) for sc in scenarios for n in args.sizes for cfg in configs(n, names)]

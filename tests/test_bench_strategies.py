@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 from scipy.special import expit
@@ -231,3 +234,29 @@ def test_regrets_and_the_default_line():
 def test_trials_at():
     assert [bs.trials_at(1000, n) for n in (8, 16, 32, 64)] == [1000, 1000, 500, 250]
     assert bs.trials_at(1000, 64, same=True) == 1000 and bs.trials_at(3, 64) == 1
+
+
+def run_main(monkeypatch, capsys, out, *extra):
+    argv = ["bench_strategies", "--trials", "3", "--sizes", "16", "--scenarios", "a,b,gauss-pair", "--workers", "1"]
+    monkeypatch.setattr("sys.argv", [*argv, "--strategies", "knockout", "--out", str(out), *extra])
+    bs.main()
+    return capsys.readouterr().out
+
+
+def test_main_writes_the_same_bytes_and_ends_with_the_default_line(tmp_path, monkeypatch, capsys):
+    printed = run_main(monkeypatch, capsys, tmp_path / "one")
+    run_main(monkeypatch, capsys, tmp_path / "two")
+    for name in ("results.jsonl", "results.md"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    last = printed.rstrip("\n").splitlines()[-1]
+    assert re.fullmatch(
+        r"N=16 default: worst_regret@30=\d\.\d{3} worst_regret@60=\d\.\d{3} a@30=\d\.\d{3} a@60=\d\.\d{3}"
+        r" b@30=\d\.\d{3} b@60=\d\.\d{3}",
+        last,
+    )
+    assert (tmp_path / "one" / "results.md").read_text().rstrip("\n").endswith(last)
+    rows = [json.loads(line) for line in (tmp_path / "one" / "results.jsonl").read_text().splitlines()]
+    assert {r["key"] for r in rows} >= {"lucb", "knockout k=1"} and "swiss" not in {r["key"] for r in rows}
+    assert all("seconds" not in r and r["trials"] == 3 for r in rows)
+    run_main(monkeypatch, capsys, tmp_path / "three", "--seed", "9")
+    assert (tmp_path / "three" / "results.jsonl").read_bytes() != (tmp_path / "one" / "results.jsonl").read_bytes()
