@@ -78,9 +78,8 @@ def test_position_bias_favours_the_first_shown(name, bias):
 def test_invalid_share_is_the_rate(name):
     s = sc(name)
     w = bs.world(s, 16, 0, 2)
-    rng = np.random.default_rng(0)
     a, b = all_pairs(16)
-    got = [v for _ in range(200) for v in bs.verdicts(s, w, a, b, rng)]
+    got = [v for t in range(200) for v in bs.verdicts(s, w, a, b, np.full(a.size, t))]
     share = sum(v is None for v in got) / len(got)
     assert share == pytest.approx(s.invalid, abs=4 * np.sqrt(max(s.invalid, 1e-3) / len(got)))
     if s.invalid:
@@ -91,7 +90,7 @@ def test_hard_verdicts_follow_the_judge():
     s = sc("a")
     w = bs.world(s, 16, 0, 0)
     a, b = np.repeat(np.arange(4), 5000), np.repeat(np.arange(4, 8), 5000)
-    v = np.array(bs.verdicts(s, w, a, b, np.random.default_rng(1)))
+    v = np.array(bs.verdicts(s, w, a, b, np.tile(np.arange(5000), 4)))  # vote indices: fresh coins
     assert set(v.tolist()) <= {0.0, 1.0}
     for k in range(4):
         want = bs.judge_p(s, w, np.array([k]), np.array([k + 4]))[0]
@@ -114,7 +113,7 @@ def test_soft_verdicts_are_probabilities_around_the_judge():
     s = sc("soft")
     w = bs.world(s, 16, 0, 0)
     a, b = np.full(20000, 0), np.full(20000, 1)
-    v = np.array(bs.verdicts(s, w, a, b, np.random.default_rng(0)))
+    v = np.array(bs.verdicts(s, w, a, b, np.arange(20000)))
     assert ((v > 0) & (v < 1)).all() and np.unique(v).size > 1000
     logit = bs.judge_logit(s, w, a[:1], b[:1])[0]
     assert np.median(np.log(v / (1 - v))) == pytest.approx(logit, abs=0.05)  # σ(logit + N(0, 1.5²))
@@ -124,8 +123,24 @@ def test_noiseless_judge_is_always_right():
     s = sc("noiseless")
     w = bs.world(s, 8, 0, 0)
     a, b = all_pairs(8)
-    v = np.array(bs.verdicts(s, w, a, b, np.random.default_rng(0)))
+    v = np.array(bs.verdicts(s, w, a, b, np.zeros(a.size, dtype=int)))
     assert np.array_equal(v, (w.s[a] > w.s[b]).astype(float))
+
+
+def test_the_judges_coins_are_common_to_all_strategies():
+    s = sc("a-invalid")
+    w = bs.world(s, 16, 0, 3)
+    a, b = all_pairs(16)
+    first, again = (
+        bs.verdicts(s, w, a, b, np.zeros(a.size, dtype=int)),
+        bs.verdicts(s, w, a, b, np.zeros(a.size, dtype=int)),
+    )
+    assert first == again  # the same question (pair, order, vote index) gets the same answer
+    assert first != bs.verdicts(s, w, a, b, np.ones(a.size, dtype=int))  # the next vote of a pair is a fresh coin
+    # Two configurations that play the same algorithm score the same, trial by trial.
+    same = [bs.Config("lucb", "lucb", {"budget": 30}, 30), bs.Config("lucb again", "lucb", {"budget": 30}, 30)]
+    hits = [bs.trials(s, 16, c, 20, 0)[0] for c in same]
+    assert np.array_equal(*hits)
 
 
 def test_ceiling():
