@@ -51,7 +51,8 @@ Columns: top-1 with its 95 % Wilson interval, mean and max judge calls (votes in
 Time. A trial costs 2-5x more at N=32 and 64 (lucb's fits, Swiss's matchings, round robin's 2,016 pairs), so over
 N=16 the cells get fewer trials, 16/N of ``--trials`` (1,000 → 500 at 32, 250 at 64; ``--same-trials`` keeps them
 all). Measured on 1 worker of a shared 2-core machine: N=16 alone, 1,000 trials, 326 s; N = 8, 32, 64 at 64 trials
-(64 / 32 / 16 per cell), 62 s; so the default run is about 22 min on 1 worker, 11 min on 2 (with ``--same-trials``
+(64 / 32 / 16 per cell), 62 s; so the default run is about 22 min on 1 worker, 11 min on 2 (the full default run
+took 27 min of CPU on 1 worker, 44 min of wall time beside other jobs at a load of up to 20; with ``--same-trials``
 roughly 50 min on 1, estimated). One BLAS thread per process (set below): with OpenBLAS's thread pool, lucb at N=32
 ran 100x slower on a busy machine.
 """
