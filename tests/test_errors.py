@@ -69,6 +69,14 @@ def test_bad_judge_name_exits_2_naming_it(tmp_path: Path, name: str) -> None:
     assert err.startswith("tourney: error: ") and name in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize(("name", "hint"), [("simulatd", "simulated"), ("SmolLM", "smollm2"), ("zzz", None)])
+def test_a_misspelled_judge_is_one_line_with_a_hint(tmp_path: Path, name: str, hint: str | None) -> None:
+    code, err = run_cli(["rank", EXAMPLE, "--judge", name, "--dry-run"], tmp_path)  # no --family: no family warning
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"tourney: error: unknown model {name!r}") and "warning" not in err
+    assert (f"did you mean {hint!r}?" in err) if hint else "did you mean" not in err
+
+
 def test_a_missing_install_stays_a_backend_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The built-in judge without its wheel: nothing the user typed is wrong, so exit 1 (and a fix to run)."""
     real = importlib.util.find_spec

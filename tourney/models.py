@@ -39,11 +39,12 @@ class ModelSpec:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)  # engine arguments the built-in needs
 
 
-def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
+def resolve_model(name: str, *, convert: bool = True, builtins: tuple[str, ...] = (SMOLLM2,)) -> ModelSpec:
     """Resolve a model name to a ModelSpec; the built-in ``smollm2`` is converted on first use unless convert=False.
 
     A name that cannot be a model (no such directory, a directory without config.json, a file, not an org/name hub
-    id) is an InputError naming it; a missing wheel for the built-in is a BackendError (the install, not the name).
+    id) is an InputError naming it, with "did you mean" when it is close to one of ``builtins`` (a typo); a missing
+    wheel for the built-in is a BackendError (the install, not the name).
     """
     if not name or not name.strip():
         raise InputError("empty model name")
@@ -58,7 +59,12 @@ def resolve_model(name: str, *, convert: bool = True) -> ModelSpec:
     if local.exists():
         raise InputError(f"model {name} is a file, not a model directory or hub id")
     if name.count("/") != 1 or name.startswith(("/", ".", "~")):
-        raise InputError(f"unknown model {name!r}: not a directory, a hub id (org/name) or a built-in ({SMOLLM2})")
+        import difflib
+
+        close = difflib.get_close_matches(name.lower(), builtins, n=1, cutoff=0.7)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"unknown model {name!r}: not a directory, a hub id (org/name) or a built-in "
+                         f"({', '.join(builtins)}){hint}")  # fmt: skip
     return ModelSpec(name=name, path=name, family=detect_family(name))
 
 
