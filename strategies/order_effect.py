@@ -99,6 +99,12 @@ class OrderCounts:
         self.votes += other.votes
         self.first_wins += other.first_wins
 
+    def add_pair(self, p: float, q: float) -> None:
+        """Add two votes of one pair in opposite orders: P(first shown won) of each (``votes`` not included)."""
+        self.first += p * q
+        self.second += (1.0 - p) * (1.0 - q)
+        self.pairs += 1
+
     def add_votes(self, forward: list[float], backward: list[float]) -> None:
         """Add one pair's valid votes: P(first shown won) of the votes showing it one way and the other way.
 
@@ -106,9 +112,7 @@ class OrderCounts:
         without a partner counts only in ``votes``/``first_wins``.
         """
         for p, q in zip(forward, backward):
-            self.first += p * q
-            self.second += (1.0 - p) * (1.0 - q)
-            self.pairs += 1
+            self.add_pair(p, q)
         self.votes += len(forward) + len(backward)
         self.first_wins += math.fsum(forward) + math.fsum(backward)
 

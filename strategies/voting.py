@@ -78,9 +78,10 @@ class Voting(Wrapper):
         self._pair_votes: dict[tuple[int, int], int] = {}  # votes issued so far per unordered pair
         self.invalid = 0
         self.all_invalid = 0
-        # Per unordered pair, P(first shown won) of its valid votes showing the lower index first, and the others:
-        # the run's evidence on position bias (``order_counts``).
-        self._orders: dict[tuple[int, int], tuple[list[float], list[float]]] = {}
+        # Position bias (``order_counts``): each valid vote is matched with the pair's oldest unmatched vote in the
+        # other order; ``_unmatched`` holds, per unordered pair, the order of its waiting votes and their P(A).
+        self.orders = OrderCounts()
+        self._unmatched: dict[tuple[int, int], tuple[bool, list[float]]] = {}
 
     def _coin(self, i: int, j: int) -> bool:
         """The pair's seeded coin: True shows the lower index first (by pair, not call order, so modes agree)."""
@@ -129,11 +130,7 @@ class Voting(Wrapper):
         else:
             p_a = check_probability(p_a)
             p_i = p_a if vote.a == m.i else 1.0 - p_a
-            a, b = vote.a, vote.b
-            seen = self._orders.get((a, b) if a < b else (b, a))
-            if seen is None:
-                seen = self._orders[(a, b) if a < b else (b, a)] = ([], [])
-            seen[a > b].append(p_a)
+            self._count_order(vote.a, vote.b, p_a)
         self._received.add(vote_id)
         got = self._pending[m.id]
         got.append(p_i)
@@ -148,13 +145,26 @@ class Voting(Wrapper):
             del self._pending[m.id]
             self.inner.receive(m.id, outcome)
 
+    def _count_order(self, a: int, b: int, p_a: float) -> None:
+        """Add one valid vote to the position-bias counts: O(1), one dict lookup (every judgment passes here)."""
+        forward, pair = a < b, (a, b) if a < b else (b, a)
+        waiting = self._unmatched.get(pair)
+        if waiting is None:
+            self._unmatched[pair] = (forward, [p_a])
+        elif waiting[0] == forward:
+            waiting[1].append(p_a)
+        else:
+            q = waiting[1].pop(0)
+            if not waiting[1]:
+                del self._unmatched[pair]
+            self.orders.add_pair(p_a, q)
+        self.orders.votes += 1
+        self.orders.first_wins += p_a
+
     def order_counts(self) -> OrderCounts:
         """This tournament's evidence on position bias (``strategies.order_effect``): its pairs' valid votes in
-        one order matched with those in the other."""
-        counts = OrderCounts()
-        for forward, backward in self._orders.values():
-            counts.add_votes(forward, backward)
-        return counts
+        one order matched with those in the other, in the order they were received."""
+        return self.orders
 
     def budget(self) -> int:
         """Number of judgments: the inner budget times k."""
