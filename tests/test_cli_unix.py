@@ -171,7 +171,7 @@ def test_closing_line_and_warnings_for_invalid_verdicts(tmp_path):
     p = tourney("rank", EXAMPLE, *SIM, "--sim-invalid-rate", "1", "--summary", summary, "-o", tmp_path / "o")
     assert p.returncode == 0
     lines = p.stderr.strip().splitlines()
-    assert lines[0].startswith("tourney: 15 judgments (0 cached), 15 invalid, 0 forced, 1 judge calls")
+    assert lines[0].startswith("tourney: 15 judgments (0 cached), 15 invalid, 0 forced, 1 judge call, 0 retries")
     assert "15 of 15 judgments (100%) had no verdict" in lines[1]
     assert 'no verdict at all (ranked in input order): "capital", "arithmetic", "chat"' in lines[2]
     assert json.loads(summary.read_text())["all_invalid_prompts"] == ["capital", "arithmetic", "chat"]

@@ -76,6 +76,11 @@ class Console:
             bar.stop()
 
 
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``count`` and ``word``, or its plural ``many`` (default: word + s) unless the count is 1: "1 judge call"."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
 @contextmanager
 def silenced() -> Iterator[None]:
     """Drop what this process prints meanwhile, from Python and from C (file descriptors 1 and 2): for importing a

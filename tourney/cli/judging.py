@@ -25,6 +25,7 @@ from strategies.registry import BUDGETED_DEFAULT
 from tourney.cli import CONSOLE
 from tourney.cli.checks import check_judge_options, given_options
 from tourney.config import JudgeConfig, SimConfig, parse_engine_args
+from tourney.console import plural
 from tourney.engine import Result, Stream
 from tourney.errors import BackendError, InputError
 from tourney.io import Item
@@ -253,8 +254,9 @@ def summary(stream: Stream, prep: Prepared, judge: Any, **extra: Any) -> str:
 def report(stream: Stream) -> None:
     """One closing line with the counters, and warnings when the verdicts cannot be trusted."""
     st = stream.stats
-    CONSOLE.say(f"tourney: {st.judgments} judgments ({st.cached} cached), {st.invalid} invalid, {st.forced} forced, "
-                f"{st.backend_calls} judge calls, {st.retries} retries, {st.wall_s:.1f} s")  # fmt: skip
+    CONSOLE.say(f"tourney: {plural(st.judgments, 'judgment')} ({st.cached} cached), {st.invalid} invalid, "
+                f"{st.forced} forced, {plural(st.backend_calls, 'judge call')}, "
+                f"{plural(st.retries, 'retry', 'retries')}, {st.wall_s:.1f} s")  # fmt: skip
     if st.judgments and st.invalid / st.judgments >= WARN_SHARE:
         CONSOLE.warn(f"{st.invalid} of {st.judgments} judgments ({st.invalid / st.judgments:.0%}) had no verdict; "
                      "they abstain, so these rankings rest on few votes")  # fmt: skip

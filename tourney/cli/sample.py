@@ -12,6 +12,7 @@ import click
 from tourney.cli import CONSOLE, options
 from tourney.cli.checks import check_backend_options, check_run_options, given_options
 from tourney.cli.judging import log_path
+from tourney.console import plural
 from tourney.errors import BackendError
 
 
@@ -100,5 +101,5 @@ def sample_cmd(**opts: Any) -> None:
         summary = stats.as_dict() | {"policy": identity, "n": opts["n"], "seed": opts["seed"]}
         files.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(files)
-    CONSOLE.say(f"tourney: {stats.samples} samples ({stats.cached} cached, {stats.generated} generated), "
-                f"{stats.backend_calls} backend calls, {stats.wall_s:.1f} s")  # fmt: skip
+    CONSOLE.say(f"tourney: {plural(stats.samples, 'sample')} ({stats.cached} cached, {stats.generated} generated), "
+                f"{plural(stats.backend_calls, 'backend call')}, {stats.wall_s:.1f} s")  # fmt: skip
