@@ -248,6 +248,15 @@ def test_a_budget_alone_picks_the_budgeted_default(command, plain, tmp_path):
         assert stats["judgments"] <= 30 * stats["prompts"] or not extra
 
 
+def test_empty_input_says_so_and_writes_an_empty_output(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    for command in ("rank", "best-of-n"):
+        p = tourney(command, empty, *SIM, "-o", tmp_path / "o.jsonl")
+        assert p.returncode == 0 and (tmp_path / "o.jsonl").read_text() == ""
+        assert p.stderr.splitlines()[0] == f"tourney: warning: {empty} has no prompts: nothing to judge", p.stderr
+
+
 def test_python_m_tourney_is_the_same_program():
     """The real entry point (a new interpreter, pipes): the same bytes and exit codes as the in-process runs above."""
     args = ["rank", "-", "--strategy", "round-robin", "--votes", "3", "--seed", "5", *SIM]

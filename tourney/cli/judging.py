@@ -251,9 +251,12 @@ def summary(stream: Stream, prep: Prepared, judge: Any, **extra: Any) -> str:
     return json.dumps(fields | {"judge": judge.identity()} | extra, indent=2, ensure_ascii=False)
 
 
-def report(stream: Stream) -> None:
-    """One closing line with the counters, and warnings when the verdicts cannot be trusted."""
+def report(stream: Stream, prep: Prepared) -> None:
+    """One closing line with the counters, and warnings when the verdicts cannot be trusted or there was nothing to
+    judge."""
     st = stream.stats
+    if not st.prompts and not prep.resume.prompts:
+        CONSOLE.warn(f"{prep.name} has no prompts: nothing to judge")
     CONSOLE.say(f"tourney: {plural(st.judgments, 'judgment')} ({st.cached} cached), {st.invalid} invalid, "
                 f"{st.forced} forced, {plural(st.backend_calls, 'judge call')}, "
                 f"{plural(st.retries, 'retry', 'retries')}, {st.wall_s:.1f} s")  # fmt: skip

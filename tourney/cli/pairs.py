@@ -46,7 +46,7 @@ def pairs_cmd(**opts: Any) -> None:
         return
     stream, the_judge = ran
     stats = writer.finish(stream, the_judge)
-    report(stream)
+    report(stream, prep)
     CONSOLE.say(
         f"tourney: {stats.pairs} pairs from {stats.prompts} prompts; skipped {stats.skipped_too_few} with < 2 "
         f"distinct responses, {stats.skipped_unseparated} unseparated, {stats.skipped_no_pair} with no pair "

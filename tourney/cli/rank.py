@@ -51,4 +51,4 @@ def _run(command: str, opts: dict[str, Any]) -> None:
         return
     stream, the_judge = ran
     finish(opts, prep, stream, the_judge)
-    report(stream)
+    report(stream, prep)
