@@ -52,6 +52,25 @@ def test_prepare_writes_verl_schema_balanced_and_reproducible(tmp_path):
     assert (tmp_path / "d1" / "train.parquet").read_bytes() != (tmp_path / "d3" / "train.parquet").read_bytes()
 
 
+def test_prepare_keeps_the_prompt_id_that_tourney_pairs_writes(tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": f"q{k}", "chosen": f"right {k}", "rejected": f"wrong {k}", "prompt_id": f"gsm8k-test-{k}"}
+            for k in range(6)]  # fmt: skip
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = run_cli("train", "prepare", str(pairs), "-o", str(tmp_path / "d"), "--family", "rm-r1")
+    assert res.returncode == 0, res.stderr
+    got = [
+        r["extra_info"]
+        for split in ("train", "val")
+        for r in pq.read_table(tmp_path / "d" / f"{split}.parquet").to_pylist()
+    ]
+    assert sorted(e["id"] for e in got) == sorted(r["prompt_id"] for r in rows)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rows[0] | {"prompt_id": [1]}) + "\n")
+    res = run_cli("train", "prepare", str(bad), "-o", str(tmp_path / "e"))
+    assert res.returncode == 2 and "bad.jsonl:1" in res.stderr and "prompt_id" in res.stderr, res.stderr
+
+
 def test_prepare_reads_conversational_and_parquet_input(tmp_path):
     rows = [
         {

@@ -49,7 +49,8 @@ def _rows(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def parse_pair(value: Any, path: str, line: int) -> Pair:
-    """Validate one row into a Pair: ``tourney.io.Row``'s prompt and id checks, plus chosen and rejected answers."""
+    """Validate one row into a Pair: ``tourney.io.Row``'s prompt and id checks, plus chosen and rejected answers. The
+    pair's id is its ``prompt_id`` (as ``tourney pairs`` writes), else its ``id``, else its line number."""
     row = Row.of(value, path, line)
     for key in ("prompt", "chosen", "rejected"):
         if row.data.get(key) is None:  # a Parquet column holds null where a JSONL row would leave the key out
@@ -57,8 +58,11 @@ def parse_pair(value: Any, path: str, line: int) -> Pair:
     prompt = row.prompt()
     if isinstance(prompt, list):
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
+    ident = row.data.get("prompt_id")  # what `tourney pairs` writes: the pair's prompt; else the row's own id
+    if ident is not None and (not isinstance(ident, (str, int)) or isinstance(ident, bool)):
+        raise row.bad("expected a string or an integer", "prompt_id")
     return Pair(
-        id=str(row.id()),
+        id=str(row.id() if ident is None else ident),
         line=line,
         prompt=prompt,
         chosen=answer_text(row.data["chosen"], path, line, "chosen"),
