@@ -256,6 +256,19 @@ def test_sft_dry_run_prints_verl_sft_trainer(tmp_path):
     assert "optim.lr=5e-06" in ov and "data.messages_key=messages" in ov and "trainer.n_gpus_per_node=4" in ov
 
 
+def test_the_builtin_model_reaches_verl_as_its_directory(tmp_path):
+    from tourney.models import builtin_spec
+
+    items, judgments = judgments_fixture(tmp_path)
+    run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "sft"))
+    where = builtin_spec("smollm2").path  # a dry run names the directory without converting the model
+    res = run_cli("train", "sft", "--model", "smollm2", "--data", str(tmp_path / "sft"), "--output",
+                  str(tmp_path / "ck"), "--dry-run")  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert f"model.path={where}" in dry_run_overrides(res.stdout, "verl.trainer.sft_trainer")
+    assert "model.path=smollm2" not in res.stdout
+
+
 def test_train_stages_read_jsonl_as_rank_does(tmp_path):
     """prepare and sft-prepare accept a byte-order mark and name file and line for bad UTF-8 or JSON."""
     items, judgments = judgments_fixture(tmp_path)

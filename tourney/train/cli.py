@@ -85,6 +85,14 @@ def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
         raise  # unreachable: _env_failure exits
 
 
+def _verl_model(name: str, dry_run: bool) -> str:
+    """What verl's ``model.path`` gets: the built-in ``smollm2`` as its converted directory (converted now unless
+    this is a dry run; verl does not know the name), any other name as given (it may live on the cluster only)."""
+    from tourney.models import builtin_spec, resolve_model
+
+    return resolve_model(name, convert=not dry_run).path if builtin_spec(name) else name
+
+
 @train.command()
 @LAUNCH_OPTIONS
 @click.option("--size", default=None, help="Model size for the presets (7b, 14b, 32b); default: from the name.")
@@ -125,8 +133,8 @@ def rlvr(**o: Any) -> None:
         return
     _, preset = launcher.resolve_preset(o["model"], o["size"], o["lr"])
     overrides = launcher.rlvr_overrides(
-        o["model"], o["data_dir"], o["output"], preset, nnodes=o["nnodes"], gpus_per_node=o["gpus_per_node"],
-        format_penalty=o["format_penalty"], extra=o["overrides"],
+        _verl_model(o["model"], o["dry_run"]), o["data_dir"], o["output"], preset, nnodes=o["nnodes"],
+        gpus_per_node=o["gpus_per_node"], format_penalty=o["format_penalty"], extra=o["overrides"],
     )  # fmt: skip
     nodes = o["nnodes"] or preset.nnodes
     cmd = launcher.rlvr_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides)
@@ -196,7 +204,7 @@ def sft(**o: Any) -> None:
     """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml) with RM-R1's settings."""
     nodes = o["nnodes"] or 1
     overrides = launcher.sft_overrides(
-        o["model"], o["data_dir"], o["output"], lr=o["lr"] or 5e-6, nnodes=nodes,
+        _verl_model(o["model"], o["dry_run"]), o["data_dir"], o["output"], lr=o["lr"] or 5e-6, nnodes=nodes,
         gpus_per_node=o["gpus_per_node"], extra=o["overrides"],
     )  # fmt: skip
     cmd = launcher.sft_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides, nodes, o["gpus_per_node"])
