@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -204,6 +205,20 @@ def test_counters_mean_the_same_in_both_modes(tmp_path):
         assert st["steps"] == 2  # a knockout of 4 (the largest prompt) takes 2 rounds
         assert st["wall_s"] >= st["judge_s"] >= 0.2 * 2 * 0.9  # at least two sequential 0.2 s calls
     assert stats["lockstep"]["judgments"] == stats["pipelined"]["judgments"] == 3 + 3 + 2
+
+
+def test_the_closing_time_is_the_whole_process(tmp_path):
+    """A real process: the closing line's seconds and ``wall_s`` count from the process's start (interpreter and
+    imports included), so they match what the user waited, up to the exit after the line."""
+    s = tmp_path / "s.json"
+    t0 = time.monotonic()
+    p = process("rank", EXAMPLE, *SIM, "--sim-latency", "0.5", "--summary", s, "-o", tmp_path / "o.jsonl")
+    waited = time.monotonic() - t0
+    assert p.returncode == 0, p.stderr
+    said = float(re.search(r", ([0-9.]+) s$", p.stderr.strip().splitlines()[-1]).group(1))
+    st = json.loads(s.read_text())
+    assert waited - 1.0 <= said <= waited + 0.05 and st["wall_s"] <= said + 0.05  # the exit follows the line
+    assert st["wall_s"] - st["judge_s"] >= 0.3  # start-up (a Python interpreter, click, numpy) is in wall_s
 
 
 # ---- interrupts ------------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,12 +23,22 @@ class Console:
         """``quiet``: no bar and no closing summary line (warnings and errors still show)."""
         self.quiet = quiet
         self.interrupted = "judgments so far are cached"  # what a Ctrl-C message says was kept; a run updates it
+        self.started = time.perf_counter()  # the command's start (``main`` resets it): times include start-up
         self._stream: TextIO | None = None  # None: whatever sys.stderr is now (in-process test runs swap it)
 
     @property
     def stream(self) -> TextIO:
         """Where tourney's own lines go: the terminal's stderr, or its private copy while ``logs_to`` is active."""
         return self._stream if self._stream is not None else sys.stderr
+
+    def start_clock(self, whole_process: bool) -> None:
+        """Start the command's clock now, or (``whole_process``: a real ``tourney`` process) when the process began,
+        so the interpreter's start and the imports count too (Linux: /proc; elsewhere: now)."""
+        self.started = time.perf_counter() - (process_age() if whole_process else 0.0)
+
+    def elapsed(self) -> float:
+        """Seconds since the command started: what a closing line and ``wall_s`` report (model loading included)."""
+        return time.perf_counter() - self.started
 
     def say(self, message: str) -> None:
         """One line on stderr, unless quiet."""
@@ -74,6 +85,18 @@ class Console:
             yield bar
         finally:
             bar.stop()
+
+
+def process_age() -> float:
+    """Seconds since this process started (0 where /proc cannot tell)."""
+    try:
+        with open("/proc/self/stat") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: start time, in clock ticks
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

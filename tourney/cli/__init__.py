@@ -57,6 +57,7 @@ def main(args: list[str] | None = None) -> None:
 
     ``args`` defaults to ``sys.argv[1:]``; tests pass their own and run the command in-process.
     """
+    CONSOLE.start_clock(whole_process=args is None)  # tests pass args and run in a process of their own
     try:
         cli.main(args=args, standalone_mode=False, prog_name="tourney")
     except click.exceptions.Exit as ex:

@@ -247,7 +247,7 @@ def summary(stream: Stream, prep: Prepared, judge: Any, **extra: Any) -> str:
     """The ``--summary`` file's text: the run's counters, the tournament, the judge, and a command's ``extra``."""
     fields = (stream.stats.as_dict() | {"all_invalid_prompts": stream.all_invalid}
               | {"position_bias": stream.order.estimate()} | prep.tournament.summary())  # fmt: skip
-    fields |= {"resumed_prompts": prep.resume.prompts}
+    fields |= {"resumed_prompts": prep.resume.prompts, "wall_s": round(CONSOLE.elapsed(), 3)}  # start-up included
     return json.dumps(fields | {"judge": judge.identity()} | extra, indent=2, ensure_ascii=False)
 
 
@@ -259,7 +259,7 @@ def report(stream: Stream, prep: Prepared) -> None:
         CONSOLE.warn(f"{prep.name} has no prompts: nothing to judge")
     CONSOLE.say(f"tourney: {plural(st.judgments, 'judgment')} ({st.cached} cached), {st.invalid} invalid, "
                 f"{st.forced} forced, {plural(st.backend_calls, 'judge call')}, "
-                f"{plural(st.retries, 'retry', 'retries')}, {st.wall_s:.1f} s")  # fmt: skip
+                f"{plural(st.retries, 'retry', 'retries')}, {CONSOLE.elapsed():.1f} s")  # fmt: skip
     if st.judgments and st.invalid / st.judgments >= WARN_SHARE:
         CONSOLE.warn(f"{st.invalid} of {st.judgments} judgments ({st.invalid / st.judgments:.0%}) had no verdict; "
                      "they abstain, so these rankings rest on few votes")  # fmt: skip
