@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clirun import INTERRUPTED, python_m_tourney, tourney
@@ -265,3 +266,46 @@ def test_ctrl_c_on_the_server_backend_is_one_line(tmp_path):
         p, rows = interrupt(args, tmp_path / "c.sqlite")
     assert INTERRUPTED.fullmatch(one_error(p, 130))
     assert rows >= 1 and "Task was destroyed" not in p.stderr
+
+
+# ---- what a terminal shows ---------------------------------------------------------------------------------------
+
+
+def on_a_terminal(args: list[Any], timeout: float = 120) -> tuple[int, str]:
+    """Run a real ``python -m tourney`` with stderr on a pseudo-terminal (the progress bar shows only on one); return
+    its exit code and every frame written there, control sequences removed."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=30)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
+def test_the_bar_counts_cached_judgments_at_once_and_moves(tmp_path):
+    cache = tmp_path / "c.sqlite"
+    first = tmp_path / "first.jsonl"
+    first.write_text(EXAMPLE.read_text().splitlines()[0] + "\n")  # 4 responses: 6 pairs x 3 votes = 18 judgments
+    common = ["--judge", "simulated", "--votes", "3", "--cache", cache, "--strategy", "round-robin"]
+    assert process("rank", first, *common, "-o", tmp_path / "warm.jsonl").returncode == 0
+    code, screen = on_a_terminal(["rank", EXAMPLE, *common, "--sim-latency", "1", "-o", tmp_path / "o.jsonl"])
+    assert code == 0, screen
+    counts = {int(k) for k in re.findall(r"judging[^\r\n]*? (\d+)/45", screen)}
+    assert 18 in counts and 45 in counts, screen  # the 18 cached ones shown while the rest were being judged
+    assert "tourney: 45 judgments (18 cached)" in screen

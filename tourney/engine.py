@@ -347,13 +347,16 @@ class Stream:
             step = object()
             for start in range(0, len(ready), MAX_CALL):  # a step's votes, in calls of at most MAX_CALL
                 batch = engine._lookup(ready[start : start + MAX_CALL])
+                cached = batch.cached_votes()
+                if engine.progress and cached:
+                    engine.progress(cached)
                 if batch.todo:
                     with self._calling(batch):
                         fresh = engine.judge.judge(batch.todo_requests())
                     engine._commit(self.stats, batch, fresh)
                 engine._deliver(self.stats, batch, step)
-                if engine.progress:
-                    engine.progress(len(batch.ready))
+                if engine.progress and len(batch.ready) > cached:
+                    engine.progress(len(batch.ready) - cached)
             while self._slots and self._slots[0].tour.done():
                 yield self._hand_out(self._slots.popleft())
             self._admit()
@@ -392,13 +395,16 @@ class Stream:
         async def play(slot: _Slot) -> None:
             while ready := await strategy(self._next, slot):
                 batch = await off_loop(engine._lookup, ready)
+                cached = batch.cached_votes()
+                if engine.progress and cached:
+                    engine.progress(cached)
                 if batch.todo:
                     with self._calling(batch):
                         fresh = await engine.judge.ajudge(batch.todo_requests())
                     await off_loop(engine._commit, stats, batch, fresh)
                 await strategy(engine._deliver, stats, batch, object())
-                if engine.progress:
-                    engine.progress(len(batch.ready))
+                if engine.progress and len(batch.ready) > cached:
+                    engine.progress(len(batch.ready) - cached)
 
         def watch(task: asyncio.Task[None]) -> None:
             # A failure anywhere in the window ends the run now, not when its prompt reaches the head.
@@ -483,6 +489,10 @@ class _Batch:
     found: dict[str, Judgment]
     todo: dict[str, int]
     hits: set[str]
+
+    def cached_votes(self) -> int:
+        """How many of the step's votes the cache answered (shown as done at once, before any judging)."""
+        return sum(key in self.hits for key in self.keys) if self.hits else 0
 
     def todo_requests(self) -> list[Request]:
         """The requests still to judge, in order."""

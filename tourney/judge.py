@@ -116,6 +116,8 @@ class PairwiseJudge(JudgeBase):
                 if self._choices is None and self.verdict == "logprobs":
                     raise BackendError(self._no_tokenizer())
             self._ready = True
+            if self.status is not None:
+                self.status("judging")  # the engine is up: the bar says so before the first batch comes back
 
     async def _read_thinking(self) -> None:
         """Once: when the template's generation prompt opens ``<think>`` and leaves it open, the judge thinks."""
