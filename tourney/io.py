@@ -176,11 +176,11 @@ class Row:
             raise self.bad("expected a string or a list of chat messages", "prompt")
         return prompt
 
-    def id(self) -> str | int:
-        """The ``id`` field (a string or an integer; the line number when absent)."""
-        ident = self.data.get("id", self.line)
+    def id(self, key: str = "id") -> str | int:
+        """The ``key`` field as an id (a string or an integer; the line number when absent)."""
+        ident = self.data.get(key, self.line)
         if not isinstance(ident, (str, int)) or isinstance(ident, bool):
-            raise self.bad("expected a string or an integer", "id")
+            raise self.bad("expected a string or an integer", key)
         return ident
 
 

@@ -58,11 +58,10 @@ def parse_pair(value: Any, path: str, line: int) -> Pair:
     prompt = row.prompt()
     if isinstance(prompt, list):
         prompt = [{"role": m["role"], "content": m["content"]} for m in prompt]
-    ident = row.data.get("prompt_id")  # what `tourney pairs` writes: the pair's prompt; else the row's own id
-    if ident is not None and (not isinstance(ident, (str, int)) or isinstance(ident, bool)):
-        raise row.bad("expected a string or an integer", "prompt_id")
+    # What `tourney pairs` writes: the pair's prompt; else the row's own id.
+    ident = row.id("prompt_id") if row.data.get("prompt_id") is not None else row.id()
     return Pair(
-        id=str(row.id() if ident is None else ident),
+        id=str(ident),
         line=line,
         prompt=prompt,
         chosen=answer_text(row.data["chosen"], path, line, "chosen"),
