@@ -207,6 +207,12 @@ class Engine:
             requests[i] = self.request(slot.result.item, vote, slot.encoded(self.key_fields))
         return _Batch(ready, requests, keys, found, todo, hits=set(found))
 
+    def _advance(self, done: int) -> int:
+        """Move the progress bar by ``done`` judgments (if there is a bar and some are done); return ``done``."""
+        if self.progress and done:
+            self.progress(done)
+        return done
+
     def _commit(self, stats: Stats, batch: _Batch, fresh: list[Judgment]) -> None:
         """Commit new judgments to the cache, then count them; only then may strategies see them."""
         if len(fresh) != len(batch.todo):
@@ -347,16 +353,13 @@ class Stream:
             step = object()
             for start in range(0, len(ready), MAX_CALL):  # a step's votes, in calls of at most MAX_CALL
                 batch = engine._lookup(ready[start : start + MAX_CALL])
-                cached = batch.cached_votes()
-                if engine.progress and cached:
-                    engine.progress(cached)
+                cached = engine._advance(batch.cached_votes())  # shown at once, before judging
                 if batch.todo:
                     with self._calling(batch):
                         fresh = engine.judge.judge(batch.todo_requests())
                     engine._commit(self.stats, batch, fresh)
                 engine._deliver(self.stats, batch, step)
-                if engine.progress and len(batch.ready) > cached:
-                    engine.progress(len(batch.ready) - cached)
+                engine._advance(len(batch.ready) - cached)
             while self._slots and self._slots[0].tour.done():
                 yield self._hand_out(self._slots.popleft())
             self._admit()
@@ -395,16 +398,13 @@ class Stream:
         async def play(slot: _Slot) -> None:
             while ready := await strategy(self._next, slot):
                 batch = await off_loop(engine._lookup, ready)
-                cached = batch.cached_votes()
-                if engine.progress and cached:
-                    engine.progress(cached)
+                cached = engine._advance(batch.cached_votes())  # shown at once, before judging
                 if batch.todo:
                     with self._calling(batch):
                         fresh = await engine.judge.ajudge(batch.todo_requests())
                     await off_loop(engine._commit, stats, batch, fresh)
                 await strategy(engine._deliver, stats, batch, object())
-                if engine.progress and len(batch.ready) > cached:
-                    engine.progress(len(batch.ready) - cached)
+                engine._advance(len(batch.ready) - cached)
 
         def watch(task: asyncio.Task[None]) -> None:
             # A failure anywhere in the window ends the run now, not when its prompt reaches the head.
