@@ -105,16 +105,10 @@ class OrderCounts:
         self.second += (1.0 - p) * (1.0 - q)
         self.pairs += 1
 
-    def add_votes(self, forward: list[float], backward: list[float]) -> None:
-        """Add one pair's valid votes: P(first shown won) of the votes showing it one way and the other way.
-
-        Votes are matched in the order given (the first forward one with the first backward one, ...); a vote left
-        without a partner counts only in ``votes``/``first_wins``.
-        """
-        for p, q in zip(forward, backward):
-            self.add_pair(p, q)
-        self.votes += len(forward) + len(backward)
-        self.first_wins += math.fsum(forward) + math.fsum(backward)
+    def add_vote(self, p: float) -> None:
+        """Add one valid vote: P(the first shown won)."""
+        self.votes += 1
+        self.first_wins += p
 
     def estimate(self) -> dict[str, float | int | list[float] | None]:
         """γ̂ (logits) with its 95 % Wald interval, or None when no pair was judged both ways with a clear result;

@@ -158,8 +158,7 @@ class Voting(Wrapper):
             if not waiting[1]:
                 del self._unmatched[pair]
             self.orders.add_pair(p_a, q)
-        self.orders.votes += 1
-        self.orders.first_wins += p_a
+        self.orders.add_vote(p_a)
 
     def order_counts(self) -> OrderCounts:
         """This tournament's evidence on position bias (``strategies.order_effect``): its pairs' valid votes in

@@ -50,7 +50,8 @@ def test_the_conditional_estimate_covers_a_planted_bias(gamma):
         m = a.size // 4  # blocks of m pairs: shown one way, the other way, one way, the other way
         counts = OrderCounts()
         for k in range(m):
-            counts.add_votes([won[k], won[2 * m + k]], [won[m + k], won[3 * m + k]])
+            for first, second in ((won[k], won[m + k]), (won[2 * m + k], won[3 * m + k])):
+                counts.add_pair(first, second)
         est = counts.estimate()
         lo, hi = est["ci95"]
         covered += lo <= gamma <= hi
@@ -59,7 +60,8 @@ def test_the_conditional_estimate_covers_a_planted_bias(gamma):
 
 def test_no_pair_judged_both_ways_gives_no_estimate():
     counts = OrderCounts()
-    counts.add_votes([1.0, 0.0], [])
+    for p in (1.0, 0.0):  # two votes shown the same way: no pair to match
+        counts.add_vote(p)
     est = counts.estimate()
     assert est["logit"] is None and est["pairs"] == 0 and est["votes"] == 2 and est["first_share"] == 0.5
 
