@@ -219,11 +219,14 @@ def make_backend(cfg: JudgeConfig) -> BackendBase:
 
 
 def resolve_family(cfg: JudgeConfig) -> Family | None:
-    """The judge family (None for the simulator), found without loading any model."""
-    from tourney.models import builtin_spec
+    """The judge family (None for the simulator), found without loading any model. A judge name an engine could
+    not load is an InputError here, first, with "did you mean" for a typo of a built-in name."""
+    from tourney.models import SMOLLM2, builtin_spec, resolve_model
 
     if cfg.simulated:
         return None
+    if cfg.backend in ENGINE_BACKENDS:  # a server's model name is the server's to check
+        resolve_model(cfg.judge, convert=False, builtins=(SMOLLM2, SIMULATED))
     if cfg.family:
         return get_family(cfg.family)
     spec = builtin_spec(cfg.judge)

@@ -297,12 +297,10 @@ def judge_config(opts: dict[str, Any]) -> JudgeConfig:
 def warn_unknown_family(cfg: JudgeConfig) -> None:
     """Say which family a model name that names none falls back to."""
     from tourney.judges import family_from_name
-    from tourney.models import SMOLLM2, builtin_spec, resolve_model
+    from tourney.models import builtin_spec
 
     if cfg.simulated or cfg.family or builtin_spec(cfg.judge) or family_from_name(cfg.judge):
         return
-    if cfg.backend != "openai":  # a name the engine cannot load: say so (a typo gets a hint), not "no family"
-        resolve_model(cfg.judge, convert=False, builtins=(SMOLLM2, "simulated"))
     CONSOLE.warn(f"the judge name {cfg.judge!r} names no known family; using rm-r1's prompt and verdict (set --family)")
 
 
