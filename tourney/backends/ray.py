@@ -191,22 +191,14 @@ class RayBackend(BackendBase):
                 s.tasks.append(asyncio.get_running_loop().create_task(self._watch(s)))
 
     async def _started(self, slot: Slot) -> dict[str, Any]:
-        """Wait for one replica's engine; its failure to load is the run's, in the vLLM backend's words. A replica
-        whose process dies while starting (e.g. killed for memory) is restarted by Ray: it is asked again until
-        ``replica_timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.replica_timeout
-        while True:
-            try:
-                info = await within(slot.actor.start.remote(), max(deadline - loop.time(), 0.001))
-                break
-            except TimeoutError:
-                raise BackendError(f"{slot.name()} did not start within {self.replica_timeout:g} s "
-                                   "(--replica-timeout)") from None  # fmt: skip
-            except Exception as err:  # the actor itself died while starting: Ray's errors are long
-                if type(err).__name__ == "ActorDiedError" or loop.time() >= deadline:  # gone for good, or too late
-                    raise BackendError(f"{slot.name()} failed to start: {ray_error(err)}") from err
-                await asyncio.sleep(min(2.0, max(deadline - loop.time(), 0)))  # restarting: ask again shortly
+        """Wait for one replica's engine; its failure to load is the run's, in the vLLM backend's words."""
+        try:
+            info = await self._ask_start(slot)
+        except TimeoutError as err:
+            raise BackendError(f"{slot.name()} did not start within {self.replica_timeout:g} s "
+                               f"(--replica-timeout; last: {err})") from None  # fmt: skip
+        except Exception as err:  # Ray will not restart it: its errors are long
+            raise BackendError(f"{slot.name()} failed to start: {ray_error(err)}") from err
         if isinstance(info, Failed):
             raise BackendError(f"{info.message} ({slot.name()})")
         slot.where = info["node"]
@@ -328,31 +320,41 @@ class RayBackend(BackendBase):
             slot.lost.set_result(None)
         slot.revive = asyncio.get_running_loop().create_task(self._revive(slot))
 
-    async def _revive(self, slot: Slot) -> None:
-        """Wait for Ray to restart the replica and for its engine; past ``replica_timeout`` the run ends."""
+    async def _ask_start(self, slot: Slot) -> Any:
+        """The replica's ``start`` answer (its info, or ``Failed``), asked again while Ray restarts its process (a
+        kill, a lost node, memory), for ``replica_timeout`` at most: then TimeoutError (its text: the last problem).
+        Ray's ActorDiedError, raised as it is, means Ray will not restart the actor."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.replica_timeout
         problem = "no answer"
-        while loop.time() < deadline:
+        while (left := deadline - loop.time()) > 0:
             try:
-                info = await within(slot.actor.start.remote(), deadline - loop.time())
+                return await within(slot.actor.start.remote(), left)
             except TimeoutError:
                 break
             except Exception as err:
                 if type(err).__name__ == "ActorDiedError":  # a restarting actor queues calls: this one is gone
-                    self.fatal = BackendError(f"{slot.name()} was lost and Ray will not restart it "
-                                              f"({ray_error(err)})")  # fmt: skip
-                    return
+                    raise
                 problem = one_line(err)  # unreachable for a moment: ask again shortly
                 await asyncio.sleep(min(2.0, max(deadline - loop.time(), 0)))
-                continue
-            if isinstance(info, Failed):
-                problem = info.message
-                break
-            slot.where, slot.up, slot.lost = info["node"], True, loop.create_future()
-            self.restarts += 1
-            logging.getLogger(__name__).warning("%s is back", slot.name())
+        raise TimeoutError(problem)
+
+    async def _revive(self, slot: Slot) -> None:
+        """Wait for Ray to restart the replica and for its engine; past ``replica_timeout`` the run ends."""
+        try:
+            info = await self._ask_start(slot)
+        except TimeoutError as err:
+            problem = str(err)
+        except Exception as err:
+            self.fatal = BackendError(f"{slot.name()} was lost and Ray will not restart it ({ray_error(err)})")
             return
+        else:
+            if not isinstance(info, Failed):
+                slot.where, slot.up, slot.lost = info["node"], True, asyncio.get_running_loop().create_future()
+                self.restarts += 1
+                logging.getLogger(__name__).warning("%s is back", slot.name())
+                return
+            problem = info.message
         self.fatal = BackendError(f"{slot.name()} was lost and did not come back within {self.replica_timeout:g} s "
                                   f"(--replica-timeout; last: {problem})")  # fmt: skip
 
