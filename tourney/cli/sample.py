@@ -65,11 +65,12 @@ def sample_cmd(**opts: Any) -> None:
     rows = read_prompts(opts["input_path"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"])
+    logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
     if opts["dry_run"]:
         if cfg.backend == "ray":  # the cluster and where each replica would go; no model loads
             from tourney.backends.ray import check_cluster
 
-            with nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path()):  # Ray's own notices
+            with logs:  # Ray's own notices
                 lines = check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size)
             for line in lines:
                 CONSOLE.say(line)
@@ -77,7 +78,6 @@ def sample_cmd(**opts: Any) -> None:
         return
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
-    logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())
     backend = None
     try:
         with logs:
