@@ -27,6 +27,36 @@ def python_m_tourney(*args: Any) -> list[str]:
     return [sys.executable, "-m", "tourney", *map(str, args)]
 
 
+def on_a_terminal(
+    args: list[Any], timeout: float = 120, env: Mapping[str, str] | None = None, stdout: Any = subprocess.DEVNULL
+) -> tuple[int, str]:
+    """Run a real ``python -m tourney`` with stderr on a pseudo-terminal (the progress bar shows only on one); return
+    its exit code and every frame written there, control sequences removed (``stdout``: where its stdout goes)."""
+    import pty
+    import select
+    import time
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(python_m_tourney(*args), stdout=stdout, stderr=slave, stdin=subprocess.DEVNULL, env=env)
+    os.close(slave)
+    chunks, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    code = proc.wait(timeout=30)
+    text = b"".join(chunks).decode("utf-8", "replace")
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
+
+
 def tourney(
     *args: Any, stdin: str | bytes | None = None, env: Mapping[str, Any] | None = None, text: bool = True
 ) -> subprocess.CompletedProcess:

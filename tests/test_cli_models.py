@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from clirun import INTERRUPTED, python_m_tourney, tourney
+from clirun import INTERRUPTED, on_a_terminal, python_m_tourney, tourney
 
 REPO = Path(__file__).parents[1]
 EXAMPLE = REPO / "examples" / "best_of_n.jsonl"
@@ -37,13 +38,27 @@ def test_quick_start_smollm2_best_of_n_then_rerun_is_all_cached(smollm2_dir, tmp
     env = tourney_env(root)
     out1, out2, s1, s2, j = (tmp_path / n for n in ("o1.jsonl", "o2.jsonl", "s1.json", "s2.json", "j.jsonl"))
     cache = tmp_path / "judgments.sqlite"
-    p = run(["best-of-n", EXAMPLE, "-o", "-", "--summary", s1, "--cache", cache, "--judgments", j], env)
-    assert p.returncode == 0, p.stderr[-2000:]
-    out1.write_text(p.stdout)  # stdout carries the JSONL and nothing else
-    # vLLM's and torch's logs went to the log file; the user sees tourney's closing line and its warning only.
-    lines = p.stderr.strip().splitlines()
-    assert lines[0].startswith("tourney: 8 judgments (0 cached)") and len(lines) <= 2, p.stderr
-    assert all(line.startswith("tourney: ") for line in lines), p.stderr
+    # On a terminal, as a user runs it: stderr shows tourney's own lines only (vLLM's and torch's logs go to the log
+    # file): the bar in its start-up phase, then judging with its count moving, then the closing line, whose time is
+    # the whole process's. stdout carries the JSONL and nothing else.
+    t0 = time.monotonic()
+    with open(out1, "wb") as stdout:
+        code, screen = on_a_terminal(["best-of-n", EXAMPLE, "-o", "-", "--summary", s1, "--cache", cache,
+                                      "--judgments", j], timeout=900, env=env, stdout=stdout)  # fmt: skip
+    waited = time.monotonic() - t0
+    assert code == 0, screen[-3000:]
+    frames = [f.strip() for f in re.split(r"[\r\n]+", screen) if f.strip()]
+    foreign = [f for f in frames if not re.match(r"(starting|judging|tourney: )", f)]
+    assert not foreign, foreign[:5]
+    phases = [f.split("━")[0].split(" ")[0] for f in frames if not f.startswith("tourney: ")]
+    assert "starting" in phases and phases[-1] == "judging" and "starting vllm (smollm2)" in screen, phases
+    assert phases.index("judging") > max(i for i, ph in enumerate(phases) if ph == "starting")  # no going back
+    counts = [int(k) for k in re.findall(r"judging[^\r\n]*? (\d+)/8", screen)]
+    assert counts == sorted(counts) and len(set(counts)) >= 3 and counts[-1] == 8, counts
+    lines = [f for f in frames if f.startswith("tourney: ")]
+    assert lines[0].startswith("tourney: 8 judgments (0 cached)") and len(lines) <= 2, lines
+    said = float(re.search(r", ([0-9.]+) s$", lines[0]).group(1))
+    assert waited * 0.97 - 0.5 <= said <= waited, (said, waited)  # within 3 %: start-up and shutdown included
     assert "vllm" in (root / "logs" / "last-run.log").read_text().lower()
     rows = [json.loads(line) for line in out1.read_text().splitlines()]
     assert [r["id"] for r in rows] == ["capital", "arithmetic", "chat"]

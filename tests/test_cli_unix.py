@@ -12,10 +12,9 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
-from clirun import INTERRUPTED, python_m_tourney, tourney
+from clirun import INTERRUPTED, on_a_terminal, python_m_tourney, tourney
 from servers import FakeServer
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
@@ -269,33 +268,6 @@ def test_ctrl_c_on_the_server_backend_is_one_line(tmp_path):
 
 
 # ---- what a terminal shows ---------------------------------------------------------------------------------------
-
-
-def on_a_terminal(args: list[Any], timeout: float = 120) -> tuple[int, str]:
-    """Run a real ``python -m tourney`` with stderr on a pseudo-terminal (the progress bar shows only on one); return
-    its exit code and every frame written there, control sequences removed."""
-    import pty
-    import select
-
-    master, slave = pty.openpty()
-    proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if select.select([master], [], [], 0.2)[0]:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # the child closed its end
-                break
-            if not data:
-                break
-            chunks.append(data)
-        elif proc.poll() is not None:
-            break
-    os.close(master)
-    code = proc.wait(timeout=30)
-    text = b"".join(chunks).decode("utf-8", "replace")
-    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 
 def test_the_bar_counts_cached_judgments_at_once_and_moves(tmp_path):

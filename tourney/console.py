@@ -159,8 +159,11 @@ class Progress:
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=RichConsole(file=console.stream), transient=True,
+            # rich would route sys.stdout/stderr through the bar: a model library's logger bound to sys.stderr
+            # meanwhile (vLLM's) would then write to the terminal, not the run's log, for the rest of the process.
+            redirect_stdout=False, redirect_stderr=False,
         )  # fmt: skip
-        self._task = self._bar.add_task("judging", total=total, rate="")
+        self._task = self._bar.add_task("starting", total=total, rate="")
         self._bar.start()
 
     def phase(self, text: str) -> None:
