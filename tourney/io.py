@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 
 from tourney.errors import InputError
+from tourney.tables import is_table, table_lines
 from tourney.types import Prompt
 
 T = TypeVar("T")
@@ -51,6 +52,9 @@ def jsonl_lines(
     the lines that begin in that byte range of a file (``start`` at a line's beginning, that line numbered
     ``first_line``); ``name``: how errors name the file."""
     name = name or ("<stdin>" if path == "-" else path)
+    if is_table(path):  # Parquet or a saved dataset: its rows as the lines they stand for (never split in ranges)
+        yield from table_lines(path, name)
+        return
     try:
         f = sys.stdin.buffer if path == "-" else open(path, "rb")
         if start:

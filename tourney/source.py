@@ -24,6 +24,7 @@ from typing import Any
 from tourney.errors import InputError
 from tourney.io import Item, jsonl_lines, parse_line
 from tourney.sink import Resume
+from tourney.tables import is_table
 
 KEEP_LONGEST = 256  # rows kept for the context check: the judge prompts longest in bytes
 PARALLEL_BYTES = 64 << 20  # an input this large is scanned by several processes at once (one per core)
@@ -53,7 +54,7 @@ class Source:
         path = self._readable()
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
         resume = resume if resume and resume.prompts else None  # a continued run checks its row one pass at a time
-        if resume is None and workers > 1 and _size(path) >= PARALLEL_BYTES and _can_fork():
+        if resume is None and workers > 1 and not is_table(path) and _size(path) >= PARALLEL_BYTES and _can_fork():
             parts = _scan_parallel(path, self.name, check, plan, workers)
         else:
             parts = [_scan_part(path, self.name, 0, None, 1, check, plan, resume)]

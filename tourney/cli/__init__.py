@@ -48,7 +48,8 @@ def cli() -> None:
     """Rank many candidate LLM responses with a pairwise reasoning judge (RM-R1, RRM, ...).
 
     Input is JSONL, one prompt per line: {"prompt": ..., "responses": [...]}; output is the same rows with the
-    ranking added. INPUT and -o may be '-' for stdin/stdout. Progress goes to stderr.
+    ranking added (INPUT may also be Parquet or a saved datasets folder). INPUT and -o may be '-' for stdin/stdout.
+    Progress goes to stderr.
     """
 
 
