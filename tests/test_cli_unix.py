@@ -193,6 +193,30 @@ def test_dry_run_counts_new_and_cached_judgments(tmp_path):
     assert votes["judgments"] == 30 and 0 < votes["cached"] < 15 and votes["new"] == 30 - votes["cached"]
 
 
+def test_a_round_robin_dry_run_plays_only_the_prompts_the_cache_has(tmp_path):
+    """A round robin's plan is exact: prompts with nothing cached are counted from it, not played (a prompt of 3,000
+    responses took minutes to play); the counts are those of playing every prompt."""
+    cache = tmp_path / "c.sqlite"
+    first = tmp_path / "first.jsonl"
+    first.write_text(EXAMPLE.read_text().splitlines()[0] + "\n")
+    assert tourney("rank", first, "--judge", "simulated", "--cache", cache, "--votes", "2", "-o", "-").returncode == 0
+    got = json.loads(tourney("rank", EXAMPLE, "--judge", "simulated", "--cache", cache, "--votes", "2",
+                             "--dry-run").stdout)  # fmt: skip
+    assert got == {"prompts": 3, "judgments": 30, "new": 18, "cached": 12, "strategy": "round-robin"}
+    knockout = json.loads(tourney("rank", EXAMPLE, "--judge", "simulated", "--cache", cache, "--strategy",
+                                  "knockout", "--dry-run").stdout)  # fmt: skip
+    assert knockout["judgments"] == 3 + 3 + 2  # played: a knockout's plan is only its bound
+
+
+def test_a_prompt_that_plans_a_huge_tournament_is_named(tmp_path):
+    big = tmp_path / "big.jsonl"
+    big.write_text(json.dumps({"prompt": "p", "responses": [{"text": f"r{i}", "quality": i % 5} for i in range(450)]}))
+    p = tourney("rank", big, *SIM, "--dry-run")
+    assert json.loads(p.stdout)["judgments"] == 450 * 449 // 2
+    assert p.stderr.startswith("tourney: warning: a prompt with 450 responses plans 101,025 judgments (round-robin")
+    assert "warning" not in tourney("rank", big, *SIM, "--dry-run", "--strategy", "knockout").stderr
+
+
 def test_counters_mean_the_same_in_both_modes(tmp_path):
     stats = {}
     for mode in ("lockstep", "pipelined"):

@@ -117,6 +117,12 @@ class Cache(Store):
         self.insert("judges", [(digest, canonical(identity))])
         return digest
 
+    def prompts_of(self, identity: dict[str, Any]) -> set[str]:
+        """The prompts (``prompt_digest``) the judge with this identity has judgments of."""
+        with self._lock:
+            rows = self.db.execute("SELECT DISTINCT prompt_sha FROM judgments WHERE judge = ?", (judge_hash(identity),))
+            return {digest for (digest,) in rows}
+
     def get_many(self, keys: Sequence[str]) -> dict[str, Judgment]:
         """Return the cached judgments among ``keys``."""
         rows = self.select_in(
@@ -135,6 +141,11 @@ class Cache(Store):
              digests.prompt(r.prompt), digests.text(r.a), digests.text(r.b), r.vote)
             for k, r, j in items
         ])  # fmt: skip
+
+
+def prompt_digest(prompt: Any) -> str:
+    """How the cache names a prompt (its ``prompt_sha``): the SHA-256 of its canonical JSON."""
+    return sha(canonical(prompt))
 
 
 class _Digests:
@@ -157,5 +168,5 @@ class _Digests:
         seen = self._prompts.get(id(prompt))
         if seen is None or seen[0] is not prompt:
             # Holding the prompt keeps its id from being reused by another object while this batch is written.
-            seen = self._prompts[id(prompt)] = (prompt, sha(canonical(prompt)))
+            seen = self._prompts[id(prompt)] = (prompt, prompt_digest(prompt))
         return seen[1]

@@ -95,6 +95,10 @@ class Tournament:
         """The judgments a run over ``items`` would make (an upper bound for adaptive strategies)."""
         return sum(self.build(len(item.texts), item.id).budget() for item in items)
 
+    def exact(self) -> bool:
+        """Whether ``plan`` is exact whatever the verdicts: a round robin with every vote of every match asked."""
+        return self.strategy == "round-robin" and not self.adaptive_votes
+
     def check(self, items: Sequence[Item], file: str | None = None, field: str = "budget") -> None:
         """Every prompt's tournament must fit the budget (a knockout of N needs N-1 matches times the votes)."""
         if self.budget is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import click
 
-from strategies.registry import BUDGETED_DEFAULT
+from strategies.registry import BUDGETED_DEFAULT, budgeted
 from tourney.cli import CONSOLE
 from tourney.cli.checks import check_judge_options, given_options
 from tourney.config import JudgeConfig, SimConfig, parse_engine_args
@@ -34,6 +34,7 @@ from tourney.source import Source
 from tourney.tournament import Tournament
 
 WARN_SHARE = 0.5  # warn when this share of judgments or more is invalid, or forced
+HUGE_PROMPT = 100_000  # judgments one prompt may plan before a run says that is a lot (round robin from N = 448)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,9 @@ def prepare(
     sink = None if opts["dry_run"] else Sink(streams, run_settings(command, cfg, tournament, settings or {}),
                                              resumable)  # fmt: skip
     resume = sink.resume_point() if sink else Resume()
-    source.scan(row_check(source.name, cfg, family, tournament, check), planner(tournament), resume)
+    planner = Planner(tournament)
+    source.scan(row_check(source.name, cfg, family, tournament, check), planner, resume)
+    planner.warn_if_huge()
     return Prepared(source, cfg, family, tournament, sink, resume)
 
 
@@ -114,17 +117,33 @@ def row_check(
     return check_row
 
 
-def planner(tournament: Tournament) -> Callable[[Item], int]:
-    """A prompt's planned judgments (an upper bound for adaptive strategies), worked out once per size."""
-    sizes: dict[int, int] = {}
+class Planner:
+    """A prompt's planned judgments (an upper bound for adaptive strategies), worked out once per size; it keeps the
+    largest prompt's plan, for the warning about a tournament too big to judge."""
 
-    def plan(item: Item) -> int:
+    def __init__(self, tournament: Tournament) -> None:
+        """Plan for ``tournament``; nothing planned yet."""
+        self.tournament = tournament
+        self.sizes: dict[int, int] = {}
+        self.widest = (0, 0)  # (responses, judgments) of the prompt with the most judgments
+
+    def __call__(self, item: Item) -> int:
+        """The judgments planned for ``item``."""
         n = len(item.texts)
-        if n not in sizes:
-            sizes[n] = tournament.plan([item])
-        return sizes[n]
+        if n not in self.sizes:
+            self.sizes[n] = self.tournament.plan([item])
+            self.widest = max(self.widest, (n, self.sizes[n]), key=lambda w: w[1])
+        return self.sizes[n]
 
-    return plan
+    def warn_if_huge(self) -> None:
+        """Say so when one prompt alone plans more judgments than a run of that size is likely meant to make."""
+        n, judgments = self.widest
+        if judgments < HUGE_PROMPT:
+            return
+        names = ", ".join(budgeted())
+        CONSOLE.warn(f"a prompt with {n:,} responses plans {judgments:,} judgments ({self.tournament.strategy}, "
+                     f"{plural(self.tournament.votes, 'vote')} a match); a budgeted strategy ({names}: --budget B) "
+                     "or a knockout judges O(N) per prompt")  # fmt: skip
 
 
 def run_settings(command: str, cfg: JudgeConfig, tournament: Tournament, extra: dict[str, Any]) -> dict[str, Any]:
@@ -170,7 +189,11 @@ def judge(
                 if opts["dry_run"]:
                     for line in getattr(getattr(the_judge, "backend", None), "plan", list)():
                         CONSOLE.say(line)  # --backend ray: the cluster and where each replica would go
-                    print_dry_run(play(items, lambda res: None, dry_run=True, **common), prep.tournament)
+                    planned = Unplayed(prep.tournament, cache, the_judge) if prep.tournament.exact() else None
+                    if planned is not None:
+                        items = planned.filter(items)
+                    stream = play(items, lambda res: None, dry_run=True, **common)
+                    print_dry_run(stream, prep.tournament, planned)
                     return None
                 if prep.resume.prompts:
                     CONSOLE.say(f"tourney: continuing a killed run after the {prep.resume.prompts} prompts it wrote")
@@ -232,11 +255,36 @@ def finish(
         raise
 
 
-def print_dry_run(stream: Stream, tournament: Tournament) -> None:
+class Unplayed:
+    """A dry run's prompts that need no playing: with an exact plan (a round robin) and none of the prompt's
+    judgments in the cache, its plan is its count, all new. Playing a round robin of 3,000 responses (4.5 M
+    judgments) only to count them took minutes and 4 GB."""
+
+    def __init__(self, tournament: Tournament, cache: Any, judge: Any) -> None:
+        """Read which prompts the cache has judgments of, for this judge."""
+        from tourney.cache import prompt_digest
+
+        self.digest, self.tournament = prompt_digest, tournament
+        self.cached = cache.prompts_of(judge.identity()) if cache is not None else set()
+        self.prompts = self.judgments = 0
+
+    def filter(self, items: Iterable[Item]) -> Iterator[Item]:
+        """The items to play (the cache has some of their judgments); the others are counted from their plan."""
+        for item in items:
+            if self.cached and self.digest(item.prompt) in self.cached:
+                yield item
+            else:
+                self.prompts += 1
+                self.judgments += self.tournament.plan([item])
+
+
+def print_dry_run(stream: Stream, tournament: Tournament, unplayed: Unplayed | None = None) -> None:
     """Print how many judgments the run would make and how many the cache already has."""
     st = stream.stats
-    new = st.judgments - st.cached
-    click.echo(json.dumps({"prompts": st.prompts, "judgments": st.judgments, "new": new, "cached": st.cached,
+    extra = (unplayed.prompts, unplayed.judgments) if unplayed else (0, 0)
+    judgments = st.judgments + extra[1]
+    new = judgments - st.cached
+    click.echo(json.dumps({"prompts": st.prompts + extra[0], "judgments": judgments, "new": new, "cached": st.cached,
                            "strategy": tournament.strategy}))  # fmt: skip
     if st.judgments and new and tournament.strategy == "knockout":
         CONSOLE.say("tourney: note: a knockout's later rounds depend on verdicts not judged yet; 'new' assumes "
