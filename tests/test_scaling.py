@@ -354,18 +354,33 @@ def test_shipped_configs_pass_a_dry_run(name, capsys):
 
 def test_gsm8k_command_labels_and_names_a_row_without_gold(tmp_path, capsys):
     src = tmp_path / "s.jsonl"
-    src.write_text('{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18", "#### 19"]}\n')
+    src.write_text('{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18", "#### 19"]}\n'
+                   '{"id": "gsm8k-1", "prompt": "q", "responses": ["#### 3", "#### 4"]}\n'
+                   '{"id": "mine", "gold": "7", "prompt": "q", "responses": ["#### 7"]}\n')  # fmt: skip
     out = tmp_path / "labelled.jsonl"
     assert gsm8k.main(["label", str(src), "-o", str(out)]) == 0
-    row = json.loads(out.read_text())
-    assert [r["correct"] for r in row["responses"]] == [True, False] and row["gold"] == "18"
-    src.write_text(src.read_text() + '{"id": "x", "prompt": "q", "responses": ["#### 1"]}\n')
-    assert gsm8k.main(["label", str(src), "-o", str(tmp_path / "o.jsonl")]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"tourney: error: {src}:2: field 'gold': no gold answer: give the row a 'gold' field or a GSM8K id "
-        "(gsm8k-test-K)"
-    )
-    assert not (tmp_path / "o.jsonl").exists()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [[r["correct"] for r in row["responses"]] for row in rows] == [[True, False], [True, False], [True]]
+    assert [row["gold"] for row in rows] == ["18", "3", "7"] and rows[1]["id"] == "gsm8k-1"  # the id is kept
+    for row, field, message in [
+        ('{"id": "x", "prompt": "q", "responses": ["#### 1"]}', "id", "unknown id 'x': no GSM8K test question has "
+         "it (gsm8k-test-K or gsm8k-K, K from 0 to 1318) and the row has no 'gold' field"),
+        ('{"id": "gsm8k-test-1319", "prompt": "q", "responses": ["#### 1"]}', "id", "unknown id 'gsm8k-test-1319'"),
+        ('{"prompt": "q", "responses": ["#### 1"]}', "gold",
+         "no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K or gsm8k-K)"),
+    ]:  # fmt: skip
+        src.write_text(f'{{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18"]}}\n{row}\n')
+        assert gsm8k.main(["label", str(src), "-o", str(tmp_path / "o.jsonl")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"tourney: error: {src}:2: field '{field}': {message}") and "\n" not in err
+        assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_canonical_id_reads_both_spellings():
+    assert gsm8k.canonical_id("gsm8k-test-17") == gsm8k.canonical_id("gsm8k-17") == "gsm8k-test-17"
+    assert [gsm8k.canonical_id(x) for x in ("gsm8k-017", "gsm8k-train-1", "x", 17, None)] == [None] * 5
+    gold = gsm8k.gold_by_id(gsm8k.load(limit=1))
+    assert gsm8k.label([{"id": "gsm8k-0", "prompt": "q", "responses": ["#### 18"]}], gold)[0]["gold"] == "18"
 
 
 @pytest.mark.parametrize(
