@@ -2,6 +2,7 @@
 
     python -m experiments.gsm8k prompts --limit 50 -o prompts.jsonl        # for `tourney sample`
     python -m experiments.gsm8k label samples.jsonl -o labelled.jsonl      # set `correct` by answer match
+                                            # (gold by id, gsm8k-test-K or gsm8k-K, else the row's `gold` field)
     python -m experiments.gsm8k synthetic --limit 50 --pool 16 -o synthetic.jsonl
     python -m experiments.gsm8k pairs labelled.jsonl -o pairs.jsonl        # correct-vs-wrong pairs
 
@@ -46,6 +47,7 @@ STRICT = re.compile(r"#### (\-?[0-9\.\,]+)")
 NUMBER = re.compile(r"(\-?[0-9\.\,]+)")
 NUMBER_WORD = re.compile(r"(?<![\w.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w.,]\d)")
 STEP = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
+GSM8K_ID = re.compile(r"gsm8k-(?:test-)?(0|[1-9][0-9]*)")  # `prompts` writes gsm8k-test-K; gsm8k-K is common too
 METHODS = ("strict", "flexible")
 
 
@@ -107,13 +109,22 @@ def is_correct(text: str, gold: str, method: str = "strict") -> bool:
     return answer is not None and answer == gold
 
 
+def canonical_id(ident: Any) -> str | None:
+    """``gsm8k-test-K`` for a GSM8K id written ``gsm8k-test-K`` or ``gsm8k-K`` (K the test split's line), else None."""
+    found = GSM8K_ID.fullmatch(ident) if isinstance(ident, str) else None
+    return f"gsm8k-test-{int(found.group(1))}" if found else None
+
+
 def _gold_for(row: Mapping[str, Any], gold: Mapping[Any, str] | None) -> str:
-    """The gold answer of a row: the ``gold`` mapping by id, else the row's own ``gold`` field."""
-    if gold is not None and row.get("id") in gold:
-        return str(gold[row["id"]])
+    """The gold answer of a row: the ``gold`` mapping by id (either GSM8K spelling), else the row's own ``gold``."""
+    ident = row.get("id")
+    if gold is not None:
+        for key in (ident, canonical_id(ident)):
+            if key is not None and key in gold:
+                return str(gold[key])
     if "gold" in row:
         return str(row["gold"])
-    raise KeyError(f"no gold answer for row id {row.get('id')!r}")
+    raise KeyError(f"no gold answer for row id {ident!r}")
 
 
 def label(rows: Iterable[Mapping[str, Any]], gold: Mapping[Any, str] | None = None, method: str = "strict") -> list:
@@ -136,16 +147,22 @@ def label(rows: Iterable[Mapping[str, Any]], gold: Mapping[Any, str] | None = No
 
 
 def label_row(row: Mapping[str, Any], gold: Mapping[Any, str], method: str, path: str, line: int) -> dict:
-    """``label`` one input row; a row with no gold answer is an InputError naming ``path``, ``line`` and 'gold'."""
+    """``label`` one input row; a row with no gold answer is an InputError naming ``path``, ``line`` and the field:
+    ``id`` when the row has an id that is no GSM8K test question, else ``gold``."""
     try:
         return label([row], gold, method)[0]
     except KeyError:
-        raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K)",
-                         file=path, line=line, field="gold") from None  # fmt: skip
+        pass
+    ident = row.get("id")
+    if ident is None:
+        raise InputError("no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K or gsm8k-K)",
+                         file=path, line=line, field="gold")  # fmt: skip
+    raise InputError(f"unknown id {ident!r}: no GSM8K test question has it (gsm8k-test-K or gsm8k-K, K from 0 to "
+                     f"{len(gold) - 1}) and the row has no 'gold' field", file=path, line=line, field="id")  # fmt: skip
 
 
 def gold_by_id(problems: Sequence[Problem] | None = None) -> dict[str, str]:
-    """Map GSM8K ids (``gsm8k-test-K``) to gold answers, for ``label``."""
+    """Map GSM8K ids (``gsm8k-test-K``) to gold answers, for ``label`` (which also reads ``gsm8k-K`` as this)."""
     return {p.id: p.gold for p in (problems if problems is not None else load())}
 
 
@@ -350,7 +367,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--p-correct", type=open_unit, default=0.4)
     s.add_argument("--distractors", type=positive, default=3)
     s.add_argument("--seed", type=non_negative, default=0)
-    lab = sub.add_parser("label", help="set `correct` on sampled rows by answer match (gold by GSM8K id or row)")
+    label_help = ("set `correct` on sampled rows by answer match (gold by GSM8K id, gsm8k-test-K or gsm8k-K, "
+                  "else the row's `gold` field)")  # fmt: skip
+    lab = sub.add_parser("label", help=label_help)
     lab.add_argument("input")
     lab.add_argument("--method", choices=METHODS, default="strict")
     pr = sub.add_parser("pairs", help="correct-vs-wrong pairs from labelled rows")

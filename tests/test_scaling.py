@@ -13,7 +13,7 @@ import pytest
 
 from experiments import gsm8k
 from experiments.scaling import config as config_mod
-from experiments.scaling import metrics, run
+from experiments.scaling import metrics, report, run
 from experiments.scaling.__main__ import main
 from tourney.errors import InputError
 
@@ -350,22 +350,93 @@ def test_shipped_configs_pass_a_dry_run(name, capsys):
     out = capsys.readouterr().out
     assert "total judgments:" in out and "SYNTHETIC" in out
     assert int(out.split("total judgments:")[1].split()[0]) > 0
+    # Without --out a run goes to an untracked folder: the README's command leaves experiments/results/ alone.
+    assert out.rstrip().endswith(f"outputs would go to scaling-results/{name}/")
+
+
+def test_a_run_without_out_writes_under_scaling_results_which_git_ignores(tmp_path, monkeypatch):
+    text = TINY.format(cache=tmp_path / "c.sqlite").replace("n = [1, 2, 4, 8]", "n = [2, 4]")
+    cfg = _write(tmp_path, text)
+    monkeypatch.chdir(tmp_path)
+    assert main([cfg, "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "scaling-results" / "tiny").iterdir())[-2:] == ["results.jsonl",
+                                                                                             "results.md"]  # fmt: skip
+    assert "Regenerate: `python -m experiments.scaling " in (tmp_path / "scaling-results/tiny/results.md").read_text()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "scaling-results/sim/results.md"], cwd=ROOT)
+    assert ignored.returncode == 0
+
+
+# ---- plots -----------------------------------------------------------------------------------------------------
+
+
+def _cell(strategy, n, votes, acc, rating=None, judge="j"):
+    """A results.jsonl row with just what the plots read."""
+    return {"judge": judge, "judge_desc": f"{judge}: SIMULATED", "config": "c", "data": "SYNTHETIC",
+            "strategy": strategy, "rating": rating, "n": n, "votes": votes, "max_tokens": None, "budget": None,
+            "best_of_n": acc, "best_of_n_ci": [acc - 0.1, acc + 0.1], "oracle": 0.9, "majority": 0.4, "random": 0.3,
+            "judgments_per_prompt": float(votes * (n - 1)), "pairwise_accuracy": 0.8, "position_bias": 0.0,
+            "tokens_per_prompt": 0.0, "invalid": 0, "forced": 0, "wall_s": 0.0}  # fmt: skip
+
+
+def test_plot_against_k_keeps_one_n_and_says_so():
+    # knockout swept k at N = 8 and 32, round robin at N = 8 only (as sim.toml: round robin at N = 32 is k = 1)
+    rows = [_cell("knockout", n, k, 0.5) for n in (8, 32) for k in (1, 3)]
+    rows += [_cell("round-robin", 8, k, 0.6, "elo") for k in (1, 3)] + [_cell("round-robin", 32, 1, 0.7, "elo")]
+    n, at_n = report.one_n_for_k(rows)
+    assert n == 8 and {r["n"] for r in at_n} == {8} and len(at_n) == 4
+    assert report.one_n_for_k([_cell("knockout", n, k, 0.5) for n in (8, 32) for k in (1, 3)])[0] == 32
+    assert report.one_n_for_k([_cell("knockout", n, 1, 0.5) for n in (8, 32)])[0] == 32  # k never swept
+    files = report.outputs(rows, "o", "cmd")
+    assert files["o/accuracy_vs_k.png"][:4] == b"\x89PNG"
+
+
+def test_plots_dodge_series_and_name_the_intervals():
+    rows = [_cell(s, n, 1, 0.5, r) for s, r in (("knockout", None), ("round-robin", "elo"), ("round-robin", "bt"))
+            for n in (2, 4, 8)]  # fmt: skip
+    for x, label in (("n", "N"), ("votes", "k")):
+        data = rows if x == "n" else [dict(r, votes=k) for r in rows if r["n"] == 8 for k in (1, 3)]
+        fig = report.figure(data, x, label)
+        try:
+            ax = fig.axes[0]
+            assert "95% bootstrap" in ax.get_ylabel()
+            assert any("95% bootstrap intervals over prompts" in t.get_text() for t in fig.texts)
+            firsts = sorted(float(c.lines[0].get_xdata()[0]) for c in ax.containers)  # three series at the same x
+            assert len(firsts) == 3 and firsts[0] < firsts[1] < firsts[2]
+            low = 2 if x == "n" else 1
+            assert all(abs(v - low) / low < 0.1 for v in firsts)  # a little: still next to its tick
+        finally:
+            report.plt.close(fig)
 
 
 def test_gsm8k_command_labels_and_names_a_row_without_gold(tmp_path, capsys):
     src = tmp_path / "s.jsonl"
-    src.write_text('{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18", "#### 19"]}\n')
+    src.write_text('{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18", "#### 19"]}\n'
+                   '{"id": "gsm8k-1", "prompt": "q", "responses": ["#### 3", "#### 4"]}\n'
+                   '{"id": "mine", "gold": "7", "prompt": "q", "responses": ["#### 7"]}\n')  # fmt: skip
     out = tmp_path / "labelled.jsonl"
     assert gsm8k.main(["label", str(src), "-o", str(out)]) == 0
-    row = json.loads(out.read_text())
-    assert [r["correct"] for r in row["responses"]] == [True, False] and row["gold"] == "18"
-    src.write_text(src.read_text() + '{"id": "x", "prompt": "q", "responses": ["#### 1"]}\n')
-    assert gsm8k.main(["label", str(src), "-o", str(tmp_path / "o.jsonl")]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"tourney: error: {src}:2: field 'gold': no gold answer: give the row a 'gold' field or a GSM8K id "
-        "(gsm8k-test-K)"
-    )
-    assert not (tmp_path / "o.jsonl").exists()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [[r["correct"] for r in row["responses"]] for row in rows] == [[True, False], [True, False], [True]]
+    assert [row["gold"] for row in rows] == ["18", "3", "7"] and rows[1]["id"] == "gsm8k-1"  # the id is kept
+    for row, field, message in [
+        ('{"id": "x", "prompt": "q", "responses": ["#### 1"]}', "id", "unknown id 'x': no GSM8K test question has "
+         "it (gsm8k-test-K or gsm8k-K, K from 0 to 1318) and the row has no 'gold' field"),
+        ('{"id": "gsm8k-test-1319", "prompt": "q", "responses": ["#### 1"]}', "id", "unknown id 'gsm8k-test-1319'"),
+        ('{"prompt": "q", "responses": ["#### 1"]}', "gold",
+         "no gold answer: give the row a 'gold' field or a GSM8K id (gsm8k-test-K or gsm8k-K)"),
+    ]:  # fmt: skip
+        src.write_text(f'{{"id": "gsm8k-test-0", "prompt": "q", "responses": ["#### 18"]}}\n{row}\n')
+        assert gsm8k.main(["label", str(src), "-o", str(tmp_path / "o.jsonl")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"tourney: error: {src}:2: field '{field}': {message}") and "\n" not in err
+        assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_canonical_id_reads_both_spellings():
+    assert gsm8k.canonical_id("gsm8k-test-17") == gsm8k.canonical_id("gsm8k-17") == "gsm8k-test-17"
+    assert [gsm8k.canonical_id(x) for x in ("gsm8k-017", "gsm8k-train-1", "x", 17, None)] == [None] * 5
+    gold = gsm8k.gold_by_id(gsm8k.load(limit=1))
+    assert gsm8k.label([{"id": "gsm8k-0", "prompt": "q", "responses": ["#### 18"]}], gold)[0]["gold"] == "18"
 
 
 @pytest.mark.parametrize(

@@ -32,14 +32,16 @@ def dry_run(cfg: config_mod.Config, data: run.Data) -> None:
         count = cell.tournament(cfg.seed).plan(items)
         total += count
         print(f"  cell {k:>3}  {cell.label():<48} judgments {count:>8}")
-    print(f"total judgments: {total} (before cache hits)")
+    print(f"total judgments: {total} (before cache hits); outputs would go to {cfg.out}/")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, check the config and the data, run (or plan) every cell, write the outputs."""
     ap = argparse.ArgumentParser(prog="python -m experiments.scaling", description=__doc__)
     ap.add_argument("config", help="a TOML config, e.g. experiments/configs/sim.toml")
-    ap.add_argument("--out", default=None, help="output folder (default: the config's `out`)")
+    out_help = (f"output folder (default: the config's `out`, else {config_mod.DEFAULT_OUT}/NAME in the current "
+                "directory; the tracked results: --out experiments/results/NAME)")  # fmt: skip
+    ap.add_argument("--out", default=None, metavar="DIR", help=out_help)
     ap.add_argument("--dry-run", action="store_true", help="check the config, print cells and judgment counts")
     ap.add_argument("--quiet", action="store_true", help="no progress on stderr")
     args = ap.parse_args(argv)

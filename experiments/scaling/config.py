@@ -21,6 +21,9 @@ from tourney.errors import InputError
 from tourney.forcing import VERDICT_MODES
 from tourney.tournament import Tournament
 
+# Outputs of a run not given --out or `out`: an untracked folder of the current directory (.gitignore lists it), so
+# trying a config never rewrites the tracked experiments/results/<name>; those are regenerated with --out only.
+DEFAULT_OUT = "scaling-results"
 TOP_KEYS = {"name", "seed", "bootstrap", "cache", "out", "data", "judge", "sweep"}
 DATA_KEYS = {
     "synthetic": {"source", "prompts", "start", "pool", "p_correct", "distractors", "answer"},
@@ -186,7 +189,7 @@ def load(path: str | Path, out: str | Path | None = None) -> Config:
         raise where.error("cache", "expected true, false or a file path")
     if not isinstance(raw.get("out", ""), str):
         raise where.error("out", "expected a folder path")
-    out_dir = Path(out) if out is not None else Path(raw.get("out") or f"experiments/results/{name}")
+    out_dir = Path(out) if out is not None else Path(raw.get("out") or f"{DEFAULT_OUT}/{name}")
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError("output folder is a file", file=str(out_dir))
 

@@ -1,9 +1,10 @@
 """Outputs of a run: results.jsonl (one row per cell), results.md (a table), PNG plots with bootstrap CIs.
 
-Plots (matplotlib, Agg): best-of-N accuracy vs N, vs judge calls per prompt, vs k (votes), and vs max tokens or
-budget when those are swept; one panel per judge, one colour per strategy, a marker and line style per other
-setting; shaded bands / error bars are 95% bootstrap intervals over prompts. A plot whose x axis has a single value
-in the sweep is not drawn.
+Plots (matplotlib, Agg): best-of-N accuracy vs N, vs judge calls per prompt, vs k (votes; every line at one N, so
+lines compare), and vs max tokens or budget when those are swept; one panel per judge, one colour per strategy, a
+marker and line style per other setting. Error bars are 95% bootstrap intervals over prompts (the y label and a
+caption say so); the series of a panel are dodged sideways a little so their bars do not hide each other. A plot
+whose x axis has a single value in the sweep is not drawn.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ from tourney.io import dumps, umask  # noqa: E402
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 STYLES = ["-", "--", ":", "-."]
+DODGE = 0.04  # sideways step between a panel's series: a share of the gap between x ticks (of an octave on log axes)
+LOG_AXES = ("n", "judgments_per_prompt", "max_tokens", "budget")
+CAPTION = ("Error bars: 95% bootstrap intervals over prompts. Series are shifted sideways a little so their bars do "
+           "not overlap; results.md has the exact values.")  # fmt: skip
 
 
 def jsonl(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -82,6 +87,17 @@ def _label(key: tuple, varying: set[str]) -> str:
 
 def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> bytes | None:
     """One PNG (bytes) of best-of-N accuracy against ``x``; None when ``x`` takes a single value."""
+    fig = figure(rows, x, xlabel)
+    if fig is None:
+        return None
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def figure(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> Any:
+    """The matplotlib figure ``plot`` renders (the caller closes it); None when ``x`` takes a single value."""
     if x != "judgments_per_prompt" and len({r[x] for r in rows}) < 2:
         return None
     if x == "judgments_per_prompt" and len({r["n"] for r in rows}) < 2 and len({r["votes"] for r in rows}) < 2:
@@ -96,7 +112,8 @@ def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> bytes | None:
         lines: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         for r in mine:
             lines[_series_key(r, x)].append(r)
-        for key, pts in lines.items():
+        step = _dodge_step(mine, x)
+        for i, (key, pts) in enumerate(lines.items()):
             pts = sorted(pts, key=lambda r: (r[x] is None, r[x] or 0))
             if x == "judgments_per_prompt":
                 pts = [p for p in pts if p[x] > 0]  # N=1 takes no judgment: no point on a log axis
@@ -105,7 +122,9 @@ def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> bytes | None:
             d = dict(key)
             color = COLORS[strategies.index((d["strategy"], d.get("rating"))) % len(COLORS)]
             other = others.index(tuple(d[k] for k in sorted(varying - {x, "n"})))
-            xs, ys = [p[x] for p in pts], [p["best_of_n"] for p in pts]
+            shift = (i - (len(lines) - 1) / 2) * step
+            xs = [p[x] * 2**shift if x in LOG_AXES else p[x] + shift for p in pts]
+            ys = [p["best_of_n"] for p in pts]
             lo = [p["best_of_n"] - p["best_of_n_ci"][0] for p in pts]
             hi = [p["best_of_n_ci"][1] - p["best_of_n"] for p in pts]
             ax.errorbar(xs, ys, yerr=[lo, hi], color=color, marker=MARKERS[other % len(MARKERS)],
@@ -114,23 +133,32 @@ def plot(rows: Sequence[dict[str, Any]], x: str, xlabel: str) -> bytes | None:
         _baselines(ax, mine, x)
         ax.set_title(mine[0]["judge_desc"], fontsize=9)
         ax.set_xlabel(xlabel)
-        if x in ("n", "judgments_per_prompt", "max_tokens", "budget"):
+        if x in LOG_AXES:
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         if x in ("n", "votes"):
             ax.set_xticks(sorted({r[x] for r in mine}), [str(v) for v in sorted({r[x] for r in mine})])
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("best-of-N accuracy")
+    axes[0][0].set_ylabel("best-of-N accuracy\n(95% bootstrap CI)")
     axes[0][0].set_ylim(0, 1.02)
     title = f"{rows[0]['config']}: {rows[0]['data']}"
     fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 12)), fontsize=9)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center right", fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1 - 1.6 / fig.get_figwidth(), 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    caption = textwrap.wrap(CAPTION, width=int(fig.get_figwidth() * 17))  # one panel is narrow: wrap, never cut
+    fig.text(0.01, 0.01, "\n".join(caption), fontsize=7.5, color="0.3", ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.01 + 0.033 * len(caption), 1 - 1.6 / fig.get_figwidth(), 1))
+    return fig
+
+
+def _dodge_step(rows: Sequence[dict[str, Any]], x: str) -> float:
+    """The sideways step between series: DODGE octaves on a log axis, else DODGE of the smallest gap between x values
+    (so the spread stays well inside one tick's neighbourhood)."""
+    if x in LOG_AXES:
+        return DODGE
+    values = sorted({r[x] for r in rows if r[x] is not None})
+    gaps = [b - a for a, b in zip(values, values[1:])]
+    return DODGE * (min(gaps) if gaps else 1)
 
 
 def _baselines(ax: Any, rows: Sequence[dict[str, Any]], x: str) -> None:
@@ -154,7 +182,7 @@ def _baselines(ax: Any, rows: Sequence[dict[str, Any]], x: str) -> None:
 PLOTS = (
     ("accuracy_vs_n.png", "n", "candidates N"),
     ("accuracy_vs_calls.png", "judgments_per_prompt", "judge calls per prompt (judgments, votes included)"),
-    ("accuracy_vs_k.png", "votes", "votes per match k (each line at its largest N with k swept)"),
+    ("accuracy_vs_k.png", "votes", "votes per match k"),  # the label gets the one N of every line
     ("accuracy_vs_max_tokens.png", "max_tokens", "judge max tokens"),
     ("accuracy_vs_budget.png", "budget", "budget"),
 )
@@ -167,24 +195,27 @@ def outputs(rows: Sequence[dict[str, Any]], out: str, command: str) -> dict[str,
         os.path.join(out, "results.md"): "".join(line + "\n" for line in markdown(rows, command)).encode(),
     }
     for name, x, label in PLOTS:
-        files[os.path.join(out, name)] = plot(_largest_swept_n(rows) if x == "votes" else rows, x, label)
+        if x == "votes":
+            n, at_n = one_n_for_k(rows)
+            files[os.path.join(out, name)] = plot(at_n, x, f"{label} (every line at N = {n})")
+        else:
+            files[os.path.join(out, name)] = plot(rows, x, label)
     return files
 
 
-def _largest_swept_n(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """For the plot against k: each strategy's rows at the largest N where k was swept (one line each)."""
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+def one_n_for_k(rows: Sequence[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+    """For the plot against k: the one N its lines share, and the rows at that N.
+
+    Accuracy grows with N, so lines at different N do not compare; the N is the one where the most series (judge,
+    strategy, rating, max tokens, budget) swept k, the largest of those on a tie (an N nobody swept k at when none
+    did).
+    """
+    ks: dict[tuple, dict[int, set]] = defaultdict(lambda: defaultdict(set))
     for r in rows:
-        groups[(r["judge"], r["strategy"], r["rating"], r["max_tokens"], r["budget"])].append(r)
-    keep = []
-    for group in groups.values():
-        ks: dict[int, set] = defaultdict(set)
-        for r in group:
-            ks[r["n"]].add(r["votes"])
-        swept = [n for n, v in ks.items() if len(v) > 1]
-        n = max(swept) if swept else max(ks)
-        keep += [r for r in group if r["n"] == n]
-    return keep
+        ks[(r["judge"], r["strategy"], r["rating"], r["max_tokens"], r["budget"])][r["n"]].add(r["votes"])
+    ns = {r["n"] for r in rows}
+    n = max(ns, key=lambda n: (sum(len(by_n.get(n, ())) > 1 for by_n in ks.values()), n))
+    return n, [r for r in rows if r["n"] == n]
 
 
 def write(files: dict[str, bytes | None]) -> list[str]:
