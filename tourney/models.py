@@ -68,6 +68,42 @@ def resolve_model(name: str, *, convert: bool = True, builtins: tuple[str, ...] 
     return ModelSpec(name=name, path=name, family=detect_family(name))
 
 
+HUB_PROBE_S = 3.0  # seconds a connection to the hub may take before it counts as unreachable
+
+
+def check_hub(spec: ModelSpec) -> None:
+    """Before a hub id's files are first read: when the hub cannot be reached, use the local Hugging Face cache at
+    once, or fail in one line if the model is not there. (Without this, each of two lookups retries five times with
+    back-off: a minute before "couldn't connect", also for a dry run.)"""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(spec.path).is_dir() or constants.HF_HUB_OFFLINE or hub_reachable(constants.ENDPOINT):
+        return
+    if isinstance(try_to_load_from_cache(spec.path, "config.json"), str):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # for vLLM's engine process too
+        constants.HF_HUB_OFFLINE = True  # read once at import by huggingface_hub and transformers
+        return
+    raise BackendError(f"cannot load model {spec.name!r}: it is not in the Hugging Face cache "
+                       f"({constants.HF_HUB_CACHE}) and {constants.ENDPOINT} cannot be reached (download it where the "
+                       "hub can be reached, e.g. `hf download ORG/NAME`, or give a local model directory)")  # fmt: skip
+
+
+def hub_reachable(endpoint: str) -> bool:
+    """Whether a TCP connection to the hub opens within HUB_PROBE_S (always assumed through a proxy)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlsplit(endpoint)
+    try:
+        port = url.port or (80 if url.scheme == "http" else 443)
+        socket.create_connection((url.hostname or "", port), timeout=HUB_PROBE_S).close()
+        return True
+    except OSError:
+        return False
+
+
 def builtin_spec(name: str) -> ModelSpec | None:
     """The built-in model's spec when ``name`` is one (its path may not be converted yet), else None."""
     return smollm2_spec(str(cache_dir() / SMOLLM2_SUBDIR)) if name.lower() == SMOLLM2 else None

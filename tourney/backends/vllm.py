@@ -21,7 +21,7 @@ from typing import Any
 from tourney.aio import LoopThread, gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
 from tourney.errors import BackendError, InputError
-from tourney.models import ModelSpec, resolve_model
+from tourney.models import ModelSpec, check_hub, resolve_model
 
 MODES = ("lockstep", "pipelined")
 CPU_KVCACHE_GIB = 2
@@ -282,6 +282,7 @@ class VLLMBackend(BackendBase):
 
 def load_tokenizer(spec: ModelSpec) -> Any:
     """Load the model's own tokenizer (the one vLLM uses) without starting an engine."""
+    check_hub(spec)
     try:
         from transformers import AutoTokenizer
 
