@@ -378,3 +378,31 @@ def test_the_output_folder_is_required(command):
     # The shared -o declaration carries a default for the judge commands; a required -o must not inherit it.
     p = run_cli("train", *command)
     assert p.returncode == 2 and p.stderr.strip() == "tourney: error: Missing option '-o' / '--output'."
+
+
+def test_sft_prepare_drops_traces_that_write_more_than_one_verdict(tmp_path):
+    items = tmp_path / "items.jsonl"
+    answers = [{"text": "4", "quality": 1}, {"text": "5", "quality": 0}]
+    items.write_text(json.dumps({"id": "p1", "prompt": "2+2?", "responses": answers}) + "\n")
+    traces = [
+        "4 is right. <answer>[[A]]</answer>",  # kept
+        "Is it [[A]] or [[B]]? 4 is right. <answer>[[A]]</answer>",  # the other verdict too
+        "Tempted by <answer>[[B]]</answer>, but 4 is right. <answer>[[A]]</answer>",
+        "[[A]] for sure. <answer>[[A]]</answer>",  # its own verdict twice
+    ]
+    recs = [{"id": "p1", "a": 0, "b": 1, "vote": k, "verdict": "A", "forced": False, "raw": raw}
+            for k, raw in enumerate(traces)]  # fmt: skip
+    judgments = tmp_path / "judgments.jsonl"
+    judgments.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["kept"] == 1 and report["skipped_several_verdicts"] == 3 and report["train"] == 1
+    assert [r["messages"][-1]["content"] for r in pq.read_table(tmp_path / "o" / "train.parquet").to_pylist()] == [
+        traces[0]
+    ]
+
+    from tourney.train.sft import verdict_count
+
+    assert verdict_count(FAMILIES["rrm"], "</think>\n\\boxed{Assistant 1}") == 1
+    assert verdict_count(FAMILIES["rrm"], "\\boxed{Assistant 2}? No.</think>\n\\boxed{Assistant 1}") == 2
