@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -406,3 +407,55 @@ def test_sft_prepare_drops_traces_that_write_more_than_one_verdict(tmp_path):
 
     assert verdict_count(FAMILIES["rrm"], "</think>\n\\boxed{Assistant 1}") == 1
     assert verdict_count(FAMILIES["rrm"], "\\boxed{Assistant 2}? No.</think>\n\\boxed{Assistant 1}") == 2
+
+
+def test_every_train_option_has_help_true_to_its_command():
+    import re
+
+    from tourney.train.cli import train
+
+    for name, command in train.commands.items():
+        own = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            assert param.help, f"train {name} {param.opts[-1]} has no help"
+            # An option's help may point only at options this command has (sft once advised rlvr's --engine trl).
+            assert set(re.findall(r"--[a-z][a-z-]*", param.help)) <= own, (name, param.opts, param.help)
+    assert "`tourney train sft-prepare`" in _option("sft", "--data").help
+    assert "`tourney train prepare`" in _option("rlvr", "--data").help
+    assert "5e-6" in _option("sft", "--lr").help
+
+
+def _option(command, name):
+    return next(p for p in _train_command(command).params if name in p.opts)
+
+
+def test_sft_and_rlvr_point_at_their_own_stage_and_engines(tmp_path, data_dir):
+    items, judgments = judgments_fixture(tmp_path)
+    sft_dir = tmp_path / "sft"
+    run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(sft_dir))
+    sft = ["train", "sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--output", str(tmp_path / "ck"), "--dry-run"]
+    rlvr = ["train", "rlvr", "--model", "Qwen/Qwen2.5-7B-Instruct", "--output", str(tmp_path / "ck"), "--dry-run"]
+    res = run_cli(*sft, "--data", str(tmp_path / "none"))
+    assert res.returncode == 2 and "missing: run `tourney train sft-prepare` first" in res.stderr
+    res = run_cli(*sft, "--data", str(data_dir))  # prepare's RLHF rows are not SFT data
+    assert res.returncode == 2 and "no 'messages' column: not written by `tourney train sft-prepare`" in res.stderr
+    res = run_cli(*rlvr, "--data", str(sft_dir))
+    assert res.returncode == 2 and "no 'reward_model' column: not written by `tourney train prepare`" in res.stderr
+    if launcher.has_gpu():
+        return
+    # No GPU: each command's one line offers only what that command has (sft has no CPU engine today).
+    env = {"TOURNEY_TRAIN_PYTHON": sys.executable}
+    res = run_cli(*sft[:-1], "--data", str(sft_dir), env=env)
+    assert res.returncode == 1 and "needs a GPU" in res.stderr and "--dry-run" in res.stderr
+    has_engine = any("--engine" in p.opts for p in _train_command("sft").params)
+    assert has_engine or "--engine" not in res.stderr, res.stderr
+    res = run_cli(*rlvr[:-1], "--data", str(data_dir), env=env)
+    assert res.returncode == 1 and "--engine trl to train on the CPU" in res.stderr
+
+
+def _train_command(name):
+    from tourney.train.cli import train
+
+    return train.commands[name]

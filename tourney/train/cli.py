@@ -46,32 +46,27 @@ def prepare(pairs_path: str, out_dir: str, family: str, val_fraction: float, see
     click.echo(json.dumps(report))
 
 
-# Options shared by ``rlvr`` and ``sft``.
-LAUNCH_OPTIONS = options.apply_to(
-    [
-        click.option("--model", required=True, help="Model to train: a local directory, a hub id, or smollm2 (TRL)."),
-        click.option("--data", "data_dir", required=True, help="Directory written by `tourney train prepare`."),
-        click.option("--output", required=True, help="Checkpoint directory."),
-        click.option(
-            "--lr",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
-        ),
-        click.option(
-            "--nnodes", type=click.IntRange(min=1), default=None, help="Nodes (default: RM-R1's for the size)."
-        ),
-        click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True),
-        click.option(
-            "--python",
-            "python",
-            default=None,
-            help="Interpreter with verl (default: $TOURNEY_TRAIN_PYTHON, else .venv-train/bin/python).",
-        ),
-        options.DRY_RUN(help="Print the verl command; run nothing."),
-        click.argument("overrides", nargs=-1, metavar="[-- HYDRA_OVERRIDES...]"),
-    ]
-)
+MODEL_NAMES = "a local directory, a hub id, or smollm2 (the built-in SmolLM2-135M-Instruct)"
+
+
+def launch_options(data_help: str, lr_help: str, nnodes_help: str, nnodes_default: int | None = None) -> Any:
+    """The options ``rlvr`` and ``sft`` share, with the help texts (and node default) that differ between them."""
+    return options.apply_to(
+        [
+            click.option("--model", required=True, help=f"Model to train: {MODEL_NAMES}."),
+            click.option("--data", "data_dir", required=True, help=data_help),
+            click.option("--output", required=True, help="Checkpoint directory."),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=lr_help),
+            click.option("--nnodes", type=click.IntRange(min=1), default=nnodes_default,
+                         show_default=nnodes_default is not None, help=nnodes_help),
+            click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True,
+                         help="GPUs per node for verl (trainer.n_gpus_per_node)."),
+            click.option("--python", "python", default=None,
+                         help="Interpreter with verl (default: $TOURNEY_TRAIN_PYTHON, else .venv-train/bin/python)."),
+            options.DRY_RUN(help="Print the verl command; run nothing."),
+            click.argument("overrides", nargs=-1, metavar="[-- HYDRA_OVERRIDES...]"),
+        ]
+    )  # fmt: skip
 
 
 def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
@@ -94,7 +89,11 @@ def _verl_model(name: str, dry_run: bool) -> str:
 
 
 @train.command()
-@LAUNCH_OPTIONS
+@launch_options(
+    "Directory written by `tourney train prepare`.",
+    "Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
+    "Nodes for verl (default: RM-R1's for the model size).",
+)
 @click.option("--size", default=None, help="Model size for the presets (7b, 14b, 32b); default: from the name.")
 @click.option(
     "--format-penalty",
@@ -138,20 +137,20 @@ def rlvr(**o: Any) -> None:
     )  # fmt: skip
     nodes = o["nnodes"] or preset.nnodes
     cmd = launcher.rlvr_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides)
-    _print_or_run(cmd, nodes, o["dry_run"])
+    _print_or_run(cmd, nodes, o["dry_run"], cpu_hint=", or --engine trl to train on the CPU")
 
 
-def _print_or_run(cmd: list[str], nodes: int, dry_run: bool) -> None:
-    """Dry run: print the command. Otherwise run it (GPU required) and exit with its code."""
+def _print_or_run(cmd: list[str], nodes: int, dry_run: bool, cpu_hint: str = "") -> None:
+    """Dry run: print the command. Otherwise run it (GPU required; ``cpu_hint`` ends the no-GPU line) and exit with
+    its code."""
     if dry_run:
         click.echo(launcher.format_command(cmd, nodes))
         return
     try:
-        code = launcher.run(cmd)
+        launcher.require_gpu(cpu_hint)
     except launcher.NoTrainingEnv as err:
         _env_failure(err)
-    else:
-        sys.exit(code)
+    sys.exit(launcher.run(cmd))
 
 
 def _run_trl(o: dict[str, Any]) -> None:
@@ -199,10 +198,15 @@ def sft_prepare(
 
 
 @train.command()
-@LAUNCH_OPTIONS
+@launch_options(
+    "Directory written by `tourney train sft-prepare`.",
+    "Learning rate (default: 5e-6, RM-R1's distillation rate).",
+    "Nodes for verl.",
+    nnodes_default=1,
+)
 def sft(**o: Any) -> None:
-    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml) with RM-R1's settings."""
-    nodes = o["nnodes"] or 1
+    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml; GPUs) with RM-R1's settings."""
+    nodes = o["nnodes"]
     overrides = launcher.sft_overrides(
         _verl_model(o["model"], o["dry_run"]), o["data_dir"], o["output"], lr=o["lr"] or 5e-6, nnodes=nodes,
         gpus_per_node=o["gpus_per_node"], extra=o["overrides"],
