@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from tourney.cli import options
+from tourney.cli import CONSOLE, options
 from tourney.train import launcher
 
 FAMILY_HELP = "Judge family whose prompt and verdict are trained: rm-r1, rrm, rm-r1-instruct or a .toml template."
@@ -137,20 +137,24 @@ def rlvr(**o: Any) -> None:
     )  # fmt: skip
     nodes = o["nnodes"] or preset.nnodes
     cmd = launcher.rlvr_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides)
-    _print_or_run(cmd, nodes, o["dry_run"], cpu_hint=", or --engine trl to train on the CPU")
+    warnings = launcher.data_warnings(o["data_dir"], overrides, "rlvr")
+    _print_or_run(cmd, nodes, o["dry_run"], warnings, cpu_hint=", or --engine trl to train on the CPU")
 
 
-def _print_or_run(cmd: list[str], nodes: int, dry_run: bool, cpu_hint: str = "") -> None:
+def _print_or_run(cmd: list[str], nodes: int, dry_run: bool, warnings: list[str], cpu_hint: str = "") -> None:
     """Dry run: print the command. Otherwise run it (GPU required; ``cpu_hint`` ends the no-GPU line) and exit with
-    its code."""
+    its code. ``warnings`` (about the data) show first, unless the run fails for want of a GPU (one line then)."""
+    if not dry_run:
+        try:
+            launcher.require_gpu(cpu_hint)
+        except launcher.NoTrainingEnv as err:
+            _env_failure(err)
+    for message in warnings:
+        CONSOLE.warn(message)
     if dry_run:
         click.echo(launcher.format_command(cmd, nodes))
-        return
-    try:
-        launcher.require_gpu(cpu_hint)
-    except launcher.NoTrainingEnv as err:
-        _env_failure(err)
-    sys.exit(launcher.run(cmd))
+    else:
+        sys.exit(launcher.run(cmd))
 
 
 def _run_trl(o: dict[str, Any]) -> None:
@@ -212,4 +216,4 @@ def sft(**o: Any) -> None:
         gpus_per_node=o["gpus_per_node"], extra=o["overrides"],
     )  # fmt: skip
     cmd = launcher.sft_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides, nodes, o["gpus_per_node"])
-    _print_or_run(cmd, nodes, o["dry_run"])
+    _print_or_run(cmd, nodes, o["dry_run"], launcher.data_warnings(o["data_dir"], overrides, "sft"))

@@ -146,6 +146,49 @@ def check_data(
     return paths
 
 
+def split_rows(data_dir: str) -> tuple[int, int]:
+    """Rows of ``train.parquet`` and ``val.parquet`` (from the files' footers; no row is read)."""
+    import pyarrow.parquet as pq
+
+    train, val = (pq.read_metadata(Path(data_dir) / f"{split}.parquet").num_rows for split in ("train", "val"))
+    return train, val
+
+
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value the last override of ``key`` sets (Hydra's ``+key``/``++key`` too; the last one wins)."""
+    found = None
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if sep and name.lstrip("+") == key:
+            found = value
+    return found
+
+
+def data_warnings(data_dir: str, overrides: list[str], trainer: str) -> list[str]:
+    """One-line warnings about splits verl cannot use: fewer training rows than one batch, an empty validation set.
+
+    ``trainer``: "rlvr" (verl's GRPO trainer) or "sft" (verl's SFT trainer); ``overrides``: the command's own.
+    """
+    from tourney.console import plural
+
+    train, val = split_rows(data_dir)
+    out = []
+    batch = override_value(overrides, "data.train_batch_size")
+    if batch is not None and batch.isdigit() and train < int(batch):
+        # Both verl trainers drop an incomplete last batch, so fewer rows than one batch leave no step at all.
+        mini = " and actor_rollout_ref.actor.ppo_mini_batch_size" if trainer == "rlvr" else ""  # verl: mini <= batch
+        out.append(f"{plural(train, 'training row')} but data.train_batch_size={batch}: verl drops an incomplete "
+                   f"batch and has nothing to train on; add data or lower data.train_batch_size{mini} "
+                   "after --")  # fmt: skip
+    if val == 0:
+        # verl's GRPO trainer asserts a non-empty validation dataloader; its SFT trainer skips validation.
+        then, stage = ("verl's GRPO trainer stops at start-up", "prepare") if trainer == "rlvr" else (
+            "verl's SFT trainer will not validate", "sft-prepare")  # fmt: skip
+        out.append(f"the validation split is empty (0 rows in val.parquet): {then}; run `tourney train {stage}` "
+                   "with a larger --val-fraction or more prompts")  # fmt: skip
+    return out
+
+
 def rlvr_overrides(
     model: str,
     data_dir: str,
