@@ -176,7 +176,7 @@ def _run_trl(o: dict[str, Any]) -> None:
         max_seconds=o["max_minutes"] * 60 if o["max_minutes"] else None, learning_rate=o["lr"] or 1e-5,
         batch_size=o["batch_size"], num_generations=o["num_generations"],
         max_completion_tokens=o["max_completion_tokens"], forced=not o["no_forced_prefix"],
-        format_penalty=o["format_penalty"], seed=o["seed"],
+        format_penalty=o["format_penalty"], seed=o["seed"], progress=CONSOLE.line,
     )  # fmt: skip
     rewards = [round(h["reward"], 4) for h in result["log"]]
     click.echo(json.dumps({"engine": "trl", "steps": result["steps"], "seconds": result["seconds"],
