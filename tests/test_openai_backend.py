@@ -97,10 +97,14 @@ def test_garbage_endpoint_fails_after_the_cap(monkeypatch, answer):
     assert len(srv.calls("/v1/chat/completions")) == 4 and "\n" not in msg and KEY not in msg
 
 
-def test_persistent_500_fails_after_the_cap():
-    with FakeServer(default=500) as srv, server_judge([srv.url], "fake", "rm-r1", max_retries=2, **FAST) as judge:
-        with pytest.raises(BackendError, match=r"HTTP 500 .*gave up after 3 attempts"):
-            judge.judge(requests(1))
+@pytest.mark.parametrize(("retries", "attempts"), [(2, "3 attempts"), (0, "1 attempt")])
+def test_persistent_500_fails_after_the_cap(retries, attempts):
+    with (
+        FakeServer(default=500) as srv,
+        server_judge([srv.url], "fake", "rm-r1", max_retries=retries, **FAST) as judge,
+        pytest.raises(BackendError, match=rf"HTTP 500 .*gave up after {attempts}\)"),
+    ):
+        judge.judge(requests(1))
 
 
 def test_wrong_model_fails_fast_listing_served_models():

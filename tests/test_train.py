@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -378,3 +379,116 @@ def test_the_output_folder_is_required(command):
     # The shared -o declaration carries a default for the judge commands; a required -o must not inherit it.
     p = run_cli("train", *command)
     assert p.returncode == 2 and p.stderr.strip() == "tourney: error: Missing option '-o' / '--output'."
+
+
+def test_every_train_option_has_help_true_to_its_command():
+    import re
+
+    from tourney.train.cli import train
+
+    for name, command in train.commands.items():
+        own = {opt for p in command.params if isinstance(p, click.Option) for opt in p.opts}
+        for param in command.params:
+            if not isinstance(param, click.Option):
+                continue
+            assert param.help, f"train {name} {param.opts[-1]} has no help"
+            # An option's help may point only at options this command has (sft once advised rlvr's --engine trl).
+            assert set(re.findall(r"--[a-z][a-z-]*", param.help)) <= own, (name, param.opts, param.help)
+    assert "`tourney train sft-prepare`" in _option("sft", "--data").help
+    assert "`tourney train prepare`" in _option("rlvr", "--data").help
+    assert "5e-6" in _option("sft", "--lr").help
+
+
+def _option(command, name):
+    return next(p for p in _train_command(command).params if name in p.opts)
+
+
+def test_sft_and_rlvr_point_at_their_own_stage_and_engines(tmp_path, data_dir):
+    items, judgments = judgments_fixture(tmp_path)
+    sft_dir = tmp_path / "sft"
+    run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(sft_dir))
+    sft = ["train", "sft", "--model", "Qwen/Qwen2.5-7B-Instruct", "--output", str(tmp_path / "ck"), "--dry-run"]
+    rlvr = ["train", "rlvr", "--model", "Qwen/Qwen2.5-7B-Instruct", "--output", str(tmp_path / "ck"), "--dry-run"]
+    res = run_cli(*sft, "--data", str(tmp_path / "none"))
+    assert res.returncode == 2 and "missing: run `tourney train sft-prepare` first" in res.stderr
+    res = run_cli(*sft, "--data", str(data_dir))  # prepare's RLHF rows are not SFT data
+    assert res.returncode == 2 and "no 'messages' column: not written by `tourney train sft-prepare`" in res.stderr
+    res = run_cli(*rlvr, "--data", str(sft_dir))
+    assert res.returncode == 2 and "no 'reward_model' column: not written by `tourney train prepare`" in res.stderr
+    if launcher.has_gpu():
+        return
+    # No GPU: each command's one line offers only what that command has (sft has no CPU engine today).
+    env = {"TOURNEY_TRAIN_PYTHON": sys.executable}
+    res = run_cli(*sft[:-1], "--data", str(sft_dir), env=env)
+    assert res.returncode == 1 and "needs a GPU" in res.stderr and "--dry-run" in res.stderr
+    has_engine = any("--engine" in p.opts for p in _train_command("sft").params)
+    assert has_engine or "--engine" not in res.stderr, res.stderr
+    res = run_cli(*rlvr[:-1], "--data", str(data_dir), env=env)
+    assert res.returncode == 1 and "--engine trl to train on the CPU" in res.stderr
+
+
+def _train_command(name):
+    from tourney.train.cli import train
+
+    return train.commands[name]
+
+
+def test_dry_runs_warn_about_too_few_rows_and_an_empty_validation_split(tmp_path):
+    data = tmp_path / "data"
+    assert run_cli("train", "prepare", str(write_pairs(tmp_path / "p.jsonl", n=1)), "-o", str(data)).returncode == 0
+    base = ["train", "rlvr", "--model", "Qwen/Qwen2.5-7B", "--data", str(data), "--output", str(tmp_path / "ck")]
+    res = run_cli(*base, "--dry-run")
+    assert res.returncode == 0 and "verl.trainer.main_ppo" in res.stdout
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("tourney: warning: ") for line in lines), res.stderr
+    assert "1 training row but data.train_batch_size=1024:" in lines[0]  # one row: no "1 training rows"
+    assert "ppo_mini_batch_size" in lines[0]
+    assert "validation split is empty (0 rows in val.parquet): verl's GRPO trainer stops" in lines[1]
+    res = run_cli(*base, "--dry-run", "--", "data.train_batch_size=1", "actor_rollout_ref.actor.ppo_mini_batch_size=1")
+    assert res.returncode == 0 and "train_batch_size" not in res.stderr and "validation split is empty" in res.stderr
+
+    items, judgments = judgments_fixture(tmp_path)  # two kept traces, both of one prompt: nothing to validate on
+    run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "sft"))
+    res = run_cli("train", "sft", "--model", "Qwen/Qwen2.5-7B", "--data", str(tmp_path / "sft"), "--output",
+                  str(tmp_path / "ck"), "--dry-run")  # fmt: skip
+    assert res.returncode == 0 and "verl.trainer.sft_trainer" in res.stdout
+    lines = res.stderr.splitlines()
+    assert len(lines) == 2 and all(line.startswith("tourney: warning: ") for line in lines), res.stderr
+    assert "2 training rows but data.train_batch_size=128:" in lines[0] and "ppo_mini" not in lines[0]
+    assert "verl's SFT trainer will not validate; run `tourney train sft-prepare`" in lines[1]
+
+
+def test_enough_rows_give_no_data_warning(data_dir, tmp_path):
+    res = run_cli("train", "rlvr", "--model", "Qwen/Qwen2.5-7B", "--data", str(data_dir), "--output",
+                  str(tmp_path / "ck"), "--dry-run", "--", "+data.train_batch_size=9")  # fmt: skip
+    assert res.returncode == 0 and res.stderr == "", res.stderr  # 9 training rows, 1 validation row
+    assert launcher.override_value(["data.train_batch_size=1024", "++data.train_batch_size=9"],
+                                   "data.train_batch_size") == "9"  # fmt: skip
+
+
+def test_sft_prepare_drops_traces_that_write_more_than_one_verdict(tmp_path):
+    items = tmp_path / "items.jsonl"
+    answers = [{"text": "4", "quality": 1}, {"text": "5", "quality": 0}]
+    items.write_text(json.dumps({"id": "p1", "prompt": "2+2?", "responses": answers}) + "\n")
+    traces = [
+        "4 is right. <answer>[[A]]</answer>",  # kept
+        "Is it [[A]] or [[B]]? 4 is right. <answer>[[A]]</answer>",  # the other verdict too
+        "Tempted by <answer>[[B]]</answer>, but 4 is right. <answer>[[A]]</answer>",
+        "[[A]] for sure. <answer>[[A]]</answer>",  # its own verdict twice
+    ]
+    recs = [{"id": "p1", "a": 0, "b": 1, "vote": k, "verdict": "A", "forced": False, "raw": raw}
+            for k, raw in enumerate(traces)]  # fmt: skip
+    judgments = tmp_path / "judgments.jsonl"
+    judgments.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    res = run_cli("train", "sft-prepare", str(judgments), "--items", str(items), "-o", str(tmp_path / "o"))
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert report["kept"] == 1 and report["skipped_several_verdicts"] == 3 and report["train"] == 1
+    assert [r["messages"][-1]["content"] for r in pq.read_table(tmp_path / "o" / "train.parquet").to_pylist()] == [
+        traces[0]
+    ]
+
+    from tourney.train.sft import verdict_count
+
+    assert verdict_count(FAMILIES["rrm"], "</think>\n\\boxed{Assistant 1}") == 1
+    assert verdict_count(FAMILIES["rrm"], "\\boxed{Assistant 2}? No.</think>\n\\boxed{Assistant 1}") == 2

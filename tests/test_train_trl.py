@@ -8,7 +8,7 @@ import pytest
 from train_helpers import run_cli, write_pairs
 
 from tourney.judges import FAMILIES
-from tourney.train.trl_loop import cut_at_verdict, forced_prefix, make_reward
+from tourney.train.trl_loop import cut_at_verdict, forced_prefix, make_reward, step_line
 
 
 def test_forced_prefix_reward_reads_the_verdict_the_policy_completes():
@@ -41,11 +41,21 @@ def test_trl_engine_runs_grpo_steps_on_the_cpu(tmp_path, smollm2_dir):
         env={"HF_HUB_OFFLINE": "1", "TOURNEY_CACHE_DIR": str(smollm2_dir.parents[1])},  # `smollm2` = the fixture's copy
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
-    report = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(res.stdout.splitlines()) == 1  # the report only: transformers' per-step log dicts stay off stdout
+    report = json.loads(res.stdout)
     assert report["engine"] == "trl" and report["steps"] == 2 and len(report["reward_per_step"]) == 2
     assert all(-1.0 <= r <= 1.0 for r in report["reward_per_step"])
     assert (out / "config.json").is_file() and (out / "tokenizer_config.json").is_file()
     assert any(out.glob("*.safetensors"))
+    steps = [line for line in res.stderr.splitlines() if line.startswith("tourney: step ")]
+    assert [s.split(":")[1] for s in steps] == [" step 1/2", " step 2/2"] and "reward mean " in steps[0], res.stderr
+    assert res.stderr.count("TRL currently supports vLLM") <= 1 and "Triton is installed" not in res.stderr
+
+
+def test_one_progress_line_per_step():
+    line = step_line(3, 20, {"loss": 0.0123456, "reward": -0.25, "step_time": 9.9}, 181.04)
+    assert line == "tourney: step 3/20: reward mean -0.250, loss 0.01235, 181.0 s"
+    assert step_line(1, 2, {}, 0.5) == "tourney: step 1/2: reward mean ?, loss ?, 0.5 s"
 
 
 def test_trl_engine_bad_options(tmp_path):

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from tourney.console import plural
 from tourney.errors import InputError
 from tourney.io import Item, jsonl_lines, parse_line
 from tourney.sink import Resume
@@ -72,7 +73,7 @@ class Source:
         self._check_ids(hashes, lines)
         if resume and self.rows < resume.prompts:
             raise InputError(
-                f"has {self.rows} prompts, but the killed run this would continue wrote {resume.prompts} "
+                f"has {plural(self.rows, 'prompt')}, but the killed run this would continue wrote {resume.prompts} "
                 "(rerun with the same input, or delete the .partial and .resume files)",
                 self.name,
             )
@@ -166,7 +167,7 @@ def _scan_part(
         part.chat = part.chat or not isinstance(item.prompt, str)
         if resume and part.rows == resume.prompts and json.dumps(item.id) != resume.last_id:
             raise InputError(
-                f"the killed run this would continue wrote {resume.prompts} prompts, the last with id "
+                f"the killed run this would continue wrote {plural(resume.prompts, 'prompt')}, the last with id "
                 f"{resume.last_id}; this input's has id {json.dumps(item.id)} (rerun with the same "
                 "input, or delete the .partial and .resume files to start over)",
                 name,

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from tourney.console import plural
 from tourney.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ class ServerPool:
             log.info("retrying (%d/%d) after: %s", attempt + 1, self.max_retries, problem)
             if not (down and self._any_up()):  # failing over to a healthy endpoint needs no wait
                 await asyncio.sleep(max(self._delay(attempt), min(after, self.backoff_cap)))
-        raise BackendError(f"{problem} (gave up after {self.max_retries + 1} attempts)", index)
+        raise BackendError(f"{problem} (gave up after {plural(self.max_retries + 1, 'attempt')})", index)
 
     async def get_once(self, url: str) -> Any:
         """One GET without retries (for explanations after a failure); None on any problem."""

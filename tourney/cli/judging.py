@@ -196,7 +196,8 @@ def judge(
                     print_dry_run(stream, prep.tournament, planned)
                     return None
                 if prep.resume.prompts:
-                    CONSOLE.say(f"tourney: continuing a killed run after the {prep.resume.prompts} prompts it wrote")
+                    done = plural(prep.resume.prompts, "prompt")
+                    CONSOLE.say(f"tourney: continuing a killed run after the {done} it wrote")
                 keep = keep_records or bool(opts["judgments_path"])
                 with (
                     CONSOLE.progress(prep.source.plan) as bar,
@@ -317,7 +318,7 @@ def report(stream: Stream, prep: Prepared) -> None:
     bad = stream.all_invalid
     if bad:
         shown = ", ".join(json.dumps(i) for i in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        CONSOLE.warn(f"{len(bad)} prompts got no verdict at all (ranked in input order): {shown}")
+        CONSOLE.warn(f"{plural(len(bad), 'prompt')} got no verdict at all (ranked in input order): {shown}")
 
 
 def log_path() -> Path:

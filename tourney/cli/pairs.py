@@ -11,6 +11,7 @@ import click
 
 from tourney.cli import CONSOLE, options
 from tourney.cli.judging import Prepared, finish, judge, prepare, report
+from tourney.console import plural
 from tourney.errors import InputError
 from tourney.io import Item
 
@@ -48,9 +49,10 @@ def pairs_cmd(**opts: Any) -> None:
     stats = writer.finish(stream, the_judge)
     report(stream, prep)
     CONSOLE.say(
-        f"tourney: {stats.pairs} pairs from {stats.prompts} prompts; skipped {stats.skipped_too_few} with < 2 "
-        f"distinct responses, {stats.skipped_unseparated} unseparated, {stats.skipped_no_pair} with no pair "
-        f"for {opts['pairing']}; {stats.dropped_low_confidence} pairs below --min-confidence"
+        f"tourney: {plural(stats.pairs, 'pair')} from {plural(stats.prompts, 'prompt')}; skipped "
+        f"{stats.skipped_too_few} with < 2 distinct responses, {stats.skipped_unseparated} unseparated, "
+        f"{stats.skipped_no_pair} with no pair for {opts['pairing']}; "
+        f"{plural(stats.dropped_low_confidence, 'pair')} below --min-confidence"
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from tourney.cli import options
+from tourney.cli import CONSOLE, options
 from tourney.train import launcher
 
 FAMILY_HELP = "Judge family whose prompt and verdict are trained: rm-r1, rrm, rm-r1-instruct or a .toml template."
@@ -46,32 +46,27 @@ def prepare(pairs_path: str, out_dir: str, family: str, val_fraction: float, see
     click.echo(json.dumps(report))
 
 
-# Options shared by ``rlvr`` and ``sft``.
-LAUNCH_OPTIONS = options.apply_to(
-    [
-        click.option("--model", required=True, help="Model to train: a local directory, a hub id, or smollm2 (TRL)."),
-        click.option("--data", "data_dir", required=True, help="Directory written by `tourney train prepare`."),
-        click.option("--output", required=True, help="Checkpoint directory."),
-        click.option(
-            "--lr",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
-        ),
-        click.option(
-            "--nnodes", type=click.IntRange(min=1), default=None, help="Nodes (default: RM-R1's for the size)."
-        ),
-        click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True),
-        click.option(
-            "--python",
-            "python",
-            default=None,
-            help="Interpreter with verl (default: $TOURNEY_TRAIN_PYTHON, else .venv-train/bin/python).",
-        ),
-        options.DRY_RUN(help="Print the verl command; run nothing."),
-        click.argument("overrides", nargs=-1, metavar="[-- HYDRA_OVERRIDES...]"),
-    ]
-)
+MODEL_NAMES = "a local directory, a hub id, or smollm2 (the built-in SmolLM2-135M-Instruct)"
+
+
+def launch_options(data_help: str, lr_help: str, nnodes_help: str, nnodes_default: int | None = None) -> Any:
+    """The options ``rlvr`` and ``sft`` share, with the help texts (and node default) that differ between them."""
+    return options.apply_to(
+        [
+            click.option("--model", required=True, help=f"Model to train: {MODEL_NAMES}."),
+            click.option("--data", "data_dir", required=True, help=data_help),
+            click.option("--output", required=True, help="Checkpoint directory."),
+            click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help=lr_help),
+            click.option("--nnodes", type=click.IntRange(min=1), default=nnodes_default,
+                         show_default=nnodes_default is not None, help=nnodes_help),
+            click.option("--gpus-per-node", type=click.IntRange(min=1), default=8, show_default=True,
+                         help="GPUs per node for verl (trainer.n_gpus_per_node)."),
+            click.option("--python", "python", default=None,
+                         help="Interpreter with verl (default: $TOURNEY_TRAIN_PYTHON, else .venv-train/bin/python)."),
+            options.DRY_RUN(help="Print the verl command; run nothing."),
+            click.argument("overrides", nargs=-1, metavar="[-- HYDRA_OVERRIDES...]"),
+        ]
+    )  # fmt: skip
 
 
 def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
@@ -94,7 +89,11 @@ def _verl_model(name: str, dry_run: bool) -> str:
 
 
 @train.command()
-@LAUNCH_OPTIONS
+@launch_options(
+    "Directory written by `tourney train prepare`.",
+    "Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
+    "Nodes for verl (default: RM-R1's for the model size).",
+)
 @click.option("--size", default=None, help="Model size for the presets (7b, 14b, 32b); default: from the name.")
 @click.option(
     "--format-penalty",
@@ -138,20 +137,24 @@ def rlvr(**o: Any) -> None:
     )  # fmt: skip
     nodes = o["nnodes"] or preset.nnodes
     cmd = launcher.rlvr_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides)
-    _print_or_run(cmd, nodes, o["dry_run"])
+    warnings = launcher.data_warnings(o["data_dir"], overrides, "rlvr")
+    _print_or_run(cmd, nodes, o["dry_run"], warnings, cpu_hint=", or --engine trl to train on the CPU")
 
 
-def _print_or_run(cmd: list[str], nodes: int, dry_run: bool) -> None:
-    """Dry run: print the command. Otherwise run it (GPU required) and exit with its code."""
+def _print_or_run(cmd: list[str], nodes: int, dry_run: bool, warnings: list[str], cpu_hint: str = "") -> None:
+    """Dry run: print the command. Otherwise run it (GPU required; ``cpu_hint`` ends the no-GPU line) and exit with
+    its code. ``warnings`` (about the data) show first, unless the run fails for want of a GPU (one line then)."""
+    if not dry_run:
+        try:
+            launcher.require_gpu(cpu_hint)
+        except launcher.NoTrainingEnv as err:
+            _env_failure(err)
+    for message in warnings:
+        CONSOLE.warn(message)
     if dry_run:
         click.echo(launcher.format_command(cmd, nodes))
-        return
-    try:
-        code = launcher.run(cmd)
-    except launcher.NoTrainingEnv as err:
-        _env_failure(err)
     else:
-        sys.exit(code)
+        sys.exit(launcher.run(cmd))
 
 
 def _run_trl(o: dict[str, Any]) -> None:
@@ -173,7 +176,7 @@ def _run_trl(o: dict[str, Any]) -> None:
         max_seconds=o["max_minutes"] * 60 if o["max_minutes"] else None, learning_rate=o["lr"] or 1e-5,
         batch_size=o["batch_size"], num_generations=o["num_generations"],
         max_completion_tokens=o["max_completion_tokens"], forced=not o["no_forced_prefix"],
-        format_penalty=o["format_penalty"], seed=o["seed"],
+        format_penalty=o["format_penalty"], seed=o["seed"], progress=CONSOLE.line,
     )  # fmt: skip
     rewards = [round(h["reward"], 4) for h in result["log"]]
     click.echo(json.dumps({"engine": "trl", "steps": result["steps"], "seconds": result["seconds"],
@@ -199,13 +202,18 @@ def sft_prepare(
 
 
 @train.command()
-@LAUNCH_OPTIONS
+@launch_options(
+    "Directory written by `tourney train sft-prepare`.",
+    "Learning rate (default: 5e-6, RM-R1's distillation rate).",
+    "Nodes for verl.",
+    nnodes_default=1,
+)
 def sft(**o: Any) -> None:
-    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml) with RM-R1's settings."""
-    nodes = o["nnodes"] or 1
+    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml; GPUs) with RM-R1's settings."""
+    nodes = o["nnodes"]
     overrides = launcher.sft_overrides(
         _verl_model(o["model"], o["dry_run"]), o["data_dir"], o["output"], lr=o["lr"] or 5e-6, nnodes=nodes,
         gpus_per_node=o["gpus_per_node"], extra=o["overrides"],
     )  # fmt: skip
     cmd = launcher.sft_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides, nodes, o["gpus_per_node"])
-    _print_or_run(cmd, nodes, o["dry_run"])
+    _print_or_run(cmd, nodes, o["dry_run"], launcher.data_warnings(o["data_dir"], overrides, "sft"))

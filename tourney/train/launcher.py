@@ -122,13 +122,71 @@ def has_gpu() -> bool:
         return False
 
 
-def check_data(data_dir: str, files: tuple[str, ...] = ("train.parquet", "val.parquet")) -> tuple[str, ...]:
-    """Absolute paths of the prepared files; InputError naming the first that is missing."""
+# The column that tells each stage's parquet apart (prepare: verl's RLHF rows; sft-prepare: chat messages).
+STAGE_COLUMN = {"prepare": "reward_model", "sft-prepare": "messages"}
+
+
+def check_data(
+    data_dir: str, files: tuple[str, ...] = ("train.parquet", "val.parquet"), stage: str = "prepare"
+) -> tuple[str, ...]:
+    """Absolute paths of the files ``tourney train <stage>`` wrote; InputError naming the first that is missing, or
+    that another stage wrote (the trainer would fail on it much later, on a GPU node)."""
+    import pyarrow.parquet as pq
+
     paths = tuple(str((Path(data_dir) / f).resolve()) for f in files)
     for p in paths:
         if not Path(p).is_file():
-            raise InputError("missing: run `tourney train prepare` first", file=p)
+            raise InputError(f"missing: run `tourney train {stage}` first", file=p)
+        try:
+            names = pq.read_schema(p).names
+        except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError, its IO errors OSErrors
+            raise InputError(f"not a parquet file: run `tourney train {stage}` to write it", file=p) from None
+        if STAGE_COLUMN[stage] not in names:
+            raise InputError(f"no '{STAGE_COLUMN[stage]}' column: not written by `tourney train {stage}`", file=p)
     return paths
+
+
+def split_rows(data_dir: str) -> tuple[int, int]:
+    """Rows of ``train.parquet`` and ``val.parquet`` (from the files' footers; no row is read)."""
+    import pyarrow.parquet as pq
+
+    train, val = (pq.read_metadata(Path(data_dir) / f"{split}.parquet").num_rows for split in ("train", "val"))
+    return train, val
+
+
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value the last override of ``key`` sets (Hydra's ``+key``/``++key`` too; the last one wins)."""
+    found = None
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        if sep and name.lstrip("+") == key:
+            found = value
+    return found
+
+
+def data_warnings(data_dir: str, overrides: list[str], trainer: str) -> list[str]:
+    """One-line warnings about splits verl cannot use: fewer training rows than one batch, an empty validation set.
+
+    ``trainer``: "rlvr" (verl's GRPO trainer) or "sft" (verl's SFT trainer); ``overrides``: the command's own.
+    """
+    from tourney.console import plural
+
+    train, val = split_rows(data_dir)
+    out = []
+    batch = override_value(overrides, "data.train_batch_size")
+    if batch is not None and batch.isdigit() and train < int(batch):
+        # Both verl trainers drop an incomplete last batch, so fewer rows than one batch leave no step at all.
+        mini = " and actor_rollout_ref.actor.ppo_mini_batch_size" if trainer == "rlvr" else ""  # verl: mini <= batch
+        out.append(f"{plural(train, 'training row')} but data.train_batch_size={batch}: verl drops an incomplete "
+                   f"batch and has nothing to train on; add data or lower data.train_batch_size{mini} "
+                   "after --")  # fmt: skip
+    if val == 0:
+        # verl's GRPO trainer asserts a non-empty validation dataloader; its SFT trainer skips validation.
+        then, stage = ("verl's GRPO trainer stops at start-up", "prepare") if trainer == "rlvr" else (
+            "verl's SFT trainer will not validate", "sft-prepare")  # fmt: skip
+        out.append(f"the validation split is empty (0 rows in val.parquet): {then}; run `tourney train {stage}` "
+                   "with a larger --val-fraction or more prompts")  # fmt: skip
+    return out
 
 
 def rlvr_overrides(
@@ -211,7 +269,7 @@ def sft_overrides(
     extra: tuple[str, ...] = (),
 ) -> list[str]:
     """verl ``sft_trainer`` overrides (``sft_trainer_engine.yaml``) with RM-R1's distillation settings."""
-    train, val = check_data(data_dir)
+    train, val = check_data(data_dir, stage="sft-prepare")
     return [
         f"data.train_files={train}",
         f"data.val_files={val}",
@@ -256,11 +314,16 @@ def format_command(cmd: list[str], nnodes: int = 1) -> str:
     return "\n".join(head + [" \\\n  ".join(shlex.quote(c) for c in cmd)])
 
 
-def run(cmd: list[str]) -> int:
-    """Execute the command; a real run needs a GPU, else NoTrainingEnv."""
+def require_gpu(cpu_hint: str = "") -> None:
+    """NoTrainingEnv unless a GPU is visible; its line ends with ``cpu_hint``, the command's own way to train on the
+    CPU, if it has one."""
     if not has_gpu():
         raise NoTrainingEnv(
             "verl needs a GPU for a training step and none was found (nvidia-smi); "
-            "use --dry-run to print the command, or --engine trl to train on the CPU"
+            f"use --dry-run to print the command for a GPU machine{cpu_hint}"
         )
+
+
+def run(cmd: list[str]) -> int:
+    """Execute the command (after ``require_gpu``); its exit code."""
     return subprocess.run(cmd).returncode

@@ -4,8 +4,10 @@ RM-R1 (arXiv 2505.02387, §3) first fine-tunes on reasoning traces whose verdict
 RLVR. Here the traces are the ``raw`` texts of tourney's ``--judgments`` records (optionally from a stronger judge);
 the prompt and the two candidates come from the run's input JSONL, and which candidate is better from each
 response's ``quality`` (higher wins) or ``correct`` (true beats false). A record is kept only if its verdict was
-written by the judge (not forced from log-probabilities), parses from ``raw`` with the family's parser, and names
-the better candidate. Each kept row is the family's judge prompt followed by the judge's text as the assistant turn.
+written by the judge (not forced from log-probabilities), parses from ``raw`` with the family's parser, names
+the better candidate, and writes a verdict exactly once: a trace that also writes the other verdict ("[[A]] or
+[[B]]?") or repeats its own would teach the judge to do so. Each kept row is the family's judge prompt followed by
+the judge's text as the assistant turn.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 
 from tourney.errors import InputError
 from tourney.io import Item, Row, jsonl_records, parquet, read_items, write_all
-from tourney.judges import get_family, parse_verdict
+from tourney.judges import Family, get_family, parse_verdict
+from tourney.judges.base import verdict_forms
 from tourney.train.prepare import make_dir, split_by_group
 
 
@@ -51,6 +54,14 @@ def better(item: Item, a: int, b: int) -> str | None:
     return None
 
 
+def verdict_count(family: Family, text: str) -> int:
+    """How many verdicts of either side ``text`` writes: each side's shortest form (RM-R1's bare ``[[A]]``, found
+    inside ``<answer>[[A]]</answer>`` too), else the verdict string itself."""
+    marks = {side: min((form for form, s, _, _ in verdict_forms(family.verdicts) if s == side), key=len)
+             for side in ("A", "B")}  # fmt: skip
+    return sum(text.count(mark) for mark in marks.values())
+
+
 def sft_rows(
     judgments_path: str, items_path: str, family_name: str
 ) -> tuple[list[tuple[str, dict[str, Any]]], Counter[str]]:
@@ -75,6 +86,8 @@ def sft_rows(
             counts["skipped_unparsed"] += 1
         elif rec["verdict"] != truth:
             counts["skipped_wrong"] += 1
+        elif verdict_count(family, rec["raw"]) != 1:
+            counts["skipped_several_verdicts"] += 1
         else:
             try:
                 messages = family.render(item.prompt, item.texts[rec["a"]], item.texts[rec["b"]])

@@ -13,10 +13,14 @@ right after the first full verdict string (what a stop string does at generation
 
 from __future__ import annotations
 
+import sys
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tourney.console import silenced
 from tourney.judges import Family, get_family
 from tourney.train.reward import cached_family, compute_score, family_of
 
@@ -78,6 +82,37 @@ def make_reward(family_override: str | None, forced: bool, format_penalty: float
     return judge_reward
 
 
+# TRL checks the installed vLLM's version at import, once per module that asks (five times for TRL 1.16). This loop
+# generates with transformers and never uses vLLM, so the check says nothing about it.
+VLLM_VERSION_WARNING = r"TRL currently supports vLLM versions"
+
+
+def import_trl() -> tuple[Any, Any]:
+    """TRL's GRPOConfig and GRPOTrainer, imported without its vLLM-version warnings and the vLLM import's banner
+    ("Triton is installed, ..."); any other warning of the import is shown once."""
+    with silenced(), warnings.catch_warnings(record=True) as caught:
+        warnings.filterwarnings("ignore", message=VLLM_VERSION_WARNING)
+        from trl import GRPOConfig, GRPOTrainer
+    shown = set()
+    for w in caught:
+        if (w.category, str(w.message)) not in shown:
+            shown.add((w.category, str(w.message)))
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return GRPOConfig, GRPOTrainer
+
+
+def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -> str:
+    """One progress line of the loop: step k/K, the step's mean reward and loss, and its wall time."""
+    reward, loss = logs.get("reward"), logs.get("loss")
+    reward_text = f"{reward:+.3f}" if isinstance(reward, (int, float)) else "?"
+    loss_text = f"{loss:.4g}" if isinstance(loss, (int, float)) else "?"
+    return f"tourney: step {step}/{max_steps}: reward mean {reward_text}, loss {loss_text}, {seconds:.1f} s"
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def train_trl(
     model: str,
     data_dir: str,
@@ -95,15 +130,18 @@ def train_trl(
     seed: int = 0,
     policy: Any = None,
     tokenizer: Any = None,
+    progress: Callable[[str], None] = _to_stderr,
 ) -> dict[str, Any]:
     """Run GRPO with TRL on the CPU; save the model to ``output`` (if given); return per-step logs and timings.
 
     ``policy``/``tokenizer`` may be passed in already loaded (the experiment evaluates the same object before/after).
+    ``progress`` gets one line per step (``step_line``; default: stderr): a CPU step can take minutes.
     """
     import torch
     from datasets import Dataset
-    from transformers import TrainerCallback
-    from trl import GRPOConfig, GRPOTrainer
+    from transformers import PrinterCallback, TrainerCallback
+
+    GRPOConfig, GRPOTrainer = import_trl()
 
     torch.manual_seed(seed)
     if policy is None:
@@ -129,6 +167,21 @@ def train_trl(
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if max_seconds is not None and time.monotonic() - started > max_seconds:
                 control.should_training_stop = True
+            return control
+
+    class StepLines(TrainerCallback):
+        """One ``progress`` line per step, from the step's log (logging_steps=1: every step logs)."""
+
+        def __init__(self) -> None:
+            self.step_started = time.monotonic()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.step_started = time.monotonic()
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+            if logs and "reward" in logs:  # the end-of-training summary log has no reward
+                progress(step_line(state.global_step, state.max_steps, logs, time.monotonic() - self.step_started))
             return control
 
     args = GRPOConfig(
@@ -157,8 +210,10 @@ def train_trl(
         args=args,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
-        callbacks=[Deadline()],
+        callbacks=[Deadline(), StepLines()],
     )
+    # With tqdm off, transformers prints every log dict to stdout, where the command's one JSON report goes.
+    trainer.remove_callback(PrinterCallback)
     trainer.train()
     seconds = time.monotonic() - started
     if output:
