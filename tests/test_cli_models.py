@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -233,3 +234,37 @@ def test_ctrl_c_in_process_is_one_line_and_keeps_judgments(tiny_model_dir, tmp_p
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and len(lines) == 1 and INTERRUPTED.fullmatch(lines[0]), err
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def unreachable_hub_env(hub_cache: Path) -> dict[str, str]:
+    """A real process's environment with a hub that refuses connections (a closed port on 127.0.0.1) and its own
+    Hugging Face cache; online mode, as a user's shell is."""
+    env = dict(os.environ, HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_CACHE=str(hub_cache))
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        env.pop(name, None)
+    return env
+
+
+def test_a_hub_id_the_hub_cannot_serve_fails_at_once_in_one_line(tmp_path):
+    env = unreachable_hub_env(tmp_path / "hub") | {"TOURNEY_CACHE_DIR": str(tmp_path)}
+    p = run(["rank", EXAMPLE, "--judge", "some-org/some-judge", "--family", "rm-r1", "--dry-run"], env, timeout=120)
+    assert p.returncode == 1 and p.stdout == "" and len(p.stderr.splitlines()) == 1
+    hub = tmp_path / "hub"
+    assert p.stderr.startswith("tourney: judge failed: cannot load model 'some-org/some-judge': it is not in the "
+                               f"Hugging Face cache ({hub}) and http://127.0.0.1:9 cannot be reached")  # fmt: skip
+    # Not the minute of retries (five with back-off, twice) a lookup on an unreachable hub makes.
+    assert "Retrying" not in (tmp_path / "logs" / "last-run.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_hub_id_in_the_local_cache_loads_without_the_hub(smollm2_dir, tmp_path):
+    """The model's files in the Hugging Face cache (as a download leaves them) and no hub: the run goes on offline."""
+    snapshot = tmp_path / "hub" / "models--some-org--smol" / "snapshots" / ("0" * 40)
+    snapshot.parent.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(smollm2_dir.resolve(), snapshot)
+    p = run(["rank", EXAMPLE, "--judge", "some-org/smol", "--family", "rm-r1", "--dry-run"],
+            unreachable_hub_env(tmp_path / "hub"), timeout=300)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["judgments"] == 15
