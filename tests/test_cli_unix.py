@@ -217,6 +217,16 @@ def test_a_prompt_that_plans_a_huge_tournament_is_named(tmp_path):
     assert "warning" not in tourney("rank", big, *SIM, "--dry-run", "--strategy", "knockout").stderr
 
 
+def test_a_server_that_does_not_answer_at_start_is_said_while_retrying(tmp_path):
+    p = tourney("rank", EXAMPLE, "--backend", "openai", "--judge", "m", "--base-url", "http://127.0.0.1:9/v1",
+                "--max-retries", "1", "--family", "rrm", "--no-cache", "-o", tmp_path / "o.jsonl")  # fmt: skip
+    lines = p.stderr.splitlines()
+    assert p.returncode == 1 and len(lines) == 2 and not (tmp_path / "o.jsonl").exists(), p.stderr
+    assert lines[0].startswith("tourney: http://127.0.0.1:9/v1/models: connection failed")
+    assert lines[0].endswith("; retrying (1 of 1, --max-retries)")
+    assert lines[1].startswith("tourney: judge failed: ") and "(gave up after 2 attempts)" in lines[1]
+
+
 def test_counters_mean_the_same_in_both_modes(tmp_path):
     stats = {}
     for mode in ("lockstep", "pipelined"):

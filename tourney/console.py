@@ -141,6 +141,7 @@ class Progress:
     def __init__(self, console: Console, total: int, enabled: bool) -> None:
         """Start the bar on the console's stream when enabled."""
         self._bar: Any = None
+        self._console, self._noted = console, False
         if not enabled:
             return
         from rich.console import Console as RichConsole
@@ -170,6 +171,14 @@ class Progress:
         """Show what is happening now (e.g. the engine starting)."""
         if self._bar is not None:
             self._bar.update(self._task, description=text)
+
+    def note(self, text: str) -> None:
+        """Something the user waits on (a server that does not answer yet): on the bar, or once as a line."""
+        if self._bar is not None:
+            self.phase(text)
+        elif not self._noted:
+            self._noted = True
+            self._console.say(f"tourney: {text}")
 
     def advance(self, n: int) -> None:
         """Count ``n`` more judgments done."""

@@ -38,6 +38,9 @@ class PairwiseJudge(JudgeBase):
         self._thinking_read = False  # whether the template was asked if it opens <think> (see _read_thinking)
         self._ready_lock = asyncio.Lock()
         self.status: Callable[[str], None] | None = None  # told when the model starts loading, e.g. a progress bar
+        self.notice: Callable[[str], None] | None = None  # told when a server does not answer yet at start-up
+        if getattr(backend, "pool", None) is not None:  # servers: retries before the first judgment are shown
+            backend.pool.on_retry = self._retrying  # type: ignore[attr-defined]
 
     def identity(self) -> dict[str, Any]:
         """The backend's model identity plus the family's texts, the sampling and the verdict mode.
@@ -78,6 +81,11 @@ class PairwiseJudge(JudgeBase):
         """The backend's retried calls so far."""
         return self.backend.retries
 
+    def _retrying(self, text: str) -> None:
+        """A server call is retried: say so while nothing is judged yet (a server still loading, a wrong URL)."""
+        if not self._ready and self.notice is not None:
+            self.notice(text)
+
     def close(self) -> None:
         """Close the backend."""
         self.backend.close()
@@ -86,7 +94,7 @@ class PairwiseJudge(JudgeBase):
         """The same judge on the same backend (the model loads once) with another token budget, and so another
         identity: a sweep over budgets shares one engine and caches each budget's judgments apart."""
         other = PairwiseJudge(self.family, self.backend, replace(self.sampling, max_tokens=max_tokens), self.verdict)
-        other.status, other._thinking_read = self.status, self._thinking_read
+        other.status, other.notice, other._thinking_read = self.status, self.notice, self._thinking_read
         return other
 
     # ---- on the backend's loop ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import random
 import re
 import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,6 +80,7 @@ class ServerPool:
         self.max_retries, self.timeout, self.backoff, self.backoff_cap = max_retries, timeout, backoff, backoff_cap
         self.api_key_env = api_key_env
         self.retries = 0  # attempts that failed and were tried again, over the pool's life
+        self.on_retry: Callable[[str], None] | None = None  # told before each retry (the judge's start-up notice)
         # "http://host:8000/v1" and "http://host:8000" name the same server; /tokenize lives at the root.
         self.endpoints = [Endpoint(re.sub(r"/v1$", "", u.rstrip("/")), asyncio.Semaphore(concurrency)) for u in urls]
         self._key = os.environ.get(api_key_env) or ""
@@ -116,6 +117,8 @@ class ServerPool:
                 break
             self.retries += 1
             log.info("retrying (%d/%d) after: %s", attempt + 1, self.max_retries, problem)
+            if self.on_retry is not None:
+                self.on_retry(f"{problem}; retrying ({attempt + 1} of {self.max_retries}, --max-retries)")
             if not (down and self._any_up()):  # failing over to a healthy endpoint needs no wait
                 await asyncio.sleep(max(self._delay(attempt), min(after, self.backoff_cap)))
         raise BackendError(f"{problem} (gave up after {plural(self.max_retries + 1, 'attempt')})", index)

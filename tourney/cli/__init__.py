@@ -62,7 +62,8 @@ def main(args: list[str] | None = None) -> None:
     code = run(args)
     if args is None and "torch" in sys.modules:
         exit_now(code)
-    sys.exit(code)
+    if code:
+        sys.exit(code)
 
 
 def run(args: list[str] | None) -> int:

@@ -205,6 +205,8 @@ def judge(
                 ):  # plan: a bound for adaptive ones
                     if hasattr(the_judge, "status"):
                         the_judge.status = bar.phase
+                    if hasattr(the_judge, "notice"):
+                        the_judge.notice = bar.note
                     stream = play(items, each, mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
                                   **common)  # fmt: skip
                 return stream, the_judge
