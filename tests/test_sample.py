@@ -86,14 +86,22 @@ def test_samples_are_seeded_cached_and_resume_to_the_same_bytes(backend, prompts
     assert p.returncode == 0, p.stderr
     assert out.read_text() == "".join(dumps(r) + "\n" for r in whole)
     assert json.loads(summary.read_text())["generated"] == 0
+    # A dry run counts them as cached (it reads the policy's tokenizer for its identity; no engine starts).
+    p = tourney("sample", prompts_file, "--policy", backend.spec.name, "-n", N + 1, "--max-tokens", MAX_TOKENS,
+                "--seed", 3, "--dtype", "float32", "--max-model-len", backend.context, "--cache",
+                tmp_path / "samples.sqlite", "--dry-run")  # fmt: skip
+    assert p.returncode == 0 and json.loads(p.stdout) == {"prompts": 3, "samples": 12, "new": 3, "cached": 9}
     # ... and what it wrote is tourney input: rank reads it.
     p = tourney("rank", out, "--judge", backend.spec.name, "--family", "rm-r1", "--dry-run")
     assert p.returncode == 0 and json.loads(p.stdout)["judgments"] == 3 * 3
 
 
-def test_dry_run_loads_no_model(prompts_file):
-    p = tourney("sample", prompts_file, "-n", 5, "--policy", "/no/such/model", "--dry-run")
-    assert p.returncode == 0 and json.loads(p.stdout) == {"prompts": 3, "samples": 15}
+def test_dry_run_loads_no_model(prompts_file, tmp_path):
+    """Without a sample cache to count, a dry run reads nothing of the policy (with one, its tokenizer)."""
+    p = tourney("sample", prompts_file, "-n", 5, "--policy", "/no/such/model", "--dry-run",
+                "--cache", tmp_path / "none.sqlite")  # fmt: skip
+    assert p.returncode == 0
+    assert json.loads(p.stdout) == {"prompts": 3, "samples": 15, "new": 15, "cached": 0}
 
 
 BAD = [

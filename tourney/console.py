@@ -78,9 +78,10 @@ class Console:
                 mine.close()
 
     @contextmanager
-    def progress(self, total: int) -> Iterator[Progress]:
-        """A progress bar over ``total`` judgments (a no-op when quiet or stderr is not a terminal)."""
-        bar = Progress(self, total, enabled=not self.quiet and self.stream.isatty())
+    def progress(self, total: int, doing: str = "judging") -> Iterator[Progress]:
+        """A progress bar over ``total`` judgments, or samples (``doing``), a no-op when quiet or stderr is not a
+        terminal."""
+        bar = Progress(self, total, enabled=not self.quiet and self.stream.isatty(), doing=doing)
         try:
             yield bar
         finally:
@@ -138,9 +139,10 @@ def _on_fd2() -> bool:
 class Progress:
     """The judging bar: phase, done/total, rate, elapsed and ETA; cached judgments count as soon as they are read."""
 
-    def __init__(self, console: Console, total: int, enabled: bool) -> None:
-        """Start the bar on the console's stream when enabled."""
+    def __init__(self, console: Console, total: int, enabled: bool, doing: str = "judging") -> None:
+        """Start the bar on the console's stream when enabled; ``doing`` names the work once it runs."""
         self._bar: Any = None
+        self.doing = doing
         self._console, self._noted = console, False
         if not enabled:
             return
@@ -184,7 +186,7 @@ class Progress:
         """Count ``n`` more judgments done."""
         if self._bar is not None:
             task = self._bar.tasks[0]
-            self._bar.update(self._task, advance=n, description="judging")
+            self._bar.update(self._task, advance=n, description=self.doing)
             speed = task.speed
             self._bar.update(self._task, rate=f"{speed:.1f}/s" if speed else "")
 

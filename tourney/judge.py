@@ -58,8 +58,7 @@ class PairwiseJudge(JudgeBase):
 
     def describe(self) -> str:
         """The model's name as the user gave it."""
-        model = self.backend.identity().get("model")
-        return str(model.get("name") if isinstance(model, dict) else model)
+        return self.backend.describe()
 
     def prompt_tokens(self, prompt: Prompt, a: str, b: str) -> int:
         """How many tokens the judge prompt for (a, b) takes (the backend's tokenizer; vLLM servers are asked)."""

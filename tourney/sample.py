@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tourney.backends.base import BackendBase, Generation, Sampling
@@ -131,23 +131,20 @@ def sample(
     cache: SampleCache | None = None,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    status: Callable[[str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], SampleStats]:
     """Sample ``n`` responses per prompt and return output rows (input fields + ``responses``) and counters.
 
     Requests go to the backend ``batch_size`` at a time; each batch is committed to ``cache`` before ``progress``
-    hears of it, so a run stopped at any point resumes with only the missing samples.
+    hears of it, so a run stopped at any point resumes with only the missing samples. ``status`` is told when the
+    backend starts ("starting vllm (...)") and when it is up ("sampling").
     """
     if n < 1:
         raise InputError(f"-n must be >= 1, got {n}", field="-n")
     start, stats = time.perf_counter(), SampleStats(prompts=len(rows), samples=n * len(rows))
     identity = backend.identity()
     policy = cache.register(identity) if cache else sha(canonical(identity))
-    plan: list[tuple[int, int, Sampling, str]] = []  # (row, sample seed, sampling, key)
-    for r, row in enumerate(rows):
-        for k in range(n):
-            k_seed = sample_seed(seed, row.prompt, k)
-            s = Sampling(temperature, top_p, max_tokens, k_seed)
-            plan.append((r, k_seed, s, sample_key(policy, s, row.prompt, k)))
+    plan = plan_samples(rows, policy, n, Sampling(temperature, top_p, max_tokens), seed)
     found = cache.get_many([p[3] for p in plan]) if cache else {}
     todo: dict[str, int] = {}
     for i, (*_, key) in enumerate(plan):
@@ -158,7 +155,11 @@ def sample(
         progress(stats.cached)
     pending = list(todo.values())
     if pending:
+        if status is not None:
+            status(f"starting {backend.label()} ({backend.describe()})")
         backend.loop.run(backend.start())
+        if status is not None:
+            status("sampling")
     for b in range(0, len(pending), batch_size):
         chunk = pending[b : b + batch_size]
         chats = [rows[plan[i][0]].chat() for i in chunk]
@@ -183,6 +184,28 @@ def sample(
                                     "completion_tokens": g.completion_tokens, "seed": k_seed})  # fmt: skip
     stats.wall_s = time.perf_counter() - start
     return out, stats
+
+
+def plan_samples(
+    rows: Sequence[PromptRow], policy: str, n: int, sampling: Sampling, seed: int
+) -> list[tuple[int, int, Sampling, str]]:
+    """Every sample a run makes, as (row, the sample's seed, its sampling, its cache key); each sample's seed is
+    derived from the run's ``seed``."""
+    plan = []
+    for r, row in enumerate(rows):
+        for k in range(n):
+            k_seed = sample_seed(seed, row.prompt, k)
+            s = replace(sampling, seed=k_seed)
+            plan.append((r, k_seed, s, sample_key(policy, s, row.prompt, k)))
+    return plan
+
+
+def cached_samples(
+    rows: Sequence[PromptRow], identity: dict[str, Any], n: int, sampling: Sampling, seed: int, cache: SampleCache
+) -> int:
+    """How many of a run's samples ``cache`` already has (a dry run's count; nothing is registered)."""
+    plan = plan_samples(rows, sha(canonical(identity)), n, sampling, seed)
+    return len(cache.get_many([p[3] for p in plan]))
 
 
 def _locate(err: BackendError, rows: Sequence[PromptRow], which: list[int]) -> BackendError:

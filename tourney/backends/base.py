@@ -94,6 +94,11 @@ class BackendBase:
         """What the progress line calls this backend while it starts (e.g. "vllm")."""
         return str(self.identity().get("backend"))
 
+    def describe(self) -> str:
+        """The model's name as the user gave it (for the progress line)."""
+        model = self.identity().get("model")
+        return str(model.get("name") if isinstance(model, dict) else model)
+
     async def start(self) -> None:
         """Load the model or check the servers, once; later calls return at once."""
         raise NotImplementedError

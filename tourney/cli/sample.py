@@ -67,27 +67,22 @@ def sample_cmd(**opts: Any) -> None:
     check_outputs(outputs, opts["input_path"])
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
     if opts["dry_run"]:
-        if cfg.backend == "ray":  # the cluster and where each replica would go; no model loads
-            from tourney.backends.ray import check_cluster
-
-            with logs:  # Ray's own notices
-                lines = check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size)
-            for line in lines:
-                CONSOLE.say(line)
-        click.echo(json.dumps({"prompts": len(rows), "samples": len(rows) * opts["n"]}))
+        with logs:  # Ray's notices, the tokenizer's
+            dry_run(opts, cfg, rows)
         return
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
-    backend = None
+    backend: Any = None
     try:
         with logs:
             backend = make_backend(cfg)
             identity = backend.identity()
             if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
                 backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
-            out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
-                                max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
-                                batch_size=opts["batch_size"])  # fmt: skip
+            with CONSOLE.progress(len(rows) * opts["n"], doing="sampling") as bar:
+                out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
+                                    max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
+                                    batch_size=opts["batch_size"], progress=bar.advance, status=bar.phase)  # fmt: skip
     except BackendError as err:
         where = "" if opts["verbose"] else f" (log: {log_path()})"
         raise click.ClickException(f"policy failed: {err}{where}") from None
@@ -104,3 +99,30 @@ def sample_cmd(**opts: Any) -> None:
     write_all(files)
     CONSOLE.say(f"tourney: {plural(stats.samples, 'sample')} ({stats.cached} cached, {stats.generated} generated), "
                 f"{plural(stats.backend_calls, 'backend call')}, {CONSOLE.elapsed():.1f} s")  # fmt: skip
+
+
+def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
+    """Print how many samples a run would make and how many the cache has; with Ray, the cluster's placement. No
+    model starts (the policy's identity needs its tokenizer, read only when a sample cache exists)."""
+    from tourney.backends.base import Sampling
+    from tourney.config import make_backend
+    from tourney.sample import SampleCache, cached_samples, default_samples_path
+
+    if cfg.backend == "ray":  # the cluster and where each replica would go
+        from tourney.backends.ray import check_cluster
+
+        for line in check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size):
+            CONSOLE.say(line)
+    cached, path = 0, opts["cache_path"] or default_samples_path()
+    if not opts["no_cache"] and os.path.exists(path):
+        backend, store = make_backend(cfg), SampleCache(path)
+        try:
+            sampling = Sampling(opts["temperature"], opts["top_p"], opts["max_tokens"])
+            cached = cached_samples(rows, backend.identity(), opts["n"], sampling, opts["seed"], store)
+        except BackendError as err:
+            raise click.ClickException(f"policy failed: {err}") from None
+        finally:
+            store.close()
+            backend.close()
+    total = len(rows) * opts["n"]
+    click.echo(json.dumps({"prompts": len(rows), "samples": total, "new": total - cached, "cached": cached}))
