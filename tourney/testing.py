@@ -75,9 +75,9 @@ def smollm2_tokenizer() -> Path:
     """A folder holding SmolLM2's tokenizer: the converted model's if there is one, else a copy saved from the GGUF
     on first use."""
     from tourney.cache import cache_dir
-    from tourney.models import SMOLLM2_SUBDIR, fill_once, is_complete, smollm2_gguf
+    from tourney.models import fill_once, is_complete, smollm2_gguf, smollm2_path
 
-    converted = cache_dir() / SMOLLM2_SUBDIR
+    converted = smollm2_path()
     if is_complete(converted):
         return converted
 
