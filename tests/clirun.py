@@ -28,10 +28,15 @@ def python_m_tourney(*args: Any) -> list[str]:
 
 
 def on_a_terminal(
-    args: list[Any], timeout: float = 120, env: Mapping[str, str] | None = None, stdout: Any = subprocess.DEVNULL
+    args: list[Any],
+    timeout: float = 120,
+    env: Mapping[str, str] | None = None,
+    stdout: Any = subprocess.DEVNULL,
+    raw: bool = False,
 ) -> tuple[int, str]:
     """Run a real ``python -m tourney`` with stderr on a pseudo-terminal (the progress bar shows only on one); return
-    its exit code and every frame written there, control sequences removed (``stdout``: where its stdout goes)."""
+    its exit code and every frame written there, control sequences removed unless ``raw`` (``stdout``: where its
+    stdout goes)."""
     import pty
     import select
     import time
@@ -54,6 +59,8 @@ def on_a_terminal(
     os.close(master)
     code = proc.wait(timeout=30)
     text = b"".join(chunks).decode("utf-8", "replace")
+    if raw:
+        return code, text
     return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text)
 
 

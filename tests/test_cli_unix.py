@@ -315,3 +315,17 @@ def test_the_bar_counts_cached_judgments_at_once_and_moves(tmp_path):
     counts = {int(k) for k in re.findall(r"judging[^\r\n]*? (\d+)/45", screen)}
     assert 18 in counts and 45 in counts, screen  # the 18 cached ones shown while the rest were being judged
     assert "tourney: 45 judgments (18 cached)" in screen
+
+
+def test_warnings_and_errors_are_coloured_on_a_terminal_only(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code, screen = on_a_terminal(["rank", empty, *SIM, "-o", tmp_path / "o.jsonl"], raw=True)
+    assert code == 0 and "tourney: \x1b[33mwarning:\x1b[0m " in screen, screen
+    code, screen = on_a_terminal(["rank", tmp_path / "missing.jsonl", *SIM, "-o", tmp_path / "o.jsonl"], raw=True)
+    assert code == 2 and "tourney: \x1b[31merror:\x1b[0m " in screen, screen
+    env = dict(os.environ, NO_COLOR="1")
+    code, screen = on_a_terminal(["rank", empty, *SIM, "-o", tmp_path / "o.jsonl"], raw=True, env=env)
+    assert code == 0 and "tourney: warning: " in screen and "\x1b[33m" not in screen
+    p = process("rank", empty, *SIM, "-o", tmp_path / "o.jsonl")  # stderr a pipe: no colour
+    assert "tourney: warning: " in p.stderr and "\x1b" not in p.stderr

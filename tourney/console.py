@@ -46,8 +46,17 @@ class Console:
             self.line(message)
 
     def warn(self, message: str) -> None:
-        """A warning line (shown even when quiet)."""
-        self.line(f"tourney: warning: {message}")
+        """A warning line (shown even when quiet); "warning:" in yellow on a terminal."""
+        self.line(f"tourney: {self.paint('warning:', '33')} {message}")
+
+    def error(self, message: str, kind: str = "error") -> None:
+        """The one line a failed command leaves; ``kind`` ("error:", "judge failed:") in red on a terminal."""
+        self.line(f"tourney: {self.paint(kind + ':', '31')} {message}")
+
+    def paint(self, text: str, color: str) -> str:
+        """``text`` in an ANSI colour when the stream is a terminal that wants colour (not NO_COLOR, not dumb)."""
+        plain = os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb" or not _isatty(self.stream)
+        return text if plain else f"\x1b[{color}m{text}\x1b[0m"
 
     def line(self, text: str) -> None:
         """Write one line to the terminal's stderr."""
@@ -126,6 +135,14 @@ def silenced() -> Iterator[None]:
         os.dup2(saved[1], 2)
         for fd in (*saved, null):
             os.close(fd)
+
+
+def _isatty(stream: TextIO) -> bool:
+    """Whether ``stream`` is a terminal (False for in-memory streams)."""
+    try:
+        return stream.isatty()
+    except (OSError, ValueError):
+        return False
 
 
 def _on_fd2() -> bool:

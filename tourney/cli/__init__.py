@@ -77,13 +77,13 @@ def run(args: list[str] | None) -> int:
     except click.exceptions.NoArgsIsHelpError as err:
         click.echo(err.ctx.get_help() if err.ctx else err.format_message())
     except click.ClickException as err:
-        click.echo(f"tourney: error: {err.format_message()}", err=True)
+        CONSOLE.error(err.format_message())
         return 2 if isinstance(err, click.UsageError) else err.exit_code
     except InputError as err:
-        click.echo(f"tourney: error: {err}", err=True)
+        CONSOLE.error(str(err))
         return 2
     except BackendError as err:
-        click.echo(f"tourney: judge failed: {err}", err=True)
+        CONSOLE.error(str(err), "judge failed")
         return 1
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
         click.echo(f"tourney: interrupted ({CONSOLE.interrupted})", err=True)
