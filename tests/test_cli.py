@@ -267,3 +267,28 @@ def test_python_m_tourney_is_the_same_program():
                           timeout=120)  # fmt: skip
     assert real.returncode == 2 and real.stdout == "" and len(real.stderr.strip().splitlines()) == 1
     assert real.stderr == tourney("rank", EXAMPLE, *SIM, "--votes", "0").stderr
+
+
+@pytest.mark.parametrize("command", ["rank", "best-of-n", "pairs"])
+def test_limit_reads_only_the_first_prompts(tmp_path, command):
+    src = tmp_path / "in.jsonl"
+    src.write_text(EXAMPLE.read_text() + "{not json\n")  # a bad line after the limit is never read
+    whole = tourney(command, EXAMPLE, *SIM, "-o", "-").stdout.splitlines()
+    p = tourney(command, src, *SIM, "--limit", "2", "-o", "-")
+    assert p.returncode == 0, p.stderr
+    if command == "pairs":
+        assert {json.loads(r)["prompt_id"] for r in p.stdout.splitlines()} <= {"capital", "arithmetic"}
+    else:
+        assert p.stdout.splitlines() == whole[:2]
+    dry = json.loads(tourney(command, src, *SIM, "--limit", "1", "--dry-run").stdout)
+    assert dry["prompts"] == 1
+
+
+def test_sample_limit_reads_only_the_first_prompts(tmp_path):
+    from tourney.sample import read_prompts
+
+    src = tmp_path / "p.jsonl"
+    src.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n{oops\n')
+    assert [r.id for r in read_prompts(str(src), 2)] == ["a", "b"]
+    p = tourney("sample", src, "--limit", "1", "--policy", "/no/such", "--dry-run", "--cache", tmp_path / "s.sqlite")
+    assert p.returncode == 0 and json.loads(p.stdout)["prompts"] == 1

@@ -7,6 +7,7 @@ run or none. The JSONL outputs a long run streams (``tourney.sink``) follow the 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import re
@@ -117,9 +118,11 @@ def decode(text: str, name: str, lineno: int) -> Any:
     return value
 
 
-def read_rows(path: str, parse: Callable[[str, str, int], T]) -> list[T]:
-    """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)``; ids must be unique."""
-    return unique_ids((name, lineno, parse(text, name, lineno)) for name, lineno, text in jsonl_lines(path))
+def read_rows(path: str, parse: Callable[[str, str, int], T], limit: int | None = None) -> list[T]:
+    """Read a JSONL file (``-`` for stdin) line by line with ``parse(text, file, line)`` (``limit``: its first rows
+    only); ids must be unique."""
+    lines = itertools.islice(jsonl_lines(path), limit)
+    return unique_ids((name, lineno, parse(text, name, lineno)) for name, lineno, text in lines)
 
 
 def unique_ids(rows: Iterable[tuple[str, int, T]]) -> list[T]:

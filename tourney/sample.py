@@ -49,9 +49,10 @@ class SampleStats(Counters):
     cached: int = 0
 
 
-def read_prompts(path: str) -> list[PromptRow]:
-    """Read and validate a JSONL file of prompts (``-`` for stdin); raise InputError on the first bad line."""
-    return read_rows(path, parse_prompt_line)
+def read_prompts(path: str, limit: int | None = None) -> list[PromptRow]:
+    """Read and validate a JSONL file of prompts (``-`` for stdin; ``limit``: its first rows only); raise InputError
+    on the first bad line."""
+    return read_rows(path, parse_prompt_line, limit)
 
 
 def parse_prompt_line(text: str, name: str, lineno: int) -> PromptRow:

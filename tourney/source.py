@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import itertools
 import json
 import os
 import shutil
@@ -35,9 +36,9 @@ MAX_WORKERS = 8
 class Source:
     """One JSONL input of prompts with responses (``-``: stdin): ``scan`` it once, then iterate ``items()``."""
 
-    def __init__(self, path: str) -> None:
-        """Name the input; nothing is read yet."""
-        self.path, self.name = path, "<stdin>" if path == "-" else path
+    def __init__(self, path: str, limit: int | None = None) -> None:
+        """Name the input (``limit``: only its first rows); nothing is read yet."""
+        self.path, self.name, self.limit = path, "<stdin>" if path == "-" else path, limit
         self.rows = 0  # after scan: how many rows, and the judgments their tournaments plan (an upper bound)
         self.plan = 0
         self.longest: list[Item] = []  # after scan: the rows whose judge prompt is longest in bytes, longest first
@@ -55,10 +56,11 @@ class Source:
         path = self._readable()
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
         resume = resume if resume and resume.prompts else None  # a continued run checks its row one pass at a time
-        if resume is None and workers > 1 and not is_table(path) and _size(path) >= PARALLEL_BYTES and _can_fork():
+        whole = self.limit is None and not is_table(path)
+        if resume is None and workers > 1 and whole and _size(path) >= PARALLEL_BYTES and _can_fork():
             parts = _scan_parallel(path, self.name, check, plan, workers)
         else:
-            parts = [_scan_part(path, self.name, 0, None, 1, check, plan, resume)]
+            parts = [_scan_part(path, self.name, 0, None, 1, check, plan, resume, self.limit)]
         heap: list[tuple[int, int, Item]] = []
         hashes, lines = array("q"), array("q")
         judged = 0
@@ -83,7 +85,7 @@ class Source:
 
     def items(self) -> Iterator[Item]:
         """The rows again, lazily, in input order (already checked by ``scan``)."""
-        for _, lineno, text in jsonl_lines(self._readable(), name=self.name):
+        for _, lineno, text in itertools.islice(jsonl_lines(self._readable(), name=self.name), self.limit):
             yield parse_line(text, self.name, lineno)
 
     def chunks(self, size: int = 4096) -> Iterator[list[Item]]:
@@ -154,13 +156,14 @@ def _scan_part(
     check: Callable[[Item], None],
     plan: Callable[[Item], int],
     resume: Resume | None = None,
+    limit: int | None = None,
 ) -> _Part:
     """Scan the rows that begin in bytes ``start``..``end`` of ``path`` (see ``Source.scan``); raise the first
     InputError."""
     part = _Part()
     hashes, lines = array("q"), array("q")
     heap: list[tuple[int, int, Item]] = []
-    for _, lineno, text in jsonl_lines(path, start, end, first_line, name):
+    for _, lineno, text in itertools.islice(jsonl_lines(path, start, end, first_line, name), limit):
         item = parse_line(text, name, lineno)
         check(item)
         part.rows += 1

@@ -81,7 +81,7 @@ def prepare(
     tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
                             adaptive_votes=opts["adaptive_votes"], budget=opts["budget"], seed=opts["seed"],
                             elo_k=opts["elo_k"])  # fmt: skip
-    source = Source(opts["input_path"])
+    source = Source(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
     check_outputs(outputs, opts["input_path"])

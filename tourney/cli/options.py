@@ -52,6 +52,8 @@ FAMILY = option(
     default=None,
     help="Judge family: rm-r1, rrm, or a template .toml file (default: detected from the model).",
 )
+LIMIT = option("--limit", type=click.IntRange(min=1), default=None, metavar="K",
+               help="Only the first K prompts of INPUT (a quick look; the rest is not read).")  # fmt: skip
 DRY_RUN = option("--dry-run", is_flag=True)
 SUMMARY = option("--summary", "summary_path", default=None, help="Write run counters as JSON.")
 NO_CACHE = option("--no-cache", is_flag=True)
@@ -109,6 +111,7 @@ WINDOW = 4096  # prompts in flight: big batches for a GPU judge, a few hundred M
 JUDGE: list[Decorator] = [
     INPUT,
     OUTPUT(),
+    LIMIT(),
     click.option("--judge", default="smollm2", show_default=True,
                  help="Judge: 'smollm2' (built-in weak CPU judge), a model directory or hub id (e.g. "
                       "Reward-Reasoning/RRM-7B), or 'simulated' (a statistical SIMULATOR reading each "

@@ -20,6 +20,7 @@ from tourney.errors import BackendError
 @options.apply_to([
     options.INPUT,
     options.OUTPUT(),
+    options.LIMIT(),
     click.option("--policy", default="smollm2", show_default=True,
                  help="Policy model: 'smollm2' (built in), a model directory or hub id, or a served model name."),
     click.option("-n", "n", type=click.IntRange(min=2), default=4, show_default=True,
@@ -41,7 +42,7 @@ from tourney.errors import BackendError
                  help="Sample cache (SQLite). Default: samples.sqlite in $TOURNEY_CACHE_DIR or ~/.cache/tourney."),
     options.NO_CACHE(help="Do not read or write the sample cache."),
     options.SUMMARY(),
-    options.DRY_RUN(help="Print how many samples the run would ask for; load no model."),
+    options.DRY_RUN(help="Print how many samples the run would ask for and how many are cached; start no model."),
     options.QUIET(help="No closing summary line (errors still show)."),
     options.VERBOSE(),
 ])  # fmt: skip
@@ -62,7 +63,7 @@ def sample_cmd(**opts: Any) -> None:
                       engine_kwargs=parse_engine_args(opts["engine_args"]), base_urls=tuple(opts["base_urls"]),
                       concurrency=opts["concurrency"], api_key_env=opts["api_key_env"], replicas=opts["replicas"],
                       ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
-    rows = read_prompts(opts["input_path"])
+    rows = read_prompts(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"])
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
