@@ -292,3 +292,22 @@ def test_sample_limit_reads_only_the_first_prompts(tmp_path):
     assert [r.id for r in read_prompts(str(src), 2)] == ["a", "b"]
     p = tourney("sample", src, "--limit", "1", "--policy", "/no/such", "--dry-run", "--cache", tmp_path / "s.sqlite")
     assert p.returncode == 0 and json.loads(p.stdout)["prompts"] == 1
+
+
+def test_intervals_bound_each_bradley_terry_score_and_are_seeded(tmp_path):
+    args = ["rank", EXAMPLE, *SIM, "--rating", "bt", "--votes", "3", "--intervals", "-o", "-"]
+    p = tourney(*args)
+    assert p.returncode == 0, p.stderr
+    rows = [json.loads(line) for line in p.stdout.splitlines()]
+    for row in rows:
+        assert len(row["intervals"]) == len(row["scores"])
+        assert all(lo <= s <= hi for s, (lo, hi) in zip(row["scores"], row["intervals"], strict=True))
+    assert any(lo < hi for row in rows for lo, hi in row["intervals"])
+    assert tourney(*args).stdout == p.stdout  # same seed, same bytes
+    assert "intervals" not in tourney("rank", EXAMPLE, *SIM, "--rating", "bt", "-o", "-").stdout
+
+
+@pytest.mark.parametrize("extra", [[], ["--strategy", "knockout"]])
+def test_intervals_need_round_robin_bradley_terry(extra):
+    p = tourney("rank", EXAMPLE, *SIM, "--intervals", *extra, "-o", "-")
+    assert p.returncode == 2 and p.stdout == "" and "--strategy round-robin --rating bt" in p.stderr

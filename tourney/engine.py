@@ -119,6 +119,7 @@ class Result:
     rounds: int = 0
     prompt_tokens: int = 0  # of every judgment used, cached ones included
     completion_tokens: int = 0
+    intervals: list[list[float]] | None = None  # (lower, upper) per candidate, with ``Tournament.intervals``
 
 
 @dataclass(repr=False)
@@ -297,6 +298,9 @@ class Stream:
         st, res, tour = self.stats, slot.result, slot.tour
         res.scores = [round(float(s), 6) + 0.0 for s in tour.scores()]  # + 0.0 turns -0.0 into 0.0
         res.ranking = list(tour.ranking())
+        if self.engine.tournament.intervals:
+            lower, upper = tour.inner.intervals()  # type: ignore[attr-defined]  # round robin (checked)
+            res.intervals = [[round(float(a), 6) + 0.0, round(float(b), 6) + 0.0] for a, b in zip(lower, upper)]
         st.ties += tour.all_invalid
         self.order.add(tour.order_counts())
         st.prompts += 1

@@ -62,6 +62,7 @@ class Tournament:
     budget: int | None = None
     seed: int = 0
     elo_k: float = 32.0
+    intervals: bool = False  # 95 % bootstrap intervals on each candidate's Bradley–Terry score (round robin, bt)
 
     def __post_init__(self) -> None:
         """Check every value, as ``SamplingParams`` does."""
@@ -80,6 +81,10 @@ class Tournament:
             raise InputError(f"expected a number > 0, got {self.elo_k!r}", field="elo_k")
         if self.adaptive_votes and self.votes < 3:
             raise InputError(f"needs votes >= 3 to stop early, got votes={self.votes}", field="adaptive_votes")
+        if self.intervals and (self.strategy, self.rating) != ("round-robin", "bt"):
+            raise InputError("needs Bradley–Terry scores from every pair: --strategy round-robin --rating bt (Elo "
+                             "depends on game order, and the other strategies judge too few pairs for a bootstrap)",
+                             field="intervals")  # fmt: skip
 
     def accepts(self) -> set[str]:
         """The options the strategy's constructor takes (``rating``, ``elo_k``, ``budget``, ``seed`` ...)."""

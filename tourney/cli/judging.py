@@ -80,7 +80,7 @@ def prepare(
     cfg = judge_config(opts)  # checks every value of the judge's options, before the input is read
     tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
                             adaptive_votes=opts["adaptive_votes"], budget=opts["budget"], seed=opts["seed"],
-                            elo_k=opts["elo_k"])  # fmt: skip
+                            elo_k=opts["elo_k"], intervals=opts.get("intervals", False))  # fmt: skip
     source = Source(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip

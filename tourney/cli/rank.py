@@ -12,7 +12,9 @@ from tourney.engine import Result
 
 
 @click.command("rank")
-@options.apply_to(options.JUDGE)
+@options.apply_to([*options.JUDGE, click.option(
+    "--intervals", is_flag=True, help="Add 'intervals': a 95% bootstrap interval on each response's score "
+    "(round robin with --rating bt: resampled matches, seeded).")])  # fmt: skip
 def rank_cmd(**opts: Any) -> None:
     """Rank every prompt's responses; adds 'ranking' (indices, best first) and 'scores' (input order)."""
     _run("rank", opts)
@@ -39,6 +41,8 @@ def _run(command: str, opts: dict[str, Any]) -> None:
         row = dict(res.item.row)
         if command == "rank":
             row["ranking"], row["scores"] = res.ranking, res.scores
+            if res.intervals is not None:
+                row["intervals"] = res.intervals
         else:
             row["best_index"] = res.ranking[0]
             row["best"] = res.item.texts[res.ranking[0]]
