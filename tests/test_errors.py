@@ -27,7 +27,8 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "best_of_n.jsonl
 
 def run_cli(args: list, cache_root: Path) -> tuple[int, str]:
     """Run ``tourney ARGS`` in this process; (exit code, stderr)."""
-    env = {"TOURNEY_CACHE_DIR": str(cache_root), "HF_HUB_OFFLINE": "1"}
+    # No converted SmolLM2 anywhere: not in the run's cache folder, nor in the default one it would fall back to.
+    env = {"TOURNEY_CACHE_DIR": str(cache_root), "XDG_CACHE_HOME": str(cache_root / "xdg"), "HF_HUB_OFFLINE": "1"}
     with CliRunner().isolation(env=env) as (_, err, _both):
         try:
             main([str(a) for a in args])
