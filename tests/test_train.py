@@ -417,12 +417,12 @@ def test_sft_and_rlvr_point_at_their_own_stage_and_engines(tmp_path, data_dir):
     assert res.returncode == 2 and "no 'reward_model' column: not written by `tourney train prepare`" in res.stderr
     if launcher.has_gpu():
         return
-    # No GPU: each command's one line offers only what that command has (sft has no CPU engine today).
+    # No GPU: each command's one line offers only what that command has (both have a CPU engine now).
     env = {"TOURNEY_TRAIN_PYTHON": sys.executable}
     res = run_cli(*sft[:-1], "--data", str(sft_dir), env=env)
     assert res.returncode == 1 and "needs a GPU" in res.stderr and "--dry-run" in res.stderr
-    has_engine = any("--engine" in p.opts for p in _train_command("sft").params)
-    assert has_engine or "--engine" not in res.stderr, res.stderr
+    assert "--engine trl to train on the CPU" in res.stderr, res.stderr
+    assert any("--engine" in p.opts for p in _train_command("sft").params)
     res = run_cli(*rlvr[:-1], "--data", str(data_dir), env=env)
     assert res.returncode == 1 and "--engine trl to train on the CPU" in res.stderr
 

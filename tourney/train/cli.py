@@ -1,4 +1,4 @@
-"""``tourney train``: prepare data for verl, launch verl (GRPO / SFT) or train on the CPU with TRL.
+"""``tourney train``: prepare data for verl, launch verl (GRPO / SFT) or train on the CPU with TRL (GRPO / SFT).
 
 Exit codes: 2 for bad input or options (one ``tourney: error: ...`` line), 1 when the environment cannot run the
 step (no training environment with verl, no GPU for verl, no TRL), otherwise the trainer's own exit code.
@@ -14,6 +14,7 @@ import click
 
 from tourney.cli import CONSOLE, options
 from tourney.train import launcher
+from tourney.train.teacher import TEACHERS
 
 FAMILY_HELP = "Judge family whose prompt and verdict are trained: rm-r1, rrm, rm-r1-instruct or a .toml template."
 OUT_DIR = "Directory for train.parquet and val.parquet."
@@ -26,7 +27,7 @@ def _env_failure(err: Exception) -> None:
 
 @click.group()
 def train() -> None:
-    """Train judges: verl parquet from pairs, the RLVR reward, verl GRPO/SFT launchers, a TRL loop for the CPU."""
+    """Train judges: verl parquet from pairs (or a teacher's traces), verl GRPO/SFT launchers, TRL loops for the CPU."""
 
 
 @train.command()
@@ -157,12 +158,17 @@ def _print_or_run(cmd: list[str], nodes: int, dry_run: bool, warnings: list[str]
         sys.exit(launcher.run(cmd))
 
 
-def _run_trl(o: dict[str, Any]) -> None:
-    """``--engine trl``: TRL's GRPOTrainer on the CPU, on the prepared parquet and tourney's reward."""
+def _require_trl() -> None:
+    """Exit 1 with one line when TRL (or its datasets) is not installed."""
     import importlib.util
 
     if importlib.util.find_spec("trl") is None or importlib.util.find_spec("datasets") is None:
         _env_failure(RuntimeError("--engine trl needs TRL: pip install -e '.[train]' (bash scripts/setup.sh does)"))
+
+
+def _run_trl(o: dict[str, Any]) -> None:
+    """``--engine trl``: TRL's GRPOTrainer on the CPU, on the prepared parquet and tourney's reward."""
+    _require_trl()
     if o["batch_size"] % o["num_generations"]:
         raise click.BadParameter("must be a multiple of --num-generations", param_hint="--batch-size")
     launcher.check_data(o["data_dir"], ("train.parquet",))
@@ -184,36 +190,106 @@ def _run_trl(o: dict[str, Any]) -> None:
 
 
 @train.command("sft-prepare")
-@click.argument("judgments_path", metavar="JUDGMENTS")
-@click.option("--items", "items_path", required=True, help="The input JSONL the judgments were made on.")
+@click.argument("judgments_path", metavar="JUDGMENTS|PAIRS")
+@click.option(
+    "--items",
+    "items_path",
+    default=None,
+    help="The input JSONL the judgments were made on (required without --teacher).",
+)
+@click.option(
+    "--teacher",
+    type=click.Choice(TEACHERS),
+    default=None,
+    help="Write the traces with a teacher instead: the argument is then preference pairs (prompt, chosen, "
+    "rejected); arithmetic recomputes the calculations of GSM8K-style solutions and writes both "
+    "orders of every pair it can back.",
+)
 @options.OUTPUT("out_dir", required=True, help=OUT_DIR)
-@options.FAMILY(default="rm-r1", show_default=True, help="Family of the judge that wrote the rationales.")
+@options.FAMILY(default="rm-r1", show_default=True, help="Family of the judge that wrote (or learns) the rationales.")
 @options.VAL_FRACTION(help="Share of judged prompts held out for validation.")
 @options.SEED(help="Split seed.")
 def sft_prepare(
-    judgments_path: str, items_path: str, out_dir: str, family: str, val_fraction: float, seed: int
+    judgments_path: str,
+    items_path: str | None,
+    teacher: str | None,
+    out_dir: str,
+    family: str,
+    val_fraction: float,
+    seed: int,
 ) -> None:
-    """Judgment records (--judgments JSONL) with correct, judge-written verdicts -> verl SFT parquet."""
+    """Judgment records (--judgments JSONL) with correct, judge-written verdicts -> verl SFT parquet; or, with
+    --teacher, preference pairs -> the teacher's traces as the same parquet."""
     from tourney.judges import get_family
     from tourney.train.sft import sft_prepare as run
+    from tourney.train.sft import teacher_prepare
 
     get_family(family)
-    click.echo(json.dumps(run(judgments_path, items_path, family, out_dir, seed=seed, val_fraction=val_fraction)))
+    if teacher:
+        if items_path is not None:
+            raise click.UsageError("--items is for judgments; --teacher reads preference pairs")
+        report = teacher_prepare(judgments_path, family, out_dir, seed=seed, val_fraction=val_fraction)
+    elif items_path is None:
+        raise click.UsageError("Missing option '--items' (or --teacher with preference pairs).")
+    else:
+        report = run(judgments_path, items_path, family, out_dir, seed=seed, val_fraction=val_fraction)
+    click.echo(json.dumps(report))
 
 
 @train.command()
 @launch_options(
     "Directory written by `tourney train sft-prepare`.",
-    "Learning rate (default: 5e-6, RM-R1's distillation rate).",
+    "Learning rate (default: 5e-6, RM-R1's distillation rate; 5e-5 for --engine trl).",
     "Nodes for verl.",
     nnodes_default=1,
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["verl", "trl"]),
+    default="verl",
+    show_default=True,
+    help="verl: the real trainer (GPUs); trl: TRL's SFTTrainer on the CPU, same data, loss on the trace only.",
+)
+@options.apply_to([
+    click.option("--max-steps", type=click.IntRange(min=1), default=20, show_default=True, help="trl engine: steps."),
+    click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="trl engine: stop after this much training time."),
+    click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+                 help="trl engine: traces per step."),
+    click.option("--max-length", type=click.IntRange(min=16), default=2048, show_default=True,
+                 help="trl engine: longest row in tokens (prompt + trace); longer rows are left out."),
+    options.SEED(help="trl engine seed."),
+])  # fmt: skip
 def sft(**o: Any) -> None:
-    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml; GPUs) with RM-R1's settings."""
+    """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml; GPUs) with RM-R1's settings, or run
+    TRL's SFTTrainer on the CPU."""
+    if o["engine"] == "trl":
+        if o["dry_run"]:
+            raise click.UsageError("--dry-run prints verl's command; --engine trl trains right here")
+        _run_sft_trl(o)
+        return
     nodes = o["nnodes"]
     overrides = launcher.sft_overrides(
         _verl_model(o["model"], o["dry_run"]), o["data_dir"], o["output"], lr=o["lr"] or 5e-6, nnodes=nodes,
         gpus_per_node=o["gpus_per_node"], extra=o["overrides"],
     )  # fmt: skip
     cmd = launcher.sft_command(_python_or_placeholder(o["python"], o["dry_run"]), overrides, nodes, o["gpus_per_node"])
-    _print_or_run(cmd, nodes, o["dry_run"], launcher.data_warnings(o["data_dir"], overrides, "sft"))
+    _print_or_run(cmd, nodes, o["dry_run"], launcher.data_warnings(o["data_dir"], overrides, "sft"),
+                  cpu_hint=", or --engine trl to train on the CPU")  # fmt: skip
+
+
+def _run_sft_trl(o: dict[str, Any]) -> None:
+    """``sft --engine trl``: TRL's SFTTrainer on the CPU, on the sft-prepare parquet."""
+    _require_trl()
+    launcher.check_data(o["data_dir"], ("train.parquet",), stage="sft-prepare")
+    from tourney.train.sft_trl import train_sft_trl
+
+    result = train_sft_trl(
+        o["model"], o["data_dir"], o["output"], max_steps=o["max_steps"],
+        max_seconds=o["max_minutes"] * 60 if o["max_minutes"] else None, learning_rate=o["lr"] or 5e-5,
+        batch_size=o["batch_size"], max_length=o["max_length"], seed=o["seed"], progress=CONSOLE.line,
+    )  # fmt: skip
+    losses = [round(h["loss"], 4) for h in result["log"]]
+    click.echo(json.dumps({"engine": "trl", "steps": result["steps"], "seconds": result["seconds"],
+                           "loss_per_step": losses, "rows": result["rows"],
+                           "skipped_too_long": result["skipped_too_long"], "output": o["output"]}))  # fmt: skip

@@ -8,6 +8,9 @@ written by the judge (not forced from log-probabilities), parses from ``raw`` wi
 the better candidate, and writes a verdict exactly once: a trace that also writes the other verdict ("[[A]] or
 [[B]]?") or repeats its own would teach the judge to do so. Each kept row is the family's judge prompt followed by
 the judge's text as the assistant turn.
+
+With a teacher (``teacher_prepare``), the traces come from ``tourney.train.teacher`` instead: preference pairs in,
+both orders of each pair the teacher can back out (so the verdicts are exactly balanced A/B).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tourney.errors import InputError
 from tourney.io import Item, Row, jsonl_records, parquet, read_items, write_all
 from tourney.judges import Family, get_family, parse_verdict
 from tourney.judges.base import verdict_forms
+from tourney.train.pairs import read_pairs
 from tourney.train.prepare import make_dir, split_by_group
 
 
@@ -112,10 +116,51 @@ def sft_prepare(
     rows, counts = sft_rows(judgments_path, items_path, family_name)
     if not rows:
         raise InputError(f"no judgment kept ({dict(counts)}): nothing to distil", file=judgments_path)
+    train, val = write_split(rows, out_dir, seed, val_fraction)
+    return {**{k: counts[k] for k in sorted(counts)}, "train": len(train), "val": len(val), "out": out_dir}
+
+
+def write_split(
+    rows: list[tuple[str, dict[str, Any]]], out_dir: str, seed: int, val_fraction: float
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split (group, row) pairs by group, write ``train.parquet`` / ``val.parquet``; return the two splits."""
     train_rows, val_rows = split_by_group(rows, lambda row: row[0], val_fraction, seed)
     train, val = [r for _, r in train_rows], [r for _, r in val_rows]
     make_dir(out_dir)
     schema = sft_schema()
     write_all([(os.path.join(out_dir, "train.parquet"), parquet(train, schema)),
                (os.path.join(out_dir, "val.parquet"), parquet(val, schema))])  # fmt: skip
-    return {**{k: counts[k] for k in sorted(counts)}, "train": len(train), "val": len(val), "out": out_dir}
+    return train, val
+
+
+def teacher_prepare(
+    pairs_path: str, family_name: str, out_dir: str, seed: int = 0, val_fraction: float = 0.1
+) -> dict[str, Any]:
+    """Preference pairs -> the arithmetic teacher's traces, both orders of each pair it backs, as verl SFT parquet
+    (split by prompt, as ``prepare`` does: both orders of a pair land in the same split); return the counts."""
+    import json
+
+    from tourney.train.teacher import teach
+
+    family = get_family(family_name)
+    pairs = read_pairs(pairs_path)
+    rows: list[tuple[str, dict[str, Any]]] = []
+    counts: Counter[str] = Counter()
+    for pair in pairs:
+        if pair.chosen == pair.rejected:
+            counts["skipped_identical"] += 1
+            continue
+        try:
+            taught = teach(family, pair.prompt, pair.chosen, pair.rejected)
+        except InputError as err:
+            raise InputError(err.message, pairs_path, pair.line, "prompt") from None
+        if taught is None:
+            counts["skipped_unverified"] += 1
+            continue
+        counts["kept"] += 1
+        rows += [(json.dumps(pair.prompt, ensure_ascii=False), row) for row in taught]
+    if not rows:
+        raise InputError(f"the teacher backed no pair ({dict(counts)}): nothing to distil", file=pairs_path)
+    train, val = write_split(rows, out_dir, seed, val_fraction)
+    return {"pairs": len(pairs), **{k: counts[k] for k in ("kept", "skipped_identical", "skipped_unverified")},
+            "teacher": "arithmetic", "train": len(train), "val": len(val), "out": out_dir}  # fmt: skip

@@ -87,18 +87,18 @@ def make_reward(family_override: str | None, forced: bool, format_penalty: float
 VLLM_VERSION_WARNING = r"TRL currently supports vLLM versions"
 
 
-def import_trl() -> tuple[Any, Any]:
-    """TRL's GRPOConfig and GRPOTrainer, imported without its vLLM-version warnings and the vLLM import's banner
-    ("Triton is installed, ..."); any other warning of the import is shown once."""
+def import_trl(names: tuple[str, str] = ("GRPOConfig", "GRPOTrainer")) -> tuple[Any, Any]:
+    """TRL's config and trainer classes (GRPO's by default), imported without its vLLM-version warnings and the vLLM
+    import's banner ("Triton is installed, ..."); any other warning of the import is shown once."""
     with silenced(), warnings.catch_warnings(record=True) as caught:
         warnings.filterwarnings("ignore", message=VLLM_VERSION_WARNING)
-        from trl import GRPOConfig, GRPOTrainer
+        import trl
     shown = set()
     for w in caught:
         if (w.category, str(w.message)) not in shown:
             shown.add((w.category, str(w.message)))
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return GRPOConfig, GRPOTrainer
+    return getattr(trl, names[0]), getattr(trl, names[1])
 
 
 def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -> str:
@@ -111,6 +111,44 @@ def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -
 
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def step_callbacks(
+    line_of: Callable[[Any, dict[str, Any], float], str | None],
+    progress: Callable[[str], None],
+    started: float,
+    max_seconds: float | None,
+) -> list[Any]:
+    """Trainer callbacks shared by the TRL loops: stop after ``max_seconds`` of training (checked at each step end),
+    and one ``progress`` line per step, ``line_of(state, logs, step seconds)`` for each log that gives one
+    (logging_steps=1: every step logs)."""
+    from transformers import TrainerCallback
+
+    class Deadline(TrainerCallback):
+        """Stop after ``max_seconds`` of training (checked at each step end)."""
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if max_seconds is not None and time.monotonic() - started > max_seconds:
+                control.should_training_stop = True
+            return control
+
+    class StepLines(TrainerCallback):
+        """One ``progress`` line per step, from the step's log."""
+
+        def __init__(self) -> None:
+            self.step_started = time.monotonic()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            self.step_started = time.monotonic()
+            return control
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
+            line = line_of(state, logs, time.monotonic() - self.step_started) if logs else None
+            if line is not None:
+                progress(line)
+            return control
+
+    return [Deadline(), StepLines()]
 
 
 def train_trl(
@@ -139,7 +177,7 @@ def train_trl(
     """
     import torch
     from datasets import Dataset
-    from transformers import PrinterCallback, TrainerCallback
+    from transformers import PrinterCallback
 
     GRPOConfig, GRPOTrainer = import_trl()
 
@@ -160,30 +198,12 @@ def train_trl(
             }
         )
     started = time.monotonic()
-
-    class Deadline(TrainerCallback):
-        """Stop after ``max_seconds`` of training (checked at each step end)."""
-
-        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if max_seconds is not None and time.monotonic() - started > max_seconds:
-                control.should_training_stop = True
-            return control
-
-    class StepLines(TrainerCallback):
-        """One ``progress`` line per step, from the step's log (logging_steps=1: every step logs)."""
-
-        def __init__(self) -> None:
-            self.step_started = time.monotonic()
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.step_started = time.monotonic()
-            return control
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
-            if logs and "reward" in logs:  # the end-of-training summary log has no reward
-                progress(step_line(state.global_step, state.max_steps, logs, time.monotonic() - self.step_started))
-            return control
-
+    lines = step_callbacks(
+        lambda state, logs, seconds: step_line(state.global_step, state.max_steps, logs, seconds)
+        if "reward" in logs  # the end-of-training summary log has no reward
+        else None,
+        progress, started, max_seconds,
+    )  # fmt: skip
     args = GRPOConfig(
         output_dir=output or str(Path(data_dir) / "trl-run"),
         use_cpu=True,
@@ -210,7 +230,7 @@ def train_trl(
         args=args,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
-        callbacks=[Deadline(), StepLines()],
+        callbacks=lines,
     )
     # With tqdm off, transformers prints every log dict to stdout, where the command's one JSON report goes.
     trainer.remove_callback(PrinterCallback)
