@@ -8,7 +8,8 @@ log-strengths fitted to every outcome so far (MAP with a Gaussian prior of preci
 and the uncertainty of a gap s_h − s_c is its Laplace standard error (from the inverse Hessian). The default prior
 0.3 (sd 1.8) is loose enough for graded candidates that span many logits: a tighter one shrinks every opponent
 toward the mean, so a pile of wins over weak candidates outweighs a won duel (on the same final judgments at N=16,
-60 judgments, top-1 0.980 with prior 3, 0.984 with 1, 0.988 with 0.3 in scenario (a); 0.972 / 0.972 / 0.971 in (b)).
+60 judgments, before the warm-up was voted, top-1 0.980 with prior 3, 0.984 with 1, 0.988 with 0.3 in scenario (a);
+0.972 / 0.972 / 0.971 in (b)).
 
 Warm-up: a knockout. The duels need a leader worth testing and every candidate in the comparison graph. A seeded
 single-elimination bracket (``strategies.knockout``, one judgment per match, n − 1 matches in ⌈log2 n⌉ rounds) gives
@@ -17,6 +18,21 @@ unlucky match keeps a score that its challengers must still beat. With a budget 
 (In ``experiments.bench_strategies``, scenario (a), this warm-up with the duels below took top-1 at N=16 from 0.862
 to 0.908 at 30 judgments and from 0.974 to 0.988 at 60, and at N=32 from 0.83 to 0.95 at 62, against a warm-up of one
 random pairing and duels spread one match per challenger.)
+
+Votes on the warm-up. The late matches of the bracket are where the strong candidates meet, and the close ones: one
+upset in a semifinal or the final hands the duels a wrong leader to overturn first, and when two interchangeable
+correct answers meet, their duels split and eat the budget that should check the rest. So, from the final back,
+the bracket's rounds are best of ``votes`` (3: two agreeing judgments decide, a split gets a third; a sequential
+majority as in ``strategies.adaptive_knockout``) while the extra judgments they can take, votes − 1 per match, fit
+in ``share`` (2/3) of the budget beyond one judgment per match. At 2(n − 1) that is the last ⌊(n − 1)/3⌋ matches at
+most (the semifinals and the final at N=16), at 4(n − 1) every round; the duels get the rest. In
+``experiments.bench_strategies`` at N=16 (1,000 trials, seeds 0 / 1) this took top-1 at 30 judgments from
+0.952 / 0.948 to 0.968 / 0.954 with four correct answers (``b``) and from 0.670 / 0.674 to 0.686 / 0.689 with two
+(``few-right``), at 60 from 0.985 / 0.986 to 0.990 / 0.993 (``b``) and from 0.829 / 0.815 to 0.851 / 0.852
+(``few-right``), and the sequential rounds from 12 to 10.5 and from 27 to 19; graded candidates keep 0.916 / 0.925
+at 30 (``a``, was 0.914 / 0.929) and lose a little at 60, where fewer duels are left (``a``: 0.983 / 0.994, was
+0.993 / 0.992; ``soft``: 0.820 / 0.820, was 0.832 / 0.834). Voting the quarterfinals too at 30, or only the final,
+did worse (``a``: 0.882 and 0.905 against 0.912, 400 trials).
 
 Duels. Each round fits the scores, takes the leader h (highest score, lower index on ties) and its challengers:
 every c with (s_h − s_c) / se(s_h − s_c) < ``z`` (not yet separated), and proposes ``batch`` matches (default
@@ -30,9 +46,10 @@ Spread. Two candidates the judge rates equal (two correct answers, or two wrong 
 are never separated, so "least separated" alone gives such a pair every duel that is left while a better candidate
 that lost one unlucky early match is never asked again. Each earlier match of a pair therefore adds 1/``spread``
 standard error to its distance (default 24: after 24 duels a rival counts one standard error further away). In
-``experiments.bench_strategies`` at N=16 and 60 judgments (seed 0, 1,000 trials) this took top-1 from 0.730 to 0.809
-with two correct answers among 16 (``few-right``), from 0.967 to 0.985 with four (``b``), and from 0.985 to 0.990 on
-graded candidates (``a``); 12 spread exploration too thin for near-copies of the best (``dupes``: 0.56 vs 0.59).
+``experiments.bench_strategies`` at N=16 and 60 judgments (seed 0, 1,000 trials; a warm-up of single judgments) this
+took top-1 from 0.730 to 0.809 with two correct answers among 16 (``few-right``), from 0.967 to 0.985 with four
+(``b``), and from 0.985 to 0.990 on graded candidates (``a``); 12 spread exploration too thin for near-copies of the
+best (``dupes``: 0.56 vs 0.59).
 
 Stopping. ``done()`` once no challenger is left (the top is separated) or the budget is spent. ``budget`` counts
 matches (judgments with one vote) and is never exceeded; the default is 3(n − 1).
@@ -40,12 +57,15 @@ matches (judgments with one vote) and is never exceeded; the default is 3(n − 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy.special import expit
 
 from strategies.base import Match, check_probability, rank_by_scores
 from strategies.bradley_terry import laplace_fit
 from strategies.knockout import Knockout
+from strategies.voting import votes_to_decide
 
 
 class LUCB:
@@ -60,8 +80,11 @@ class LUCB:
         batch: int | None = None,
         prior: float = 0.3,
         spread: float = 24.0,
+        votes: int = 3,
+        share: float = 2 / 3,
     ) -> None:
-        """Prepare a run over ``n`` candidates; ``budget`` caps matches, ``z`` is the separation in standard errors."""
+        """Prepare a run over ``n`` candidates; ``budget`` caps matches, ``z`` is the separation in standard errors;
+        the warm-up's last rounds are best of ``votes`` while that can take at most ``share`` of the spare budget."""
         if n < 1:
             raise ValueError(f"need at least one candidate, got n={n}")
         if budget is not None and budget < 0:
@@ -70,11 +93,15 @@ class LUCB:
             raise ValueError(f"prior must be > 0, got {prior}")
         if spread <= 0:
             raise ValueError(f"spread must be > 0, got {spread}")
+        if votes < 1 or votes % 2 == 0:
+            raise ValueError(f"votes must be odd and >= 1, got {votes}")
         self.n, self.z, self.prior, self.spread = n, z, prior, spread
         self.cap = 3 * (n - 1) if budget is None else int(budget)
         self.batch = max(2, n // 8) if batch is None else max(1, int(batch))
         self.bracket = Knockout(n, seed=seed)
-        self._bracket_id: dict[int, int] = {}  # our match id -> bracket match id, for the warm-up matches
+        self._round_votes = self._warm_up_votes(votes, share)  # by bracket round (index 0 unused)
+        self._bracket_id: dict[int, int] = {}  # our match id -> bracket match id, for the warm-up judgments
+        self._open: dict[int, tuple[Match, list[int]]] = {}  # bracket match id -> (it, our ids of its judgments)
         self._i: list[int] = []
         self._j: list[int] = []
         self._p: list[float] = []
@@ -85,6 +112,21 @@ class LUCB:
         # Soft wins of the matches 0.._folded-1 (``pair_wins``, summed in match order), folded in as they complete.
         self._wins = np.zeros((n, n))
         self._folded = 0
+
+    def _warm_up_votes(self, votes: int, share: float) -> list[int]:
+        """Judgments per bracket match, by round: ``votes`` for the last rounds, from the final back, while the extra
+        judgments they can take fit in ``share`` of the budget over one per match; 1 for the others."""
+        rounds = self.bracket.rounds
+        per_round = [0] * (rounds + 1)
+        for m in range(self.n - 1):
+            per_round[self.bracket.round_of(m)] += 1
+        out, spare, extra = [1] * (rounds + 1), share * (self.cap - (self.n - 1)), 0
+        for r in range(rounds, 0, -1):
+            extra += (votes - 1) * per_round[r]
+            if extra > spare + 1e-9:  # 2/3 of 3(n − 1) is 2(n − 1), whatever the rounding
+                break
+            out[r] = votes
+        return out
 
     def _outstanding(self) -> int:
         """Matches proposed but not received."""
@@ -177,11 +219,17 @@ class LUCB:
         """Return the next round: the bracket's ready matches first, then the leader against its challengers."""
         left = self.cap - len(self._i)
         if self._warming_up():
+            for m in self.bracket.propose():
+                self._open[m.id] = m, []
             out = []
-            for m in self.bracket.propose()[:left]:
-                mine = self._add(m.i, m.j)
-                self._bracket_id[mine.id] = m.id
-                out.append(mine)
+            for bracket_id, (m, mine) in self._open.items():
+                if any(k not in self._got for k in mine):
+                    continue  # its judgments so far are not all back
+                for _ in range(min(self._need(bracket_id), self.cap - len(self._i))):
+                    match = self._add(m.i, m.j)
+                    self._bracket_id[match.id] = bracket_id
+                    mine.append(match.id)
+                    out.append(match)
             return out
         if self._outstanding() or self._separated or left <= 0:
             return []
@@ -197,8 +245,17 @@ class LUCB:
         self._p[match_id] = p
         self._got.add(match_id)
         self._fit = None
-        if match_id in self._bracket_id:
-            self.bracket.receive(self._bracket_id[match_id], p)
+        bracket_id = self._bracket_id.get(match_id)
+        if bracket_id is not None and all(k in self._got for k in self._open[bracket_id][1]):
+            if self._need(bracket_id) == 0:
+                mine = self._open.pop(bracket_id)[1]
+                self.bracket.receive(bracket_id, math.fsum(self._p[k] for k in mine) / len(mine))
+
+    def _need(self, bracket_id: int) -> int:
+        """The fewest more judgments that could decide a warm-up match (0: decided), its outcomes all back."""
+        mine = self._open[bracket_id][1]
+        lead = math.fsum(2.0 * self._p[k] - 1.0 for k in mine)  # wins of i minus wins of j
+        return votes_to_decide(abs(lead), self._round_votes[self.bracket.round_of(bracket_id)] - len(mine))
 
     def done(self) -> bool:
         """True once the top is separated or the budget is spent, with every outcome back."""

@@ -220,18 +220,41 @@ def test_lucb_stops_once_the_top_is_separated():
 
 
 def test_lucb_warms_up_with_the_seeded_knockout_then_duels_the_leader_in_batches():
-    lucb, bracket = LUCB(16, seed=3, budget=100, batch=4), Knockout(16, seed=3)
-    for size in (8, 4, 2, 1):  # the warm-up is exactly Knockout(seed)'s bracket, round by round, one match each
+    # At 2(n − 1) judgments the semifinals and the final are best of 3 (two agreeing judgments decide them), the
+    # earlier rounds one judgment each.
+    lucb, bracket = LUCB(16, seed=3, budget=30, batch=4), Knockout(16, seed=3)
+    for size, votes in ((8, 1), (4, 1), (2, 2), (1, 2)):  # the warm-up is Knockout(seed)'s bracket, round by round
         warm, expected = lucb.propose(), bracket.propose()
-        assert len(warm) == size and [(m.i, m.j) for m in warm] == [(m.i, m.j) for m in expected]
+        assert len(expected) == size
+        assert [(m.i, m.j) for m in warm] == [(m.i, m.j) for m in expected for _ in range(votes)]
         assert lucb.propose() == [] and not lucb.done()
-        for m, b in zip(warm, expected):
+        for m in warm:
             lucb.receive(m.id, 1.0 if m.i > m.j else 0.0)
+        for b in expected:
             bracket.receive(b.id, 1.0 if b.i > b.j else 0.0)
     assert lucb.bracket.done() and lucb.bracket.ranking()[0] == 15
     leader, rivals = lucb.challengers()
     batch = lucb.propose()
     assert leader == 15 and len(batch) == 4 and all(m.i == leader and m.j in rivals for m in batch)
+
+
+def test_lucb_votes_the_last_rounds_of_the_warm_up_as_far_as_the_budget_allows():
+    # Rounds are best of 3 from the final back while their extra judgments fit in 2/3 of the budget over n − 1.
+    assert LUCB(16, budget=30)._round_votes == [1, 1, 1, 3, 3]
+    assert LUCB(16, budget=60)._round_votes == [1, 3, 3, 3, 3]
+    assert LUCB(16, budget=20)._round_votes == [1, 1, 1, 1, 3]
+    assert LUCB(16, budget=15)._round_votes == [1] * 5 and LUCB(16, budget=5)._round_votes == [1] * 5
+    # A split match gets its third judgment; one decided 2-0 goes on.
+    lucb = LUCB(4, seed=0, budget=12)
+    first = lucb.propose()
+    assert len(first) == 4 and first[0].i == first[1].i and first[2].i == first[3].i
+    for m, p in zip(first, (1.0, 0.0, 1.0, 1.0)):
+        lucb.receive(m.id, p)
+    third = lucb.propose()
+    assert [(m.i, m.j) for m in third] == [(first[0].i, first[0].j)]
+    lucb.receive(third[0].id, 0.0)  # j wins 2-1
+    final = lucb.propose()
+    assert {final[0].i, final[0].j} == {first[0].j, first[2].i} and len(final) == 2
 
 
 def test_lucb_gives_a_round_to_the_close_rival_not_one_match_to_each():
