@@ -26,10 +26,8 @@ policy's common mistakes do; the share of correct candidates varies by question 
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib.resources
 import json
-import operator
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +38,7 @@ import numpy as np
 
 from experiments.args import guarded, non_negative, open_unit, positive
 from tourney.errors import InputError
+from tourney.train.teacher import evaluate, fmt  # the calculator the teacher checks steps with
 
 CLIP_CHARS = 300  # verl matches only the end of a response (the answer is at the end; long regexes are slow)
 INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'  # verl's GSM8K prompt suffix
@@ -171,37 +170,6 @@ def gold_by_id(problems: Sequence[Problem] | None = None) -> dict[str, str]:
 OPENINGS = ["", "Let's solve this step by step.\n", "Step by step:\n", "Let me work through the problem.\n",
             "We compute each quantity in turn.\n", "Here is the solution.\n"]  # fmt: skip
 CLOSINGS = ["", "So that is the answer.\n", "Therefore:\n", "Putting it together:\n"]
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv}
-
-
-def _evaluate(expr: str) -> float | None:
-    """Evaluate a GSM8K calculator expression (numbers, + - * /, parentheses) safely; None if it is anything else."""
-    try:
-        tree = ast.parse(expr.replace(",", ""), mode="eval").body
-    except SyntaxError:
-        return None
-
-    def ev(node: ast.AST) -> float:
-        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-            return float(node.value)
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.left), ev(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -ev(node.operand)
-        raise ValueError("unsupported")
-
-    try:
-        value = ev(tree)
-    except (ValueError, ZeroDivisionError, OverflowError):
-        return None
-    return value if np.isfinite(value) else None
-
-
-def _fmt(value: float) -> str:
-    """Format a number as GSM8K writes it: integers plain, others with at most two decimals."""
-    if abs(value - round(value)) < 1e-9:
-        return str(int(round(value)))
-    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _mutate(value: str, rng: np.random.Generator) -> str:
@@ -215,7 +183,7 @@ def _mutate(value: str, rng: np.random.Generator) -> str:
         if kind == 0:
             y = x + float(rng.choice([-3, -2, -1, 1, 2, 3, 5, 10]))
         elif kind == 1:
-            digits = list(_fmt(abs(x)))
+            digits = list(fmt(abs(x)))
             spots = [i for i, d in enumerate(digits) if d.isdigit()]
             i = int(rng.choice(spots))
             digits[i] = str((int(digits[i]) + int(rng.integers(1, 10))) % 10)
@@ -224,9 +192,9 @@ def _mutate(value: str, rng: np.random.Generator) -> str:
             y = x * 10 if rng.random() < 0.5 or abs(x) < 10 else x / 10
         if x >= 0 > y:
             continue  # counts and prices do not go negative
-        if _fmt(y) != _fmt(x):
-            return _fmt(y)
-    return _fmt(x + 1)
+        if fmt(y) != fmt(x):
+            return fmt(y)
+    return fmt(x + 1)
 
 
 def _like(value: str, shown: str) -> str:
@@ -264,8 +232,8 @@ def wrong_solution(solution: str, gold: str, rng: np.random.Generator) -> tuple[
             elif k > first and changed:
                 new_expr = NUMBER.sub(lambda t: changed.get(t.group(1), t.group(1)), expr)
                 if new_expr != expr:
-                    value = _evaluate(new_expr)
-                    new_result = _fmt(value) if value is not None else _mutate(result, rng)
+                    value = evaluate(new_expr)
+                    new_result = fmt(value) if value is not None else _mutate(result, rng)
             if new_result != result:
                 changed[result] = new_result
             # the number shown right after the annotation is the step's visible result

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.train.trl_loop import _to_stderr, import_trl, load_policy, read_split, step_callbacks
+from tourney.train.trl_loop import _to_stderr, import_trl, load_policy, read_split, step_callbacks, train_and_save
 
 
 def sft_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -> str:
@@ -64,7 +64,6 @@ def train_sft_trl(
     would cut their end, which is where the verdict is). ``policy``/``tokenizer`` may be passed in already loaded."""
     import torch
     from datasets import Dataset
-    from transformers import PrinterCallback
 
     SFTConfig, SFTTrainer = import_trl(("SFTConfig", "SFTTrainer"))
 
@@ -110,13 +109,7 @@ def train_sft_trl(
         processing_class=tokenizer,
         callbacks=lines,
     )
-    # With tqdm off, transformers prints every log dict to stdout, where the command's one JSON report goes.
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    seconds = time.monotonic() - started
-    if output:
-        trainer.save_model(output)
-        tokenizer.save_pretrained(output)
+    seconds = train_and_save(trainer, tokenizer, output, started)
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]
     return {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "log": logs, "rows": len(rows),
             "skipped_too_long": len(rows) - len(kept), "policy": trainer.model}  # fmt: skip

@@ -177,7 +177,6 @@ def train_trl(
     """
     import torch
     from datasets import Dataset
-    from transformers import PrinterCallback
 
     GRPOConfig, GRPOTrainer = import_trl()
 
@@ -232,6 +231,16 @@ def train_trl(
         processing_class=tokenizer,
         callbacks=lines,
     )
+    seconds = train_and_save(trainer, tokenizer, output, started)
+    logs = [h for h in trainer.state.log_history if "reward" in h]
+    return {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "log": logs, "policy": trainer.model}
+
+
+def train_and_save(trainer: Any, tokenizer: Any, output: str | None, started: float) -> float:
+    """Train (no log dicts on stdout), then save the model and tokenizer to ``output`` if given; the seconds since
+    ``started``. Shared by the GRPO and SFT loops."""
+    from transformers import PrinterCallback
+
     # With tqdm off, transformers prints every log dict to stdout, where the command's one JSON report goes.
     trainer.remove_callback(PrinterCallback)
     trainer.train()
@@ -239,5 +248,4 @@ def train_trl(
     if output:
         trainer.save_model(output)
         tokenizer.save_pretrained(output)
-    logs = [h for h in trainer.state.log_history if "reward" in h]
-    return {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "log": logs, "policy": trainer.model}
+    return seconds
