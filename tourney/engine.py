@@ -208,6 +208,11 @@ class Engine:
             requests[i] = self.request(slot.result.item, vote, slot.encoded(self.key_fields))
         return _Batch(ready, requests, keys, found, todo, hits=set(found))
 
+    def _advance_cached(self, batch: _Batch) -> int:
+        """Move the bar at once by the votes of ``batch`` the cache answered, before any judging; how many (0, and
+        nothing counted, without a bar)."""
+        return self._advance(batch.cached_votes()) if self.progress else 0
+
     def _advance(self, done: int) -> int:
         """Move the progress bar by ``done`` judgments (if there is a bar and some are done); return ``done``."""
         if self.progress and done:
@@ -357,7 +362,7 @@ class Stream:
             step = object()
             for start in range(0, len(ready), MAX_CALL):  # a step's votes, in calls of at most MAX_CALL
                 batch = engine._lookup(ready[start : start + MAX_CALL])
-                cached = engine._advance(batch.cached_votes())  # shown at once, before judging
+                cached = engine._advance_cached(batch)
                 if batch.todo:
                     with self._calling(batch):
                         fresh = engine.judge.judge(batch.todo_requests())
@@ -402,7 +407,7 @@ class Stream:
         async def play(slot: _Slot) -> None:
             while ready := await strategy(self._next, slot):
                 batch = await off_loop(engine._lookup, ready)
-                cached = engine._advance(batch.cached_votes())  # shown at once, before judging
+                cached = engine._advance_cached(batch)
                 if batch.todo:
                     with self._calling(batch):
                         fresh = await engine.judge.ajudge(batch.todo_requests())
