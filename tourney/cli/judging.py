@@ -48,6 +48,7 @@ class Prepared:
     tournament: Tournament
     sink: Sink | None
     resume: Resume
+    planner: Planner  # each prompt's planned judgments, worked out once per number of responses
 
     @property
     def name(self) -> str:
@@ -94,7 +95,7 @@ def prepare(
     planner = Planner(tournament)
     source.scan(row_check(source.name, cfg, family, tournament, check), planner, resume)
     planner.warn_if_huge()
-    return Prepared(source, cfg, family, tournament, sink, resume)
+    return Prepared(source, cfg, family, tournament, sink, resume, planner)
 
 
 def row_check(
@@ -189,7 +190,7 @@ def judge(
                 if opts["dry_run"]:
                     for line in getattr(getattr(the_judge, "backend", None), "plan", list)():
                         CONSOLE.say(line)  # --backend ray: the cluster and where each replica would go
-                    planned = Unplayed(prep.tournament, cache, the_judge) if prep.tournament.exact() else None
+                    planned = Unplayed(prep.planner, cache, the_judge) if prep.tournament.exact() else None
                     if planned is not None:
                         items = planned.filter(items)
                     stream = play(items, lambda res: None, dry_run=True, **common)
@@ -263,11 +264,11 @@ class Unplayed:
     judgments in the cache, its plan is its count, all new. Playing a round robin of 3,000 responses (4.5 M
     judgments) only to count them took minutes and 4 GB."""
 
-    def __init__(self, tournament: Tournament, cache: Any, judge: Any) -> None:
+    def __init__(self, planner: Planner, cache: Any, judge: Any) -> None:
         """Read which prompts the cache has judgments of, for this judge."""
         from tourney.cache import prompt_digest
 
-        self.digest, self.tournament = prompt_digest, tournament
+        self.digest, self.planner = prompt_digest, planner
         self.cached = cache.prompts_of(judge.identity()) if cache is not None else set()
         self.prompts = self.judgments = 0
 
@@ -278,7 +279,7 @@ class Unplayed:
                 yield item
             else:
                 self.prompts += 1
-                self.judgments += self.tournament.plan([item])
+                self.judgments += self.planner(item)
 
 
 def print_dry_run(stream: Stream, tournament: Tournament, unplayed: Unplayed | None = None) -> None:
