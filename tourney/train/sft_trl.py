@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.train.trl_loop import _to_stderr, import_trl, load_policy, read_split, step_callbacks, train_and_save
+from tourney.train.trl_loop import (
+    _to_stderr,
+    cpu_args,
+    import_trl,
+    load_policy,
+    read_split,
+    step_callbacks,
+    train_and_save,
+)
 
 
 def sft_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -> str:
@@ -83,7 +91,6 @@ def train_sft_trl(
     )  # fmt: skip
     args = SFTConfig(
         output_dir=output or str(Path(data_dir) / "trl-sft-run"),
-        use_cpu=True,
         per_device_train_batch_size=batch_size,
         learning_rate=learning_rate,
         lr_scheduler_type="constant",  # a short CPU run: no warm-up or decay to tune
@@ -91,16 +98,9 @@ def train_sft_trl(
         max_length=max_length,
         completion_only_loss=True,  # loss on the assistant turn only, as verl's SFT trainer computes it
         packing=False,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        seed=seed,
         data_seed=seed,
-        bf16=False,
-        dataloader_num_workers=0,
         dataset_num_proc=None,
-        disable_tqdm=True,
-        gradient_checkpointing=False,  # on the CPU it only costs time (135M fits)
+        **cpu_args(seed),
     )
     trainer = SFTTrainer(
         model=policy,

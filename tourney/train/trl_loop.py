@@ -205,7 +205,6 @@ def train_trl(
     )  # fmt: skip
     args = GRPOConfig(
         output_dir=output or str(Path(data_dir) / "trl-run"),
-        use_cpu=True,
         per_device_train_batch_size=batch_size,
         num_generations=num_generations,
         max_completion_length=max_completion_tokens,
@@ -214,14 +213,7 @@ def train_trl(
         beta=0.0,  # no reference model: halves the CPU cost; RM-R1's KL (0.001) barely binds in a short run
         temperature=1.0,  # RM-R1's rollout temperature
         max_steps=max_steps,
-        logging_steps=1,
-        report_to=[],
-        save_strategy="no",
-        seed=seed,
-        bf16=False,
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        gradient_checkpointing=False,  # TRL turns it on by default; on the CPU it only costs time (135M fits)
+        **cpu_args(seed),
     )
     trainer = GRPOTrainer(
         model=policy,
@@ -234,6 +226,15 @@ def train_trl(
     seconds = train_and_save(trainer, tokenizer, output, started)
     logs = [h for h in trainer.state.log_history if "reward" in h]
     return {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "log": logs, "policy": trainer.model}
+
+
+def cpu_args(seed: int) -> dict[str, Any]:
+    """The training arguments both CPU loops (GRPO, SFT) share: seeded, a log (and a step line) every step, no
+    checkpoints, reports, worker processes or bars."""
+    return {"use_cpu": True, "logging_steps": 1, "report_to": [], "save_strategy": "no", "seed": seed, "bf16": False,
+            "dataloader_num_workers": 0, "disable_tqdm": True,
+            # TRL turns it on by default; on the CPU it only costs time (135M fits).
+            "gradient_checkpointing": False}  # fmt: skip
 
 
 def train_and_save(trainer: Any, tokenizer: Any, output: str | None, started: float) -> float:
