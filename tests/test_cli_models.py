@@ -268,3 +268,17 @@ def test_a_hub_id_in_the_local_cache_loads_without_the_hub(smollm2_dir, tmp_path
             unreachable_hub_env(tmp_path / "hub"), timeout=300)  # fmt: skip
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["judgments"] == 15
+
+
+@pytest.mark.slow
+def test_sample_keeps_vllm_start_up_and_shutdown_logs_off_stderr(smollm2_dir, tmp_path):
+    """A real `tourney sample` on SmolLM2 with stderr sent to a file: only tourney's own line there (vLLM's shutdown
+    lines once came after the run's log was closed)."""
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "q", "prompt": "Say hi."}\n')
+    p = run(["sample", prompts, "-o", tmp_path / "s.jsonl", "-n", 2, "--max-tokens", 8, "--no-cache"],
+            tourney_env(smollm2_dir.parents[1]), timeout=600)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tourney: 2 samples (0 cached, 2 generated)"), p.stderr[-2000:]
+    assert "[shutdown]" in (smollm2_dir.parents[1] / "logs" / "last-run.log").read_text()

@@ -73,23 +73,24 @@ def sample_cmd(**opts: Any) -> None:
         return
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
-    backend: Any = None
     try:
-        with logs:
+        with logs:  # the engine's start and its shutdown alike (vLLM logs both)
             backend = make_backend(cfg)
-            identity = backend.identity()
-            if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
-                backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
-            with CONSOLE.progress(len(rows) * opts["n"], doing="sampling") as bar:
-                out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"], top_p=opts["top_p"],
-                                    max_tokens=opts["max_tokens"], seed=opts["seed"], cache=cache,
-                                    batch_size=opts["batch_size"], progress=bar.advance, status=bar.phase)  # fmt: skip
+            try:
+                identity = backend.identity()
+                if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
+                    backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
+                with CONSOLE.progress(len(rows) * opts["n"], doing="sampling") as bar:
+                    out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"],
+                                        top_p=opts["top_p"], max_tokens=opts["max_tokens"], seed=opts["seed"],
+                                        cache=cache, batch_size=opts["batch_size"], progress=bar.advance,
+                                        status=bar.phase)  # fmt: skip
+            finally:
+                backend.close()
     except BackendError as err:
         where = "" if opts["verbose"] else f" (log: {log_path()})"
         raise click.ClickException(f"policy failed: {err}{where}") from None
     finally:
-        if backend is not None:
-            backend.close()
         if cache:
             cache.close()
     files = [(opts["output"], [dumps(r) for r in out])]
