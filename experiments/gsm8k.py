@@ -18,7 +18,9 @@ the gold solution in varied wording (an opening sentence, a closing sentence and
 calculator annotations ``<<...>>`` removed); wrong ones start from the gold solution, change the result of one
 calculation step (an off-by-a-little, a slipped digit or a factor of ten), recompute every later step that uses that
 result, and end on a wrong final answer (when the gold answer is not the result of a step, the final line is
-perturbed too). Wrong candidates repeat a few *distractor* solutions per question, so wrong answers cluster as a
+perturbed too). With ``mistake="final"`` a wrong candidate instead keeps the gold working, every step right, and
+only its final ``####`` answer is off (an answer inconsistent with its own last step). Wrong candidates repeat a few
+*distractor* solutions per question, so wrong answers cluster as a
 policy's common mistakes do; the share of correct candidates varies by question (Beta-distributed around
 ``p_correct``), as question difficulty does.
 """
@@ -48,6 +50,7 @@ NUMBER_WORD = re.compile(r"(?<![\w.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w
 STEP = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
 GSM8K_ID = re.compile(r"gsm8k-(?:test-)?(0|[1-9][0-9]*)")  # `prompts` writes gsm8k-test-K; gsm8k-K is common too
 METHODS = ("strict", "flexible")
+MISTAKES = ("slip", "final")  # how wrong candidates go wrong: a slipped step carried on, or only the final answer
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,12 @@ def wrong_solution(solution: str, gold: str, rng: np.random.Generator) -> tuple[
     return text, answer
 
 
+def wrong_final(solution: str, gold: str, rng: np.random.Generator) -> tuple[str, str]:
+    """The reference solution, every step right, with only its final answer changed; return (text, wrong answer)."""
+    answer = _mutate(gold, rng)
+    return re.sub(r"#### .*$", f"#### {answer}", solution, count=1, flags=re.M), answer
+
+
 def _style(solution: str, style: tuple[int, int, int]) -> str:
     """Rewrite a solution's surface: annotations removed, an opening, optional blank lines, a closing."""
     opening, closing, spaced = style
@@ -265,11 +274,18 @@ def _style(solution: str, style: tuple[int, int, int]) -> str:
 
 
 def synthetic(
-    problems: Sequence[Problem], pool: int = 16, p_correct: float = 0.4, distractors: int = 3, seed: int = 0
+    problems: Sequence[Problem],
+    pool: int = 16,
+    p_correct: float = 0.4,
+    distractors: int = 3,
+    seed: int = 0,
+    mistake: str = "slip",
 ) -> list[dict[str, Any]]:
-    """Labelled SYNTHETIC candidate sets, one row per problem (see the module docstring for how they are made)."""
-    if pool < 1 or not 0.0 < p_correct < 1.0 or distractors < 1:
-        raise ValueError("need pool >= 1, 0 < p_correct < 1, distractors >= 1")
+    """Labelled SYNTHETIC candidate sets, one row per problem (see the module docstring for how they are made);
+    ``mistake``: "slip" (a slipped step carried on) or "final" (right working, wrong final answer)."""
+    if pool < 1 or not 0.0 < p_correct < 1.0 or distractors < 1 or mistake not in MISTAKES:
+        raise ValueError(f"need pool >= 1, 0 < p_correct < 1, distractors >= 1, mistake in {MISTAKES}")
+    make_wrong = wrong_solution if mistake == "slip" else wrong_final
     styles = [(o, c, s) for o in range(len(OPENINGS)) for c in range(len(CLOSINGS)) for s in (0, 1)]
     rows = []
     for k, prob in enumerate(problems):
@@ -277,7 +293,7 @@ def synthetic(
         share = rng.beta(2 * p_correct, 2 * (1 - p_correct))
         wrong: list[tuple[str, str]] = []
         for _ in range(distractors * 4):  # distinct wrong answers; a few tries, since slips can coincide
-            text, answer = wrong_solution(prob.solution, prob.gold, rng)
+            text, answer = make_wrong(prob.solution, prob.gold, rng)
             if answer not in {a for _, a in wrong}:
                 wrong.append((text, answer))
             if len(wrong) == distractors:
@@ -335,6 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--p-correct", type=open_unit, default=0.4)
     s.add_argument("--distractors", type=positive, default=3)
     s.add_argument("--seed", type=non_negative, default=0)
+    s.add_argument(
+        "--mistake",
+        choices=MISTAKES,
+        default="slip",
+        help="slip: one step slips and the error carries on; final: right steps, wrong final answer",
+    )
     label_help = ("set `correct` on sampled rows by answer match (gold by GSM8K id, gsm8k-test-K or gsm8k-K, "
                   "else the row's `gold` field)")  # fmt: skip
     lab = sub.add_parser("label", help=label_help)
@@ -357,7 +379,9 @@ def _command(args: argparse.Namespace) -> None:
     if args.cmd == "prompts":
         rows = [{"id": q.id, "prompt": q.prompt, "gold": q.gold} for q in load(args.limit, args.start)]
     elif args.cmd == "synthetic":
-        rows = synthetic(load(args.limit, args.start), args.pool, args.p_correct, args.distractors, args.seed)
+        rows = synthetic(
+            load(args.limit, args.start), args.pool, args.p_correct, args.distractors, args.seed, args.mistake
+        )
     else:
         from tourney.io import read_items
 

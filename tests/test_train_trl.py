@@ -4,6 +4,7 @@ and TRL's SFTTrainer on the sft-prepare parquet (``sft --engine trl``)."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from train_helpers import run_cli, write_pairs
@@ -108,6 +109,9 @@ def test_sft_trl_engine_trains_a_few_steps_and_saves_a_loadable_model(tmp_path):
     assert res.stderr.count("TRL currently supports vLLM") <= 1 and "Triton is installed" not in res.stderr
     model = AutoModelForCausalLM.from_pretrained(out)  # what `rlvr --engine trl --model DIR` and `rank --judge` load
     assert AutoTokenizer.from_pretrained(out).chat_template and model.config.num_hidden_layers == 2
+    mask = os.umask(0)
+    os.umask(mask)
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()}["model.safetensors"] == 0o666 & ~mask
     res = run_cli("train", "sft", "--engine", "trl", "--model", str(tiny_model_dir), "--data", str(data), "--output",
                   str(tmp_path / "o2"), "--max-length", "16")  # fmt: skip
     assert res.returncode == 2 and "longer than --max-length 16 tokens" in res.stderr

@@ -10,7 +10,7 @@ of the loss (labels -100): the judge learns to write the trace and verdict, not 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,16 @@ def train_sft_trl(
     batch_size: int = 4,
     max_length: int = 2048,
     seed: int = 0,
+    bf16: bool | None = None,
     policy: Any = None,
     tokenizer: Any = None,
     progress: Callable[[str], None] = _to_stderr,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fine-tune on the traces with TRL on the CPU; save the model and tokenizer to ``output`` (if given) as a HF
     folder; return per-step logs, timings and row counts. Rows longer than ``max_length`` tokens are left out (TRL
-    would cut their end, which is where the verdict is). ``policy``/``tokenizer`` may be passed in already loaded."""
+    would cut their end, which is where the verdict is). ``policy``/``tokenizer`` may be passed in already loaded.
+    ``bf16``: bfloat16 autocast (None: where the CPU has it natively). ``callbacks``: more TrainerCallbacks."""
     import torch
     from datasets import Dataset
 
@@ -100,14 +103,14 @@ def train_sft_trl(
         packing=False,
         data_seed=seed,
         dataset_num_proc=None,
-        **cpu_args(seed),
+        **cpu_args(seed, bf16),
     )
     trainer = SFTTrainer(
         model=policy,
         args=args,
         train_dataset=Dataset.from_list(kept),
         processing_class=tokenizer,
-        callbacks=lines,
+        callbacks=lines + list(callbacks),
     )
     seconds = train_and_save(trainer, tokenizer, output, started)
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]

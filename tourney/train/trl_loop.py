@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -166,14 +166,17 @@ def train_trl(
     forced: bool = True,
     format_penalty: float | None = None,
     seed: int = 0,
+    bf16: bool | None = None,
     policy: Any = None,
     tokenizer: Any = None,
     progress: Callable[[str], None] = _to_stderr,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run GRPO with TRL on the CPU; save the model to ``output`` (if given); return per-step logs and timings.
 
     ``policy``/``tokenizer`` may be passed in already loaded (the experiment evaluates the same object before/after).
-    ``progress`` gets one line per step (``step_line``; default: stderr): a CPU step can take minutes.
+    ``progress`` gets one line per step (``step_line``; default: stderr): a CPU step can take minutes. ``bf16``:
+    bfloat16 autocast (None: where the CPU has it natively). ``callbacks``: more transformers TrainerCallbacks.
     """
     import torch
     from datasets import Dataset
@@ -213,7 +216,7 @@ def train_trl(
         beta=0.0,  # no reference model: halves the CPU cost; RM-R1's KL (0.001) barely binds in a short run
         temperature=1.0,  # RM-R1's rollout temperature
         max_steps=max_steps,
-        **cpu_args(seed),
+        **cpu_args(seed, bf16),
     )
     trainer = GRPOTrainer(
         model=policy,
@@ -221,17 +224,27 @@ def train_trl(
         args=args,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
-        callbacks=lines,
+        callbacks=lines + list(callbacks),
     )
     seconds = train_and_save(trainer, tokenizer, output, started)
     logs = [h for h in trainer.state.log_history if "reward" in h]
     return {"steps": trainer.state.global_step, "seconds": round(seconds, 1), "log": logs, "policy": trainer.model}
 
 
-def cpu_args(seed: int) -> dict[str, Any]:
+def native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AMX tiles or AVX-512 BF16): autocast then runs a training step
+    about 1.6x faster than float32 (measured on SmolLM2-135M, 2 cores, Xeon with AMX); elsewhere it would be slower."""
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
+def cpu_args(seed: int, bf16: bool | None = None) -> dict[str, Any]:
     """The training arguments both CPU loops (GRPO, SFT) share: seeded, a log (and a step line) every step, no
-    checkpoints, reports, worker processes or bars."""
-    return {"use_cpu": True, "logging_steps": 1, "report_to": [], "save_strategy": "no", "seed": seed, "bf16": False,
+    checkpoints, reports, worker processes or bars; bfloat16 autocast (float32 weights) where the CPU has it
+    natively (``bf16=None``) or as asked."""
+    bf16 = native_bf16() if bf16 is None else bf16
+    return {"use_cpu": True, "logging_steps": 1, "report_to": [], "save_strategy": "no", "seed": seed, "bf16": bf16,
             "dataloader_num_workers": 0, "disable_tqdm": True,
             # TRL turns it on by default; on the CPU it only costs time (135M fits).
             "gradient_checkpointing": False}  # fmt: skip
@@ -249,4 +262,16 @@ def train_and_save(trainer: Any, tokenizer: Any, output: str | None, started: fl
     if output:
         trainer.save_model(output)
         tokenizer.save_pretrained(output)
+        umask_modes(output)
     return seconds
+
+
+def umask_modes(folder: str) -> None:
+    """Give the saved files the umask's mode: transformers writes the weights through a private temp file (0600), so
+    another user of a shared judge folder could not load them."""
+    from tourney.io import umask
+
+    mode = 0o666 & ~umask()
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and path.stat().st_mode & 0o777 == 0o600:
+            path.chmod(mode)
