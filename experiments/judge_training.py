@@ -22,7 +22,7 @@ Stages (``tourney.train``, as a user runs them):
 Evaluation, each judge through the ``tourney`` command on vLLM (family rm-r1, greedy, ``--max-tokens`` 256, a verdict
 forced from log-probabilities when none is written): every held-out pair judged in both orders (``rank
 --strategy round-robin --votes 2 --judgments``): accuracy, "A" share, order consistency, 95 % bootstrap intervals over
-pairs; SFT checkpoints too, for the curve. Then ``best-of-n`` over held-out synthetic candidate sets (N=4, default
+pairs. Then ``best-of-n`` over held-out synthetic candidate sets (N=4, default
 knockout, same for both judges): top-1 (the pick is correct) of the base and the trained judge, bootstrap intervals.
 """
 
@@ -67,7 +67,7 @@ def make_data(out: Path, opts: argparse.Namespace) -> dict[str, Any]:
     train, held = problems(opts.seed, opts.held_out)
     synth = lambda probs, pool, seed: gsm8k.synthetic(probs, pool=pool, seed=seed, mistake="final")  # noqa: E731
     train_pairs = gsm8k.pairs(synth(train, 8, opts.seed), per_prompt=opts.pairs_per_question, seed=opts.seed)
-    held_pairs = gsm8k.pairs(synth(held, 8, opts.seed + 1), per_prompt=1, seed=opts.seed + 1)
+    held_pairs = gsm8k.pairs(synth(held, 8, opts.seed + 1), per_prompt=2, seed=opts.seed + 1)
     items = [{"id": p["id"], "prompt": p["prompt"], "responses": [p["chosen"], p["rejected"]]} for p in held_pairs]
     sets = synth(held, opts.n, opts.seed + 2)
     data = out / "data"
@@ -105,28 +105,33 @@ def judge_args(judge: str, seed: int) -> list[str]:
             "--dtype", "bfloat16", "--engine-arg", "enforce_eager=true", "-q"]  # fmt: skip
 
 
-def p_chosen(judgments: Path) -> np.ndarray:
-    """From a ``--judgments`` file of the held-out pairs: P(the right response wins) per pair, shape (n, 2);
-    column 0: the right one shown as A, column 1: shown as B. A written verdict counts 1 or 0; a forced one its
-    probability."""
+def p_chosen(judgments: Path) -> tuple[list[str], np.ndarray]:
+    """From a ``--judgments`` file of the held-out pairs: the pair ids and P(the right response wins) per pair, shape
+    (n, 2); column 0: the right one shown as A, column 1: shown as B. A written verdict counts 1 or 0; a forced one
+    its probability."""
     rows: dict[str, list[float]] = {}
     for line in judgments.read_text().splitlines():
         j = json.loads(line)
         p_a = j["p_a"] if j["p_a"] is not None else {"A": 1.0, "B": 0.0}.get(j["verdict"], 0.5)
         slot = rows.setdefault(j["id"], [np.nan, np.nan])
         slot[0 if j["a"] == 0 else 1] = p_a if j["a"] == 0 else 1.0 - p_a
-    return np.array(list(rows.values()))
+    return list(rows), np.array(list(rows.values()))
 
 
-def interval(values: np.ndarray, seed: int) -> dict[str, Any]:
-    """Mean and 95 % bootstrap interval of per-unit values."""
-    idx = np.random.default_rng(seed).integers(0, len(values), size=(REPS, len(values)))
-    low, high = np.percentile(values[idx].mean(1), [2.5, 97.5])
+def interval(values: np.ndarray, seed: int, groups: list[str] | None = None) -> dict[str, Any]:
+    """Mean and 95 % bootstrap interval of per-unit values, resampling whole ``groups`` (pairs of one question
+    together: they share its solutions) when given."""
+    keys = groups if groups is not None else list(range(len(values)))
+    _, inverse = np.unique(np.array(keys, dtype=object).astype(str), return_inverse=True)
+    sums, counts = np.bincount(inverse, weights=values), np.bincount(inverse)
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(REPS, len(sums)))
+    low, high = np.percentile(sums[idx].sum(1) / counts[idx].sum(1), [2.5, 97.5])
     return {"mean": round(float(values.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)]}
 
 
-def pair_metrics(p: np.ndarray, seed: int) -> dict[str, Any]:
-    """Accuracy, "A" share and order consistency over pairs judged in both orders (``p_chosen``'s array).
+def pair_metrics(p: np.ndarray, seed: int, groups: list[str] | None = None) -> dict[str, Any]:
+    """Accuracy, "A" share and order consistency over pairs judged in both orders (``p_chosen``'s array); intervals
+    resample ``groups`` (the pairs' questions) when given.
 
     A judgment is right when the right response has P > 0.5 (a tie, P = 0.5, is wrong); it says "A" when the response
     shown first has P > 0.5; a pair is consistent when both orders pick the same response.
@@ -136,9 +141,9 @@ def pair_metrics(p: np.ndarray, seed: int) -> dict[str, Any]:
     picked_same = right[:, 0] == right[:, 1]
     ties = (p == 0.5).any(1)
     return {
-        "accuracy": interval(right.mean(1), seed),
-        "a_share": interval(says_a.mean(1), seed),
-        "order_consistency": interval((picked_same & ~ties).astype(float), seed),
+        "accuracy": interval(right.mean(1), seed, groups),
+        "a_share": interval(says_a.mean(1), seed, groups),
+        "order_consistency": interval((picked_same & ~ties).astype(float), seed, groups),
         "pairs": len(p),
     }
 
@@ -149,7 +154,10 @@ def evaluate(judge: str, name: str, data: dict[str, Any], out: Path, seed: int) 
     tourney(["rank", str(data["held_pairs"]), *judge_args(judge, seed), "--strategy", "round-robin", "--votes", "2",
              "--judgments", str(path), "-o", os.devnull], out / "tourney.log")  # fmt: skip
     written = [json.loads(line)["forced"] is False for line in path.read_text().splitlines()]
-    return {**pair_metrics(p_chosen(path), seed), "verdicts_written": round(float(np.mean(written)), 4)}
+    ids, p = p_chosen(path)
+    questions = [i.split("/")[0] for i in ids]  # gsm8k.pairs ids: <question id>/<i>-<j>
+    return {**pair_metrics(p, seed, questions), "questions": len(set(questions)),
+            "verdicts_written": round(float(np.mean(written)), 4)}  # fmt: skip
 
 
 def best_of_n(judge: str, name: str, data: dict[str, Any], out: Path, seed: int) -> dict[str, Any]:
@@ -169,42 +177,43 @@ def best_of_n(judge: str, name: str, data: dict[str, Any], out: Path, seed: int)
 
 
 def train(data: dict[str, Any], out: Path, opts: argparse.Namespace, log: Any) -> dict[str, Any]:
-    """SFT on the teacher's traces (checkpoints every ``--sft-eval-every`` steps), then GRPO; the two runs' logs."""
-    from transformers import TrainerCallback
-
-    from tourney.train.pairs import read_pairs
-    from tourney.train.prepare import prepare
-    from tourney.train.sft import teacher_prepare
-    from tourney.train.sft_trl import train_sft_trl
-    from tourney.train.trl_loop import train_trl
-
-    taught = teacher_prepare(str(data["train_pairs"]), FAMILY, str(out / "sft-data"), seed=opts.seed, val_fraction=0)
+    """The README's training commands, each its own process (a GRPO process ends holding ~14 GB that vLLM needs
+    next): the teacher's traces, SFT, RLVR data, GRPO from the SFT judge; their JSON reports."""
+    seed = ["--seed", str(opts.seed)]
+    taught = train_cli(["sft-prepare", str(data["train_pairs"]), "--teacher", "arithmetic", "-o", str(out / "sft-data"),
+                        "--family", FAMILY, "--val-fraction", "0", *seed], out, log)  # fmt: skip
     log(f"teacher: {taught['kept']} pairs backed, {taught['skipped_unverified']} not -> {taught['train']} SFT rows")
-    every, checkpoints = opts.sft_eval_every, out / "checkpoints"
-
-    class Checkpoint(TrainerCallback):
-        """Save the judge every ``every`` steps, for the accuracy curve."""
-
-        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> Any:
-            if every and state.global_step % every == 0:
-                folder = checkpoints / f"sft-{state.global_step}"
-                model.save_pretrained(folder)
-                kw["processing_class"].save_pretrained(folder)
-            return control
-
-    sft = train_sft_trl("smollm2", str(out / "sft-data"), str(out / "sft"), max_steps=opts.sft_steps,
-                        max_seconds=opts.sft_minutes * 60, learning_rate=opts.sft_lr, batch_size=opts.batch,
-                        max_length=1024, seed=opts.seed, progress=log, callbacks=[Checkpoint()])  # fmt: skip
+    sft = train_cli(["sft", "--engine", "trl", "--model", "smollm2", "--data", str(out / "sft-data"), "--output",
+                     str(out / "sft"), "--max-steps", str(opts.sft_steps), "--max-minutes", str(opts.sft_minutes),
+                     "--batch-size", str(opts.batch), "--lr", str(opts.sft_lr), "--max-length", "1024", *seed],
+                    out, log)  # fmt: skip
     log(f"SFT: {sft['steps']} steps in {sft['seconds']} s")
-    pairs = read_pairs(str(data["train_pairs"]))
-    prepare(pairs, FAMILY, str(out / "rlvr-data"), "gsm8k-final", seed=opts.seed, val_fraction=0.0)
-    grpo = train_trl(str(out / "sft"), str(out / "rlvr-data"), str(out / "grpo"), family=FAMILY,
-                     max_steps=opts.grpo_steps, max_seconds=opts.grpo_minutes * 60, learning_rate=opts.grpo_lr,
-                     batch_size=opts.grpo_batch, num_generations=opts.generations, max_completion_tokens=MAX_TOKENS,
-                     forced=False, seed=opts.seed, progress=log)  # fmt: skip
+    train_cli(["prepare", str(data["train_pairs"]), "-o", str(out / "rlvr-data"), "--family", FAMILY,
+               "--val-fraction", "0", *seed], out, log)  # fmt: skip
+    grpo = train_cli(["rlvr", "--engine", "trl", "--model", str(out / "sft"), "--data", str(out / "rlvr-data"),
+                      "--output", str(out / "grpo"), "--family", FAMILY, "--max-steps", str(opts.grpo_steps),
+                      "--max-minutes", str(opts.grpo_minutes), "--lr", str(opts.grpo_lr), "--batch-size",
+                      str(opts.grpo_batch), "--num-generations", str(opts.generations), "--max-completion-tokens",
+                      str(MAX_TOKENS), "--no-forced-prefix", *seed], out, log)  # fmt: skip
     log(f"GRPO: {grpo['steps']} steps in {grpo['seconds']} s")
-    strip = lambda run: {k: v for k, v in run.items() if k != "policy"}  # noqa: E731
-    return {"teacher": taught, "sft": strip(sft), "grpo": strip(grpo)}
+    return {"teacher": taught, "sft": sft, "grpo": grpo}
+
+
+def train_cli(args: list[str], out: Path, log: Any) -> dict[str, Any]:
+    """``tourney train ARGS``: its step lines go to ``log`` as they come, its JSON report (stdout) is returned."""
+    cmd = [sys.executable, "-m", "tourney", "train", *args]
+    with open(out / "train.log", "a") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        for line in proc.stderr:
+            err.write(line)
+            if line.startswith("tourney: step"):
+                log(line.rstrip())
+        report = proc.stdout.read()
+    if proc.wait() != 0:
+        raise SystemExit(f"judge_training: `tourney train {' '.join(args)}` failed (exit {proc.returncode}); "
+                         f"see {out / 'train.log'}")  # fmt: skip
+    return json.loads(report)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -217,9 +226,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     sft, grpo = result["training"]["sft"], result["training"]["grpo"]
-    ax.plot([k + 1 for k in range(len(sft["log"]))], [h.get("mean_token_accuracy", np.nan) for h in sft["log"]],
+    ax.plot([k + 1 for k in range(sft["steps"])], [np.nan if a is None else a for a in sft["token_accuracy_per_step"]],
             ".", color="tab:green", alpha=0.6, label="SFT: token accuracy on the teacher's traces (train)")  # fmt: skip
-    ax.plot([sft["steps"] + k + 1 for k in range(len(grpo["log"]))], [(h["reward"] + 1) / 2 for h in grpo["log"]],
+    ax.plot([sft["steps"] + k + 1 for k in range(grpo["steps"])], [(r + 1) / 2 for r in grpo["reward_per_step"]],
             ".", color="tab:orange", alpha=0.6, label="GRPO: share of samples rewarded +1 (train)")  # fmt: skip
     evals = result["curve"]
     ys = np.array([e["accuracy"]["mean"] for e in evals])
@@ -251,15 +260,6 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def quiet_bars() -> None:
-    """No per-row progress bars of datasets/transformers in the log: the training loops print one line per step."""
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.utils.logging.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run everything; print the table; write results.json, table.md and accuracy.png to ``--out``."""
     ap = argparse.ArgumentParser(prog="python -m experiments.judge_training", description=__doc__.splitlines()[0])
@@ -271,7 +271,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sft-minutes", type=positive_float, default=15.0)
     ap.add_argument("--sft-steps", type=positive, default=10_000)
     ap.add_argument("--sft-lr", type=positive_float, default=1e-4)
-    ap.add_argument("--sft-eval-every", type=non_negative, default=0, help="also evaluate SFT checkpoints (0: none)")
     ap.add_argument("--batch", type=positive, default=4)
     ap.add_argument("--grpo-minutes", type=positive_float, default=8.0)
     ap.add_argument("--grpo-steps", type=positive, default=10_000)
@@ -284,27 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     log = lambda msg: print(f"[{time.monotonic() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    quiet_bars()
     data = make_data(out, opts)
     log(f"data: {data['counts']}")
-    judges: dict[str, Any] = {"base": evaluate("smollm2", "base", data, out, opts.seed)}
-    log(f"base: {json.dumps(judges['base'])}")
-    bon = {"base": best_of_n("smollm2", "base", data, out, opts.seed)}
-    log(f"base best-of-{opts.n}: {json.dumps(bon['base'])}")
     training = train(data, out, opts, log)
-    curve = [{"step": 0, **judges["base"]}]
-    for folder in sorted((out / "checkpoints").glob("sft-*"), key=lambda f: int(f.name.split("-")[1])):
-        step = int(folder.name.split("-")[1])
-        if step < training["sft"]["steps"]:
-            curve.append({"step": step, **evaluate(str(folder), folder.name, data, out, opts.seed)})
-            log(f"{folder.name}: accuracy {curve[-1]['accuracy']}")
-    for name in ("sft", "grpo"):
-        judges[name] = evaluate(str(out / name), name, data, out, opts.seed)
+    folders = {"base": "smollm2", "sft": str(out / "sft"), "grpo": str(out / "grpo")}
+    judges: dict[str, Any] = {}
+    for name, judge in folders.items():
+        judges[name] = evaluate(judge, name, data, out, opts.seed)
         log(f"{name}: {json.dumps(judges[name])}")
-    curve.append({"step": training["sft"]["steps"], **judges["sft"]})
-    curve.append({"step": training["sft"]["steps"] + training["grpo"]["steps"], **judges["grpo"]})
-    bon["grpo"] = best_of_n(str(out / "grpo"), "grpo", data, out, opts.seed)
-    log(f"trained best-of-{opts.n}: {json.dumps(bon['grpo'])}")
+    bon = {}
+    for name in ("base", "grpo"):
+        bon[name] = best_of_n(folders[name], name, data, out, opts.seed)
+        log(f"{name} best-of-{opts.n}: {json.dumps(bon[name])}")
+    sft_steps = training["sft"]["steps"]
+    curve = [{"step": 0, **judges["base"]}, {"step": sft_steps, **judges["sft"]},
+             {"step": sft_steps + training["grpo"]["steps"], **judges["grpo"]}]  # fmt: skip
     result = {"model": "SmolLM2-135M-Instruct", "family": FAMILY, "seed": opts.seed, "options": vars(opts),
               "data": data["counts"], "judges": judges, "best_of_n": bon, "curve": curve, "training": training,
               "wall_minutes": round((time.monotonic() - t0) / 60, 1)}  # fmt: skip

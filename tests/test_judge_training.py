@@ -12,7 +12,7 @@ import pytest
 from experiments import gsm8k
 from experiments import judge_training as jt
 from tourney.judges import FAMILIES, parse_verdict
-from tourney.train.teacher import final_answer, rationale, steps_of
+from tourney.train.teacher import final_answer, fmt, rationale, steps_of
 
 
 def judgment(pair: str, a: int, verdict: str | None, p_a: float | None = None) -> str:
@@ -24,8 +24,8 @@ def judgment(pair: str, a: int, verdict: str | None, p_a: float | None = None) -
 def test_a_judge_that_always_says_a_is_half_right_all_a_and_never_consistent(tmp_path):
     path = tmp_path / "j.jsonl"
     path.write_text("\n".join(judgment(f"p{k}", a, "A") for k in range(10) for a in (0, 1)) + "\n")
-    p = jt.p_chosen(path)
-    assert p.shape == (10, 2) and (p[:, 0] == 1).all() and (p[:, 1] == 0).all()
+    ids, p = jt.p_chosen(path)
+    assert ids == [f"p{k}" for k in range(10)] and p.shape == (10, 2) and (p[:, 0] == 1).all() and (p[:, 1] == 0).all()
     m = jt.pair_metrics(p, seed=0)
     assert m["accuracy"]["mean"] == 0.5 and m["a_share"]["mean"] == 1.0 and m["order_consistency"]["mean"] == 0.0
     assert m["accuracy"]["ci95"] == [0.5, 0.5]  # every pair scores the same: no spread to resample
@@ -40,7 +40,7 @@ def test_metrics_of_a_mixed_judge_written_and_forced_verdicts(tmp_path):
     ]  # fmt: skip
     path = tmp_path / "j.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    p = jt.p_chosen(path)
+    _, p = jt.p_chosen(path)
     np.testing.assert_allclose(p, [[1, 1], [0, 0], [0.8, 0.3], [0.5, 1]])
     m = jt.pair_metrics(p, seed=0)
     assert m["accuracy"]["mean"] == pytest.approx((1 + 0 + 0.5 + 0.5) / 4)
@@ -48,6 +48,9 @@ def test_metrics_of_a_mixed_judge_written_and_forced_verdicts(tmp_path):
     assert m["order_consistency"]["mean"] == pytest.approx(2 / 4)
     low, high = m["accuracy"]["ci95"]
     assert low < m["accuracy"]["mean"] < high
+    # pairs of one question are resampled together: each question here averages 0.5, so every resample does
+    together = jt.pair_metrics(p, seed=0, groups=["q1", "q1", "q2", "q2"])["accuracy"]
+    assert together == {"mean": 0.5, "ci95": [0.5, 0.5]}
 
 
 def test_wrong_final_candidates_keep_the_working_and_change_only_the_answer():
@@ -77,7 +80,8 @@ def test_the_teacher_backs_wrong_final_answers_with_the_right_verdict_in_both_or
             verdicts.append(parse_verdict(fam, trace, quoted=(a, b)))
             assert verdicts[-1] == better
             wrong = b if better == "A" else a
-            assert f"final answer ({final_answer(wrong):g})" in trace.replace(".0)", ")")
+            shown = fmt(final_answer(wrong))
+            assert f"final answer ({shown})" in trace and f"answer {shown} (not in its work)." in trace
     assert taught >= 0.8 * 2 * len(pairs)
     assert verdicts.count("A") == verdicts.count("B")  # both orders of every pair: balanced
 

@@ -46,8 +46,8 @@ def test_the_rationale_recomputes_and_names_where_the_solutions_part():
     trace = rationale("rm-r1", SLIP, GOLD, "B")
     assert trace == (
         "Let me recompute every calculation of both responses.\n"
-        "Chatbot A: 16 - 3 - 4 = 9 (ok); 9 * 2 = 17 (wrong: 9 * 2 is 18); answer 17.\n"
-        "Chatbot B: 16 - 3 - 4 = 9 (ok); 9 * 2 = 18 (ok); answer 18.\n"
+        "Chatbot A: 16 - 3 - 4 = 9 (ok); 9 * 2 = 17 (wrong: 9 * 2 is 18); answer 17 (in its work).\n"
+        "Chatbot B: 16 - 3 - 4 = 9 (ok); 9 * 2 = 18 (ok); answer 18 (in its work).\n"
         "The two solutions part at step 2.\n"
         "Chatbot A's step 2 is wrong: 9 * 2 is 18, not 17, and the error carries to its answer.\n"
         "Chatbot B's arithmetic holds throughout, so Chatbot B is right.\n"

@@ -103,6 +103,7 @@ def test_sft_trl_engine_trains_a_few_steps_and_saves_a_loadable_model(tmp_path):
     assert len(res.stdout.splitlines()) == 1  # the JSON report only
     report = json.loads(res.stdout)
     assert report["engine"] == "trl" and report["steps"] == 2 and len(report["loss_per_step"]) == 2
+    assert all(0 <= a <= 1 for a in report["token_accuracy_per_step"]) and len(report["token_accuracy_per_step"]) == 2
     assert report["rows"] == 6 and report["skipped_too_long"] == 0
     steps = [line for line in res.stderr.splitlines() if line.startswith("tourney: step ")]
     assert [s.split(":")[1] for s in steps] == [" step 1/2", " step 2/2"] and "token accuracy " in steps[0], res.stderr

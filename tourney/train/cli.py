@@ -290,6 +290,7 @@ def _run_sft_trl(o: dict[str, Any]) -> None:
         batch_size=o["batch_size"], max_length=o["max_length"], seed=o["seed"], progress=CONSOLE.line,
     )  # fmt: skip
     losses = [round(h["loss"], 4) for h in result["log"]]
+    accuracy = [round(a, 4) if isinstance(a := h.get("mean_token_accuracy"), float) else None for h in result["log"]]
     click.echo(json.dumps({"engine": "trl", "steps": result["steps"], "seconds": result["seconds"],
-                           "loss_per_step": losses, "rows": result["rows"],
+                           "loss_per_step": losses, "token_accuracy_per_step": accuracy, "rows": result["rows"],
                            "skipped_too_long": result["skipped_too_long"], "output": o["output"]}))  # fmt: skip

@@ -158,11 +158,15 @@ def verdict_text(family: Family, side: str) -> str:
     return (THINK_CLOSE if family.thinks else "\n") + family.verdicts[0 if side == "A" else 1]
 
 
-def _line(name: str, steps: Sequence[Step], answer: float | None) -> str:
-    """``Chatbot A: 16 - 3 - 4 = 9 (ok); 9 * 2 = 15 (wrong: 9 * 2 is 18); answer 15.``"""
+def _line(name: str, steps: Sequence[Step], answer: float | None, text: str) -> str:
+    """``Chatbot A: 16 - 3 - 4 = 9 (ok); 9 * 2 = 15 (wrong: 9 * 2 is 18); answer 15 (in its work).`` The final
+    answer is checked against the response's own working right where it is written (``in its work`` or ``not in its
+    work``): a judge learning from the trace then decides that next to the two numbers, not lines later."""
     parts = [f"{s.text()} (ok)" if s.holds else f"{s.text()} (wrong: {s.expr} is {fmt(s.value)})" for s in steps]
     shown = "; ".join(parts) if parts else "no calculation written"
-    return f"{name}: {shown}; answer {fmt(answer) if answer is not None else 'missing'}."
+    if answer is None:
+        return f"{name}: {shown}; answer missing."
+    return f"{name}: {shown}; answer {fmt(answer)} ({'in' if in_working(text, answer) else 'not in'} its work)."
 
 
 def _parting(sa: Sequence[Step], sb: Sequence[Step]) -> int | None:
@@ -207,8 +211,8 @@ def rationale(family: Family | str, answer_a: str, answer_b: str, better: str) -
         return None  # same steps and same answer: nothing the arithmetic can tell apart
     lines = [
         "Let me recompute every calculation of both responses.",
-        _line(name["A"], steps["A"], answers["A"]),
-        _line(name["B"], steps["B"], answers["B"]),
+        _line(name["A"], steps["A"], answers["A"], texts["A"]),
+        _line(name["B"], steps["B"], answers["B"], texts["B"]),
         where,
         why,
         f"{name[better]}'s arithmetic holds throughout, so {name[better]} is right.",

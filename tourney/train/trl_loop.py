@@ -93,12 +93,15 @@ def import_trl(names: tuple[str, str] = ("GRPOConfig", "GRPOTrainer")) -> tuple[
     with silenced(), warnings.catch_warnings(record=True) as caught:
         warnings.filterwarnings("ignore", message=VLLM_VERSION_WARNING)
         import trl
+
+        # trl imports a trainer's module lazily, at this first attribute access: its checks warn here, not later
+        classes = getattr(trl, names[0]), getattr(trl, names[1])
     shown = set()
     for w in caught:
         if (w.category, str(w.message)) not in shown:
             shown.add((w.category, str(w.message)))
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    return getattr(trl, names[0]), getattr(trl, names[1])
+    return classes
 
 
 def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -> str:
