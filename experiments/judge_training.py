@@ -15,15 +15,16 @@ inconsistent with its own last step"). Questions are split once, seeded: held-ou
 Stages (``tourney.train``, as a user runs them):
 1. SFT: the arithmetic teacher (``tourney/train/teacher.py``, a verifier, not a model: it knows the two texts and
    which is right) writes a short rationale for both orders of each training pair, ending with RM-R1's verdict;
-   TRL's SFTTrainer learns it (``tourney train sft --engine trl``).
+   TRL's SFTTrainer learns it (``tourney train sft --engine trl``, 51 steps of 4 rows).
 2. GRPO: ``tourney train rlvr --engine trl`` on the same pairs, the judge writing its rationale and verdict
-   (not forced), rewarded by the project's ``compute_score`` (+1 right verdict, -1 otherwise).
+   (not forced), rewarded by the project's ``compute_score`` (+1 right verdict, -1 otherwise); 5 steps of 2 pairs x 4
+   samples. Each stage is its own process (the README's commands); about 40 minutes in all on the 2-core machine.
 
 Evaluation, each judge through the ``tourney`` command on vLLM (family rm-r1, greedy, ``--max-tokens`` 256, a verdict
-forced from log-probabilities when none is written): every held-out pair judged in both orders (``rank
---strategy round-robin --votes 2 --judgments``): accuracy, "A" share, order consistency, 95 % bootstrap intervals over
-pairs. Then ``best-of-n`` over held-out synthetic candidate sets (N=4, default
-knockout, same for both judges): top-1 (the pick is correct) of the base and the trained judge, bootstrap intervals.
+forced from log-probabilities when none is written): every held-out pair judged in both orders (``rank --strategy
+round-robin --votes 2 --judgments``): accuracy, "A" share, order consistency, 95 % bootstrap intervals resampling
+questions (two pairs per question). Then ``best-of-n`` over held-out synthetic candidate sets (N=4, the default
+knockout, the same for both judges): top-1 (the pick is correct) of the base and the trained judge.
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ FAMILY = "rm-r1"
 MAX_STEPS = 2  # calculations in a reference solution: short traces keep a CPU training step short
 MAX_TOKENS = 256  # the judge's budget for rationale + verdict at evaluation (the teacher's traces need ~200)
 REPS = 2000  # bootstrap resamples
+# Steps, not minutes, so that a seed gives the same judges anywhere: what 15 and 8 minutes of this machine train.
+SFT_STEPS = 51
+GRPO_STEPS = 5
 
 
 def problems(seed: int, held_out: int) -> tuple[list[gsm8k.Problem], list[gsm8k.Problem]]:
@@ -184,7 +188,7 @@ def train(data: dict[str, Any], out: Path, opts: argparse.Namespace, log: Any) -
                         "--family", FAMILY, "--val-fraction", "0", *seed], out, log)  # fmt: skip
     log(f"teacher: {taught['kept']} pairs backed, {taught['skipped_unverified']} not -> {taught['train']} SFT rows")
     sft = train_cli(["sft", "--engine", "trl", "--model", "smollm2", "--data", str(out / "sft-data"), "--output",
-                     str(out / "sft"), "--max-steps", str(opts.sft_steps), "--max-minutes", str(opts.sft_minutes),
+                     str(out / "sft"), "--max-steps", str(opts.sft_steps), *cap(opts.sft_minutes),
                      "--batch-size", str(opts.batch), "--lr", str(opts.sft_lr), "--max-length", "1024", *seed],
                     out, log)  # fmt: skip
     log(f"SFT: {sft['steps']} steps in {sft['seconds']} s")
@@ -192,11 +196,16 @@ def train(data: dict[str, Any], out: Path, opts: argparse.Namespace, log: Any) -
                "--val-fraction", "0", *seed], out, log)  # fmt: skip
     grpo = train_cli(["rlvr", "--engine", "trl", "--model", str(out / "sft"), "--data", str(out / "rlvr-data"),
                       "--output", str(out / "grpo"), "--family", FAMILY, "--max-steps", str(opts.grpo_steps),
-                      "--max-minutes", str(opts.grpo_minutes), "--lr", str(opts.grpo_lr), "--batch-size",
+                      *cap(opts.grpo_minutes), "--lr", str(opts.grpo_lr), "--batch-size",
                       str(opts.grpo_batch), "--num-generations", str(opts.generations), "--max-completion-tokens",
                       str(MAX_TOKENS), "--no-forced-prefix", *seed], out, log)  # fmt: skip
     log(f"GRPO: {grpo['steps']} steps in {grpo['seconds']} s")
     return {"teacher": taught, "sft": sft, "grpo": grpo}
+
+
+def cap(minutes: float | None) -> list[str]:
+    """``--max-minutes`` when a time cap is given (by default a fixed number of steps: same seed, same judge)."""
+    return [] if minutes is None else ["--max-minutes", str(minutes)]
 
 
 def train_cli(args: list[str], out: Path, log: Any) -> dict[str, Any]:
@@ -268,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--held-out", type=positive, default=100, help="held-out questions (pairs and best-of-N sets)")
     ap.add_argument("--pairs-per-question", type=positive, default=2)
     ap.add_argument("--n", type=positive, default=4, help="candidates per best-of-N set")
-    ap.add_argument("--sft-minutes", type=positive_float, default=15.0)
-    ap.add_argument("--sft-steps", type=positive, default=10_000)
+    ap.add_argument("--sft-steps", type=positive, default=SFT_STEPS)
+    ap.add_argument("--sft-minutes", type=positive_float, default=None, help="stop SFT earlier after this long")
     ap.add_argument("--sft-lr", type=positive_float, default=1e-4)
     ap.add_argument("--batch", type=positive, default=4)
-    ap.add_argument("--grpo-minutes", type=positive_float, default=8.0)
-    ap.add_argument("--grpo-steps", type=positive, default=10_000)
+    ap.add_argument("--grpo-steps", type=positive, default=GRPO_STEPS)
+    ap.add_argument("--grpo-minutes", type=positive_float, default=None, help="stop GRPO earlier after this long")
     ap.add_argument("--grpo-lr", type=positive_float, default=1e-5)
     ap.add_argument("--grpo-batch", type=positive, default=8)
     ap.add_argument("--generations", type=positive, default=4)

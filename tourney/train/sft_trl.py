@@ -10,7 +10,7 @@ of the loss (labels -100): the judge learns to write the trace and verdict, not 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +67,11 @@ def train_sft_trl(
     policy: Any = None,
     tokenizer: Any = None,
     progress: Callable[[str], None] = _to_stderr,
-    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Fine-tune on the traces with TRL on the CPU; save the model and tokenizer to ``output`` (if given) as a HF
     folder; return per-step logs, timings and row counts. Rows longer than ``max_length`` tokens are left out (TRL
     would cut their end, which is where the verdict is). ``policy``/``tokenizer`` may be passed in already loaded.
-    ``bf16``: bfloat16 autocast (None: where the CPU has it natively). ``callbacks``: more TrainerCallbacks."""
+    ``bf16``: bfloat16 autocast (None: where the CPU has it natively)."""
     import torch
     from datasets import Dataset
 
@@ -110,7 +109,7 @@ def train_sft_trl(
         args=args,
         train_dataset=Dataset.from_list(kept),
         processing_class=tokenizer,
-        callbacks=lines + list(callbacks),
+        callbacks=lines,
     )
     seconds = train_and_save(trainer, tokenizer, output, started)
     logs = [h for h in trainer.state.log_history if "loss" in h and "train_loss" not in h]

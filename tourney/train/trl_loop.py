@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -173,13 +173,12 @@ def train_trl(
     policy: Any = None,
     tokenizer: Any = None,
     progress: Callable[[str], None] = _to_stderr,
-    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Run GRPO with TRL on the CPU; save the model to ``output`` (if given); return per-step logs and timings.
 
     ``policy``/``tokenizer`` may be passed in already loaded (the experiment evaluates the same object before/after).
     ``progress`` gets one line per step (``step_line``; default: stderr): a CPU step can take minutes. ``bf16``:
-    bfloat16 autocast (None: where the CPU has it natively). ``callbacks``: more transformers TrainerCallbacks.
+    bfloat16 autocast (None: where the CPU has it natively).
     """
     import torch
     from datasets import Dataset
@@ -227,7 +226,7 @@ def train_trl(
         args=args,
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
-        callbacks=lines + list(callbacks),
+        callbacks=lines,
     )
     seconds = train_and_save(trainer, tokenizer, output, started)
     logs = [h for h in trainer.state.log_history if "reward" in h]
