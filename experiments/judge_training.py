@@ -287,6 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpo-batch", type=positive, default=8)
     ap.add_argument("--generations", type=positive, default=4)
     opts = ap.parse_args(argv)
+    if opts.grpo_batch % opts.generations:  # checked by `tourney train rlvr` too, but only after SFT
+        ap.error("--grpo-batch must be a multiple of --generations")
+    if opts.held_out >= len(problems(opts.seed, 0)[0]):
+        ap.error(f"--held-out must leave questions to train on (there are {len(problems(opts.seed, 0)[0])})")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()

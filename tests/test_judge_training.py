@@ -96,3 +96,14 @@ def test_held_out_questions_are_never_trained_on(tmp_path):
     assert all(len(s["responses"]) == 4 for s in read(data["sets"]))
     assert all(len(gsm8k.STEP.findall(p.solution)) <= jt.MAX_STEPS for p in sum(jt.problems(0, 10), []))
     assert np.all([len(i["responses"]) == 2 for i in read(data["held_pairs"])])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--grpo-batch", "6"], "multiple of --generations"), (["--held-out", "440"], "leave questions to train on")],
+)
+def test_option_values_are_checked_before_anything_runs(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        jt.main([*args, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
