@@ -42,6 +42,7 @@ import numpy as np
 
 from experiments import gsm8k
 from experiments.args import non_negative, positive, positive_float
+from experiments.scaling import metrics
 
 FAMILY = "rm-r1"
 MAX_STEPS = 2  # calculations in a reference solution: short traces keep a CPU training step short
@@ -170,13 +171,13 @@ def best_of_n(judge: str, name: str, data: dict[str, Any], out: Path, seed: int)
     tourney(["best-of-n", str(data["sets"]), *judge_args(judge, seed), "-o", str(path)], out / "tourney.log")
     sets = [json.loads(line) for line in Path(data["sets"]).read_text().splitlines()]
     picks = [json.loads(line) for line in path.read_text().splitlines()]
-    top1 = np.array([float(s["responses"][p["best_index"]]["correct"]) for s, p in zip(sets, picks)])
-    any_right = np.array([any(r["correct"] for r in s["responses"]) for s in sets])
+    correct = [[r["correct"] for r in s["responses"]] for s in sets]
+    top1 = np.array([metrics.best_of_n(c, [p["best_index"]]) for c, p in zip(correct, picks)])
     return {
         "top1": interval(top1, seed),
         "sets": len(sets),
-        "oracle": round(float(any_right.mean()), 4),
-        "random": round(float(np.mean([np.mean([r["correct"] for r in s["responses"]]) for s in sets])), 4),
+        "oracle": round(float(np.mean([metrics.oracle(c) for c in correct])), 4),
+        "random": round(float(np.mean([metrics.random_pick(c) for c in correct])), 4),
     }
 
 
@@ -289,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     if opts.grpo_batch % opts.generations:  # checked by `tourney train rlvr` too, but only after SFT
         ap.error("--grpo-batch must be a multiple of --generations")
-    if opts.held_out >= len(problems(opts.seed, 0)[0]):
-        ap.error(f"--held-out must leave questions to train on (there are {len(problems(opts.seed, 0)[0])})")
+    short = len(problems(opts.seed, 0)[0])
+    if opts.held_out >= short:
+        ap.error(f"--held-out must leave questions to train on (there are {short})")
     out = Path(opts.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
