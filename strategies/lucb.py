@@ -53,6 +53,19 @@ best (``dupes``: 0.56 vs 0.59).
 
 Stopping. ``done()`` once no challenger is left (the top is separated) or the budget is spent. ``budget`` counts
 matches (judgments with one vote) and is never exceeded; the default is 3(n − 1).
+
+Where it falls short (``experiments.bench_strategies``, N=16, 30 judgments, scenario ``a``, seed 0): after the
+warm-up the leader is the best candidate in 778 of 1,000 trials; the duels recover 142 of the other 222 and lose 4.
+In the 80 misses the best fell to a single vote in round 1 (24) or the quarterfinals (34), or in a voted semifinal
+(17) or final (5), and the typical trial spends most duels on two adjacent candidates (75 / 25) while the best, one
+loss behind, gets none. Every rule tried that moves duels from such a pair to the lone loser lost as much elsewhere
+(top-1 in ``a`` / ``b`` at 30, seeds 0 / 1; this module: 0.916 / 0.925, 0.968 / 0.954): challenger by upper bound
+s_c + β·se (β = 1: 0.886 / 0.912, 0.967 / 0.959); a bonus for pairs not yet played (0.25 se: 0.903 / 0.919, 0.965 /
+0.960); value P(c ahead) × the share of se one duel removes (0.906 / 0.919, 0.961 / 0.947); top-two Thompson
+sampling on the Laplace posterior (0.908 / 0.919, 0.965 / 0.951); a one-step lookahead on P(right pick) (0.821 /
+0.844, 0.937 / 0.920); picking by P(best) under the posterior instead of the MAP (0.918 / 0.927, 0.960 / 0.949);
+spread 12 or 48, prior 1 or 0.1, batch 1 or 4, the final best of 5, every warm-up round voted (``share`` 1: 0.887 /
+0.906, 0.964 / 0.971): none better on both.
 """
 
 from __future__ import annotations
