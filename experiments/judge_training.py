@@ -188,6 +188,7 @@ def train(data: dict[str, Any], out: Path, opts: argparse.Namespace, log: Any) -
     taught = train_cli(["sft-prepare", str(data["train_pairs"]), "--teacher", "arithmetic", "-o", str(out / "sft-data"),
                         "--family", FAMILY, "--val-fraction", "0", *seed], out, log)  # fmt: skip
     log(f"teacher: {taught['kept']} pairs backed, {taught['skipped_unverified']} not -> {taught['train']} SFT rows")
+    log(f"SFT: {opts.sft_steps} steps of {opts.batch} rows (tourney train sft --engine trl)")
     sft = train_cli(["sft", "--engine", "trl", "--model", "smollm2", "--data", str(out / "sft-data"), "--output",
                      str(out / "sft"), "--max-steps", str(opts.sft_steps), *cap(opts.sft_minutes),
                      "--batch-size", str(opts.batch), "--lr", str(opts.sft_lr), "--max-length", "1024", *seed],
@@ -195,6 +196,7 @@ def train(data: dict[str, Any], out: Path, opts: argparse.Namespace, log: Any) -
     log(f"SFT: {sft['steps']} steps in {sft['seconds']} s")
     train_cli(["prepare", str(data["train_pairs"]), "-o", str(out / "rlvr-data"), "--family", FAMILY,
                "--val-fraction", "0", *seed], out, log)  # fmt: skip
+    log(f"GRPO: {opts.grpo_steps} steps of {opts.grpo_batch} samples (tourney train rlvr --engine trl)")
     grpo = train_cli(["rlvr", "--engine", "trl", "--model", str(out / "sft"), "--data", str(out / "rlvr-data"),
                       "--output", str(out / "grpo"), "--family", FAMILY, "--max-steps", str(opts.grpo_steps),
                       *cap(opts.grpo_minutes), "--lr", str(opts.grpo_lr), "--batch-size",
@@ -212,7 +214,7 @@ def cap(minutes: float | None) -> list[str]:
 def train_cli(args: list[str], out: Path, log: Any) -> dict[str, Any]:
     """``tourney train ARGS``: its step lines go to ``log`` as they come, its JSON report (stdout) is returned."""
     cmd = [sys.executable, "-m", "tourney", "train", *args]
-    with open(out / "train.log", "a") as err:
+    with open(out / "train.log", "a", buffering=1) as err:  # line by line: a user may tail it
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None and proc.stderr is not None
         for line in proc.stderr:
@@ -304,10 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     folders = {"base": "smollm2", "sft": str(out / "sft"), "grpo": str(out / "grpo")}
     judges: dict[str, Any] = {}
     for name, judge in folders.items():
+        log(f"{name}: judging {data['counts']['held_out_pairs']} held-out pairs in both orders (tourney rank)")
         judges[name] = evaluate(judge, name, data, out, opts.seed)
         log(f"{name}: {json.dumps(judges[name])}")
     bon = {}
     for name in ("base", "grpo"):
+        log(f"{name}: best-of-{opts.n} over {data['counts']['best_of_n_sets']} held-out sets (tourney best-of-n)")
         bon[name] = best_of_n(folders[name], name, data, out, opts.seed)
         log(f"{name} best-of-{opts.n}: {json.dumps(bon[name])}")
     sft_steps = training["sft"]["steps"]

@@ -11,7 +11,7 @@ from train_helpers import run_cli, write_pairs
 
 from tourney.judges import FAMILIES
 from tourney.train.sft_trl import prompt_completion, sft_line
-from tourney.train.trl_loop import cut_at_verdict, forced_prefix, make_reward, step_line
+from tourney.train.trl_loop import cut_at_verdict, eta, forced_prefix, make_reward, step_line
 
 GOLD = "Janet sells 16 - 3 - 4 = 9 duck eggs a day.\nShe makes 9 * 2 = $18 every day.\n#### 18"
 SLIP = "Janet sells 16 - 3 - 4 = 9 duck eggs a day.\nShe makes 9 * 2 = $17 every day.\n#### 17"
@@ -55,6 +55,7 @@ def test_trl_engine_runs_grpo_steps_on_the_cpu(tmp_path, smollm2_dir):
     assert any(out.glob("*.safetensors"))
     steps = [line for line in res.stderr.splitlines() if line.startswith("tourney: step ")]
     assert [s.split(":")[1] for s in steps] == [" step 1/2", " step 2/2"] and "reward mean " in steps[0], res.stderr
+    assert ", eta " in steps[0] and ", eta " not in steps[1]  # the time left, until the last step
     assert res.stderr.count("TRL currently supports vLLM") <= 1 and "Triton is installed" not in res.stderr
 
 
@@ -62,6 +63,14 @@ def test_one_progress_line_per_step():
     line = step_line(3, 20, {"loss": 0.0123456, "reward": -0.25, "step_time": 9.9}, 181.04)
     assert line == "tourney: step 3/20: reward mean -0.250, loss 0.01235, 181.0 s"
     assert step_line(1, 2, {}, 0.5) == "tourney: step 1/2: reward mean ?, loss ?, 0.5 s"
+
+
+def test_eta_from_the_mean_step_capped_by_the_time_left():
+    assert eta(2, 10, 30.0) == ", eta 2m00s"  # 15 s a step, 8 steps left
+    assert eta(1, 3, 61.4) == ", eta 2m03s"
+    assert eta(2, 10, 30.0, seconds_left=45.4) == ", eta 0m45s"  # a --max-minutes cap ends it sooner
+    assert eta(2, 10, 30.0, seconds_left=-3.0) == ", eta 0m00s"
+    assert eta(10, 10, 30.0) == "" and eta(0, 10, 0.0) == ""
 
 
 def test_trl_engine_bad_options(tmp_path):
@@ -107,6 +116,7 @@ def test_sft_trl_engine_trains_a_few_steps_and_saves_a_loadable_model(tmp_path):
     assert report["rows"] == 6 and report["skipped_too_long"] == 0
     steps = [line for line in res.stderr.splitlines() if line.startswith("tourney: step ")]
     assert [s.split(":")[1] for s in steps] == [" step 1/2", " step 2/2"] and "token accuracy " in steps[0], res.stderr
+    assert ", eta " in steps[0] and ", eta " not in steps[1]
     assert res.stderr.count("TRL currently supports vLLM") <= 1 and "Triton is installed" not in res.stderr
     model = AutoModelForCausalLM.from_pretrained(out)  # what `rlvr --engine trl --model DIR` and `rank --judge` load
     assert AutoTokenizer.from_pretrained(out).chat_template and model.config.num_hidden_layers == 2

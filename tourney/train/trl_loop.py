@@ -112,6 +112,18 @@ def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -
     return f"tourney: step {step}/{max_steps}: reward mean {reward_text}, loss {loss_text}, {seconds:.1f} s"
 
 
+def eta(done: int, total: int, elapsed: float, seconds_left: float | None = None) -> str:
+    """Time left after ``done`` of ``total`` steps took ``elapsed`` seconds, as ", eta 4m05s" (the mean step so far
+    times the steps left, no later than a time cap ``seconds_left`` away); "" once done."""
+    if done <= 0 or done >= total:
+        return ""
+    left = elapsed / done * (total - done)
+    if seconds_left is not None:
+        left = min(left, max(seconds_left, 0.0))
+    minutes, secs = divmod(round(left), 60)
+    return f", eta {minutes}m{secs:02d}s"
+
+
 def _to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
@@ -124,7 +136,7 @@ def step_callbacks(
 ) -> list[Any]:
     """Trainer callbacks shared by the TRL loops: stop after ``max_seconds`` of training (checked at each step end),
     and one ``progress`` line per step, ``line_of(state, logs, step seconds)`` for each log that gives one
-    (logging_steps=1: every step logs)."""
+    (logging_steps=1: every step logs), with the time left (``eta``, from the first step on: loading is not a step)."""
     from transformers import TrainerCallback
 
     class Deadline(TrainerCallback):
@@ -139,16 +151,21 @@ def step_callbacks(
         """One ``progress`` line per step, from the step's log."""
 
         def __init__(self) -> None:
-            self.step_started = time.monotonic()
+            self.step_started = self.first_step = time.monotonic()
+            self.began = False
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             self.step_started = time.monotonic()
+            if not self.began:
+                self.first_step, self.began = self.step_started, True
             return control
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
-            line = line_of(state, logs, time.monotonic() - self.step_started) if logs else None
+            now = time.monotonic()
+            line = line_of(state, logs, now - self.step_started) if logs else None
             if line is not None:
-                progress(line)
+                cap = None if max_seconds is None else max_seconds - (now - started)
+                progress(line + eta(state.global_step, state.max_steps, now - self.first_step, cap))
             return control
 
     return [Deadline(), StepLines()]
