@@ -63,7 +63,8 @@ loss behind, gets none. Every rule tried that moves duels from such a pair to th
 s_c + β·se (β = 1: 0.886 / 0.912, 0.967 / 0.959); a bonus for pairs not yet played (0.25 se: 0.903 / 0.919, 0.965 /
 0.960); value P(c ahead) × the share of se one duel removes (0.906 / 0.919, 0.961 / 0.947); top-two Thompson
 sampling on the Laplace posterior (0.908 / 0.919, 0.965 / 0.951); a one-step lookahead on P(right pick) (0.821 /
-0.844, 0.937 / 0.920); picking by P(best) under the posterior instead of the MAP (0.918 / 0.927, 0.960 / 0.949);
+0.844, 0.937 / 0.920); every second match between the two least separated challengers instead (0.897 / 0.906,
+0.964 / 0.960); picking by P(best) under the posterior instead of the MAP (0.918 / 0.927, 0.960 / 0.949);
 spread 12 or 48, prior 1 or 0.1, batch 1 or 4, the final best of 5, every warm-up round voted (``share`` 1: 0.887 /
 0.906, 0.964 / 0.971): none better on both.
 """
