@@ -274,21 +274,22 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run everything; print the table; write results.json, table.md and accuracy.png to ``--out``."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.judge_training", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m experiments.judge_training", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
     ap.add_argument("--out", default="judge-training-results", help="folder for data, judges, judgments and results")
-    ap.add_argument("--seed", type=non_negative, default=0)
+    ap.add_argument("--seed", type=non_negative, default=0, help="the split, the pairs, training and evaluation")
     ap.add_argument("--held-out", type=positive, default=100, help="held-out questions (pairs and best-of-N sets)")
-    ap.add_argument("--pairs-per-question", type=positive, default=2)
+    ap.add_argument("--pairs-per-question", type=positive, default=2, help="correct-vs-wrong pairs per question")
     ap.add_argument("--n", type=positive, default=4, help="candidates per best-of-N set")
-    ap.add_argument("--sft-steps", type=positive, default=SFT_STEPS)
-    ap.add_argument("--sft-minutes", type=positive_float, default=None, help="stop SFT earlier after this long")
-    ap.add_argument("--sft-lr", type=positive_float, default=1e-4)
-    ap.add_argument("--batch", type=positive, default=4)
-    ap.add_argument("--grpo-steps", type=positive, default=GRPO_STEPS)
-    ap.add_argument("--grpo-minutes", type=positive_float, default=None, help="stop GRPO earlier after this long")
-    ap.add_argument("--grpo-lr", type=positive_float, default=1e-5)
-    ap.add_argument("--grpo-batch", type=positive, default=8)
-    ap.add_argument("--generations", type=positive, default=4)
+    ap.add_argument("--sft-steps", type=positive, default=SFT_STEPS, help="SFT steps (stage 1)")
+    ap.add_argument("--sft-minutes", type=positive_float, default=None, help="cap SFT at this many minutes")
+    ap.add_argument("--sft-lr", type=positive_float, default=1e-4, help="SFT learning rate")
+    ap.add_argument("--batch", type=positive, default=4, help="SFT rows per step")
+    ap.add_argument("--grpo-steps", type=positive, default=GRPO_STEPS, help="GRPO steps (stage 2)")
+    ap.add_argument("--grpo-minutes", type=positive_float, default=None, help="cap GRPO at this many minutes")
+    ap.add_argument("--grpo-lr", type=positive_float, default=1e-5, help="GRPO learning rate")
+    ap.add_argument("--grpo-batch", type=positive, default=8, help="GRPO samples per step (pairs x generations)")
+    ap.add_argument("--generations", type=positive, default=4, help="GRPO samples per pair")
     opts = ap.parse_args(argv)
     if opts.grpo_batch % opts.generations:  # checked by `tourney train rlvr` too, but only after SFT
         ap.error("--grpo-batch must be a multiple of --generations")
