@@ -30,6 +30,7 @@ knockout, the same for both judges): top-1 (the pick is correct) of the base and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -53,11 +54,18 @@ SFT_STEPS = 51
 GRPO_STEPS = 5
 
 
+@functools.cache
+def short_questions() -> tuple[gsm8k.Problem, ...]:
+    """GSM8K test questions with at most MAX_STEPS calculations, in the dataset's order (read once a process: the
+    option check and the data both need them)."""
+    return tuple(p for p in gsm8k.load() if len(gsm8k.STEP.findall(p.solution)) <= MAX_STEPS)
+
+
 def problems(seed: int, held_out: int) -> tuple[list[gsm8k.Problem], list[gsm8k.Problem]]:
-    """Short GSM8K test questions (at most MAX_STEPS calculations), shuffled by ``seed``: (train, held out)."""
-    short = [p for p in gsm8k.load() if len(gsm8k.STEP.findall(p.solution)) <= MAX_STEPS]
-    order = np.random.default_rng(seed).permutation(len(short))
-    short = [short[i] for i in order]
+    """Short GSM8K test questions (``short_questions``), shuffled by ``seed``: (train, held out)."""
+    pool = short_questions()
+    order = np.random.default_rng(seed).permutation(len(pool))
+    short = [pool[i] for i in order]
     return short[held_out:], short[:held_out]
 
 
@@ -293,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = ap.parse_args(argv)
     if opts.grpo_batch % opts.generations:  # checked by `tourney train rlvr` too, but only after SFT
         ap.error("--grpo-batch must be a multiple of --generations")
-    short = len(problems(opts.seed, 0)[0])
+    short = len(short_questions())
     if opts.held_out >= short:
         ap.error(f"--held-out must leave questions to train on (there are {short})")
     out = Path(opts.out)

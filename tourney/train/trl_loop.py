@@ -151,13 +151,13 @@ def step_callbacks(
         """One ``progress`` line per step, from the step's log."""
 
         def __init__(self) -> None:
-            self.step_started = self.first_step = time.monotonic()
-            self.began = False
+            self.step_started = time.monotonic()
+            self.first_step: float | None = None  # when step 1 began: the ETA leaves out loading
 
         def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             self.step_started = time.monotonic()
-            if not self.began:
-                self.first_step, self.began = self.step_started, True
+            if self.first_step is None:
+                self.first_step = self.step_started
             return control
 
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> Any:
@@ -165,7 +165,8 @@ def step_callbacks(
             line = line_of(state, logs, now - self.step_started) if logs else None
             if line is not None:
                 cap = None if max_seconds is None else max_seconds - (now - started)
-                progress(line + eta(state.global_step, state.max_steps, now - self.first_step, cap))
+                began = self.step_started if self.first_step is None else self.first_step
+                progress(line + eta(state.global_step, state.max_steps, now - began, cap))
             return control
 
     return [Deadline(), StepLines()]
