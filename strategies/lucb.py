@@ -138,6 +138,7 @@ class LUCB:
         # Soft wins of the matches 0.._folded-1 (``pair_wins``, summed in match order), folded in as they complete.
         self._wins = np.zeros((n, n))
         self._folded = 0
+        self._played = np.zeros((n, n), dtype=np.int64)  # matches proposed per pair, kept as they are added
 
     def _warm_up_votes(self, votes: int, share: float) -> list[int]:
         """Judgments per bracket match, by round: ``votes`` for the last rounds, from the final back, while the extra
@@ -206,14 +207,15 @@ class LUCB:
 
     def _opponents(self, h: int) -> np.ndarray:
         """How many matches so far each candidate played against ``h``."""
-        i, j = np.asarray(self._i, dtype=int), np.asarray(self._j, dtype=int)
-        return np.bincount(np.concatenate([j[i == h], i[j == h]]), minlength=self.n)
+        return self._played[h].copy()
 
     def _add(self, i: int, j: int) -> Match:
         """Register a new match."""
         m = Match(id=len(self._i), i=i, j=j)
         self._i.append(i)
         self._j.append(j)
+        self._played[i, j] += 1
+        self._played[j, i] += 1
         self._p.append(float("nan"))
         return m
 

@@ -290,7 +290,7 @@ def test_sample_limit_reads_only_the_first_prompts(tmp_path):
     src = tmp_path / "p.jsonl"
     src.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n{oops\n')
     assert [r.id for r in read_prompts(str(src), 2)] == ["a", "b"]
-    p = tourney("sample", src, "--limit", "1", "--policy", "/no/such", "--dry-run", "--cache", tmp_path / "s.sqlite")
+    p = tourney("sample", src, "--limit", "1", "--policy", "nobody/x", "--dry-run", "--cache", tmp_path / "s.sqlite")
     assert p.returncode == 0 and json.loads(p.stdout)["prompts"] == 1
 
 
@@ -311,3 +311,25 @@ def test_intervals_bound_each_bradley_terry_score_and_are_seeded(tmp_path):
 def test_intervals_need_round_robin_bradley_terry(extra):
     p = tourney("rank", EXAMPLE, *SIM, "--intervals", *extra, "-o", "-")
     assert p.returncode == 2 and p.stdout == "" and "--strategy round-robin --rating bt" in p.stderr
+
+
+@pytest.mark.parametrize(
+    ("messages", "what"),
+    [
+        ([{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "must end with a user turn"),
+        ([{"role": "user", "content": "q"}, {"role": "system", "content": "s"}, {"role": "user", "content": "r"}],
+         "prompt message 1 has role 'system'"),
+        ([{"role": "system", "content": "s"}], "prompt message 0 has role 'system'"),
+    ],
+)  # fmt: skip
+def test_the_simulated_judge_checks_a_prompt_as_a_family_does(tmp_path, messages, what):
+    """The prompt's shape is an input rule, not a model's: the simulator refuses what every family refuses."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(
+        json.dumps({"prompt": messages, "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 2}]}) + "\n"
+    )
+    for command in ("rank", "pairs"):
+        p = tourney(command, src, *SIM, "-o", out)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert p.stderr.startswith(f"tourney: error: {src}:1: field 'prompt': ") and what in p.stderr
+        assert not out.exists()

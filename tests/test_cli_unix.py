@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -209,13 +210,45 @@ def test_a_round_robin_dry_run_plays_only_the_prompts_the_cache_has(tmp_path):
     assert knockout["judgments"] == 3 + 3 + 2  # played: a knockout's plan is only its bound
 
 
-def test_a_prompt_that_plans_a_huge_tournament_is_named(tmp_path):
+def test_a_prompt_that_plans_a_huge_tournament_is_named(tmp_path, monkeypatch):
     big = tmp_path / "big.jsonl"
     big.write_text(json.dumps({"prompt": "p", "responses": [{"text": f"r{i}", "quality": i % 5} for i in range(450)]}))
     p = tourney("rank", big, *SIM, "--dry-run")
     assert json.loads(p.stdout)["judgments"] == 450 * 449 // 2
     assert p.stderr.startswith("tourney: warning: a prompt with 450 responses plans 101,025 judgments (round-robin")
     assert "warning" not in tourney("rank", big, *SIM, "--dry-run", "--strategy", "knockout").stderr
+    # A budget the user set is the bound: the warning says so, and does not advise a budget (at a lower threshold:
+    # a dry run plays a budgeted strategy to its bound, 100,000 judgments would take seconds).
+    monkeypatch.setattr("tourney.cli.judging.HUGE_PROMPT", 1000)
+    p = tourney("rank", EXAMPLE, *SIM, "--dry-run", "--budget", "1000")
+    assert (
+        p.stderr == "tourney: warning: a prompt with 4 responses may make up to 1,000 judgments (lucb, --budget"
+        " 1000 counts judgments per prompt)\n"
+    ), p.stderr
+
+
+def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path):
+    """A hard link to the input, and /dev/stdin when the input is the pipe on stdin: one line, nothing written."""
+    src, link = tmp_path / "in.jsonl", tmp_path / "link.jsonl"
+    src.write_bytes(EXAMPLE.read_bytes())
+    os.link(src, link)
+    line = one_error(tourney("rank", src, *SIM, "-o", link))
+    assert line == f"tourney: error: --output and INPUT name the same file ({link})"
+    assert src.read_bytes() == EXAMPLE.read_bytes() and sorted(os.listdir(tmp_path)) == ["in.jsonl", "link.jsonl"]
+    p = subprocess.run(python_m_tourney("rank", "-", *SIM, "-o", "/dev/stdin"), input=EXAMPLE.read_text(),
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert one_error(p) == "tourney: error: --output and INPUT name the same file (/dev/stdin)"
+
+
+def test_a_dry_run_creates_no_cache_and_registers_no_judge(tmp_path):
+    cache = tmp_path / "c.sqlite"
+    p = tourney("rank", EXAMPLE, "--judge", "simulated", "--cache", cache, "--dry-run")
+    assert p.returncode == 0 and json.loads(p.stdout)["cached"] == 0 and not cache.exists()
+    assert tourney("rank", EXAMPLE, "--judge", "simulated", "--cache", cache, "-o", tmp_path / "o").returncode == 0
+    p = tourney("rank", EXAMPLE, "--judge", "simulated", "--sim-tau", "2", "--cache", cache, "--dry-run")
+    assert p.returncode == 0 and json.loads(p.stdout)["cached"] == 0  # another judge: nothing of it cached
+    with sqlite3.connect(cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM judges").fetchone() == (1,)  # the run's judge only
 
 
 def test_a_server_that_does_not_answer_at_start_is_said_while_retrying(tmp_path):

@@ -97,11 +97,23 @@ def test_samples_are_seeded_cached_and_resume_to_the_same_bytes(backend, prompts
 
 
 def test_dry_run_loads_no_model(prompts_file, tmp_path):
-    """Without a sample cache to count, a dry run reads nothing of the policy (with one, its tokenizer)."""
-    p = tourney("sample", prompts_file, "-n", 5, "--policy", "/no/such/model", "--dry-run",
-                "--cache", tmp_path / "none.sqlite")  # fmt: skip
-    assert p.returncode == 0
+    """Without a sample cache to count, a dry run reads nothing of the policy (with one, its tokenizer): a hub id
+    that exists nowhere here passes; a name that cannot be a model is refused as a run refuses it; output options
+    are refused (a dry run writes nothing), and no cache file is created."""
+    cache = tmp_path / "none.sqlite"
+    p = tourney("sample", prompts_file, "-n", 5, "--policy", "nobody/no-such-model", "--dry-run", "--cache", cache)
+    assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"prompts": 3, "samples": 15, "new": 15, "cached": 0}
+    assert not cache.exists()
+    p = tourney("sample", prompts_file, "--policy", "/no/such/model", "--dry-run", "--no-cache")
+    want = "tourney: error: unknown model '/no/such/model': not a directory, a hub id (org/name) or a built-in"
+    assert p.returncode == 2 and p.stderr.strip() == want + " (smollm2)", p.stderr
+    for option in ("-o", "--summary"):
+        p = tourney("sample", prompts_file, "--dry-run", "--no-cache", option, tmp_path / "x")
+        flag = "--output" if option == "-o" else option
+        want = f"tourney: error: {flag} has no effect with --dry-run (it writes nothing)"
+        assert p.returncode == 2 and p.stderr.strip() == want, p.stderr
+        assert not (tmp_path / "x").exists()
 
 
 BAD = [

@@ -102,11 +102,17 @@ def encoded_key(judge: str, prompt: str, a: str, b: str, vote: int, *fields: str
     return sha("[" + ",".join((judge, prompt, a, b, str(vote), *fields)) + "]")
 
 
-def open_cache(path: str | None, disabled: bool) -> Cache | None:
-    """Open the judgment cache at ``path`` (or the default), or return None when disabled."""
+def open_cache(path: str | None, disabled: bool, dry_run: bool = False) -> Cache | None:
+    """Open the judgment cache at ``path`` (or the default), or return None when disabled. A ``dry_run`` only reads:
+    a cache that does not exist yet is not created (None: nothing cached), and a judge is not registered."""
     if disabled:
         return None
-    return Cache(path or default_cache_path())
+    where = path or default_cache_path()
+    if dry_run and not os.path.exists(where):
+        return None
+    cache = Cache(where)
+    cache.reading_only = dry_run
+    return cache
 
 
 class Cache(Store):
@@ -115,11 +121,13 @@ class Cache(Store):
     def __init__(self, path: str | os.PathLike[str]) -> None:
         """Open (or create) the cache file; a file that is not a tourney judgment cache raises InputError, untouched."""
         super().__init__(path, SCHEMA)
+        self.reading_only = False  # a dry run's: ``register`` stores nothing
 
     def register(self, identity: dict[str, Any]) -> str:
         """Store a judge identity (for inspection) and return its hash."""
         digest = judge_hash(identity)
-        self.insert("judges", [(digest, canonical(identity))])
+        if not self.reading_only:
+            self.insert("judges", [(digest, canonical(identity))])
         return digest
 
     def prompts_of(self, identity: dict[str, Any]) -> set[str]:

@@ -291,18 +291,33 @@ def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -
     be named twice; ``-`` (stdout) only once, also as /dev/stdout when stdout is a pipe.
     """
     seen: dict[str, str] = {}
-    if input_path and input_path != "-":
-        seen[os.path.realpath(input_path)] = "INPUT"
+    if input_path == "-":  # a pipe on stdin is refused as an output too (-o /dev/stdin)
+        seen.update(dict.fromkeys(_inode(None, fifo_only=True), "INPUT"))
+    elif input_path:
+        seen.update(dict.fromkeys([os.path.realpath(input_path), *_inode(input_path)], "INPUT"))
     for option, path in paths.items():
         if path is None:
             continue
         key = _identity(path, *output_target(path))
         if key is None:
             continue
-        if key in seen:
+        keys = [key, *_inode(key)] if key != "-" and not key.startswith("fifo ") else [key]  # a hard link: its inode
+        clash = next((k for k in keys if k in seen), None)
+        if clash is not None:
             what = "stdout" if path == "-" else "the same file"
-            raise InputError(f"{option} and {seen[key]} name {what} ({path})")
-        seen[key] = option
+            raise InputError(f"{option} and {seen[clash]} name {what} ({path})")
+        seen.update(dict.fromkeys(keys, option))
+
+
+def _inode(path: str | None, fifo_only: bool = False) -> list[str]:
+    """The file's identity by inode (``path`` None: stdin's), as ``_identity`` names FIFOs; [] when it has none."""
+    try:
+        st = os.fstat(sys.stdin.fileno()) if path is None else os.stat(path)
+    except (OSError, ValueError):  # not there yet, or no usable stdin (an in-process test's)
+        return []
+    if stat.S_ISFIFO(st.st_mode):
+        return [f"fifo {st.st_dev}:{st.st_ino}"]
+    return [] if fifo_only else [f"inode {st.st_dev}:{st.st_ino}"]
 
 
 def dumps(row: dict[str, Any]) -> str:

@@ -61,10 +61,15 @@ def check_judge_options(opts: dict[str, Any], given: set[str], strategy: str) ->
         raise clash(
             "adaptive_votes", f"--votes {opts['votes']} (it needs 3 or more to stop early)", "has no effect with"
         )
-    for name in ("output", "judgments_path", "summary_path"):
+    check_dry_run(opts, given, ("output", "judgments_path", "summary_path"))
+    check_run_options(opts, given)
+
+
+def check_dry_run(opts: dict[str, Any], given: set[str], outputs: tuple[str, ...]) -> None:
+    """Refuse output options with --dry-run, which writes nothing."""
+    for name in outputs:
         if opts["dry_run"] and name in given:
             raise clash(name, "--dry-run (it writes nothing)", "has no effect with")
-    check_run_options(opts, given)
 
 
 def check_backend_options(opts: dict[str, Any], given: set[str]) -> None:

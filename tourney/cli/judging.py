@@ -141,9 +141,13 @@ class Planner:
         n, judgments = self.widest
         if judgments < HUGE_PROMPT:
             return
-        names = ", ".join(budgeted())
-        CONSOLE.warn(f"a prompt with {n:,} responses plans {judgments:,} judgments ({self.tournament.strategy}, "
-                     f"{plural(self.tournament.votes, 'vote')} a match); a budgeted strategy ({names}: --budget B) "
+        t, names = self.tournament, ", ".join(budgeted())
+        if t.strategy in budgeted() and t.budget is not None:  # the user's own bound: advice to budget is no news
+            CONSOLE.warn(f"a prompt with {n:,} responses may make up to {judgments:,} judgments ({t.strategy}, "
+                         f"--budget {t.budget} counts judgments per prompt)")  # fmt: skip
+            return
+        CONSOLE.warn(f"a prompt with {n:,} responses plans {judgments:,} judgments ({t.strategy}, "
+                     f"{plural(t.votes, 'vote')} a match); a budgeted strategy ({names}: --budget B) "
                      "or a knockout judges O(N) per prompt")  # fmt: skip
 
 
@@ -176,7 +180,7 @@ def judge(
     if items is None:
         items = itertools.islice(prep.source.items(), prep.resume.prompts, None)
     cfg = prep.cfg
-    cache = open_cache(opts["cache_path"], opts["no_cache"])
+    cache = open_cache(opts["cache_path"], opts["no_cache"], opts["dry_run"])
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
     logs = nullcontext() if cfg.simulated or opts["verbose"] else CONSOLE.logs_to(log_path())
     try:
@@ -368,14 +372,18 @@ def warn_greedy_votes(cfg: JudgeConfig, family: Any, votes: int) -> None:
 
 
 def check_prompts(items: list, family: Any, path: str) -> None:
-    """Render every prompt with the family before any judging, so a prompt it cannot take fails with its line."""
-    if family is None:
-        return
+    """Render every prompt with the family before any judging, so a prompt it cannot take fails with its line; with
+    no family (the simulated judge) the prompt's shape is checked as a family checks it."""
+    from tourney.judges.base import conversation_turns
+
     for item in items:
         if len(item.texts) < 2:
             continue
         try:
-            family.render(item.prompt, "", "")
+            if family is not None:
+                family.render(item.prompt, "", "")
+            elif not isinstance(item.prompt, str):
+                conversation_turns(item.prompt, None)
         except InputError as err:
             raise InputError(err.message, file=path, line=item.line, field="prompt") from None
 

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from tourney.cli import CONSOLE, options
-from tourney.cli.checks import check_backend_options, check_run_options, given_options
+from tourney.cli.checks import check_backend_options, check_dry_run, check_run_options, given_options
 from tourney.cli.judging import log_path
 from tourney.console import plural
 from tourney.errors import BackendError
@@ -56,6 +56,7 @@ def sample_cmd(**opts: Any) -> None:
     CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "samples so far are cached"
     given = given_options()
     check_backend_options(opts, given)
+    check_dry_run(opts, given, ("output", "summary_path"))
     check_run_options(opts, given)
     cfg = JudgeConfig(opts["policy"], backend=opts["backend"], mode="lockstep", seed=opts["seed"], dtype=opts["dtype"],
                       max_model_len=opts["max_model_len"], tensor_parallel_size=opts["tensor_parallel_size"],
@@ -110,6 +111,10 @@ def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
     from tourney.config import make_backend
     from tourney.sample import SampleCache, cached_samples, default_samples_path
 
+    if cfg.backend != "openai":  # the policy must name a model, as a run checks it (nothing is loaded)
+        from tourney.models import resolve_model
+
+        resolve_model(cfg.judge, convert=False)
     if cfg.backend == "ray":  # the cluster and where each replica would go
         from tourney.backends.ray import check_cluster
 

@@ -95,7 +95,9 @@ def _verl_model(name: str, dry_run: bool) -> str:
     "Learning rate (default: RM-R1's for the model size; 1e-5 for --engine trl).",
     "Nodes for verl (default: RM-R1's for the model size).",
 )
-@click.option("--size", default=None, help="Model size for the presets (7b, 14b, 32b); default: from the name.")
+@click.option(
+    "--size", default=None, help="Model size for the presets (7b, 14b, 32b, 32b-instruct); default: from the name."
+)
 @click.option(
     "--format-penalty",
     type=float,
