@@ -228,7 +228,8 @@ def test_a_prompt_that_plans_a_huge_tournament_is_named(tmp_path, monkeypatch):
 
 
 def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path):
-    """A hard link to the input, and /dev/stdin when the input is the pipe on stdin: one line, nothing written."""
+    """A hard link to the input, /dev/stdin when the input is the pipe on stdin, the file stdin reads: one line,
+    nothing written."""
     src, link = tmp_path / "in.jsonl", tmp_path / "link.jsonl"
     src.write_bytes(EXAMPLE.read_bytes())
     os.link(src, link)
@@ -238,6 +239,11 @@ def test_an_output_that_is_the_input_under_another_name_is_refused(tmp_path):
     p = subprocess.run(python_m_tourney("rank", "-", *SIM, "-o", "/dev/stdin"), input=EXAMPLE.read_text(),
                        capture_output=True, text=True, timeout=120)  # fmt: skip
     assert one_error(p) == "tourney: error: --output and INPUT name the same file (/dev/stdin)"
+    with open(src) as stdin:  # `tourney rank - -o in.jsonl < in.jsonl`
+        p = subprocess.run(python_m_tourney("rank", "-", *SIM, "-o", src), stdin=stdin, capture_output=True,
+                           text=True, timeout=120)  # fmt: skip
+    assert one_error(p) == f"tourney: error: --output and INPUT name the same file ({src})"
+    assert src.read_bytes() == EXAMPLE.read_bytes()
 
 
 def test_a_dry_run_creates_no_cache_and_registers_no_judge(tmp_path):

@@ -291,8 +291,8 @@ def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -
     be named twice; ``-`` (stdout) only once, also as /dev/stdout when stdout is a pipe.
     """
     seen: dict[str, str] = {}
-    if input_path == "-":  # a pipe on stdin is refused as an output too (-o /dev/stdin)
-        seen.update(dict.fromkeys(_inode(None, fifo_only=True), "INPUT"))
+    if input_path == "-":  # what stdin reads is refused as an output too (-o /dev/stdin, or the file given as < f)
+        seen.update(dict.fromkeys(_inode(None), "INPUT"))
     elif input_path:
         seen.update(dict.fromkeys([os.path.realpath(input_path), *_inode(input_path)], "INPUT"))
     for option, path in paths.items():
@@ -309,15 +309,13 @@ def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -
         seen.update(dict.fromkeys(keys, option))
 
 
-def _inode(path: str | None, fifo_only: bool = False) -> list[str]:
+def _inode(path: str | None) -> list[str]:
     """The file's identity by inode (``path`` None: stdin's), as ``_identity`` names FIFOs; [] when it has none."""
     try:
         st = os.fstat(sys.stdin.fileno()) if path is None else os.stat(path)
     except (OSError, ValueError):  # not there yet, or no usable stdin (an in-process test's)
         return []
-    if stat.S_ISFIFO(st.st_mode):
-        return [f"fifo {st.st_dev}:{st.st_ino}"]
-    return [] if fifo_only else [f"inode {st.st_dev}:{st.st_ino}"]
+    return [f"{'fifo' if stat.S_ISFIFO(st.st_mode) else 'inode'} {st.st_dev}:{st.st_ino}"]
 
 
 def dumps(row: dict[str, Any]) -> str:
