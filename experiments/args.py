@@ -1,16 +1,52 @@
-"""Value types for the experiments' argparse options: a bad value is argparse's one-line usage error (exit 2)."""
+"""The experiments' parser and option types: a bad value or option is one line, ``prog: error: ...``, exit 2."""
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with tourney's one-line errors: ``prog: error: message`` and exit 2 (the usage is in ``--help``)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the one line and exit 2."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def out_dir(text: str) -> Path:
+    """An output folder that is a folder or can be made one (checked before any work; nothing is left behind)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    parent = path
+    while not parent.exists():  # the nearest existing ancestor: it must be a folder this user can write
+        parent = parent.parent
+    try:  # a real probe: access() says yes to root even in /proc
+        if not parent.is_dir():
+            raise NotADirectoryError
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".tourney-probe-"))
+    except OSError:
+        raise argparse.ArgumentTypeError(
+            f"{text}: cannot create a folder there ({parent} is not a writable folder)"
+        ) from None
+    return path
 
 
 def positive(text: str) -> int:
     """An integer >= 1."""
     return _int(text, 1)
+
+
+def at_least_two(text: str) -> int:
+    """An integer >= 2 (candidates of a tournament)."""
+    return _int(text, 2)
 
 
 def non_negative(text: str) -> int:

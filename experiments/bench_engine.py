@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.args import positive
+from experiments.args import Parser, at_least_two, non_negative, positive
 
 if TYPE_CHECKING:
     from tourney.types import Request
@@ -125,14 +125,14 @@ def prompt_ids(judge: Any, requests: list) -> list[list[int]]:
 
 def main() -> None:
     """Build the tiny model, run the tournaments and the raw baselines, print the table and the ratios."""
-    ap = argparse.ArgumentParser(
+    ap = Parser(
         prog="python -m experiments.bench_engine",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--prompts", type=positive, default=64)
-    ap.add_argument("--n", type=positive, default=8)
-    ap.add_argument("--max-tokens", type=positive, default=32)
+    ap.add_argument("--prompts", type=positive, default=64, help="prompts in each run (default: 64)")
+    ap.add_argument("--n", type=at_least_two, default=8, help="responses per prompt, >= 2 (default: 8)")
+    ap.add_argument("--max-tokens", type=positive, default=32, help="judge tokens per judgment (default: 32)")
     ap.add_argument("--repeats", type=positive, default=2, help="timed runs of each side (the best is kept)")
     ap.add_argument(
         "--backend",
@@ -141,12 +141,12 @@ def main() -> None:
         help="ray: R replicas against R separate in-process runs (see above)",
     )
     ap.add_argument("--replicas", type=positive, default=2, help="--backend ray: replicas (and separate runs)")
-    ap.add_argument("--part", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--part", type=non_negative, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--model", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--strategy", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)  # K/R: one separate run (a child process)
     args = ap.parse_args()
-    if args.part:
+    if args.part is not None:
         return separate_run(args)
     if args.backend == "ray":
         return bench_ray(args)

@@ -43,7 +43,7 @@ from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.args import positive, positive_float
+from experiments.args import Parser, at_least_two, positive, positive_float
 from tourney.aio import LoopThread
 from tourney.engine import Engine
 from tourney.io import Item
@@ -256,10 +256,10 @@ QUEUES = {"both": ("server", "client"), "all": ("server", "client", "shared")}
 
 def main() -> None:
     """Run both modes per setting; print makespans, their ratios to the lower bound, and the coordinator's share."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.bench_pipeline", description=__doc__,
+    ap = Parser(prog="python -m experiments.bench_pipeline", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    ap.add_argument("--prompts", type=positive, default=1000)
-    ap.add_argument("--n", type=positive, default=16, help="candidates per prompt (knockout)")
+    ap.add_argument("--prompts", type=positive, default=1000, help="prompts in the run (default: 1000)")
+    ap.add_argument("--n", type=at_least_two, default=16, help="candidates per prompt (knockout), >= 2")
     ap.add_argument("--slots", type=positive, default=64, help="judgments in flight at once (the fleet's size)")
     ap.add_argument("--median-ms", type=positive_float, default=20.0, help="median judgment latency")
     ap.add_argument("--sigma", type=positive_float, default=0.8, help="log-sd of the lognormal latency")

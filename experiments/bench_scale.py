@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.args import positive
+from experiments.args import Parser, positive
 
 N = 16
 TEXT_BYTES = 40
@@ -153,10 +153,10 @@ def names(text: str) -> list[str]:
 
 def main() -> None:
     """Run every strategy at its sizes; print one line per run, then the summary line."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.bench_scale", description=__doc__,
+    ap = Parser(prog="python -m experiments.bench_scale", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--sizes", type=sizes, default=[10_000, 100_000, 1_000_000], help="prompt counts")
-    ap.add_argument("--strategies", type=names, default=list(STRATEGIES))
+    ap.add_argument("--strategies", type=names, default=list(STRATEGIES), help="comma-separated (default: all)")
     ap.add_argument("--cache-sizes", type=sizes, default=[10_000, 100_000], help="sizes also run with the cache")
     ap.add_argument("--window", type=positive, default=None, help="passed on as --window (default: the CLI's)")
     ap.add_argument("--mode", choices=["lockstep", "pipelined"], default=None, help="passed on (default: the CLI's)")

@@ -68,7 +68,6 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse
 import json
 import math
 import time
@@ -76,13 +75,12 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from multiprocessing import Pool
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 from scipy.special import expit, ndtri
 
-from experiments.args import non_negative, positive, sizes
+from experiments.args import Parser, non_negative, out_dir, positive, sizes
 from strategies.base import seeded_uniforms
 from strategies.bradley_terry import bt_laplace
 from strategies.registry import BUDGETED_DEFAULT, STRATEGIES, budgeted, make_tournament
@@ -431,7 +429,7 @@ def names_list(text: str) -> list[str]:
 
 def main() -> None:
     """Run every cell and print the tables, the worst regrets and the default's line."""
-    parser = argparse.ArgumentParser(prog="python -m experiments.bench_strategies", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m experiments.bench_strategies", description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=positive, default=1000, help="tournaments per cell (default: 1000)")
     parser.add_argument("--seed", type=non_negative, default=0, help="seed of the worlds and coins (default: 0)")
     parser.add_argument("--workers", type=positive, default=2, help="processes (default: 2)")
@@ -449,7 +447,7 @@ def main() -> None:
         default=BUDGETED_DEFAULT,
         help=f"the strategy of the last line (default: {BUDGETED_DEFAULT}, the CLI's with --budget)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="also write results.jsonl and results.md in DIR")
+    parser.add_argument("--out", type=out_dir, default=None, help="also write results.jsonl and results.md in DIR")
     args = parser.parse_args()
     if args.default not in budgeted():
         parser.error(f"--default must be a budgeted strategy: {', '.join(budgeted())}")

@@ -35,7 +35,7 @@ os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout
 
 import numpy as np  # noqa: E402
 
-from experiments.args import guarded, non_negative, open_unit, positive, positive_float  # noqa: E402
+from experiments.args import Parser, guarded, non_negative, open_unit, positive, positive_float  # noqa: E402
 from tourney.config import DTYPES  # noqa: E402
 from tourney.errors import BackendError  # noqa: E402
 from tourney.types import Judgment, Request  # noqa: E402
@@ -214,7 +214,7 @@ def engine_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def parser() -> argparse.ArgumentParser:
     """The command's options (bad values: argparse's usage line, exit 2)."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.gpu_check", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="python -m experiments.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--judge", required=True, help="a model directory, hub id, built-in name or served model name")
     ap.add_argument("--backend", choices=("vllm", "openai"), default="vllm", help="in-process vLLM or servers")
     ap.add_argument("--base-url", action="append", default=[], help="an OpenAI-compatible server (repeatable)")

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.args import guarded, non_negative, open_unit, positive
+from experiments.args import Parser, guarded, non_negative, open_unit, positive
 from tourney.errors import InputError
 from tourney.train.teacher import evaluate, fmt  # the calculator the teacher checks steps with
 
@@ -340,7 +340,7 @@ def pairs(rows: Iterable[Mapping[str, Any]], per_prompt: int = 4, seed: int = 0)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: prompts, label, synthetic, pairs (JSONL to a file or stdout)."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.gsm8k", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="python -m experiments.gsm8k", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prompts", help="GSM8K questions as tourney-sample input rows (id, prompt, gold)")
     s = sub.add_parser("synthetic", help="labelled SYNTHETIC candidate sets")

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from experiments import gsm8k
-from experiments.args import non_negative, positive, positive_float
+from experiments.args import Parser, non_negative, out_dir, positive, positive_float
 from experiments.scaling import metrics
 
 FAMILY = "rm-r1"
@@ -282,9 +282,10 @@ def table(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run everything; print the table; write results.json, table.md and accuracy.png to ``--out``."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.judge_training", description=__doc__.splitlines()[0],
+    ap = Parser(prog="python -m experiments.judge_training", description=__doc__.splitlines()[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
-    ap.add_argument("--out", default="judge-training-results", help="folder for data, judges, judgments and results")
+    ap.add_argument("--out", type=out_dir, default="judge-training-results",
+                    help="folder for data, judges, judgments and results")  # fmt: skip
     ap.add_argument("--seed", type=non_negative, default=0, help="the split, the pairs, training and evaluation")
     ap.add_argument("--held-out", type=positive, default=100, help="held-out questions (pairs and best-of-N sets)")
     ap.add_argument("--pairs-per-question", type=positive, default=2, help="correct-vs-wrong pairs per question")

@@ -15,7 +15,6 @@ verdicts (0.5 = no position bias) and order consistency (same solution picked in
 
 from __future__ import annotations
 
-import argparse
 import importlib.resources
 import json
 import os
@@ -28,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.args import non_negative, positive, positive_float
+from experiments.args import Parser, non_negative, positive, positive_float
 from tourney.judges import get_family, render
 from tourney.train.pairs import Pair
 from tourney.train.prepare import prepare
@@ -127,7 +126,7 @@ def metrics(p_a: np.ndarray, seed: int = 0, reps: int = 2000) -> dict:
 
 def main() -> None:
     """Prepare data, evaluate, train for a bounded time, evaluate again; print JSON."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.rlvr_cpu", description=__doc__.splitlines()[0])
+    ap = Parser(prog="python -m experiments.rlvr_cpu", description=__doc__.splitlines()[0])
     ap.add_argument("--train-minutes", type=positive_float, default=20.0)
     ap.add_argument("--max-steps", type=positive, default=10_000)
     ap.add_argument("--eval-pairs", type=positive, default=200)

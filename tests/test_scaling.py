@@ -307,6 +307,11 @@ def test_jsonl_candidates_with_correct_or_labelled(tmp_path):
         (lambda t: t.replace('rating = ["elo"]', 'rating = ["glicko"]'), "sweep.rating", 22),
         # one Swiss round of N=8 with 3 votes is 12 judgments: a budget of 4 fails at load, not in the middle of the run
         (lambda t: t.replace('"round-robin"]', '"round-robin", "swiss"]\nbudget = [4]'), "sweep.budget", 22),
+        (lambda t: t.replace('["knockout", "round-robin"]', '["knockout"]'), "sweep.rating", 22),  # would be ignored
+        (lambda t: t.replace('source = "synthetic"', 'source = ["synthetic"]'), "data.source", 8),  # a list: no crash
+        (lambda t: t.replace('kind = "simulated"', 'kind = ["simulated"]'), "judge[0].kind", 15),
+        (lambda t: t.replace('["knockout", "round-robin"]', '[["knockout"]]'), "sweep.strategy", 21),
+        (lambda t: t.replace('rating = ["elo"]', 'rating = [["elo"]]'), "sweep.rating", 22),
     ],
 )
 def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):
@@ -317,6 +322,18 @@ def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):
     assert len(err.splitlines()) == 1
     assert err.startswith(f"tourney: error: {cfg}:{line}: field '{field}': ")
     assert not out.exists() and not (tmp_path / "cache.sqlite").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_any_cell(tmp_path, capsys):
+    cfg = _write(tmp_path, TINY.format(cache=tmp_path / "cache.sqlite"))
+    (tmp_path / "afile").write_text("")
+    assert main([cfg, "--out", str(tmp_path / "afile" / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == f"tourney: error: output folder {tmp_path}/afile/out: cannot create a folder there ({tmp_path}/afile"
+        " is not a writable folder)"
+    )
+    assert not (tmp_path / "cache.sqlite").exists()
 
 
 def test_budget_sweep_respects_the_budget(tmp_path):

@@ -16,9 +16,10 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 # (2-3x slower runs, measured), one thread makes it negligible.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from experiments.args import guarded  # noqa: E402
+from experiments.args import Parser, guarded, out_dir  # noqa: E402
 from experiments.scaling import config as config_mod  # noqa: E402
 from experiments.scaling import report, run  # noqa: E402
+from tourney.errors import InputError  # noqa: E402
 
 
 def dry_run(cfg: config_mod.Config, data: run.Data) -> None:
@@ -37,7 +38,7 @@ def dry_run(cfg: config_mod.Config, data: run.Data) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, check the config and the data, run (or plan) every cell, write the outputs."""
-    ap = argparse.ArgumentParser(prog="python -m experiments.scaling", description=__doc__)
+    ap = Parser(prog="python -m experiments.scaling", description=__doc__)
     ap.add_argument("config", help="a TOML config, e.g. experiments/configs/sim.toml")
     out_help = (f"output folder (default: the config's `out`, else {config_mod.DEFAULT_OUT}/NAME in the current "
                 "directory; the tracked results: --out experiments/results/NAME)")  # fmt: skip
@@ -51,6 +52,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> None:
     """Load the config and the data, then plan (``--dry-run``) or run every cell and write the outputs."""
     cfg = config_mod.load(args.config, args.out)
+    try:
+        out_dir(str(cfg.out))  # before any cell runs (the config's `out` too)
+    except argparse.ArgumentTypeError as err:
+        raise InputError(f"output folder {err}") from None
     for warning in cfg.warnings:
         print(f"tourney: warning: {warning}", file=sys.stderr)
     data = run.load_data(cfg)

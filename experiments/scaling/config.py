@@ -226,7 +226,7 @@ def _data(where: _Where, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise where.error("data", "missing [data] table")
     source = data.get("source", "synthetic")
-    if source not in DATA_KEYS:
+    if not isinstance(source, str) or source not in DATA_KEYS:
         raise where.error("data.source", f"expected one of {', '.join(DATA_KEYS)}, got {source!r}")
     _unknown(where, "data.", data, DATA_KEYS[source])
     out: dict[str, Any] = {"source": source, "answer": data.get("answer", "strict")}
@@ -261,7 +261,7 @@ def _judges(where: _Where, judges: Any) -> dict[str, JudgeSpec]:
         if not isinstance(j, dict):
             raise where.error("judge", "expected [[judge]] tables")
         kind = j.get("kind")
-        if kind not in JUDGE_KEYS:
+        if not isinstance(kind, str) or kind not in JUDGE_KEYS:
             raise where.error(pre + "kind", f"expected one of {', '.join(JUDGE_KEYS)}, got {kind!r}")
         _unknown(where, pre, j, JUDGE_KEYS[kind])
         name = j.get("name")
@@ -381,13 +381,16 @@ def _block(
         if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise where.error(f"{pre}.votes", f"votes (k) must be an integer >= 1, got {k!r}")
     for s in out.setdefault("strategy", ["knockout"]):
-        if s not in strategies:
+        if not isinstance(s, str) or s not in strategies:
             raise where.error(f"{pre}.strategy", f"unknown strategy {s!r}; choose from {', '.join(sorted(strategies))}")
+    rating_given = "rating" in out
     for r in out.setdefault("rating", ["elo"]):
-        if r not in RATINGS:
+        if not isinstance(r, str) or r not in RATINGS:
             raise where.error(f"{pre}.rating", f"unknown rating {r!r}; choose from {', '.join(RATINGS)}")
+    if rating_given and not any("rating" in strategy_options(s) for s in out["strategy"]):
+        raise where.error(f"{pre}.rating", f"no strategy in {pre}.strategy takes a rating")  # it would be ignored
     for j in out.setdefault("judge", list(judges)):
-        if j not in judges:
+        if not isinstance(j, str) or j not in judges:
             raise where.error(f"{pre}.judge", f"no [[judge]] named {j!r}; have {', '.join(judges)}")
     if "max_tokens" in out:
         for m in out["max_tokens"]:
