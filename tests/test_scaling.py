@@ -465,4 +465,14 @@ def test_gsm8k_options_are_checked_before_any_work(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         gsm8k.main(argv)
     err = capsys.readouterr().err.strip().splitlines()
-    assert exit_.value.code == 2 and err[-1].startswith(f"python -m experiments.gsm8k {argv[0]}: error: argument")
+    assert exit_.value.code == 2 and len(err) == 1
+    assert err[0].startswith(f"python -m experiments.gsm8k {argv[0]}: error: argument")
+
+
+def test_gsm8k_a_range_past_the_end_is_refused(tmp_path, capsys):
+    out = tmp_path / "s.jsonl"
+    assert gsm8k.main(["synthetic", "--start", "1318", "--limit", "5", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == "tourney: error: --start 1318 --limit 5 is past the end of GSM8K test (1319 questions, 0-1318)\n"
+    assert not out.exists()
+    assert gsm8k.main(["prompts", "--start", "1318", "-o", str(out)]) == 0 and len(out.read_text().splitlines()) == 1
