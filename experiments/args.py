@@ -75,7 +75,16 @@ def sizes(text: str) -> list[int]:
     out = [positive(part.strip()) for part in text.split(",")]
     if min(out) < 2:
         raise argparse.ArgumentTypeError(f"every N must be >= 2, got {text!r}")
+    if len(set(out)) < len(out):
+        raise argparse.ArgumentTypeError(f"each N once, got {text!r}")
     return out
+
+
+def given(argv: list[str], *flags: str) -> list[str]:
+    """Which of ``flags`` (``--name``) the command line ``argv`` sets, in the order asked: for options that another
+    one makes pointless (argparse cannot tell a value given from its default)."""
+    seen = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    return [flag for flag in flags if flag in seen]
 
 
 def _int(text: str, lo: int) -> int:

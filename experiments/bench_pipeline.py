@@ -38,12 +38,13 @@ import heapq
 import os
 import random
 import statistics
+import sys
 import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.args import Parser, at_least_two, positive, positive_float
+from experiments.args import Parser, at_least_two, given, positive, positive_float
 from tourney.aio import LoopThread
 from tourney.engine import Engine
 from tourney.io import Item
@@ -269,6 +270,8 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="run the built-in settings instead of one")
     ap.add_argument("--repeats", type=positive, default=1, help="runs per mode; the fastest is kept")
     args = ap.parse_args()
+    if args.sweep and (pointless := given(sys.argv[1:], "--prompts", "--n", "--slots", "--median-ms", "--sigma")):
+        ap.error(f"{pointless[0]} has no effect with --sweep (it runs the built-in settings)")
     queues = QUEUES.get(args.queue, (args.queue,))
     if args.sweep:
         settings = [Setting(s.prompts, s.n, s.slots, s.median_ms, s.sigma, args.window) for s in SWEEP]

@@ -37,7 +37,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments.args import Parser, positive
+from experiments.args import Parser, given, positive
 
 N = 16
 TEXT_BYTES = 40
@@ -165,8 +165,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 prompts, every strategy, both caches")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still delete the temporary files
+    if args.quick and (pointless := given(sys.argv[1:], "--sizes", "--cache-sizes")):
+        ap.error(f"{pointless[0]} has no effect with --quick (it runs 1,000 prompts)")
     if args.quick:
         args.sizes, args.cache_sizes = [1000], [1000]
+    if not given(sys.argv[1:], "--cache-sizes"):  # the default ones that are run at all
+        args.cache_sizes = [c for c in args.cache_sizes if c in args.sizes]
+    if not set(args.cache_sizes) <= set(args.sizes):
+        ap.error(f"--cache-sizes {','.join(map(str, args.cache_sizes))} must be among --sizes (those runs are repeated"
+                 " with the cache)")  # fmt: skip
     extra = [*(["--window", str(args.window)] if args.window else []), *(["--mode", args.mode] if args.mode else [])]
     print(f"N={N} responses of {TEXT_BYTES} bytes per prompt, simulated judge; load average {os.getloadavg()[0]:.2f}"
           f" on {os.cpu_count()} cores; {' '.join(extra) or 'CLI defaults (window, mode)'}", flush=True)  # fmt: skip

@@ -68,6 +68,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import argparse
 import json
 import math
 import time
@@ -423,8 +424,11 @@ def trials_at(trials: int, n: int, same: bool = False) -> int:
 
 
 def names_list(text: str) -> list[str]:
-    """Comma-separated names."""
-    return [part.strip() for part in text.split(",") if part.strip()]
+    """Comma-separated names, at least one, each once."""
+    out = [part.strip() for part in text.split(",") if part.strip()]
+    if not out or len(set(out)) < len(out):
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, each once, got {text!r}")
+    return out
 
 
 def main() -> None:

@@ -402,7 +402,12 @@ def _command(args: argparse.Namespace) -> None:
             golds = gold_by_id()
             rows = [label_row(item.row, golds, args.method, args.input, item.line) for item in items]
         else:
-            rows = pairs([item.row for item in items], args.per_prompt, args.seed)
+            labelled = [item.row for item in items]
+            rows = pairs(labelled, args.per_prompt, args.seed)
+            if labelled and not any(isinstance(r, dict) and isinstance(r.get("correct"), bool)
+                                    for row in labelled for r in row["responses"]):  # fmt: skip
+                raise InputError("no response has a `correct` label (true/false): label the rows first "
+                                 "(python -m experiments.gsm8k label)", file=args.input)  # fmt: skip
     write_all([(args.output, [dumps(r) for r in rows])])
 
 

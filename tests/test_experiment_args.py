@@ -37,3 +37,26 @@ def test_an_output_folder_is_checked_and_nothing_is_left_behind(tmp_path: Path) 
         out_dir(str(tmp_path / "afile" / "sub"))
     with pytest.raises(argparse.ArgumentTypeError, match=r"cannot create a folder there \(/proc is not"):
         out_dir("/proc/no-such/out")  # root may write almost anywhere, not here: a real probe tells
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "line"),
+    [
+        ("bench_pipeline", ["--sweep", "--prompts", "5"], "--prompts has no effect with --sweep (it runs the built-in"
+         " settings)"),
+        ("bench_scale", ["--quick", "--sizes", "10"], "--sizes has no effect with --quick (it runs 1,000 prompts)"),
+        ("bench_scale", ["--sizes", "10", "--cache-sizes", "20"], "--cache-sizes 20 must be among --sizes (those runs"
+         " are repeated with the cache)"),
+        ("bench_strategies", ["--scenarios", "a,a"], "argument --scenarios: expected comma-separated names, each once,"
+         " got 'a,a'"),
+        ("bench_strategies", ["--sizes", "8,8"], "argument --sizes: each N once, got '8,8'"),
+    ],
+)  # fmt: skip
+def test_an_option_another_makes_pointless_is_refused(module, argv, line, monkeypatch, capsys):
+    import importlib
+
+    main = importlib.import_module(f"experiments.{module}").main
+    monkeypatch.setattr("sys.argv", [module, *argv])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2 and capsys.readouterr().err == f"python -m experiments.{module}: error: {line}\n"

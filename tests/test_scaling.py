@@ -469,6 +469,17 @@ def test_gsm8k_options_are_checked_before_any_work(argv, capsys):
     assert err[0].startswith(f"python -m experiments.gsm8k {argv[0]}: error: argument")
 
 
+def test_gsm8k_pairs_of_unlabelled_rows_is_an_error_not_an_empty_file(tmp_path, capsys):
+    src, out = tmp_path / "unl.jsonl", tmp_path / "p.jsonl"
+    src.write_text('{"id": "x", "prompt": "q", "responses": ["a", {"text": "b"}]}\n')
+    assert gsm8k.main(["pairs", str(src), "-o", str(out)]) == 2
+    assert (
+        capsys.readouterr().err == f"tourney: error: {src}: no response has a `correct` label (true/false): label"
+        " the rows first (python -m experiments.gsm8k label)\n"
+    )
+    assert not out.exists()
+
+
 def test_gsm8k_a_range_past_the_end_is_refused(tmp_path, capsys):
     out = tmp_path / "s.jsonl"
     assert gsm8k.main(["synthetic", "--start", "1318", "--limit", "5", "-o", str(out)]) == 2
