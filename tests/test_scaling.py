@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import namedtuple
@@ -312,6 +313,8 @@ def test_jsonl_candidates_with_correct_or_labelled(tmp_path):
         (lambda t: t.replace('kind = "simulated"', 'kind = ["simulated"]'), "judge[0].kind", 15),
         (lambda t: t.replace('["knockout", "round-robin"]', '[["knockout"]]'), "sweep.strategy", 21),
         (lambda t: t.replace('rating = ["elo"]', 'rating = [["elo"]]'), "sweep.rating", 22),
+        (lambda t: t.replace("[data]", "[[data]]"), "data[0]", 7),  # an array of tables: said so, not "missing"
+        (lambda t: re.sub(r'cache = ".*"', 'cache = "/proc/no-such/c.sqlite"', t), "cache", 5),  # before the data
     ],
 )
 def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):
@@ -322,6 +325,17 @@ def test_bad_config_fails_before_judging(tmp_path, capsys, edit, field, line):
     assert len(err.splitlines()) == 1
     assert err.startswith(f"tourney: error: {cfg}:{line}: field '{field}': ")
     assert not out.exists() and not (tmp_path / "cache.sqlite").exists()
+
+
+def test_a_setting_given_twice_is_refused(tmp_path, capsys):
+    """enforce_eager as the judge's key and inside engine_args: one line naming both, not one silently winning."""
+    text = (ROOT / "experiments" / "configs" / "rm-r1-gpu.toml").read_text()
+    text = text.replace("max_model_len = 16384", "max_model_len = 16384\nenforce_eager = true\nengine_args = "
+                        "{enforce_eager = false}", 1)  # fmt: skip
+    cfg = _write(tmp_path, text)
+    assert main([cfg, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("field 'judge[0].engine_args': enforce_eager is set twice: as judge[0].enforce_eager and here")
 
 
 def test_an_output_folder_that_cannot_be_made_fails_before_any_cell(tmp_path, capsys):

@@ -6,6 +6,7 @@ A bad config stops with one line naming the file, the line (found by scanning th
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import re
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments import args
 from strategies.registry import RATINGS, strategy_options
 from tourney.config import DTYPES
 from tourney.errors import InputError
@@ -183,8 +185,13 @@ def load(path: str | Path, out: str | Path | None = None) -> Config:
         cache = "default"
     elif cache is False:
         cache = None
-    elif isinstance(cache, str) and cache:
-        pass  # a file path; paths in a config are relative to the current directory, like `out`
+    elif isinstance(cache, str) and cache:  # a file path; paths in a config are relative to the current directory
+        try:  # its folder, now: a run would fail on it only after loading the data
+            if Path(cache).is_dir():
+                raise argparse.ArgumentTypeError(f"{cache}: is a folder, not a file")
+            args.out_dir(str(Path(cache).parent))
+        except argparse.ArgumentTypeError as err:
+            raise where.error("cache", str(err)) from None
     else:
         raise where.error("cache", "expected true, false or a file path")
     if not isinstance(raw.get("out", ""), str):
@@ -223,6 +230,8 @@ def greedy_warnings(cfg: Config) -> list[str]:
 
 
 def _data(where: _Where, data: Any) -> dict[str, Any]:
+    if isinstance(data, list):
+        raise where.error("data[0]", "expected one [data] table, got [[data]] (an array of tables)")
     if not isinstance(data, dict):
         raise where.error("data", "missing [data] table")
     source = data.get("source", "synthetic")
@@ -339,6 +348,8 @@ def _engine_options(where: _Where, pre: str, opts: dict[str, Any]) -> None:
     extra = opts.get("engine_args", {})
     if not isinstance(extra, dict):
         raise where.error(pre + "engine_args", "expected a table of vLLM engine arguments, e.g. {enforce_eager = true}")
+    if "enforce_eager" in opts and "enforce_eager" in extra:  # two values for one setting: say so, do not pick one
+        raise where.error(pre + "engine_args", f"enforce_eager is set twice: as {pre}enforce_eager and here")
     try:
         own = {key: f"the judge's {key} key" for key in OWN_ENGINE_ARGS}
         check_engine_args(extra | ({"enforce_eager": opts["enforce_eager"]} if "enforce_eager" in opts else {}), own)
