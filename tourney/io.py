@@ -270,18 +270,32 @@ def output_target(path: str) -> tuple[str, bool]:
     return target, False
 
 
-def _identity(path: str, target: str, streamed: bool) -> str | None:
-    """What two outputs must not share: a file's real path, a FIFO's inode (stdout's when it is one); None for a
-    character device, which may be named twice."""
+def _identity(path: str, target: str) -> str | None:
+    """What two outputs (or one and the input) must not share: an existing file's or FIFO's inode (every name of it:
+    links, hard links, /dev/stdout on a pipe), a new file's real path, ``-`` for stdout unless it is a FIFO; None for
+    a character device, which may be named twice."""
     try:
-        st = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(target) if streamed else None
-    except (OSError, ValueError):  # no usable stdout: it cannot clash with a named output
-        return "-"
-    if st is None:
-        return target
-    if stat.S_ISFIFO(st.st_mode):
-        return f"fifo {st.st_dev}:{st.st_ino}"
+        st = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(target)
+    except (OSError, ValueError):  # a new file; or no usable stdout, which cannot clash with a named output
+        return "-" if path == "-" else target
+    if stat.S_ISFIFO(st.st_mode) or (stat.S_ISREG(st.st_mode) and path != "-"):
+        return _inode(st)
     return "-" if path == "-" else None
+
+
+def _input_identity(input_path: str) -> str | None:
+    """The input's ``_identity``: what stdin reads for ``-`` (a pipe, or the file given as ``< f``; None for a
+    terminal or no usable stdin), else the file's inode (its real path if it cannot be read, to fail later)."""
+    try:
+        st = os.fstat(sys.stdin.fileno()) if input_path == "-" else os.stat(input_path)
+    except (OSError, ValueError):
+        return None if input_path == "-" else os.path.realpath(input_path)
+    return _inode(st) if stat.S_ISFIFO(st.st_mode) or stat.S_ISREG(st.st_mode) else None
+
+
+def _inode(st: os.stat_result) -> str:
+    """A file's identity whatever its name: its kind, device and inode."""
+    return f"{'fifo' if stat.S_ISFIFO(st.st_mode) else 'inode'} {st.st_dev}:{st.st_ino}"
 
 
 def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -> None:
@@ -291,31 +305,18 @@ def check_outputs(paths: dict[str, str | None], input_path: str | None = None) -
     be named twice; ``-`` (stdout) only once, also as /dev/stdout when stdout is a pipe.
     """
     seen: dict[str, str] = {}
-    if input_path == "-":  # what stdin reads is refused as an output too (-o /dev/stdin, or the file given as < f)
-        seen.update(dict.fromkeys(_inode(None), "INPUT"))
-    elif input_path:
-        seen.update(dict.fromkeys([os.path.realpath(input_path), *_inode(input_path)], "INPUT"))
+    if input_path and (key := _input_identity(input_path)) is not None:
+        seen[key] = "INPUT"
     for option, path in paths.items():
         if path is None:
             continue
-        key = _identity(path, *output_target(path))
+        key = _identity(path, output_target(path)[0])
         if key is None:
             continue
-        keys = [key, *_inode(key)] if key != "-" and not key.startswith("fifo ") else [key]  # a hard link: its inode
-        clash = next((k for k in keys if k in seen), None)
-        if clash is not None:
+        if key in seen:
             what = "stdout" if path == "-" else "the same file"
-            raise InputError(f"{option} and {seen[clash]} name {what} ({path})")
-        seen.update(dict.fromkeys(keys, option))
-
-
-def _inode(path: str | None) -> list[str]:
-    """The file's identity by inode (``path`` None: stdin's), as ``_identity`` names FIFOs; [] when it has none."""
-    try:
-        st = os.fstat(sys.stdin.fileno()) if path is None else os.stat(path)
-    except (OSError, ValueError):  # not there yet, or no usable stdin (an in-process test's)
-        return []
-    return [f"{'fifo' if stat.S_ISFIFO(st.st_mode) else 'inode'} {st.st_dev}:{st.st_ino}"]
+            raise InputError(f"{option} and {seen[key]} name {what} ({path})")
+        seen[key] = option
 
 
 def dumps(row: dict[str, Any]) -> str:
