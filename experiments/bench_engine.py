@@ -36,7 +36,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
+CONTEXT = 2048  # the judge's context in every run here
+MAX_TOKENS = 1536  # the longest judge prompt here takes about 330 tokens of the context (rm-r1 template)
+
 WORDS = "the a judge answer reason model token step proof number sum result because therefore value check".split()
+
+
+def judge_tokens(text: str) -> int:
+    """--max-tokens: what the bench's context leaves after its judge prompts (checked before the model starts;
+    vLLM would cut longer ones short, and the table would claim tokens nobody generated)."""
+    value = positive(text)
+    if value > MAX_TOKENS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_TOKENS} (the judge's context here is {CONTEXT} tokens, its prompts up to ~330), got {value}"
+        )
+    return value
 
 
 def make_items(prompts: int, n: int, seed: int = 0) -> list:
@@ -132,7 +146,8 @@ def main() -> None:
     )
     ap.add_argument("--prompts", type=positive, default=64, help="prompts in each run (default: 64)")
     ap.add_argument("--n", type=at_least_two, default=8, help="responses per prompt, >= 2 (default: 8)")
-    ap.add_argument("--max-tokens", type=positive, default=32, help="judge tokens per judgment (default: 32)")
+    ap.add_argument("--max-tokens", type=judge_tokens, default=32,
+                    help=f"judge tokens per judgment, at most {MAX_TOKENS} (default: 32)")  # fmt: skip
     ap.add_argument("--repeats", type=positive, default=2, help="timed runs of each side (the best is kept)")
     ap.add_argument(
         "--backend",
@@ -159,7 +174,7 @@ def main() -> None:
     model = build_tiny_model(Path(tempfile.mkdtemp(prefix="tourney-bench-")) / "tiny")
     items = make_items(args.prompts, args.n)
     common = dict(family="rm-r1", max_tokens=args.max_tokens, temperature=0.0, verdict="parse", dtype="float32",
-                  max_model_len=2048, engine_kwargs={"enforce_eager": True})  # fmt: skip
+                  max_model_len=CONTEXT, engine_kwargs={"enforce_eager": True})  # fmt: skip
     lock = make_judge(JudgeConfig(str(model), mode="lockstep", **common))
     # A model judge on the in-process engine: that engine is timed directly below.
     assert isinstance(lock, PairwiseJudge) and isinstance(lock.backend, VLLMBackend)
@@ -208,7 +223,7 @@ RAY_RUNS = {"lockstep": ("round-robin", "knockout"), "pipelined": ("knockout",)}
 def judge_options(args: argparse.Namespace) -> dict[str, Any]:
     """The judge settings both sides of the Ray comparison share."""
     return dict(family="rm-r1", max_tokens=args.max_tokens, temperature=0.0, verdict="parse", dtype="float32",
-                max_model_len=2048, engine_kwargs={"enforce_eager": True})  # fmt: skip
+                max_model_len=CONTEXT, engine_kwargs={"enforce_eager": True})  # fmt: skip
 
 
 def timed_items(args: argparse.Namespace, repeat: int) -> list:

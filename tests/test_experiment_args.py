@@ -50,6 +50,8 @@ def test_an_output_folder_is_checked_and_nothing_is_left_behind(tmp_path: Path) 
         ("bench_strategies", ["--scenarios", "a,a"], "argument --scenarios: expected comma-separated names, each once,"
          " got 'a,a'"),
         ("bench_strategies", ["--sizes", "8,8"], "argument --sizes: each N once, got '8,8'"),
+        ("bench_engine", ["--max-tokens", "1537"], "argument --max-tokens: at most 1536 (the judge's context here is"
+         " 2048 tokens, its prompts up to ~330), got 1537"),
     ],
 )  # fmt: skip
 def test_an_option_another_makes_pointless_is_refused(module, argv, line, monkeypatch, capsys):
@@ -60,3 +62,23 @@ def test_an_option_another_makes_pointless_is_refused(module, argv, line, monkey
     with pytest.raises(SystemExit) as exit_:
         main()
     assert exit_.value.code == 2 and capsys.readouterr().err == f"python -m experiments.{module}: error: {line}\n"
+
+
+def test_bench_engine_max_tokens_fit_beside_its_longest_judge_prompt(tmp_path: Path) -> None:
+    """The bound --max-tokens is checked against (before the model starts) leaves room for every prompt the bench
+    makes, at any --n: vLLM would otherwise cut the judge short and the table would claim tokens never made."""
+    from transformers import AutoTokenizer
+
+    from experiments.bench_engine import CONTEXT, MAX_TOKENS, make_items
+    from tourney.judges import get_family
+    from tourney.testing import build_tiny_model
+
+    tok = AutoTokenizer.from_pretrained(build_tiny_model(tmp_path / "tiny"))
+    family = get_family("rm-r1")
+    longest = 0
+    for seed in (0, 1, 100, 101):  # the warm-up's and the timed runs' prompts
+        for item in make_items(128, 16, seed=seed):
+            a, b = sorted(item.texts, key=len)[-2:]
+            text = tok.apply_chat_template(family.render(item.prompt, a, b), add_generation_prompt=True, tokenize=False)
+            longest = max(longest, len(tok(text, add_special_tokens=False).input_ids))
+    assert 250 < longest <= 340 and longest + MAX_TOKENS <= CONTEXT
