@@ -78,7 +78,11 @@ after the last is back) average 0.921 and 0.959, but take 1.5-1.7x the sequentia
 33.6 against 19.6 at 60, ``a``), which a run over few prompts waits for; kept at 2. With it, an empirical-Bayes
 prior (the precision of largest Laplace evidence from 0.1-1 at every fit) takes ``b`` to 0.961 and ``a`` to 0.915: a
 knockout's outcomes say nothing about how spread the candidates are (a tree has no upsets to see), so the evidence
-favours a tight prior in both.
+favours a tight prior in both. More warm-ups and picks on the same six seeds (``a`` / ``b`` at 30) land on the same
+line, more of one scenario for less of the other: the quarterfinal losers' own knockout beside the semifinals (a
+repechage, 3 judgments) 0.905 / 0.959, the round-1 losers' 0.855 / 0.931; one or two Swiss rounds instead of the
+bracket 0.913 / 0.956, 0.890 / 0.944; the final pick on a looser or a tighter prior than the duels' (0.1: 0.920 /
+0.952; 1: 0.911 / 0.958) or on the prior of largest evidence (0.905 / 0.957).
 """
 
 from __future__ import annotations
