@@ -372,3 +372,30 @@ def test_warnings_and_errors_are_coloured_on_a_terminal_only(tmp_path):
     assert code == 0 and "tourney: warning: " in screen and "\x1b[33m" not in screen
     p = process("rank", empty, *SIM, "-o", tmp_path / "o.jsonl")  # stderr a pipe: no colour
     assert "tourney: warning: " in p.stderr and "\x1b" not in p.stderr
+
+
+def test_an_output_that_is_the_cache_and_a_cache_in_no_folder_are_refused(tmp_path):
+    """`--cache f -o f` would replace the judgments just made with the output; a mistyped --cache folder would be
+    created anywhere: both one line before any work (only the default cache folder is made)."""
+    cache = tmp_path / "c.sqlite"
+    sim = ["--judge", "simulated"]
+    for cmd, option in (("rank", "-o"), ("pairs", "-o"), ("best-of-n", "--summary")):
+        line = one_error(tourney(cmd, EXAMPLE, *sim, "--cache", cache, option, cache))
+        flag = "--output" if option == "-o" else option
+        assert line == f"tourney: error: {flag} and --cache name the same file ({cache})"
+    assert tourney("rank", EXAMPLE, *sim, "--cache", cache, "-o", tmp_path / "r.jsonl").returncode == 0
+    line = one_error(tourney("rank", EXAMPLE, *sim, "--cache", cache, "--judgments", tmp_path / "." / "c.sqlite"))
+    assert line.startswith("tourney: error: --judgments and --cache name the same file")  # an existing cache: by inode
+    db = sqlite3.connect(cache)
+    assert db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] > 0
+    db.close()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "2+2?"}\n')
+    samples = tmp_path / "s.sqlite"
+    line = one_error(tourney("sample", prompts, "--cache", samples, "-o", samples))
+    assert line == f"tourney: error: --output and --cache name the same file ({samples})"
+    missing = tmp_path / "no" / "such" / "c.sqlite"
+    for cmd in (["rank", EXAMPLE, *sim], ["rank", EXAMPLE, *sim, "--dry-run"], ["sample", prompts, "--dry-run"]):
+        line = one_error(tourney(*cmd, "--cache", missing))
+        assert line == f"tourney: error: {missing}: cannot create the cache: no such directory"
+    assert not (tmp_path / "no").exists() and sorted(os.listdir(tmp_path)) == ["c.sqlite", "prompts.jsonl", "r.jsonl"]

@@ -492,3 +492,41 @@ def test_sft_prepare_drops_traces_that_write_more_than_one_verdict(tmp_path):
 
     assert verdict_count(FAMILIES["rrm"], "</think>\n\\boxed{Assistant 1}") == 1
     assert verdict_count(FAMILIES["rrm"], "\\boxed{Assistant 2}? No.</think>\n\\boxed{Assistant 1}") == 2
+
+
+def test_options_the_chosen_engine_ignores_are_refused_before_anything_loads(data_dir, tmp_path):
+    """verl takes its settings from the presets and Hydra overrides, TRL from its own options: an option for the other
+    engine is an error, not silently dropped; an existing --output file fails before TRL loads the model."""
+    base = ["train", "rlvr", "--model", "Qwen/Qwen2.5-7B", "--data", str(data_dir), "--output", str(tmp_path / "ck")]
+    cases = [
+        ([*base, "--dry-run", "--max-steps", "5"], "--max-steps only applies to --engine trl"),
+        ([*base, "--dry-run", "--family", "rrm"], "--family only applies to --engine trl"),
+        ([*base, "--engine", "trl", "--nnodes", "2"], "--nnodes only applies to --engine verl"),
+        ([*base, "--engine", "trl", "--", "trainer.save_freq=5"], "Hydra overrides (trainer.save_freq=5) only apply"),
+        ([*base, "--dry-run", "--format-penalty", "nan"], "expected a finite number, got nan"),
+        (["train", "sft", "--model", "Qwen/Qwen2.5-7B", "--data", str(data_dir), "--output", str(tmp_path / "ck"),
+          "--dry-run", "--seed", "3"], "--seed only applies to --engine trl"),
+    ]  # fmt: skip
+    for args, message in cases:
+        res = run_cli(*args)
+        assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr, (args, res.stderr)
+    (tmp_path / "file").write_text("")
+    res = run_cli(*base[:-1], str(tmp_path / "file"), "--engine", "trl")
+    assert res.returncode == 2 and "file exists and is not a folder" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert run_cli(*base, "--dry-run").returncode == 0
+
+
+def test_prepare_refuses_to_write_over_its_input_or_to_stdout(tmp_path):
+    pairs = write_pairs(tmp_path / "p.jsonl", n=10)
+    out = tmp_path / "out"
+    assert run_cli("train", "prepare", str(pairs), "-o", str(out)).returncode == 0
+    before = (out / "train.parquet").read_bytes()
+    res = run_cli("train", "prepare", str(out / "train.parquet"), "-o", str(out))
+    assert (
+        res.returncode == 2
+        and res.stderr
+        == f"tourney: error: -o and INPUT name the same file ({out / 'train.parquet'}); write to another folder\n"
+    )
+    assert (out / "train.parquet").read_bytes() == before
+    res = run_cli("train", "prepare", str(pairs), "-o", "-")
+    assert res.returncode == 2 and "not stdout" in res.stderr and not os.path.exists("-")

@@ -85,7 +85,7 @@ def prepare(
     source = Source(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
-    check_outputs(outputs, opts["input_path"])
+    check_outputs(outputs, opts["input_path"], None if opts["no_cache"] else opts["cache_path"])
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     warn_unknown_family(cfg)
     warn_greedy_votes(cfg, family, opts["votes"])

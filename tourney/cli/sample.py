@@ -66,7 +66,7 @@ def sample_cmd(**opts: Any) -> None:
                       ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
     rows = read_prompts(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
-    check_outputs(outputs, opts["input_path"])
+    check_outputs(outputs, opts["input_path"], None if opts["no_cache"] else opts["cache_path"])
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
     if opts["dry_run"]:
         with logs:  # Ray's notices, the tokenizer's

@@ -20,6 +20,68 @@ FAMILY_HELP = "Judge family whose prompt and verdict are trained: rm-r1, rrm, rm
 OUT_DIR = "Directory for train.parquet and val.parquet."
 
 
+# Options one engine reads and the other never does: given to the other, they are refused, not ignored.
+VERL_ONLY = ("nnodes", "gpus_per_node", "python", "size")
+RLVR_TRL_ONLY = ("family", "max_steps", "max_minutes", "batch_size", "num_generations", "max_completion_tokens",
+                 "no_forced_prefix", "seed")  # fmt: skip
+SFT_TRL_ONLY = ("max_steps", "max_minutes", "batch_size", "max_length", "seed")
+
+
+def _check_engine_options(o: dict[str, Any], trl_only: tuple[str, ...]) -> None:
+    """Refuse what the chosen ``--engine`` would ignore; for trl, also an existing ``--output`` that is not a folder
+    (found before the model loads, not when the trainer saves)."""
+    import os
+
+    from tourney.cli.checks import clash, given_options
+
+    given = given_options()
+    if o["engine"] == "verl":
+        for name in trl_only:
+            if name in given:
+                raise clash(name, "--engine trl (verl takes its settings from the presets and -- overrides)",
+                            "only applies to")  # fmt: skip
+        return
+    for name in VERL_ONLY:
+        if name in given:
+            raise clash(name, "--engine verl", "only applies to")
+    if o["overrides"]:
+        raise click.UsageError(f"Hydra overrides ({o['overrides'][0]}) only apply to --engine verl")
+    if o["dry_run"]:
+        raise click.UsageError("--dry-run prints verl's command; --engine trl trains right here")
+    if os.path.exists(o["output"]) and not os.path.isdir(o["output"]):
+        raise click.BadParameter(f"{o['output']} exists and is not a folder", param_hint="--output")
+
+
+def _check_out_dir(out_dir: str, *inputs: str | None) -> None:
+    """``-o`` of the prepare commands: a folder (not stdout), whose train/val parquet is none of the inputs."""
+    import os
+
+    from tourney.errors import InputError
+
+    if out_dir == "-":
+        raise click.BadParameter("a folder for train.parquet and val.parquet, not stdout", param_hint="-o")
+    for name in ("train.parquet", "val.parquet"):
+        out = os.path.join(out_dir, name)
+        for given in inputs:
+            if (
+                given
+                and given != "-"
+                and os.path.isfile(out)
+                and os.path.exists(given)
+                and os.path.samefile(out, given)
+            ):
+                raise InputError(f"-o and INPUT name the same file ({out}); write to another folder")
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A finite number (or None): verl and TRL would take nan or inf as the reward."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"expected a finite number, got {value}")
+    return value
+
+
 def _env_failure(err: Exception) -> None:
     """One line, exit 1: the environment, not the input, is what is missing."""
     raise click.ClickException(str(err))  # exit code 1; tourney's main prints "tourney: error: ..."
@@ -43,6 +105,7 @@ def prepare(pairs_path: str, out_dir: str, family: str, val_fraction: float, see
     from tourney.train.prepare import prepare as run_prepare
 
     get_family(family)  # an unknown family fails before the input is read
+    _check_out_dir(out_dir, pairs_path)
     report = run_prepare(read_pairs(pairs_path), family, out_dir, pairs_path, seed=seed, val_fraction=val_fraction)
     click.echo(json.dumps(report))
 
@@ -102,6 +165,7 @@ def _verl_model(name: str, dry_run: bool) -> str:
     "--format-penalty",
     type=float,
     default=None,
+    callback=_finite,
     help="Reward for an output with no verdict (default: -1, the same as a wrong verdict, as in RM-R1).",
 )
 @click.option(
@@ -128,9 +192,8 @@ def _verl_model(name: str, dry_run: bool) -> str:
 ])  # fmt: skip
 def rlvr(**o: Any) -> None:
     """GRPO with verifiable rewards: print or run verl's main_ppo (RM-R1 settings), or run TRL on the CPU."""
+    _check_engine_options(o, RLVR_TRL_ONLY)
     if o["engine"] == "trl":
-        if o["dry_run"]:
-            raise click.UsageError("--dry-run prints verl's command; --engine trl trains right here")
         _run_trl(o)
         return
     _, preset = launcher.resolve_preset(o["model"], o["size"], o["lr"])
@@ -227,6 +290,7 @@ def sft_prepare(
     from tourney.train.sft import teacher_prepare
 
     get_family(family)
+    _check_out_dir(out_dir, judgments_path, items_path)
     if teacher:
         if items_path is not None:
             raise click.UsageError("--items is for judgments; --teacher reads preference pairs")
@@ -265,9 +329,8 @@ def sft_prepare(
 def sft(**o: Any) -> None:
     """Distillation: print or run verl's SFT trainer (sft_trainer_engine.yaml; GPUs) with RM-R1's settings, or run
     TRL's SFTTrainer on the CPU."""
+    _check_engine_options(o, SFT_TRL_ONLY)
     if o["engine"] == "trl":
-        if o["dry_run"]:
-            raise click.UsageError("--dry-run prints verl's command; --engine trl trains right here")
         _run_sft_trl(o)
         return
     nodes = o["nnodes"]
