@@ -133,6 +133,13 @@ def test_bad_input_cases(tmp_path):
     p = tourney("pairs", src, "-o", out, "--judge", str(tmp_path / "no-such-model"), "--family", "rm-r1")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr
     assert sorted(os.listdir(tmp_path)) == ["bad.jsonl", "in.jsonl"]  # no partial output, no temp files
+    for option in (["--format", "parquet"], ["--rationale"], ["--min-confidence", "0.5"]):  # they shape the output
+        p = tourney("pairs", src, "--dry-run", *option, *SIM)
+        assert (
+            p.returncode == 2
+            and p.stderr == f"tourney: error: {option[0]} has no effect with --dry-run (it writes nothing)\n"
+        )
+    assert tourney("pairs", src, "--dry-run", "--pairing", "all:0", *SIM).returncode == 0  # it checks the rows
 
 
 def test_string_prompts_give_strings_and_same_bytes(tmp_path):

@@ -72,6 +72,15 @@ def test_an_id_repeated_across_parts_is_found(tmp_path, monkeypatch):
         with pytest.raises(InputError, match=r'duplicate id "p7" \(first on line 8\)') as err:
             scanned(path, parallel, monkeypatch)
         assert err.value.line == 501
+    # 5 and "5" are one id (pairs' prompt_id writes it as text), as are no id on line 1 and "1"
+    row = '"prompt": "p", "responses": ["a", "b"]'
+    for text, shown in ((f'{{"id": 5, {row}}}\n{{"id": "5", {row}}}\n', '"5"'),
+                        (f'{{{row}}}\n{{"id": "1", {row}}}\n', '"1"')):  # fmt: skip
+        path.write_text(text)
+        for parallel in (False, True):
+            with pytest.raises(InputError, match=rf"duplicate id {shown} \(first on line 1\)") as err:
+                scanned(path, parallel, monkeypatch)
+            assert err.value.line == 2
 
 
 def test_the_cli_path_reads_in_parts_unless_it_continues_a_killed_run(tmp_path, monkeypatch):

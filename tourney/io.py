@@ -126,13 +126,16 @@ def read_rows(path: str, parse: Callable[[str, str, int], T], limit: int | None 
 
 
 def unique_ids(rows: Iterable[tuple[str, int, T]]) -> list[T]:
-    """The rows of (file name, line, row with an ``id``), in order; a repeated id is an InputError at its line."""
+    """The rows of (file name, line, row with an ``id``), in order; a repeated id is an InputError at its line. 5 and
+    "5" are one id (outputs such as pairs' ``prompt_id`` write it as text), as are a row without an id on line 1 and
+    an id "1"."""
     out: list[T] = []
     seen: dict[str, int] = {}
     for name, lineno, row in rows:
-        key = json.dumps(row.id)  # type: ignore[attr-defined]
+        key = str(row.id)  # type: ignore[attr-defined]
         if key in seen:
-            raise InputError(f"duplicate id {key} (first on line {seen[key]})", name, lineno, "id")
+            shown = json.dumps(row.id)  # type: ignore[attr-defined]
+            raise InputError(f"duplicate id {shown} (first on line {seen[key]})", name, lineno, "id")
         seen[key] = lineno
         out.append(row)
     return out

@@ -127,11 +127,12 @@ class Source:
         ln = np.frombuffer(lines, dtype=np.int64)
         pairs = sorted((int(ln[order[i + 1]]), int(ln[order[i]])) for i in same)  # (later line, earlier line)
         wanted = {n for pair in pairs for n in pair}
-        ids = {lineno: json.dumps(parse_line(text, name, lineno).id)
+        ids = {lineno: parse_line(text, name, lineno).id
                for name, lineno, text in jsonl_lines(self._spool or self.path) if lineno in wanted}  # fmt: skip
         for later, first in pairs:
-            if ids[later] == ids[first]:  # not a hash collision
-                raise InputError(f"duplicate id {ids[later]} (first on line {first})", self.name, later, "id")
+            if str(ids[later]) == str(ids[first]):  # not a hash collision
+                raise InputError(f"duplicate id {json.dumps(ids[later])} (first on line {first})", self.name, later,
+                                 "id")  # fmt: skip
 
 
 @dataclass
@@ -179,7 +180,7 @@ def _scan_part(
             )
         if not resume or part.rows > resume.prompts:
             part.plan += plan(item)
-        key = json.dumps(item.id).encode()
+        key = str(item.id).encode()  # 5 and "5" are one id (see ``io.unique_ids``)
         hashes.append(int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big", signed=True))
         lines.append(lineno)
         if len(item.texts) >= 2:

@@ -28,8 +28,10 @@ from tourney.io import Item
               help="auto: parquet when -o ends in .parquet, else JSONL.")  # fmt: skip
 def pairs_cmd(**opts: Any) -> None:
     """Judge every prompt's responses and write DPO preference pairs (prompt, chosen, rejected + metadata)."""
+    from tourney.cli.checks import check_dry_run, given_options
     from tourney.pairs import check_policy, parse_policy
 
+    check_dry_run(opts, given_options(), ("min_confidence", "rationale", "fmt"))  # they shape only the output
     policy = parse_policy(opts["pairing"])
     parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].endswith(".parquet"))
     if parquet and opts["output"] == "-" and not opts["dry_run"]:
