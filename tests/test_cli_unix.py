@@ -327,7 +327,7 @@ def interrupt(args: list, cache: Path) -> tuple[subprocess.CompletedProcess, int
 def test_ctrl_c_on_the_simulator_keeps_what_was_judged(tmp_path):
     args = ["best-of-n", EXAMPLE, "--judge", "simulated", "--sim-latency", "2", "-o", tmp_path / "o"]
     p, rows = interrupt(args, tmp_path / "c.sqlite")  # between the first and the second 2-second round
-    assert INTERRUPTED.fullmatch(one_error(p, 130))
+    assert INTERRUPTED.fullmatch(one_error(p, 130)) and p.stderr.count("\n") == 1  # no blank line before it
     assert rows >= 1 and not (tmp_path / "o").exists()
 
 

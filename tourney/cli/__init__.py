@@ -41,6 +41,18 @@ class LazyGroup(click.Group):
         command: click.Command = getattr(importlib.import_module(module), attr)
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        """Run the command; Ctrl-C leaves as ``Interrupted``, which click passes on untouched (it would print a
+        blank line first, meant for a terminal's ``^C``, into a log file too)."""
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as err:
+            raise Interrupted from err
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a command."""
+
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="tourney")
@@ -85,7 +97,9 @@ def run(args: list[str] | None) -> int:
     except BackendError as err:
         CONSOLE.error(str(err), "judge failed")
         return 1
-    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+    except (click.exceptions.Abort, KeyboardInterrupt, Interrupted):  # Abort: Ctrl-C as click saw it
+        if sys.stderr.isatty():  # close the terminal's "^C" echo; a file or pipe gets one line
+            click.echo(err=True)
         click.echo(f"tourney: interrupted ({CONSOLE.interrupted})", err=True)
         return 130
     return 0
