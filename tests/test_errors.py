@@ -70,7 +70,11 @@ def test_bad_judge_name_exits_2_naming_it(tmp_path: Path, name: str) -> None:
     assert err.startswith("tourney: error: ") and name in err and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize(("name", "hint"), [("simulatd", "simulated"), ("SmolLM", "smollm2"), ("zzz", None)])
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("simulatd", "simulated"), ("SmolLM", "smollm2"), ("zzz", None), ("Simulated", "simulated"),
+     ("Smollm2", "smollm2")],  # built-in names are exact, both alike (a folder named Smollm2 stays a folder)
+)  # fmt: skip
 def test_a_misspelled_judge_is_one_line_with_a_hint(tmp_path: Path, name: str, hint: str | None) -> None:
     code, err = run_cli(["rank", EXAMPLE, "--judge", name, "--dry-run"], tmp_path)  # no --family: no family warning
     assert code == 2 and len(err.strip().splitlines()) == 1, err

@@ -48,7 +48,7 @@ def resolve_model(name: str, *, convert: bool = True, builtins: tuple[str, ...] 
     """
     if not name or not name.strip():
         raise InputError("empty model name")
-    if name.lower() == SMOLLM2:
+    if name == SMOLLM2:  # exactly, as "simulated" is: a folder named Smollm2 is a folder
         path = smollm2_dir() if convert else smollm2_path()
         return smollm2_spec(str(path))
     local = Path(name).expanduser()
@@ -106,7 +106,7 @@ def hub_reachable(endpoint: str) -> bool:
 
 def builtin_spec(name: str) -> ModelSpec | None:
     """The built-in model's spec when ``name`` is one (its path may not be converted yet), else None."""
-    return smollm2_spec(str(smollm2_path())) if name.lower() == SMOLLM2 else None
+    return smollm2_spec(str(smollm2_path())) if name == SMOLLM2 else None
 
 
 def smollm2_spec(path: str) -> ModelSpec:
