@@ -140,17 +140,17 @@ def make_pairs(
         if not decisive or max(res.scores) == min(res.scores):
             stats.skipped_unseparated += 1
             continue
-        made = 0
+        met = 0  # pairs that met the policy; those --min-confidence then drops are counted as pairs, not here
         for c, r in _candidates(res, policy):
             if not res.scores[c] > res.scores[r]:
                 continue
+            met += 1
             pair = _pair(res, orig, idx, c, r, rationale)
             if min_confidence is not None and (pair.confidence is None or pair.confidence < min_confidence):
                 stats.dropped_low_confidence += 1
                 continue
             out.append(pair)
-            made += 1
-        if not made:
+        if not met:
             stats.skipped_no_pair += 1
     stats.pairs += len(out)
     return out
