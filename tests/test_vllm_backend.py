@@ -249,7 +249,8 @@ def test_smollm2_builtin_is_lazy_and_a_closed_judge_refuses(smollm2_dir: Path, m
         assert judge.identity()["model"] == {"name": "smollm2", "basename": smollm2_dir.name}
         assert judge.backend._llm is None and judge.backend._async is None  # lazy: identity needs no engine
         assert judge.identity()["dtype"] == "float32" and judge.backend.engine_kwargs == {"enforce_eager": True}
-        assert judge.backend.engine_args()["max_model_len"] == 4096
+        assert "max_model_len" not in judge.backend.engine_args()  # not fitted yet: vLLM's own, the model's limit
+        assert judge.backend.context_limit() == 8192 and judge.backend.fit_context(5400) == 5632  # a long prompt fits
     finally:
         judge.close()
     judge.close()  # idempotent

@@ -117,8 +117,7 @@ def smollm2_spec(path: str) -> ModelSpec:
         family="rm-r1",
         # float32, not bfloat16: bf16 is ~2x faster on CPUs with AVX512-BF16, but its CPU kernels change a request's
         # output with the batch it shares, which would make pipelined runs non-reproducible (measured).
-        dtype="float32",
-        max_model_len=4096,
+        dtype="float32",  # no context of its own: fitted to the work like any judge's, up to the model's 8192
         max_tokens=96,
         builtin=True,
         # Eager: torch.compile adds ~55 s to a CPU start-up for ~20% faster decoding, a bad trade for a demo judge.
