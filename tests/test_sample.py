@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -94,6 +95,18 @@ def test_samples_are_seeded_cached_and_resume_to_the_same_bytes(backend, prompts
     # ... and what it wrote is tourney input: rank reads it.
     p = tourney("rank", out, "--judge", backend.spec.name, "--family", "rm-r1", "--dry-run")
     assert p.returncode == 0 and json.loads(p.stdout)["judgments"] == 3 * 3
+
+
+def test_a_prompt_longer_than_the_policys_context_is_refused_before_the_engine_starts(tiny_model_dir, tmp_path):
+    """A judge's too-long prompt is exit 2 before vLLM starts; a policy's is too (it failed after the start-up)."""
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "short", "prompt": "hi"}) + "\n"
+                   + json.dumps({"id": "long", "prompt": "word " * 5000}) + "\n")  # fmt: skip
+    p = tourney("sample", src, "--policy", tiny_model_dir, "-n", 2, "--no-cache", "-o", tmp_path / "out.jsonl")
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1, p.stderr
+    assert re.fullmatch(rf"tourney: error: {src}:2: field 'prompt': the prompt has \d+ tokens; the policy's context is"
+                        r" 4096 \(shorten it\)\n", p.stderr), p.stderr  # fmt: skip
+    assert not (tmp_path / "out.jsonl").exists()  # exit 2 is the tokenizer's count: the engine's refusal was exit 1
 
 
 def test_dry_run_loads_no_model(prompts_file, tmp_path):

@@ -135,6 +135,10 @@ class RayBackend(BackendBase):
         """Size the replicas' context for the longest chat plus ``max_tokens``."""
         return self.local.fit_chats(chats, max_tokens) if self.fittable() else None
 
+    def too_long(self, chats: Sequence[Chat]) -> list[tuple[int, int]]:
+        """The chats the replicas' context cannot hold (see ``VLLMBackend.too_long``)."""
+        return self.local.too_long(chats)
+
     def render(self, messages: Chat) -> str:
         """The prompt text the model's chat template writes."""
         return self.local.render(messages)

@@ -132,6 +132,20 @@ class VLLMBackend(BackendBase):
             longest = max(longest, len(self.tokenizer.encode(text, add_special_tokens=False)))
         return self.fit_context(longest + max_tokens)
 
+    def too_long(self, chats: Sequence[Chat]) -> list[tuple[int, int]]:
+        """(index, tokens) of the chats whose prompt leaves no token to generate within ``context_limit()``, before
+        the engine starts (a token covers at least one UTF-8 byte: only chats that long in bytes are counted)."""
+        limit = self.context_limit()
+        out = []
+        for k, chat in enumerate(chats):
+            text = self.render(chat)
+            if (
+                len(text.encode()) + 1 > limit
+                and (n := len(self.tokenizer.encode(text, add_special_tokens=False))) + 1 > limit
+            ):
+                out.append((k, n))
+        return out
+
     def engine_context(self) -> int:
         """The context the engine starts with: asked for, else fitted to the work, else the model's."""
         return self.context or self.fitted or self.model_limit()

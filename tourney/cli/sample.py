@@ -80,6 +80,7 @@ def sample_cmd(**opts: Any) -> None:
             try:
                 identity = backend.identity()
                 if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
+                    check_lengths(rows, backend, opts["input_path"])
                     backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
                 with CONSOLE.progress(len(rows) * opts["n"], doing="sampling") as bar:
                     out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"],
@@ -102,6 +103,22 @@ def sample_cmd(**opts: Any) -> None:
     write_all(files)
     CONSOLE.say(f"tourney: {plural(stats.samples, 'sample')} ({stats.cached} cached, {stats.generated} generated), "
                 f"{plural(stats.backend_calls, 'backend call')}, {CONSOLE.elapsed():.1f} s")  # fmt: skip
+
+
+def check_lengths(rows: list[Any], backend: Any, path: str) -> None:
+    """Before the engine starts: a prompt the policy's context cannot hold is an InputError at its line (exit 2),
+    as a judge's is, not a failure after vLLM's start-up."""
+    from tourney.api import context_hint
+    from tourney.errors import InputError
+
+    over = backend.too_long([r.chat() for r in rows])
+    if over:
+        k, n = over[0]
+        limit = backend.context_limit()
+        why = (
+            f"the prompt has {n} tokens; the policy's context is {limit} ({context_hint(backend, n + 1, 'shorten it')})"
+        )
+        raise InputError(why, "<stdin>" if path == "-" else path, rows[k].line, "prompt")
 
 
 def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
