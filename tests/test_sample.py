@@ -129,6 +129,18 @@ def test_dry_run_loads_no_model(prompts_file, tmp_path):
         assert not (tmp_path / "x").exists()
 
 
+def test_a_server_that_does_not_answer_is_said_while_retried(prompts_file, tmp_path):
+    """As a judge's server is: each retry is said (here once, as a line: no terminal), then one error line."""
+    p = tourney("sample", prompts_file, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-retries",
+                1, "--timeout", 5, "--no-cache", "-o", tmp_path / "out.jsonl")  # fmt: skip
+    lines = p.stderr.splitlines()
+    assert p.returncode == 1 and len(lines) == 2, p.stderr
+    assert lines[0].startswith("tourney: http://127.0.0.1:9/v1/models: connection failed") and lines[0].endswith(
+        "; retrying (1 of 1, --max-retries)"
+    )
+    assert "gave up after 2 attempts" in lines[1] and not (tmp_path / "out.jsonl").exists()
+
+
 BAD = [
     ("{not json", ":1:", "malformed JSON"),
     ('{"id": 1}', "field 'prompt'", "missing"),
@@ -159,6 +171,8 @@ def test_bad_input_is_one_line_exit_2(tmp_path, content, where, what):
         (["--base-url", "http://127.0.0.1:9/v1"], 2, "--base-url only applies to --backend openai"),
         (["--backend", "openai"], 2, "needs at least one --base-url"),
         (["--concurrency", "4"], 2, "--concurrency only applies to --backend openai"),
+        (["--max-retries", "2"], 2, "--max-retries only applies to --backend openai"),
+        (["--timeout", "5"], 2, "--timeout only applies to --backend openai"),
         (
             ["--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--dtype", "float16"],
             2,

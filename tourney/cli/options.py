@@ -105,6 +105,14 @@ VLLM: list[Decorator] = [
                       "--engine-arg enforce_eager=true --engine-arg quantization=fp8)."),
 ]  # fmt: skip
 
+# How long a server (--backend openai) is waited on and retried: judges (rank, best-of-n, pairs) and policies (sample).
+RETRIES: list[Decorator] = [
+    click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
+                 help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
+    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
+                 help="Seconds to wait for one server answer before retrying (--backend openai)."),
+]  # fmt: skip
+
 WINDOW = 4096  # prompts in flight: big batches for a GPU judge, a few hundred MB at most
 
 # Every command that runs tournaments (rank, best-of-n, pairs).
@@ -118,10 +126,7 @@ JUDGE: list[Decorator] = [
                       "response's 'quality'; not a model)."),
     *SERVER,
     *RAY,
-    click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
-                 help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
-    click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
-                 help="Seconds to wait for one server answer before retrying (--backend openai)."),
+    *RETRIES,
     API_KEY,
     FAMILY(),
     click.option("--strategy", type=click.Choice(sorted(STRATEGIES)), default=None,

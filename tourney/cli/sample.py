@@ -34,6 +34,7 @@ from tourney.errors import BackendError
     options.SEED(help="Run seed; sample k of a prompt uses a seed derived from (seed, prompt, k)."),
     *options.SERVER,
     *options.RAY,
+    *options.RETRIES,
     options.API_KEY,
     *options.VLLM,
     click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
@@ -62,7 +63,8 @@ def sample_cmd(**opts: Any) -> None:
                       max_model_len=opts["max_model_len"], tensor_parallel_size=opts["tensor_parallel_size"],
                       gpu_memory_utilization=opts["gpu_memory_utilization"],
                       engine_kwargs=parse_engine_args(opts["engine_args"]), base_urls=tuple(opts["base_urls"]),
-                      concurrency=opts["concurrency"], api_key_env=opts["api_key_env"], replicas=opts["replicas"],
+                      concurrency=opts["concurrency"], max_retries=opts["max_retries"], timeout=opts["timeout"],
+                      api_key_env=opts["api_key_env"], replicas=opts["replicas"],
                       ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
     rows = read_prompts(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
@@ -83,9 +85,12 @@ def sample_cmd(**opts: Any) -> None:
                     check_lengths(rows, backend, opts["input_path"])
                     backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
                 with CONSOLE.progress(len(rows) * opts["n"], doing="sampling") as bar:
+                    progress = bar.advance
+                    if hasattr(backend, "pool"):  # a server: its retries are said until samples come back
+                        progress = waiting_on_server(backend.pool, bar)
                     out, stats = sample(rows, backend, opts["n"], temperature=opts["temperature"],
                                         top_p=opts["top_p"], max_tokens=opts["max_tokens"], seed=opts["seed"],
-                                        cache=cache, batch_size=opts["batch_size"], progress=bar.advance,
+                                        cache=cache, batch_size=opts["batch_size"], progress=progress,
                                         status=bar.phase)  # fmt: skip
             finally:
                 backend.close()
@@ -103,6 +108,19 @@ def sample_cmd(**opts: Any) -> None:
     write_all(files)
     CONSOLE.say(f"tourney: {plural(stats.samples, 'sample')} ({stats.cached} cached, {stats.generated} generated), "
                 f"{plural(stats.backend_calls, 'backend call')}, {CONSOLE.elapsed():.1f} s")  # fmt: skip
+
+
+def waiting_on_server(pool: Any, bar: Any) -> Any:
+    """Say each retry of the server while no sample has come back (a wrong URL, a server still loading: not waited
+    on in silence, as a judge's is not); return the progress hook that ends it."""
+    state = {"back": False}
+    pool.on_retry = lambda text: None if state["back"] else bar.note(text)
+
+    def advance(n: int) -> None:
+        state["back"] = True
+        bar.advance(n)
+
+    return advance
 
 
 def check_lengths(rows: list[Any], backend: Any, path: str) -> None:
