@@ -57,6 +57,7 @@ def test_trl_engine_runs_grpo_steps_on_the_cpu(tmp_path, smollm2_dir):
     assert [s.split(":")[1] for s in steps] == [" step 1/2", " step 2/2"] and "reward mean " in steps[0], res.stderr
     assert ", eta " in steps[0] and ", eta " not in steps[1]  # the time left, until the last step
     assert res.stderr.count("TRL currently supports vLLM") <= 1 and "Triton is installed" not in res.stderr
+    assert not any(bar in res.stderr for bar in ("Loading weights", "Tokeniz", "Writing model shards", "it/s]"))
 
 
 def test_one_progress_line_per_step():
@@ -118,6 +119,7 @@ def test_sft_trl_engine_trains_a_few_steps_and_saves_a_loadable_model(tmp_path):
     assert [s.split(":")[1] for s in steps] == [" step 1/2", " step 2/2"] and "token accuracy " in steps[0], res.stderr
     assert ", eta " in steps[0] and ", eta " not in steps[1]
     assert res.stderr.count("TRL currently supports vLLM") <= 1 and "Triton is installed" not in res.stderr
+    assert not any(bar in res.stderr for bar in ("Loading weights", "Tokeniz", "Writing model shards", "it/s]"))
     model = AutoModelForCausalLM.from_pretrained(out)  # what `rlvr --engine trl --model DIR` and `rank --judge` load
     assert AutoTokenizer.from_pretrained(out).chat_template and model.config.num_hidden_layers == 2
     mask = os.umask(0)

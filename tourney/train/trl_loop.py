@@ -96,12 +96,25 @@ def import_trl(names: tuple[str, str] = ("GRPOConfig", "GRPOTrainer")) -> tuple[
 
         # trl imports a trainer's module lazily, at this first attribute access: its checks warn here, not later
         classes = getattr(trl, names[0]), getattr(trl, names[1])
+    quiet_library_bars()
     shown = set()
     for w in caught:
         if (w.category, str(w.message)) not in shown:
             shown.add((w.category, str(w.message)))
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     return classes
+
+
+def quiet_library_bars() -> None:
+    """Turn off transformers', datasets' and the hub's own progress bars (loading weights, tokenizing the dataset,
+    writing shards): the loops print one line per step, and a log file or pipe would get the bars' every redraw."""
+    import datasets
+    import huggingface_hub
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    huggingface_hub.utils.disable_progress_bars()
 
 
 def step_line(step: int, max_steps: int, logs: dict[str, Any], seconds: float) -> str:
