@@ -191,6 +191,11 @@ def test_chat_prompts_are_conversational_with_rationale_and_parquet(tmp_path):
     p = tourney("pairs", src, "-o", pq_out, "--rationale", "--votes", "2", *SIM)
     assert p.returncode == 0, p.stderr
     assert pq.read_table(pq_out).to_pylist() == rows
+    upper = tmp_path / "O.PARQUET"  # the suffix in any case, on output and input alike
+    assert tourney("pairs", src, "-o", upper, "--rationale", "--votes", "2", *SIM).returncode == 0
+    assert pq.read_table(upper).to_pylist() == rows
+    p = tourney("train", "prepare", upper, "-o", tmp_path / "rl")
+    assert p.returncode == 0 and (tmp_path / "rl" / "train.parquet").is_file(), p.stderr
 
 
 def test_mixed_prompts_are_all_conversational(tmp_path):
@@ -277,7 +282,7 @@ def test_gsm8k_end_to_end_with_smollm2(tmp_path, smollm2_dir, vllm_server):
         assert pair["chosen"] != pair["rejected"] and pair["score_chosen"] > pair["score_rejected"]
     p = tourney("train", "prepare", pairs_out, "-o", data, "--family", "rm-r1")
     if not pairs:  # the tiny judge separated nothing: prepare says so (its own rule, not this flow's)
-        assert p.returncode == 2 and "no usable pairs" in p.stderr
+        assert p.returncode == 2 and "no pairs in the file" in p.stderr
     else:
         assert p.returncode == 0, p.stderr[-2000:]
         report = json.loads(p.stdout)

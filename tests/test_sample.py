@@ -129,6 +129,24 @@ def test_dry_run_loads_no_model(prompts_file, tmp_path):
         assert not (tmp_path / "x").exists()
 
 
+def test_a_parquet_output_name_is_refused_and_an_empty_input_warned(prompts_file, tmp_path):
+    """sample writes JSONL only: a .parquet name would hold JSONL that every reader then takes for Parquet."""
+    p = tourney("sample", prompts_file, "-o", tmp_path / "x.Parquet", "--no-cache")
+    assert (
+        p.returncode == 2
+        and p.stderr
+        == "tourney: error: field '-o': sample writes JSONL (rank, pairs and train read it); name the output .jsonl\n"
+    )
+    assert os.listdir(tmp_path) == []
+    (tmp_path / "empty.jsonl").write_text("")
+    p = tourney("sample", tmp_path / "empty.jsonl", "--no-cache")  # smollm2's tokenizer only: nothing to generate
+    assert (
+        p.returncode == 0
+        and p.stdout == ""
+        and f"{tmp_path / 'empty.jsonl'} has no prompts: nothing to sample" in p.stderr
+    )
+
+
 def test_a_server_that_does_not_answer_is_said_while_retried(prompts_file, tmp_path):
     """As a judge's server is: each retry is said (here once, as a line: no terminal), then one error line."""
     p = tourney("sample", prompts_file, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--max-retries",

@@ -123,7 +123,12 @@ def test_prepare_unknown_family_and_all_identical(tmp_path):
     assert res.returncode == 2 and "cannot create output directory" in res.stderr and res.stderr.count("\n") == 1
     same = write_pairs(tmp_path / "same.jsonl", n=0, identical=3)
     res = run_cli("train", "prepare", str(same), "-o", str(tmp_path / "o"))
-    assert res.returncode == 2 and "no usable pairs" in res.stderr
+    assert res.returncode == 2 and "no usable pairs (all 3 have chosen == rejected)" in res.stderr
+    (tmp_path / "empty.jsonl").write_text("")
+    res = run_cli("train", "prepare", str(tmp_path / "empty.jsonl"), "-o", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr == f"tourney: error: {tmp_path / 'empty.jsonl'}: no pairs in the file\n"
+    res = run_cli("train", "rlvr", "--model", "Qwen/Qwen2.5-7B", "--data", "no-such-dir", "--output", "ck", "--dry-run")
+    assert res.stderr == "tourney: error: no-such-dir/train.parquet: missing: run `tourney train prepare` first\n"
 
 
 def test_prepare_custom_toml_family_reaches_the_reward(tmp_path):

@@ -25,7 +25,7 @@ from tourney.io import Item
               help="Keep pairs whose direct votes favour chosen by at least this share (see README).")  # fmt: skip
 @click.option("--rationale", is_flag=True, help="Add the judge's reasoning on each pair (its direct judgments).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet"]), default="auto", show_default=True,
-              help="auto: parquet when -o ends in .parquet, else JSONL.")  # fmt: skip
+              help="auto: parquet when -o ends in .parquet (any case), else JSONL.")  # fmt: skip
 def pairs_cmd(**opts: Any) -> None:
     """Judge every prompt's responses and write DPO preference pairs (prompt, chosen, rejected + metadata)."""
     from tourney.cli.checks import check_dry_run, given_options
@@ -33,7 +33,7 @@ def pairs_cmd(**opts: Any) -> None:
 
     check_dry_run(opts, given_options(), ("min_confidence", "rationale", "fmt"))  # they shape only the output
     policy = parse_policy(opts["pairing"])
-    parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].endswith(".parquet"))
+    parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].lower().endswith(".parquet"))
     if parquet and opts["output"] == "-" and not opts["dry_run"]:
         raise InputError("Parquet needs a file (-o PATH.parquet), not stdout", field="-o")
     streams = [("--judgments", opts["judgments_path"])] if opts["judgments_path"] else []

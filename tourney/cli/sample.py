@@ -44,12 +44,13 @@ from tourney.errors import BackendError
     options.NO_CACHE(help="Do not read or write the sample cache."),
     options.SUMMARY(),
     options.DRY_RUN(help="Print how many samples the run would ask for and how many are cached; start no model."),
-    options.QUIET(help="No closing summary line (errors still show)."),
+    options.QUIET(help="No progress bar and no closing summary line (warnings and errors still show)."),
     options.VERBOSE(),
 ])  # fmt: skip
 def sample_cmd(**opts: Any) -> None:
     """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
     from tourney.config import JudgeConfig, make_backend, parse_engine_args
+    from tourney.errors import InputError
     from tourney.io import check_outputs, dumps, write_all
     from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
 
@@ -67,6 +68,8 @@ def sample_cmd(**opts: Any) -> None:
                       api_key_env=opts["api_key_env"], replicas=opts["replicas"],
                       ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
     rows = read_prompts(opts["input_path"], opts["limit"])
+    if opts["output"] != "-" and opts["output"].lower().endswith(".parquet"):
+        raise InputError("sample writes JSONL (rank, pairs and train read it); name the output .jsonl", field="-o")
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"], None if opts["no_cache"] else opts["cache_path"])
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
@@ -106,6 +109,9 @@ def sample_cmd(**opts: Any) -> None:
                                      "wall_s": round(CONSOLE.elapsed(), 3)}  # fmt: skip
         files.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(files)
+    if not rows:
+        CONSOLE.warn(f"{'<stdin>' if opts['input_path'] == '-' else opts['input_path']} has no prompts: nothing to "
+                     "sample")  # fmt: skip
     CONSOLE.say(f"tourney: {plural(stats.samples, 'sample')} ({stats.cached} cached, {stats.generated} generated), "
                 f"{plural(stats.backend_calls, 'backend call')}, {CONSOLE.elapsed():.1f} s")  # fmt: skip
 

@@ -133,8 +133,8 @@ def check_data(
     that another stage wrote (the trainer would fail on it much later, on a GPU node)."""
     import pyarrow.parquet as pq
 
-    paths = tuple(str((Path(data_dir) / f).resolve()) for f in files)
-    for p in paths:
+    for name in files:
+        p = str(Path(data_dir) / name)  # as the user named the folder; verl gets the absolute paths
         if not Path(p).is_file():
             raise InputError(f"missing: run `tourney train {stage}` first", file=p)
         try:
@@ -143,7 +143,7 @@ def check_data(
             raise InputError(f"not a parquet file: run `tourney train {stage}` to write it", file=p) from None
         if STAGE_COLUMN[stage] not in names:
             raise InputError(f"no '{STAGE_COLUMN[stage]}' column: not written by `tourney train {stage}`", file=p)
-    return paths
+    return tuple(str((Path(data_dir) / name).resolve()) for name in files)
 
 
 def split_rows(data_dir: str) -> tuple[int, int]:

@@ -35,7 +35,7 @@ def read_pairs(path: str) -> list[Pair]:
 
 def _rows(path: str) -> Iterator[tuple[int, Any]]:
     """Yield (line or row number, decoded row) from JSONL or parquet."""
-    if path.endswith(".parquet"):
+    if path.lower().endswith(".parquet"):
         import pyarrow.parquet as pq  # only for parquet input; pyarrow ships with both environments
 
         try:

@@ -102,7 +102,8 @@ def prepare(
     train_rows = build_rows(train, family, ref, "train", seed, path)
     val_rows = build_rows(val, family, ref, "val", seed + 1, path, start=len(train_rows))
     if not train_rows:
-        raise InputError("no usable pairs (every pair was skipped)", file=path)
+        why = "no pairs in the file" if not pairs else f"no usable pairs (all {len(pairs)} have chosen == rejected)"
+        raise InputError(why, file=path)
     make_dir(out_dir)
     schema = parquet_schema()
     write_all([(os.path.join(out_dir, "train.parquet"), parquet(train_rows, schema)),

@@ -115,7 +115,8 @@ def sft_prepare(
     """Write ``train.parquet`` / ``val.parquet`` for verl's SFT trainer (split by prompt id); return the counts."""
     rows, counts = sft_rows(judgments_path, items_path, family_name)
     if not rows:
-        raise InputError(f"no judgment kept ({dict(counts)}): nothing to distil", file=judgments_path)
+        why = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in sorted(counts.items()) if v) or "the file has none"
+        raise InputError(f"no judgment kept ({why}): nothing to distil", file=judgments_path)
     train, val = write_split(rows, out_dir, seed, val_fraction)
     return {**{k: counts[k] for k in sorted(counts)}, "train": len(train), "val": len(val), "out": out_dir}
 
