@@ -44,6 +44,11 @@ def read_items(path: str) -> list[Item]:
     return read_rows(path, parse_line)
 
 
+def input_name(path: str) -> str:
+    """How errors and warnings name an input: ``<stdin>`` for ``-``, else the path as given."""
+    return "<stdin>" if path == "-" else path
+
+
 def jsonl_lines(
     path: str, start: int = 0, end: int | None = None, first_line: int = 1, name: str | None = None
 ) -> Iterator[tuple[str, int, str]]:
@@ -52,7 +57,7 @@ def jsonl_lines(
     Read lazily, a line at a time: an input of any size costs the memory of its longest line. ``start``/``end``: only
     the lines that begin in that byte range of a file (``start`` at a line's beginning, that line numbered
     ``first_line``); ``name``: how errors name the file."""
-    name = name or ("<stdin>" if path == "-" else path)
+    name = name or input_name(path)
     if is_table(path):  # Parquet or a saved dataset: its rows as the lines they stand for (never split in ranges)
         yield from table_lines(path, name)
         return

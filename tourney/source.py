@@ -24,7 +24,7 @@ from typing import Any
 
 from tourney.console import plural
 from tourney.errors import InputError
-from tourney.io import Item, jsonl_lines, parse_line
+from tourney.io import Item, input_name, jsonl_lines, parse_line
 from tourney.sink import Resume
 from tourney.tables import is_table
 
@@ -38,7 +38,7 @@ class Source:
 
     def __init__(self, path: str, limit: int | None = None) -> None:
         """Name the input (``limit``: only its first rows); nothing is read yet."""
-        self.path, self.name, self.limit = path, "<stdin>" if path == "-" else path, limit
+        self.path, self.name, self.limit = path, input_name(path), limit
         self.rows = 0  # after scan: how many rows, and the judgments their tournaments plan (an upper bound)
         self.plan = 0
         self.longest: list[Item] = []  # after scan: the rows whose judge prompt is longest in bytes, longest first

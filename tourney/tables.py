@@ -18,9 +18,14 @@ from tourney.errors import InputError
 BATCH_ROWS = 1024  # rows converted at a time: a table of any size costs the memory of one batch
 
 
+def parquet_name(path: str) -> bool:
+    """Whether ``path`` is named as a Parquet file (``.parquet``, in any case)."""
+    return path.lower().endswith(".parquet")
+
+
 def is_table(path: str) -> bool:
     """Whether ``path`` names a Parquet file or a folder (a saved dataset) rather than JSONL."""
-    return path != "-" and (path.lower().endswith(".parquet") or os.path.isdir(path))
+    return path != "-" and (parquet_name(path) or os.path.isdir(path))
 
 
 def table_lines(path: str, name: str | None = None) -> Iterator[tuple[str, int, str]]:
@@ -47,7 +52,7 @@ def table_rows(path: str, name: str) -> Iterator[dict[str, Any]]:
 
 def _kind(path: str) -> str:
     """What a table input was taken for, for its errors."""
-    return "Parquet file" if path.lower().endswith(".parquet") else "saved dataset"
+    return "Parquet file" if parquet_name(path) else "saved dataset"
 
 
 def _batches(path: str, name: str) -> Iterator[Any]:

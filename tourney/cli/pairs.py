@@ -30,10 +30,11 @@ def pairs_cmd(**opts: Any) -> None:
     """Judge every prompt's responses and write DPO preference pairs (prompt, chosen, rejected + metadata)."""
     from tourney.cli.checks import check_dry_run, given_options
     from tourney.pairs import check_policy, parse_policy
+    from tourney.tables import parquet_name
 
     check_dry_run(opts, given_options(), ("min_confidence", "rationale", "fmt"))  # they shape only the output
     policy = parse_policy(opts["pairing"])
-    parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and opts["output"].lower().endswith(".parquet"))
+    parquet = opts["fmt"] == "parquet" or (opts["fmt"] == "auto" and parquet_name(opts["output"]))
     if parquet and opts["output"] == "-" and not opts["dry_run"]:
         raise InputError("Parquet needs a file (-o PATH.parquet), not stdout", field="-o")
     streams = [("--judgments", opts["judgments_path"])] if opts["judgments_path"] else []

@@ -51,8 +51,9 @@ def sample_cmd(**opts: Any) -> None:
     """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
     from tourney.config import JudgeConfig, make_backend, parse_engine_args
     from tourney.errors import InputError
-    from tourney.io import check_outputs, dumps, write_all
+    from tourney.io import check_outputs, dumps, input_name, write_all
     from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
+    from tourney.tables import parquet_name
 
     CONSOLE.quiet = opts["quiet"]
     CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "samples so far are cached"
@@ -68,7 +69,7 @@ def sample_cmd(**opts: Any) -> None:
                       api_key_env=opts["api_key_env"], replicas=opts["replicas"],
                       ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
     rows = read_prompts(opts["input_path"], opts["limit"])
-    if opts["output"] != "-" and opts["output"].lower().endswith(".parquet"):
+    if parquet_name(opts["output"]):
         raise InputError("sample writes JSONL (rank, pairs and train read it); name the output .jsonl", field="-o")
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
     check_outputs(outputs, opts["input_path"], None if opts["no_cache"] else opts["cache_path"])
@@ -110,8 +111,7 @@ def sample_cmd(**opts: Any) -> None:
         files.append((opts["summary_path"], [json.dumps(summary, indent=2, ensure_ascii=False)]))
     write_all(files)
     if not rows:
-        CONSOLE.warn(f"{'<stdin>' if opts['input_path'] == '-' else opts['input_path']} has no prompts: nothing to "
-                     "sample")  # fmt: skip
+        CONSOLE.warn(f"{input_name(opts['input_path'])} has no prompts: nothing to sample")
     CONSOLE.say(f"tourney: {plural(stats.samples, 'sample')} ({stats.cached} cached, {stats.generated} generated), "
                 f"{plural(stats.backend_calls, 'backend call')}, {CONSOLE.elapsed():.1f} s")  # fmt: skip
 
@@ -134,6 +134,7 @@ def check_lengths(rows: list[Any], backend: Any, path: str) -> None:
     as a judge's is, not a failure after vLLM's start-up."""
     from tourney.api import context_hint
     from tourney.errors import InputError
+    from tourney.io import input_name
 
     over = backend.too_long([r.chat() for r in rows])
     if over:
@@ -142,7 +143,7 @@ def check_lengths(rows: list[Any], backend: Any, path: str) -> None:
         why = (
             f"the prompt has {n} tokens; the policy's context is {limit} ({context_hint(backend, n + 1, 'shorten it')})"
         )
-        raise InputError(why, "<stdin>" if path == "-" else path, rows[k].line, "prompt")
+        raise InputError(why, input_name(path), rows[k].line, "prompt")
 
 
 def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:

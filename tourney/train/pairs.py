@@ -14,6 +14,7 @@ from typing import Any
 
 from tourney.errors import InputError
 from tourney.io import Row, jsonl_records
+from tourney.tables import parquet_name
 from tourney.types import Prompt
 
 
@@ -35,7 +36,7 @@ def read_pairs(path: str) -> list[Pair]:
 
 def _rows(path: str) -> Iterator[tuple[int, Any]]:
     """Yield (line or row number, decoded row) from JSONL or parquet."""
-    if path.lower().endswith(".parquet"):
+    if parquet_name(path):
         import pyarrow.parquet as pq  # only for parquet input; pyarrow ships with both environments
 
         try:
