@@ -399,3 +399,42 @@ def test_an_output_that_is_the_cache_and_a_cache_in_no_folder_are_refused(tmp_pa
         line = one_error(tourney(*cmd, "--cache", missing))
         assert line == f"tourney: error: {missing}: cannot create the cache: no such directory"
     assert not (tmp_path / "no").exists() and sorted(os.listdir(tmp_path)) == ["c.sqlite", "prompts.jsonl", "r.jsonl"]
+
+
+def test_an_input_that_is_a_pipe_by_name_is_read_once_and_judged_whole(tmp_path):
+    """A FIFO, /dev/stdin or <(zcat f) cannot be read twice: it is spooled as '-' is (it came back empty, exit 0, or
+    hung on the FIFO's second open)."""
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(EXAMPLE.read_bytes()))
+    writer.start()
+    p = tourney("rank", fifo, *SIM, "-o", tmp_path / "o.jsonl")
+    writer.join(timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "o.jsonl").read_bytes() == tourney("rank", EXAMPLE, *SIM).stdout.encode()
+    piped = subprocess.run(python_m_tourney("rank", "/dev/stdin", *SIM), input=EXAMPLE.read_text(),
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert piped.returncode == 0 and piped.stdout.encode() == (tmp_path / "o.jsonl").read_bytes(), piped.stderr
+
+
+def test_the_default_cache_is_never_an_output_and_empty_paths_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOURNEY_CACHE_DIR", str(tmp_path / "cache"))
+    sim = ["--judge", "simulated"]
+    assert tourney("rank", EXAMPLE, *sim, "-o", tmp_path / "r.jsonl").returncode == 0
+    cache = tmp_path / "cache" / "judgments.sqlite"
+    before = cache.read_bytes()
+    line = one_error(tourney("rank", EXAMPLE, *sim, "-o", tmp_path / "r2.jsonl", "--summary", cache))
+    assert (
+        line == f"tourney: error: --summary and --cache name the same file ({cache})" and cache.read_bytes() == before
+    )
+    assert tourney("rank", EXAMPLE, *sim, "--no-cache", "--summary", tmp_path / "s.json").returncode == 0
+    for option in ("--summary", "--judgments", "-o", "--cache"):
+        flag = "--output" if option == "-o" else option
+        assert one_error(tourney("rank", EXAMPLE, *sim, option, "")) == f"tourney: error: {flag} is an empty path"
+    for cmd in ("rank", "best-of-n"):
+        line = one_error(tourney(cmd, EXAMPLE, *sim, "-o", tmp_path / "x.parquet"))
+        assert (
+            line == f"tourney: error: field '-o': {cmd} writes JSONL (rank, pairs and train read it); name the"
+            " output .jsonl"
+        )
+    assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r2.jsonl").exists()

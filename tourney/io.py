@@ -306,24 +306,31 @@ def _inode(st: os.stat_result) -> str:
     return f"{'fifo' if stat.S_ISFIFO(st.st_mode) else 'inode'} {st.st_dev}:{st.st_ino}"
 
 
-def check_outputs(paths: dict[str, str | None], input_path: str | None = None, cache_path: str | None = None) -> None:
+def check_outputs(
+    paths: dict[str, str | None], input_path: str | None = None, cache_path: str | None = None, given: bool = True
+) -> None:
     """Check every output before any work: writable, and no two (nor one and the input or the cache) naming the same
     file.
 
     ``paths`` maps an option name (``-o``) to its path (None: not asked for). Character devices such as /dev/null may
-    be named twice; ``-`` (stdout) only once, also as /dev/stdout when stdout is a pipe. ``cache_path``: a ``--cache``
-    the user gave; its folder must exist (only the default cache folder is made), and no output may replace it.
+    be named twice; ``-`` (stdout) only once, also as /dev/stdout when stdout is a pipe. ``cache_path``: the cache the
+    run uses (None: none), which no output may replace; when the user ``given`` it, its folder must exist (only the
+    default cache folder is made).
     """
     seen: dict[str, str] = {}
     if input_path and (key := _input_identity(input_path)) is not None:
         seen[key] = "INPUT"
-    if cache_path:
-        if not os.path.isdir(os.path.dirname(os.path.abspath(cache_path))):
+    if cache_path is not None:
+        if not cache_path:
+            raise InputError("--cache is an empty path")
+        if given and not os.path.isdir(os.path.dirname(os.path.abspath(cache_path))):
             raise InputError("cannot create the cache: no such directory", file=cache_path)
         seen[_input_identity(cache_path) or os.path.realpath(cache_path)] = "--cache"
     for option, path in paths.items():
         if path is None:
             continue
+        if not path:
+            raise InputError(f"{option} is an empty path")
         key = _identity(path, output_target(path)[0])
         if key is None:
             continue

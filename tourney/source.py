@@ -106,13 +106,18 @@ class Source:
             self._spool = None
 
     def _readable(self) -> str:
-        """The input as a file that can be read twice: stdin is copied to a temp file first."""
-        if self.path != "-":
+        """The input as a file that can be read twice: stdin, or a path that is a pipe (``<(zcat f)``, /dev/stdin, a
+        FIFO) or a device, is copied to a temp file first (read once, it would be empty the second time)."""
+        if self.path != "-" and not _streamed(self.path):
             return self.path
         if self._spool is None:
             fd, self._spool = tempfile.mkstemp(prefix="tourney-stdin-", suffix=".jsonl")
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+                if self.path == "-":
+                    shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+                else:
+                    with open(self.path, "rb") as src:
+                        shutil.copyfileobj(src, out, 1 << 20)
         return self._spool
 
     def _check_ids(self, hashes: array, lines: array) -> None:
@@ -133,6 +138,17 @@ class Source:
             if str(ids[later]) == str(ids[first]):  # not a hash collision
                 raise InputError(f"duplicate id {json.dumps(ids[later])} (first on line {first})", self.name, later,
                                  "id")  # fmt: skip
+
+
+def _streamed(path: str) -> bool:
+    """Whether ``path`` is a pipe or a device (not a file or folder that can be read again)."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False  # missing: the reader says so
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 @dataclass

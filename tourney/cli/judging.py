@@ -70,6 +70,7 @@ def prepare(
     ``check(items, source)`` is a command's own check of the rows; ``streams`` are the (option, path) JSONL outputs
     written as the run goes, in flush order; ``settings``: the command's own options that decide its output;
     ``resumable``: False when an output is written whole at the end (a killed run then starts over)."""
+    from tourney.cache import default_cache_path
     from tourney.config import resolve_family
     from tourney.io import check_outputs
 
@@ -85,7 +86,9 @@ def prepare(
     source = Source(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
-    check_outputs(outputs, opts["input_path"], None if opts["no_cache"] else opts["cache_path"])
+    own_cache = opts["cache_path"] is not None
+    cache_path = None if opts["no_cache"] else opts["cache_path"] if own_cache else str(default_cache_path())
+    check_outputs(outputs, opts["input_path"], cache_path, own_cache)
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     warn_unknown_family(cfg)
     warn_greedy_votes(cfg, family, opts["votes"])

@@ -62,7 +62,8 @@ VAL_FRACTION = option("--val-fraction", type=click.FloatRange(0, 1, max_open=Tru
                       help="Share of pairs (whole prompts) held out for validation.")  # fmt: skip
 VERBOSE = option(
     "-v", "--verbose", is_flag=True,
-    help="Show vLLM/torch logs on stderr (otherwise they go to ~/.cache/tourney/logs/last-run.log).",
+    help="Show vLLM/torch logs on stderr (otherwise they go to logs/last-run.log in $TOURNEY_CACHE_DIR or "
+         "~/.cache/tourney).",
 )  # fmt: skip
 
 # The model's backend: shared by the judge commands and `tourney sample` (a policy runs on the same backends).
@@ -166,7 +167,7 @@ JUDGE: list[Decorator] = [
     click.option("--sim-latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
                  help="Simulator: seconds each judge call takes, standing in for a real backend."),
     click.option("--cache", "cache_path", default=None,
-                 help="Judgment cache (SQLite). Default: $TOURNEY_CACHE_DIR or ~/.cache/tourney/judgments.sqlite."),
+                 help="Judgment cache (SQLite). Default: judgments.sqlite in $TOURNEY_CACHE_DIR or ~/.cache/tourney."),
     NO_CACHE(help="Do not read or write the judgment cache."),
     click.option("--judgments", "judgments_path", default=None,
                  help="Write every judgment (ids, order shown, vote, verdict, raw text) as JSONL."),

@@ -72,7 +72,9 @@ def sample_cmd(**opts: Any) -> None:
     if parquet_name(opts["output"]):
         raise InputError("sample writes JSONL (rank, pairs and train read it); name the output .jsonl", field="-o")
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
-    check_outputs(outputs, opts["input_path"], None if opts["no_cache"] else opts["cache_path"])
+    own_cache = opts["cache_path"] is not None
+    cache_path = None if opts["no_cache"] else opts["cache_path"] if own_cache else default_samples_path()
+    check_outputs(outputs, opts["input_path"], cache_path, own_cache)
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
     if opts["dry_run"]:
         with logs:  # Ray's notices, the tokenizer's
