@@ -79,6 +79,18 @@ def test_a_family_file_sets_the_new_fields(tmp_path: Path) -> None:
     assert ids[0]["repetition_penalty"] == 1.1 and ids[1]["repetition_penalty"] == 1.0
 
 
+def test_a_family_file_beats_the_built_in_model_only_in_the_keys_it_sets(tmp_path: Path) -> None:
+    """README: options > a family file's [sampling] > the built-in model's (smollm2: 96 tokens) > the family's. A file
+    without max_tokens gave smollm2 its own default, 8192."""
+    plain, capped = tmp_path / "plain.toml", tmp_path / "capped.toml"
+    plain.write_text(FAMILY)
+    capped.write_text(FAMILY + "[sampling]\nmax_tokens = 50\n")
+    for path, smollm2, other in ((plain, 96, 8192), (capped, 50, 50)):
+        for judge, want in (("smollm2", smollm2), ("some/model", other)):
+            cfg = JudgeConfig(judge, family=str(path))
+            assert judge_sampling(cfg, load_custom(path)).max_tokens == want, (path.name, judge)
+
+
 def test_a_family_file_with_a_bad_sampling_value_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "fam.toml"
     path.write_text(FAMILY + "[sampling]\ntop_k = 2.5\n")

@@ -239,7 +239,9 @@ def judge_sampling(cfg: JudgeConfig, family: Family) -> Sampling:
 
     spec = builtin_spec(cfg.judge)
     model = {"max_tokens": spec.max_tokens} if spec and spec.max_tokens else {}
-    own = family.sampling if cfg.family and cfg.family not in FAMILIES and Path(cfg.family).is_file() else {}
+    # A family file's [sampling] beats the built-in model's defaults only in the keys it sets (its defaults do not).
+    custom = cfg.family and cfg.family not in FAMILIES and Path(cfg.family).is_file()
+    own = {k: family.sampling[k] for k in family.sampling_set} if custom else {}
     base = {**FALLBACK_SAMPLING, **family.sampling, **model, **own}
     given = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens}
     merged = base | {k: v for k, v in given.items() if v is not None}

@@ -41,6 +41,7 @@ class Family:
     user_multi: str | None = None
     labels: tuple[str, str, str] = ("User", "Chatbot A", "Chatbot B")
     sampling: dict[str, Any] = field(default_factory=dict, hash=False)
+    sampling_set: tuple[str, ...] = ()  # the keys a custom family's file sets (they beat a built-in model's defaults)
 
     def __post_init__(self) -> None:
         """Refuse a contradictory family (built-in or from a file) with one line naming the field."""

@@ -118,6 +118,7 @@ def load_custom(path: str | Path) -> Family:
             choices=choices,
             thinks=get("thinks", bool, False),
             sampling=sampling,
+            sampling_set=tuple(sorted(get("sampling", dict, {}))),
         )
     except InputError as err:  # the family's own checks: point at the field in the file
         raise fail(err.field or "user", err.message.split(": ", 1)[-1]) from None
