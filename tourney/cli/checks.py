@@ -65,6 +65,24 @@ def check_judge_options(opts: dict[str, Any], given: set[str], strategy: str) ->
     check_run_options(opts, given)
 
 
+def jsonl_output(opts: dict[str, Any], command: str) -> None:
+    """Refuse a Parquet name for ``-o`` of a command that writes JSONL: every reader would take it for Parquet."""
+    from tourney.tables import parquet_name
+
+    if parquet_name(opts["output"]):
+        raise InputError(f"{command} writes JSONL (rank, pairs and train read it); name the output .jsonl", field="-o")
+
+
+def check_files(opts: dict[str, Any], outputs: dict[str, str | None], default_cache: str) -> None:
+    """Before any work: the outputs against each other, the input and the cache the run uses (``default_cache``
+    unless --cache or --no-cache; only a given --cache must be in an existing folder)."""
+    from tourney.io import check_outputs
+
+    own = opts["cache_path"] is not None
+    cache = None if opts["no_cache"] else opts["cache_path"] if own else default_cache
+    check_outputs(outputs, opts["input_path"], cache, own)
+
+
 def check_dry_run(opts: dict[str, Any], given: set[str], outputs: tuple[str, ...]) -> None:
     """Refuse output options with --dry-run, which writes nothing."""
     for name in outputs:

@@ -23,7 +23,7 @@ import click
 
 from strategies.registry import BUDGETED_DEFAULT, budgeted
 from tourney.cli import CONSOLE
-from tourney.cli.checks import check_judge_options, given_options
+from tourney.cli.checks import check_files, check_judge_options, given_options
 from tourney.config import JudgeConfig, SimConfig, parse_engine_args
 from tourney.console import plural
 from tourney.engine import Result, Stream
@@ -72,7 +72,6 @@ def prepare(
     ``resumable``: False when an output is written whole at the end (a killed run then starts over)."""
     from tourney.cache import default_cache_path
     from tourney.config import resolve_family
-    from tourney.io import check_outputs
 
     CONSOLE.quiet = opts["quiet"]
     CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "judgments so far are cached"
@@ -86,9 +85,7 @@ def prepare(
     source = Source(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
-    own_cache = opts["cache_path"] is not None
-    cache_path = None if opts["no_cache"] else opts["cache_path"] if own_cache else str(default_cache_path())
-    check_outputs(outputs, opts["input_path"], cache_path, own_cache)
+    check_files(opts, outputs, str(default_cache_path()))
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
     warn_unknown_family(cfg)
     warn_greedy_votes(cfg, family, opts["votes"])

@@ -30,12 +30,10 @@ def best_of_n_cmd(**opts: Any) -> None:
 def _run(command: str, opts: dict[str, Any]) -> None:
     """Check everything, then judge and rank, writing each prompt's row as soon as it and every earlier one are done
     (to ``-o``'s ``.partial`` file, renamed at the end; a killed run continues where it stopped)."""
-    from tourney.errors import InputError
+    from tourney.cli.checks import jsonl_output
     from tourney.io import dumps
-    from tourney.tables import parquet_name
 
-    if parquet_name(opts["output"]):  # a JSONL stream under a Parquet name: every reader would take it for Parquet
-        raise InputError(f"{command} writes JSONL (rank, pairs and train read it); name the output .jsonl", field="-o")
+    jsonl_output(opts, command)
     streams = [("--judgments", opts["judgments_path"])] if opts["judgments_path"] else []
     prep = prepare(opts, command, "knockout" if command == "best-of-n" else "round-robin",
                    streams=[*streams, ("-o", opts["output"])])  # fmt: skip

@@ -10,7 +10,14 @@ from typing import Any
 import click
 
 from tourney.cli import CONSOLE, options
-from tourney.cli.checks import check_backend_options, check_dry_run, check_run_options, given_options
+from tourney.cli.checks import (
+    check_backend_options,
+    check_dry_run,
+    check_files,
+    check_run_options,
+    given_options,
+    jsonl_output,
+)
 from tourney.cli.judging import log_path
 from tourney.console import plural
 from tourney.errors import BackendError
@@ -50,10 +57,8 @@ from tourney.errors import BackendError
 def sample_cmd(**opts: Any) -> None:
     """Sample N responses per prompt from a policy; writes rows with 'responses' that rank and pairs read."""
     from tourney.config import JudgeConfig, make_backend, parse_engine_args
-    from tourney.errors import InputError
-    from tourney.io import check_outputs, dumps, input_name, write_all
+    from tourney.io import dumps, input_name, write_all
     from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
-    from tourney.tables import parquet_name
 
     CONSOLE.quiet = opts["quiet"]
     CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "samples so far are cached"
@@ -69,12 +74,9 @@ def sample_cmd(**opts: Any) -> None:
                       api_key_env=opts["api_key_env"], replicas=opts["replicas"],
                       ray_address=opts["ray_address"], replica_timeout=opts["replica_timeout"])  # fmt: skip
     rows = read_prompts(opts["input_path"], opts["limit"])
-    if parquet_name(opts["output"]):
-        raise InputError("sample writes JSONL (rank, pairs and train read it); name the output .jsonl", field="-o")
+    jsonl_output(opts, "sample")
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--summary": opts["summary_path"]}
-    own_cache = opts["cache_path"] is not None
-    cache_path = None if opts["no_cache"] else opts["cache_path"] if own_cache else default_samples_path()
-    check_outputs(outputs, opts["input_path"], cache_path, own_cache)
+    check_files(opts, outputs, default_samples_path())
     logs = nullcontext() if opts["verbose"] else CONSOLE.logs_to(log_path())  # entered once: dry run or run
     if opts["dry_run"]:
         with logs:  # Ray's notices, the tokenizer's
