@@ -104,7 +104,8 @@ def load_custom(path: str | Path) -> Family:
         choices = derived[1] if choices is None else choices
     prefix, choices = prefix or "", choices or ("", "")
 
-    sampling = parse_sampling(get("sampling", dict, {}), lambda problem: fail("sampling", problem))
+    table = get("sampling", dict, {})
+    sampling = parse_sampling(table, lambda problem: fail("sampling", problem))
 
     try:
         return Family(
@@ -118,7 +119,7 @@ def load_custom(path: str | Path) -> Family:
             choices=choices,
             thinks=get("thinks", bool, False),
             sampling=sampling,
-            sampling_set=tuple(sorted(get("sampling", dict, {}))),
+            sampling_set=tuple(sorted(table)),
         )
     except InputError as err:  # the family's own checks: point at the field in the file
         raise fail(err.field or "user", err.message.split(": ", 1)[-1]) from None
