@@ -28,6 +28,15 @@ def tourney_env(cache_root: Path | None = None) -> dict[str, str]:
     return env
 
 
+def own_root(smollm2_dir: Path, tmp_path: Path) -> Path:
+    """A cache root of the test's own with the session's converted SmolLM2 linked in (the CLI finds
+    <root>/models/smollm2-135m-instruct): runs of other tests on the shared root truncate its logs/last-run.log."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "models").symlink_to(smollm2_dir.parent)
+    return root
+
+
 def run(args: list, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a real ``python -m tourney`` with the given arguments."""
     return subprocess.run(python_m_tourney(*args), capture_output=True, text=True, env=env, timeout=timeout)
@@ -35,7 +44,7 @@ def run(args: list, env: dict[str, str], timeout: float = 900) -> subprocess.Com
 
 @pytest.mark.slow
 def test_quick_start_smollm2_best_of_n_then_rerun_is_all_cached(smollm2_dir, tmp_path):
-    root = smollm2_dir.parents[1]  # <root>/models/smollm2-135m-instruct: the CLI finds the converted copy there
+    root = own_root(smollm2_dir, tmp_path)
     env = tourney_env(root)
     out1, out2, s1, s2, j = (tmp_path / n for n in ("o1.jsonl", "o2.jsonl", "s1.json", "s2.json", "j.jsonl"))
     cache = tmp_path / "judgments.sqlite"
@@ -274,11 +283,12 @@ def test_a_hub_id_in_the_local_cache_loads_without_the_hub(smollm2_dir, tmp_path
 def test_sample_keeps_vllm_start_up_and_shutdown_logs_off_stderr(smollm2_dir, tmp_path):
     """A real `tourney sample` on SmolLM2 with stderr sent to a file: only tourney's own line there (vLLM's shutdown
     lines once came after the run's log was closed)."""
+    root = own_root(smollm2_dir, tmp_path)
     prompts = tmp_path / "p.jsonl"
     prompts.write_text('{"id": "q", "prompt": "Say hi."}\n')
     p = run(["sample", prompts, "-o", tmp_path / "s.jsonl", "-n", 2, "--max-tokens", 8, "--no-cache"],
-            tourney_env(smollm2_dir.parents[1]), timeout=600)  # fmt: skip
+            tourney_env(root), timeout=600)  # fmt: skip
     assert p.returncode == 0, p.stderr[-2000:]
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tourney: 2 samples (0 cached, 2 generated)"), p.stderr[-2000:]
-    assert "[shutdown]" in (smollm2_dir.parents[1] / "logs" / "last-run.log").read_text()
+    assert "[shutdown]" in (root / "logs" / "last-run.log").read_text()

@@ -14,12 +14,15 @@ import itertools
 import os
 import re
 import stat
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from tourney.aio import LoopThread, gather_all
+from tourney.aio import LoopThread, T, gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
+from tourney.backends.guard import Guard, children
 from tourney.errors import BackendError, InputError
 from tourney.models import ModelSpec, check_hub, resolve_model
 
@@ -60,6 +63,9 @@ class VLLMBackend(BackendBase):
         self._llm: Any = None
         self._async: Any = None
         self._start_lock = asyncio.Lock()
+        self._guard: Guard | None = None  # ends the engine's processes if tourney dies without closing it
+        self._watching = threading.Event()  # set: stop watching the lockstep engine for its death
+        self._death: asyncio.Future[None] | None = None  # done when the pipelined engine is marked dead
         self._ids = itertools.count()
         # The tokenizer is enough for identity and prompts: a fully cached re-run never pays vLLM's start-up.
         self.tokenizer = load_tokenizer(self.spec)
@@ -158,8 +164,10 @@ class VLLMBackend(BackendBase):
             if self._llm is not None or self._async is not None:
                 return
             mark = stderr_file()
+            before = children()
             try:
                 self._build(self.engine_args())
+                self._guard = Guard(before)
             except BackendError:
                 raise
             except Exception as err:  # vLLM raises many kinds here (OSError, ValueError, RuntimeError from the child)
@@ -192,6 +200,7 @@ class VLLMBackend(BackendBase):
 
             self._llm = LLM(**args)
             self.max_model_len = int(self._llm.llm_engine.model_config.max_model_len)
+            self._watching = wake_on_death(self._llm.llm_engine)
             return
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -199,6 +208,7 @@ class VLLMBackend(BackendBase):
         args.setdefault("disable_log_stats", True)
         self._async = AsyncLLM.from_engine_args(AsyncEngineArgs(**args))
         self.max_model_len = int(self._async.model_config.max_model_len)
+        self._death = asyncio.ensure_future(marked_dead(self._async))
 
     def close(self) -> None:
         """Shut the engine (and its child process) down and stop the loop thread; safe to call twice."""
@@ -207,6 +217,9 @@ class VLLMBackend(BackendBase):
 
     async def _shutdown(self) -> None:
         """Stop whatever part of the engine is running (AsyncLLM's output handler lives on this loop)."""
+        self._watching.set()
+        if self._death is not None:
+            self._death.cancel()
         llm, self._llm = self._llm, None
         if llm is not None:
             engine = llm.llm_engine
@@ -216,6 +229,9 @@ class VLLMBackend(BackendBase):
         eng, self._async = self._async, None
         if eng is not None:
             eng.shutdown()
+        guard, self._guard = self._guard, None
+        if guard is not None:
+            guard.close()
 
     # ---- generation --------------------------------------------------------------------------------------------
 
@@ -227,14 +243,15 @@ class VLLMBackend(BackendBase):
             if len(text.encode()) + 1 > self.max_model_len:
                 self.check_length(i, await self.tokenize(text))
         params = [self.sampling_params(s) for s in sampling]
-        if self._llm is not None:
-            # Text prompts: vLLM tokenizes each one just before adding it, while the engine process already works on
-            # the ones before it. The template already wrote BOS and friends, so the tokenizer must not add them.
-            outs = self._llm.generate([{"prompt": t} for t in texts], params, use_tqdm=False,
-                                      tokenization_kwargs={"add_special_tokens": False})  # fmt: skip
-        else:
-            ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
-            outs = await gather_all([self._stream(list(i), p) for i, p in zip(ids, params)])
+        with engine_alive(self.spec.name):
+            if self._llm is not None:
+                # Text prompts: vLLM tokenizes each one just before adding it, while the engine process already works
+                # on the ones before it. The template already wrote BOS and friends, so the tokenizer must not add them.
+                outs = self._llm.generate([{"prompt": t} for t in texts], params, use_tqdm=False,
+                                          tokenization_kwargs={"add_special_tokens": False})  # fmt: skip
+            else:
+                ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+                outs = await self._alive(gather_all([self._stream(list(i), p) for i, p in zip(ids, params)]))
         return [generation(o) for o in outs]
 
     async def next_token_logprobs(self, prompts: Sequence[Sequence[int]], tokens: Sequence[int]) -> list[Scored]:
@@ -242,11 +259,26 @@ class VLLMBackend(BackendBase):
         from vllm import SamplingParams
 
         params = [SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=list(tokens)) for _ in prompts]
-        if self._llm is not None:
-            outs = self._llm.generate([tokens_prompt(p) for p in prompts], params, use_tqdm=False)
-        else:
-            outs = await gather_all([self._stream(list(p), q) for p, q in zip(prompts, params)])
+        with engine_alive(self.spec.name):
+            if self._llm is not None:
+                outs = self._llm.generate([tokens_prompt(p) for p in prompts], params, use_tqdm=False)
+            else:
+                outs = await self._alive(gather_all([self._stream(list(p), q) for p, q in zip(prompts, params)]))
         return [scored(o, tokens) for o in outs]
+
+    async def _alive(self, work: Awaitable[T]) -> T:
+        """``work`` on the pipelined engine, or its ``EngineDeadError`` once the engine is marked dead: a request added
+        while the engine process died was never answered nor failed (vLLM 0.32), and waited for ever."""
+        task = asyncio.ensure_future(work)
+        assert self._death is not None
+        either: set[asyncio.Future[Any]] = {task, self._death}
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with suppress(BaseException):
+            await task
+        raise self._async.dead_error
 
     async def _stream(self, prompt: list[int], params: Any) -> Any:
         """Run one request to completion on AsyncLLM and return its final RequestOutput."""
@@ -409,13 +441,7 @@ def start_failure(text: str) -> str | None:
 
 def chain_text(err: BaseException) -> str:
     """Every message of an exception chain (causes and contexts), one after another."""
-    parts, seen = [], set()
-    cause: BaseException | None = err
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        parts.append(f"{type(cause).__name__}: {cause}")
-        cause = cause.__cause__ or cause.__context__
-    return "\n".join(parts)
+    return "\n".join(f"{type(e).__name__}: {e}" for e in chain(err))
 
 
 def stderr_file() -> tuple[str, int] | None:
@@ -443,6 +469,59 @@ def log_since(mark: tuple[str, int] | None, limit: int = 1 << 20) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+async def marked_dead(engine: Any) -> None:
+    """Return once the pipelined engine is marked dead (its process died or its output handler failed)."""
+    while not engine.errored:
+        await asyncio.sleep(0.5)
+
+
+def wake_on_death(engine: Any) -> threading.Event:
+    """Make a lockstep engine whose process died raise instead of hang; return the event that stops the watch.
+
+    vLLM 0.32's ``LLM`` waits on its output queue for ever when the engine process dies (killed, out of memory): its
+    monitor marks the engine dead and stops the thread that feeds the queue, and nothing wakes the waiter (``AsyncLLM``
+    raises ``EngineDeadError``). A watcher puts an error on that queue once the engine is marked dead; the client turns
+    it into ``EngineDeadError`` (``engine_alive`` then into one line). Without a separate engine process (or on a vLLM
+    without these attributes) there is nothing to watch.
+    """
+    stop = threading.Event()
+    core = getattr(engine, "engine_core", None)
+    resources, queue = getattr(core, "resources", None), getattr(core, "outputs_queue", None)
+    if resources is None or queue is None:
+        return stop
+
+    def watch() -> None:
+        while not stop.wait(0.5):
+            if getattr(resources, "engine_dead", False):
+                queue.put_nowait(RuntimeError("the engine process died"))
+                return
+
+    threading.Thread(target=watch, name="tourney-engine-watch", daemon=True).start()
+    return stop
+
+
+@contextmanager
+def engine_alive(name: str) -> Iterator[None]:
+    """Turn the death of the engine's process mid-run (killed, out of memory) into one BackendError line; vLLM raises
+    ``EngineDeadError`` from its client, whose traceback says nothing a user can act on."""
+    try:
+        yield
+    except Exception as err:
+        if not any(type(e).__name__ == "EngineDeadError" for e in chain(err)):
+            raise
+        raise BackendError(f"the vLLM engine of {name!r} died mid-run (killed, or out of memory?)") from err
+
+
+def chain(err: BaseException) -> Iterator[BaseException]:
+    """An exception and its causes and contexts, each once."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
 
 
 def one_line(err: BaseException) -> str:

@@ -1,0 +1,158 @@
+"""The guard that ends an engine's processes when tourney dies without closing it (kill -9): real processes, since
+the processes are the point; the vLLM test runs a real engine with its own engine-core and worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tourney.backends.guard import Guard, children, stop
+
+REPO = Path(__file__).parents[1]
+
+OWNER = """
+import subprocess, sys, time
+from tourney.backends.guard import Guard, children
+before = children()
+child = subprocess.Popen(["sleep", "300"])
+guard = Guard(before)
+print(child.pid, flush=True)
+time.sleep(300)
+"""
+
+
+def gone(pid: int, within: float) -> bool:
+    """Whether ``pid`` exits (or is left a zombie for PID 1 to reap) within ``within`` seconds."""
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def owner_env() -> dict[str, str]:
+    """The environment of a child Python that imports this checkout's tourney."""
+    return dict(os.environ, PYTHONPATH=str(REPO))
+
+
+def test_a_killed_owner_takes_the_processes_it_started_with_it() -> None:
+    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True, env=owner_env())
+    assert owner.stdout is not None
+    child = int(owner.stdout.readline())
+    try:
+        assert not gone(child, 0.5)
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+        assert gone(child, 15.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_closed_guard_ends_nothing() -> None:
+    before = children()
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        guard = Guard(before)
+        assert guard.watcher is not None
+        watcher = guard.watcher
+        guard.close()
+        guard.close()  # twice is fine
+        assert watcher.returncode == 0 and child.poll() is None  # the watcher has exited and left the child alone
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_no_watcher_when_nothing_was_started() -> None:
+    guard = Guard(children())
+    assert guard.watcher is None
+    guard.close()
+
+
+def test_a_reused_pid_is_left_alone() -> None:
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        stop([f"{child.pid}:0.0"])  # the pid, another start time: another process
+        assert child.poll() is None
+        stop([f"{child.pid}:{psutil.Process(child.pid).create_time()!r}"])
+        child.wait(timeout=15)  # ended (psutil, having waited on it, may have taken its status)
+    finally:
+        child.kill()
+        child.wait()
+
+
+ENGINE = """
+import sys
+from tourney.backends.base import Sampling
+from tourney.backends.vllm import VLLMBackend
+from tourney.errors import BackendError
+backend = VLLMBackend(sys.argv[1], dtype="float32", max_model_len=256, mode=sys.argv[2],
+                      engine_kwargs={"enforce_eager": True, "kv_cache_memory_bytes": 64 << 20})
+backend.loop.run(backend.start())
+print("ready", flush=True)
+try:
+    while True:
+        backend.loop.run(backend.generate([[{"role": "user", "content": "Hi"}]], [Sampling(max_tokens=8)]))
+except BackendError as err:
+    print(f"error: {err}", flush=True)
+finally:
+    backend.close()
+"""
+
+
+def started_engine(model: Path, mode: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
+    """A Python process running a real vLLM engine (with vLLM's default processes) and generating in a loop; its
+    engine's processes (the guard's watcher aside)."""
+    env = owner_env() | {"VLLM_LOGGING_STREAM": "ext://sys.stderr"}  # stdout carries the test's lines
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
+        env.pop(name, None)
+    owner = subprocess.Popen([sys.executable, "-c", ENGINE, str(model), mode], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True, env=env)  # fmt: skip
+    assert owner.stdout is not None
+    assert owner.stdout.readline() == "ready\n"
+    procs = [p for p in psutil.Process(owner.pid).children(recursive=True) if "guard.py" not in " ".join(p.cmdline())]
+    assert procs  # the engine core at least
+    return owner, procs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lockstep", "pipelined"])
+def test_an_engine_killed_mid_run_is_one_error_line(tiny_model_dir: Path, mode: str) -> None:
+    """The OOM killer takes the engine's process: one BackendError line, not vLLM's EngineDeadError traceback, and
+    in lockstep not a hang (vLLM's LLM waited for ever)."""
+    pytest.importorskip("vllm")
+    owner, procs = started_engine(tiny_model_dir, mode)
+    try:
+        for p in procs:
+            p.kill()
+        out, _ = owner.communicate(timeout=120)
+        assert out.startswith("error: the vLLM engine of ") and out.endswith(
+            " died mid-run (killed, or out of memory?)\n"
+        )
+        assert len(out.splitlines()) == 1 and owner.returncode == 0, out
+    finally:
+        owner.kill()
+
+
+@pytest.mark.slow
+def test_a_killed_owner_leaves_no_engine_behind(tiny_model_dir: Path) -> None:
+    """tourney killed -9 mid-run (the README's resume path): its engine core and worker do not stay behind holding
+    the memory (on a GPU, the card's) the resumed run needs."""
+    pytest.importorskip("vllm")
+    owner, procs = started_engine(tiny_model_dir, "pipelined")
+    owner.kill()
+    owner.wait()
+    assert all(gone(p.pid, 30.0) for p in procs), [p.pid for p in procs]
