@@ -18,6 +18,7 @@ from tests.test_engine import CountingJudge, make_items
 from tourney.engine import MAX_CALL, SLOW_STEP_S, Engine
 from tourney.errors import BackendError
 from tourney.simulated import SimulatedJudge
+from tourney.sink import Resume, Sink
 from tourney.tournament import Tournament
 
 STRATEGIES = ["knockout", "round-robin", "lucb", "adaptive-knockout", "swiss"]
@@ -277,3 +278,41 @@ def test_a_resume_that_would_mix_runs_is_refused(killed, tmp_path, change, where
     p = tourney("rank", src, "-o", out, *args, *SIM)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and where in p.stderr, p.stderr
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # nothing touched
+
+
+def test_a_run_that_fails_before_its_first_row_leaves_nothing_to_resume(tmp_path):
+    """A failed start (a vLLM engine that cannot load: after the outputs are opened) must not leave a .partial and a
+    resume point that then refuse the corrected command."""
+    out = tmp_path / "o.jsonl"
+    sink = Sink([("--judgments", str(tmp_path / "j.jsonl")), ("-o", str(out))], {"seed": 1})
+    sink.open(Resume())
+    assert (tmp_path / "o.jsonl.partial").exists() and (tmp_path / "o.jsonl.resume").exists()
+    sink.stop()
+    assert sorted(f.name for f in tmp_path.iterdir()) == []
+
+
+def test_a_run_killed_before_its_first_row_does_not_hold_back_another_command(tmp_path):
+    src, out = tmp_path / "in.jsonl", tmp_path / "o.jsonl"
+    write_prompts(src, 4)
+    proc = subprocess.Popen(python_m_tourney("rank", src, "-o", out, "--seed", 2, "--mode", "lockstep",
+                                             "--sim-latency", 30, *SIM), stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "o.jsonl.resume").exists():
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert (tmp_path / "o.jsonl.resume").exists() and not (tmp_path / "o.jsonl.partial").read_bytes()
+    p = tourney("rank", src, "-o", out, "--seed", 3, *SIM)  # other settings: nothing was written to go on from
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes().count(b"\n") == 4 and not (tmp_path / "o.jsonl.resume").exists()
+
+
+def test_the_resume_refusal_names_files_as_the_user_does(killed, tmp_path, monkeypatch):
+    src, out = left_by_kill(killed, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    p = tourney("rank", "in.jsonl", "-o", "o.jsonl", "--seed", "3", *SIM)
+    assert p.returncode == 2
+    assert p.stderr.strip() == (
+        "tourney: error: o.jsonl.resume: a killed run with other settings or outputs left "
+        "this; rerun that command to finish it, or delete it and o.jsonl.partial to start over"
+    )

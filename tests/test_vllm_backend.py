@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirun import tourney
 
 from tourney.backends.base import Generation, Sampling
 from tourney.backends.vllm import VLLMBackend
@@ -95,6 +96,28 @@ def test_unloadable_model_is_one_line_backend_error() -> None:
     with pytest.raises(BackendError, match="cannot load model 'nobody/no-such-judge-model'") as err:
         VLLMBackend("nobody/no-such-judge-model", max_model_len=512)
     assert "\n" not in str(err.value)
+
+
+def test_a_context_or_tensor_parallel_size_the_model_cannot_have_is_refused_before_any_engine(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vLLM finds both only after loading the model (exit 1, a trace, a failed start); tourney at the option, in a
+    dry run too."""
+    monkeypatch.delenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", raising=False)
+    limit = VLLMBackend(str(tiny_model_dir)).model_limit()
+    assert VLLMBackend(str(tiny_model_dir), max_model_len=limit).context == limit
+    with pytest.raises(InputError, match=f"{limit + 1} is more than model .* has \\({limit} positions") as err:
+        VLLMBackend(str(tiny_model_dir), max_model_len=limit + 1)
+    assert err.value.field == "--max-model-len"
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # vLLM's own way past the limit stays open
+    assert VLLMBackend(str(tiny_model_dir), max_model_len=limit + 1).context == limit + 1
+    with pytest.raises(InputError, match="3 does not divide the 2 attention heads") as err:
+        VLLMBackend(str(tiny_model_dir), tensor_parallel_size=3)
+    assert err.value.field == "--tensor-parallel-size"
+    example = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
+    p = tourney("rank", example, "--judge", tiny_model_dir, "--family", "rm-r1", "--tensor-parallel-size", "4",
+                "--dry-run")  # fmt: skip
+    assert p.returncode == 2 and p.stderr.startswith("tourney: error: field '--tensor-parallel-size': 4 does not")
 
 
 def test_two_way_softmax() -> None:

@@ -90,19 +90,20 @@ class Sink:
                     marks.append(json.loads(raw))
         except (OSError, ValueError):
             raise InputError("cannot read this resume file; delete it (and the .partial files) to start over",
-                             file=self.log) from None  # fmt: skip
-        if head.get("settings") != self.settings or head.get("outputs") != self.options:
-            raise InputError(f"a killed run with other settings or outputs left this; rerun that command to finish "
-                             f"it, or delete it and {self._partials()} to start over", file=self.log)  # fmt: skip
-        if not marks:
+                             file=shown(self.log)) from None  # fmt: skip
+        if not marks:  # killed before its first prompt was written: nothing to go on from, whatever its command
             return Resume()
+        if head.get("settings") != self.settings or head.get("outputs") != self.options:
+            also = self._partials()
+            raise InputError(f"a killed run with other settings or outputs left this; rerun that command to finish "
+                             f"it, or delete it{also} to start over", file=shown(self.log))  # fmt: skip
         mark = marks[-1]
         sizes = tuple(int(n) for n in mark["bytes"])
         for k, size in enumerate(sizes):
             have = os.path.getsize(self.partial(k)) if os.path.exists(self.partial(k)) else -1
             if have < size:
                 raise InputError(f"holds less than its resume file says ({max(have, 0)} < {size} bytes); delete it "
-                                 f"and {self.log} to start over", file=self.partial(k))  # fmt: skip
+                                 f"and {shown(self.log)} to start over", file=shown(self.partial(k)))  # fmt: skip
         return Resume(int(mark["prompts"]), mark["id"], sizes)
 
     def open(self, resume: Resume) -> None:
@@ -162,10 +163,16 @@ class Sink:
             os.write(self._log_fd, (json.dumps(mark) + "\n").encode())
 
     def stop(self) -> None:
-        """Flush and close, keeping the partial files and the checkpoint (an interrupted or failed run)."""
+        """Flush and close, keeping the partial files and the checkpoint (an interrupted or failed run); a run that
+        wrote no prompt leaves none (a failed start must not hold back the corrected command)."""
         with contextlib.suppress(InputError, OSError):
             self.flush()
         self._close()
+        if not self._prompts:
+            for name in [self.partial(k) for k, regular in enumerate(self.regular) if regular] + [self.log or ""]:
+                with contextlib.suppress(OSError):
+                    if name:
+                        os.unlink(name)
 
     def finish(self) -> None:
         """Flush, sync and close; then put every partial file in place and drop the checkpoint."""
@@ -185,7 +192,7 @@ class Sink:
         if not self.paths:
             return ""
         k = self.options.index("-o") if "-o" in self.options else 0
-        return self.partial(k) if self.regular[k] else self.paths[k]
+        return shown(self.partial(k)) if self.regular[k] else self.paths[k]
 
     def _close(self) -> None:
         for fd in [*self._fds, self._log_fd]:
@@ -195,4 +202,13 @@ class Sink:
         self._fds, self._log_fd = [-1 for _ in self._fds], -1
 
     def _partials(self) -> str:
-        return " and ".join(self.partial(k) for k, regular in enumerate(self.regular) if regular)
+        names = [self.partial(k) for k, regular in enumerate(self.regular) if regular]
+        there = [shown(n) for n in names if os.path.exists(n)]
+        return " and " + " and ".join(there) if there else ""
+
+
+def shown(path: str) -> str:
+    """A file tourney made beside an output, named for a message: relative to the working folder when under it (the
+    outputs' real paths are absolute)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel

@@ -71,6 +71,7 @@ class VLLMBackend(BackendBase):
         self.tokenizer = load_tokenizer(self.spec)
         if not getattr(self.tokenizer, "chat_template", None):
             raise InputError(f"model {self.spec.name!r} has no chat template in its tokenizer (not a chat model)")
+        self.check_fit(tensor_parallel_size)
 
     def identity(self) -> dict[str, Any]:
         """Model name and directory name, chat template, dtype and context (it cuts long forced prompts)."""
@@ -96,9 +97,7 @@ class VLLMBackend(BackendBase):
         linear or dynamic RoPE scaling factor (YaRN-style configs state scaled positions already), at most the
         tokenizer's ``model_max_length``."""
         if not hasattr(self, "_model_limit"):
-            from transformers import AutoConfig
-
-            text = AutoConfig.from_pretrained(self.spec.path).get_text_config()
+            text = self.text_config()
             limit = float(getattr(text, "max_position_embeddings", 0) or 0)
             rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
             if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("linear", "dynamic"):
@@ -106,6 +105,27 @@ class VLLMBackend(BackendBase):
             limit = min(limit, float(getattr(self.tokenizer, "model_max_length", limit) or limit))
             self._model_limit = int(limit)
         return self._model_limit
+
+    def check_fit(self, tensor_parallel_size: int) -> None:
+        """Refuse, before any engine starts (and in a dry run), a context the model does not have and a tensor-parallel
+        size that does not divide its attention heads: vLLM finds both only after loading, and stops with a trace."""
+        context, limit = self.context or 0, self.model_limit() if self.context else 0
+        if limit and context > limit and os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0") in ("", "0"):
+            raise InputError(f"{context} is more than model {self.spec.name!r} has ({limit} positions; "
+                             "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 allows it)", field="--max-model-len")  # fmt: skip
+        if tensor_parallel_size > 1:
+            heads = int(getattr(self.text_config(), "num_attention_heads", 0) or 0)
+            if heads and heads % tensor_parallel_size:
+                raise InputError(f"{tensor_parallel_size} does not divide the {heads} attention heads of model "
+                                 f"{self.spec.name!r}", field="--tensor-parallel-size")  # fmt: skip
+
+    def text_config(self) -> Any:
+        """The model's (text) configuration, read once."""
+        if not hasattr(self, "_text_config"):
+            from transformers import AutoConfig
+
+            self._text_config = AutoConfig.from_pretrained(self.spec.path).get_text_config()
+        return self._text_config
 
     def fittable(self) -> bool:
         """Whether ``fit_context`` can still size the engine: no context asked for, engine not started."""
