@@ -14,9 +14,10 @@ from __future__ import annotations
 import numpy as np
 
 from strategies.bradley_terry import as_matches
+from strategies.registry import ELO_K
 
 
-def elo_ratings(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, k: float = 32.0, initial: float = 1000.0,
+def elo_ratings(n: int, i: np.ndarray, j: np.ndarray, p: np.ndarray, k: float = ELO_K, initial: float = 1000.0,
                 scale: float = 400.0, base: float = 10.0) -> np.ndarray:  # fmt: skip
     """Apply one Elo update per game, in the given order; ``p[t]`` is the (soft) score of ``i[t]`` against ``j[t]``."""
     i, j, p = as_matches(i, j, p)

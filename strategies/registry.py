@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from strategies.voting import Voting
 
 RATINGS = ("elo", "bt")  # round robin's ratings: sequential Elo, Bradley–Terry MLE
+ELO_K = 32.0  # the Elo K-factor's default, the standard chess value (strategies.elo says why)
 
 
 class _Lazy(Mapping[str, Any]):
@@ -74,7 +75,7 @@ def budgeted() -> list[str]:
 
 
 def make_strategy(
-    name: str, n: int, *, rating: str = "elo", seed: int = 0, elo_k: float = 32.0, budget: int | None = None
+    name: str, n: int, *, rating: str = "elo", seed: int = 0, elo_k: float = ELO_K, budget: int | None = None
 ) -> Strategy:
     """Build strategy ``name`` over ``n`` candidates, passing only the options its constructor accepts.
 
@@ -93,7 +94,7 @@ def make_tournament(
     *,
     rating: str = "elo",
     seed: int = 0,
-    elo_k: float = 32.0,
+    elo_k: float = ELO_K,
     votes: int = 1,
     adaptive_votes: bool = False,
     budget: int | None = None,

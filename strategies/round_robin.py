@@ -13,13 +13,13 @@ import numpy as np
 from strategies.base import Match, check_probability, rank_by_scores
 from strategies.bradley_terry import bt_bootstrap, bt_fit
 from strategies.elo import elo_ratings
-from strategies.registry import RATINGS
+from strategies.registry import ELO_K, RATINGS
 
 
 class RoundRobin:
     """All-pairs tournament over ``n`` candidates, rated with ``"elo"`` or ``"bt"`` (Bradley–Terry)."""
 
-    def __init__(self, n: int, rating: str = "elo", seed: int = 0, elo_k: float = 32.0, bt_prior: float = 0.1) -> None:
+    def __init__(self, n: int, rating: str = "elo", seed: int = 0, elo_k: float = ELO_K, bt_prior: float = 0.1) -> None:
         """Prepare the N(N-1)/2 matches; ``seed`` fixes the order Elo replays them in."""
         if n < 1:
             raise ValueError(f"need at least one candidate, got n={n}")

@@ -60,11 +60,29 @@ def test_rank_checks_rows_and_budget_before_judging():
     ("kwargs", "field"),
     [({"strategy": "nope"}, "strategy"), ({"rating": "glicko"}, "rating"), ({"votes": 0}, "votes"),
      ({"budget": 0}, "budget"), ({"seed": -1}, "seed"), ({"elo_k": 0.0}, "elo_k"),
-     ({"votes": 2, "adaptive_votes": True}, "adaptive_votes"), ({"votes": True}, "votes")],
+     ({"votes": 2, "adaptive_votes": True}, "adaptive_votes"), ({"votes": True}, "votes"),
+     ({"strategy": "knockout", "rating": "bt"}, "rating"), ({"strategy": "lucb", "elo_k": 4.0}, "elo_k"),
+     ({"strategy": "round-robin", "rating": "bt", "elo_k": 4.0}, "elo_k")],
 )  # fmt: skip
 def test_tournament_validates_itself(kwargs, field):
     with pytest.raises(InputError, match=f"field '{field}'"):
         Tournament(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"temperature": -1.0}, "field '--temperature': 'temperature' is out of range: -1.0"),
+     ({"top_p": 0.0}, "field '--top-p': 'top_p' is out of range: 0.0"),
+     ({"max_tokens": 0}, "field '--max-tokens': 'max_tokens' is out of range: 0"),
+     ({"judge": "simulated", "family": "rm-r1"}, "--family has no effect with --judge simulated"),
+     ({"judge": "simulated", "temperature": 0.5}, "--temperature has no effect with --judge simulated"),
+     ({"judge": "simulated", "backend": "openai"}, "--backend has no effect with --judge simulated"),
+     ({"sim": SimConfig(tau=2.0)}, "the simulator's settings (sim) only apply to --judge simulated")],
+)  # fmt: skip
+def test_judge_config_refuses_what_the_cli_refuses(kwargs, error):
+    with pytest.raises(InputError) as err:
+        JudgeConfig(**kwargs)
+    assert str(err.value) == error
 
 
 def test_a_second_run_of_one_engine_counts_from_zero_and_modes_agree():

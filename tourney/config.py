@@ -18,7 +18,7 @@ from tourney.backends.base import BackendBase, Sampling
 from tourney.errors import InputError
 from tourney.forcing import check_verdict
 from tourney.judges import FAMILIES, Family, detect_family, get_family
-from tourney.sampling import INT_FIELDS, SAMPLING_RANGES
+from tourney.sampling import INT_FIELDS, SAMPLING_RANGES, sampling_problem
 from tourney.types import Judge
 
 SIMULATED = "simulated"
@@ -78,6 +78,7 @@ class JudgeConfig:
             if value not in allowed:
                 raise InputError(f"expected one of {', '.join(allowed)}, got {value!r}", field=name)
         check_verdict(self.verdict)
+        check_sampling(self)
         check_engine_options(self)
         if self.backend == "openai" and not self.simulated:
             from tourney.backends.pool import check_base_urls
@@ -94,6 +95,24 @@ class JudgeConfig:
         if self.mode != "auto":
             return self.mode
         return "lockstep" if self.simulated else "pipelined"
+
+
+def check_sampling(cfg: JudgeConfig) -> None:
+    """The sampling overrides in vLLM's ranges, and model settings only for a model (the simulator has none; its own
+    settings only for it), as the CLI refuses them."""
+    keys = ("max_tokens", "temperature", "top_p")
+    overrides = {f"--{key.replace('_', '-')}": (key, getattr(cfg, key)) for key in keys}
+    for option, (key, value) in overrides.items():
+        if value is not None and (problem := sampling_problem(key, value)):
+            raise InputError(problem, field=option)
+    model = [("--family", cfg.family is not None), ("--verdict", cfg.verdict != "auto"),
+             *((option, value is not None) for option, (_, value) in overrides.items()),
+             ("--backend", cfg.backend != "vllm")]  # fmt: skip
+    given = [name for name, on in model if on]
+    if given and cfg.simulated:
+        raise InputError(f"{given[0]} has no effect with --judge simulated")
+    if not cfg.simulated and cfg.sim != SimConfig():
+        raise InputError("the simulator's settings (sim) only apply to --judge simulated")
 
 
 def check_engine_options(cfg: JudgeConfig) -> None:

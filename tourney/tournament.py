@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from strategies.registry import RATINGS, STRATEGIES, budgeted, make_tournament, strategy_options
+from strategies.registry import ELO_K, RATINGS, STRATEGIES, budgeted, make_tournament, strategy_options
 from tourney.errors import InputError
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ class Tournament:
     adaptive_votes: bool = False
     budget: int | None = None
     seed: int = 0
-    elo_k: float = 32.0
+    elo_k: float = ELO_K
     intervals: bool = False  # 95 % bootstrap intervals on each candidate's Bradley–Terry score (round robin, bt)
 
     def __post_init__(self) -> None:
@@ -79,6 +79,12 @@ class Tournament:
                 raise InputError(f"expected an integer >= {least}, got {value!r}", field=name)
         if not self.elo_k > 0:
             raise InputError(f"expected a number > 0, got {self.elo_k!r}", field="elo_k")
+        # As the CLI refuses --rating/--elo-k where they change nothing (the defaults stand for "not given").
+        accepts = self.accepts()
+        if self.rating != "elo" and "rating" not in accepts:
+            raise InputError(f"has no effect with strategy {self.strategy!r}", field="rating")
+        if self.elo_k != ELO_K and ("elo_k" not in accepts or self.rating != "elo"):
+            raise InputError(f"has no effect with strategy {self.strategy!r} and rating {self.rating!r}", field="elo_k")
         if self.adaptive_votes and self.votes < 3:
             raise InputError(f"needs votes >= 3 to stop early, got votes={self.votes}", field="adaptive_votes")
         if self.intervals and (self.strategy, self.rating) != ("round-robin", "bt"):

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from strategies.registry import RATINGS, STRATEGIES
+from strategies.registry import ELO_K, RATINGS, STRATEGIES
 from tourney.config import BACKENDS, DTYPES, MODES, REPLICA_TIMEOUT
 from tourney.forcing import VERDICT_MODES
 
@@ -135,7 +135,7 @@ JUDGE: list[Decorator] = [
                       "round-robin for rank and pairs)."),
     click.option("--rating", type=click.Choice(list(RATINGS)), default="elo", show_default=True,
                  help="Round-robin rating: sequential ELO or Bradley-Terry MLE."),
-    click.option("--elo-k", type=click.FloatRange(min=0, min_open=True), default=32.0, show_default=True,
+    click.option("--elo-k", type=click.FloatRange(min=0, min_open=True), default=ELO_K, show_default=True,
                  help="ELO K-factor (step size) for --rating elo."),
     click.option("--votes", type=click.IntRange(min=1), default=1, show_default=True,
                  help="voting@k: judgments per match, positions balanced."),
