@@ -118,6 +118,7 @@ CLASHES = [
     (["--no-cache", "--cache", "c.sqlite"], ["--cache", "--no-cache"]),
     (["--family", "rrm"], ["--family", "--judge simulated"]),
     (["--backend", "openai"], ["--backend", "--judge simulated"]),
+    (["--backend", "vllm"], ["--backend", "--judge simulated"]),  # the default, but given: ignored all the same
     (["--max-tokens", "10"], ["--max-tokens", "--judge simulated"]),
     (["--quiet", "--verbose"], ["--quiet", "--verbose"]),
     (["--dry-run", "-o", "x.jsonl"], ["--output", "--dry-run"]),
@@ -193,6 +194,16 @@ def test_dry_run_counts_new_and_cached_judgments(tmp_path):
     votes = json.loads(tourney(*base, "--dry-run", "--votes", "2").stdout)
     # Vote 0 of a match is cached when it was shown in the order the single vote's coin chose.
     assert votes["judgments"] == 30 and 0 < votes["cached"] < 15 and votes["new"] == 30 - votes["cached"]
+    # The count is what the run makes, or (exact false) the most it may: a bound a user must not read as a cost.
+    assert done["exact"] and votes["exact"]
+    for more in (
+        ["--votes", "3", "--adaptive-votes"],
+        ["--strategy", "lucb", "--budget", "20"],
+        ["--strategy", "adaptive-knockout", "--budget", "20"],
+        ["--strategy", "swiss", "--budget", "20"],
+    ):
+        assert json.loads(tourney(*base, "--dry-run", *more).stdout)["exact"] is False, more
+    assert json.loads(tourney(*base, "--dry-run", "--strategy", "knockout").stdout)["exact"] is True
 
 
 def test_a_round_robin_dry_run_plays_only_the_prompts_the_cache_has(tmp_path):
@@ -204,7 +215,7 @@ def test_a_round_robin_dry_run_plays_only_the_prompts_the_cache_has(tmp_path):
     assert tourney("rank", first, "--judge", "simulated", "--cache", cache, "--votes", "2", "-o", "-").returncode == 0
     got = json.loads(tourney("rank", EXAMPLE, "--judge", "simulated", "--cache", cache, "--votes", "2",
                              "--dry-run").stdout)  # fmt: skip
-    assert got == {"prompts": 3, "judgments": 30, "new": 18, "cached": 12, "strategy": "round-robin"}
+    assert got == {"prompts": 3, "judgments": 30, "new": 18, "cached": 12, "strategy": "round-robin", "exact": True}
     knockout = json.loads(tourney("rank", EXAMPLE, "--judge", "simulated", "--cache", cache, "--strategy",
                                   "knockout", "--dry-run").stdout)  # fmt: skip
     assert knockout["judgments"] == 3 + 3 + 2  # played: a knockout's plan is only its bound

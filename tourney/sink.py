@@ -164,11 +164,12 @@ class Sink:
 
     def stop(self) -> None:
         """Flush and close, keeping the partial files and the checkpoint (an interrupted or failed run); a run that
-        wrote no prompt leaves none (a failed start must not hold back the corrected command)."""
+        wrote no prompt leaves none (a failed start must not hold back the corrected command), nor does one that
+        cannot resume (stdout or a FIFO among its outputs: ``| head -1`` closing the pipe)."""
         with contextlib.suppress(InputError, OSError):
             self.flush()
         self._close()
-        if not self._prompts:
+        if not self._prompts or self.log is None:
             for name in [self.partial(k) for k, regular in enumerate(self.regular) if regular] + [self.log or ""]:
                 with contextlib.suppress(OSError):
                     if name:

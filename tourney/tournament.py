@@ -110,6 +110,12 @@ class Tournament:
         """Whether ``plan`` is exact whatever the verdicts: a round robin with every vote of every match asked."""
         return self.strategy == "round-robin" and not self.adaptive_votes
 
+    def counted_exactly(self) -> bool:
+        """Whether a dry run's count is what the run makes: round robin and knockout judge the same number of pairs
+        whatever the verdicts; adaptive votes and the adaptive strategies (lucb, adaptive knockout, Swiss, which may
+        stop early or find no pairing) are counted at most."""
+        return self.strategy in ("round-robin", "knockout") and not self.adaptive_votes
+
     def check(self, items: Sequence[Item], file: str | None = None, field: str = "budget") -> None:
         """Every prompt's tournament must fit the budget (a knockout of N needs N-1 matches times the votes)."""
         if self.budget is None:

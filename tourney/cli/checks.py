@@ -45,7 +45,7 @@ def check_judge_options(opts: dict[str, Any], given: set[str], strategy: str) ->
 
     simulated = opts["judge"] == "simulated"
     for name in sorted(given):
-        if simulated and name in MODEL_ONLY and not (name == "backend" and opts["backend"] == "vllm"):
+        if simulated and name in MODEL_ONLY:
             raise clash(name, "--judge simulated", "has no effect with")
         if not simulated and name in SIM_ONLY:
             raise clash(name, "--judge simulated", "only applies to")

@@ -293,7 +293,7 @@ def print_dry_run(stream: Stream, tournament: Tournament, unplayed: Unplayed | N
     judgments = st.judgments + extra[1]
     new = judgments - st.cached
     click.echo(json.dumps({"prompts": st.prompts + extra[0], "judgments": judgments, "new": new, "cached": st.cached,
-                           "strategy": tournament.strategy}))  # fmt: skip
+                           "strategy": tournament.strategy, "exact": tournament.counted_exactly()}))  # fmt: skip
     if st.judgments and new and tournament.strategy == "knockout":
         CONSOLE.say("tourney: note: a knockout's later rounds depend on verdicts not judged yet; 'new' assumes "
                     "they are not cached either")  # fmt: skip
