@@ -115,9 +115,10 @@ finally:
 
 def started_engine(model: Path, mode: str) -> tuple[subprocess.Popen[str], list[psutil.Process]]:
     """A Python process running a real vLLM engine (with vLLM's default processes) and generating in a loop; its
-    engine's processes (the guard's watcher aside)."""
-    env = owner_env() | {"VLLM_LOGGING_STREAM": "ext://sys.stderr"}  # stdout carries the test's lines
-    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE"):
+    engine's processes (the guard's watcher aside). Its stdout has only the script's lines: vLLM's logs are not
+    there."""
+    env = owner_env()  # and no VLLM_LOGGING_STREAM: tourney keeps vLLM's logs off a library caller's stdout
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_CPU_KVCACHE_SPACE", "VLLM_LOGGING_STREAM"):
         env.pop(name, None)
     owner = subprocess.Popen([sys.executable, "-c", ENGINE, str(model), mode], stdout=subprocess.PIPE,
                              stderr=subprocess.DEVNULL, text=True, env=env)  # fmt: skip

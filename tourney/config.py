@@ -191,8 +191,9 @@ def engine_arg_names() -> set[str] | None:
     """The fields of ``vllm.engine.arg_utils.EngineArgs`` (importing vLLM takes seconds: only when asked), or None."""
     import dataclasses
 
-    from tourney.console import silenced
+    from tourney.console import silenced, vllm_logs_off_stdout
 
+    vllm_logs_off_stdout()
     try:
         with silenced():  # vLLM prints on import; the user's terminal shows only tourney's lines
             from vllm.engine.arg_utils import EngineArgs

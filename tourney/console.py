@@ -114,6 +114,12 @@ def plural(count: int, word: str, many: str | None = None) -> str:
     return f"{count} {word if count == 1 else many or word + 's'}"
 
 
+def vllm_logs_off_stdout() -> None:
+    """Before vLLM is imported: its logger writes to stdout by default, which a library's caller owns (and the
+    CLI's ``-o -`` carries JSONL on); a caller's own setting wins."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+
+
 @contextmanager
 def silenced() -> Iterator[None]:
     """Drop what this process prints meanwhile, from Python and from C (file descriptors 1 and 2): for importing a

@@ -23,6 +23,7 @@ from typing import Any
 from tourney.aio import LoopThread, T, gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
 from tourney.backends.guard import Guard, children
+from tourney.console import vllm_logs_off_stdout
 from tourney.errors import BackendError, InputError
 from tourney.models import ModelSpec, check_hub, resolve_model
 
@@ -215,6 +216,7 @@ class VLLMBackend(BackendBase):
 
     def _build(self, args: dict[str, Any]) -> None:
         """Build ``LLM`` (lockstep) or ``AsyncLLM`` (pipelined) on this loop's thread."""
+        vllm_logs_off_stdout()
         if self.mode == "lockstep":
             from vllm import LLM
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from strategies.registry import BUDGETED_DEFAULT, budgeted
 from tourney.cli import CONSOLE
 from tourney.cli.checks import check_files, check_judge_options, given_options
 from tourney.config import JudgeConfig, SimConfig, parse_engine_args
-from tourney.console import plural
+from tourney.console import plural, vllm_logs_off_stdout
 from tourney.engine import Result, Stream
 from tourney.errors import BackendError, InputError
 from tourney.io import Item
@@ -181,7 +180,7 @@ def judge(
         items = itertools.islice(prep.source.items(), prep.resume.prompts, None)
     cfg = prep.cfg
     cache = open_cache(opts["cache_path"], opts["no_cache"], opts["dry_run"])
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
+    vllm_logs_off_stdout()
     logs = nullcontext() if cfg.simulated or opts["verbose"] else CONSOLE.logs_to(log_path())
     try:
         with logs:

@@ -19,7 +19,7 @@ from tourney.cli.checks import (
     jsonl_output,
 )
 from tourney.cli.judging import log_path
-from tourney.console import plural
+from tourney.console import plural, vllm_logs_off_stdout
 from tourney.errors import BackendError
 
 
@@ -83,7 +83,7 @@ def sample_cmd(**opts: Any) -> None:
             dry_run(opts, cfg, rows)
         return
     cache = None if opts["no_cache"] else SampleCache(opts["cache_path"] or default_samples_path())
-    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: `-o -` carries JSONL
+    vllm_logs_off_stdout()
     try:
         with logs:  # the engine's start and its shutdown alike (vLLM logs both)
             backend = make_backend(cfg)
