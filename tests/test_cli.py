@@ -102,6 +102,8 @@ BAD_INPUTS = [
     ('{"prompt": "q", "responses": ["a\\ud800", "b"]}', ":1:", "surrogate"),
     ('{"id": ' + "9" * 5000 + ', "prompt": "q", "responses": ["a"]}', ":1:", "malformed JSON"),
     ("[" * 100000, ":1:", "malformed JSON"),
+    ('{"prompt": "q", "prompt": "r", "responses": ["a"]}', ":1: field 'prompt'", "appears twice"),
+    ('{"prompt": "q", "responses": [{"text": "a", "quality": 1, "quality": 2}]}', "field 'quality'", "appears twice"),
 ]
 
 

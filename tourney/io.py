@@ -101,7 +101,22 @@ def jsonl_records(path: str) -> Iterator[tuple[str, int, Any]]:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_DECODER = json.JSONDecoder(parse_constant=lambda name: _reject_constant(name))  # built once, not per line
+
+
+class _DuplicateKey(ValueError):
+    """A JSON object names one key twice (json keeps the last silently: which one the user meant is unknown)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object's pairs as a dict; _DuplicateKey names a key written twice."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        keys = [k for k, _ in pairs]
+        raise _DuplicateKey(next(k for k in keys if keys.count(k) > 1))
+    return obj
+
+
+_DECODER = json.JSONDecoder(parse_constant=lambda name: _reject_constant(name), object_pairs_hook=_unique_keys)
 
 
 def decode(text: str, name: str, lineno: int) -> Any:
@@ -110,6 +125,8 @@ def decode(text: str, name: str, lineno: int) -> Any:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as err:
         raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", name, lineno) from None
+    except _DuplicateKey as err:
+        raise InputError("appears twice in one object", name, lineno, str(err)) from None
     except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
         raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, lineno) from None
     try:
