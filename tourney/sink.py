@@ -170,10 +170,10 @@ class Sink:
             self.flush()
         self._close()
         if not self._prompts or self.log is None:
-            for name in [self.partial(k) for k, regular in enumerate(self.regular) if regular] + [self.log or ""]:
+            partials = [self.partial(k) for k, regular in enumerate(self.regular) if regular]
+            for name in partials + ([self.log] if self.log else []):
                 with contextlib.suppress(OSError):
-                    if name:
-                        os.unlink(name)
+                    os.unlink(name)
 
     def finish(self) -> None:
         """Flush, sync and close; then put every partial file in place and drop the checkpoint."""
