@@ -83,6 +83,13 @@ line, more of one scenario for less of the other: the quarterfinal losers' own k
 repechage, 3 judgments) 0.905 / 0.959, the round-1 losers' 0.855 / 0.931; one or two Swiss rounds instead of the
 bracket 0.913 / 0.956, 0.890 / 0.944; the final pick on a looser or a tighter prior than the duels' (0.1: 0.920 /
 0.952; 1: 0.911 / 0.958) or on the prior of largest evidence (0.905 / 0.957).
+
+Why nothing moves both: at 30 judgments this module is where a policy that *knows* the scenario gets. In ``b`` the
+exact posterior over the correct candidates with KG* pair choice (``experiments.bayes_reference``) has top-1 0.962
+at seeds 0 and 1, and this module's own judgments scored by that posterior are worth 0.962 / 0.961 (its pick is
+within 0.002 of the posterior's); in ``a`` a particle posterior over rank assignments after the bracket reached
+0.915 / 0.931 (expected 0.924 / 0.928). The reference plays as this module does: ~95 % of its calls involve the
+leader, and its best-vs-second pair is asked ~5 times.
 """
 
 from __future__ import annotations
