@@ -3,6 +3,7 @@ the processes are the point; the vLLM test runs a real engine with its own engin
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -157,3 +158,66 @@ def test_a_killed_owner_leaves_no_engine_behind(tiny_model_dir: Path) -> None:
     owner.kill()
     owner.wait()
     assert all(gone(p.pid, 30.0) for p in procs), [p.pid for p in procs]
+
+
+def test_closing_a_guard_does_not_wait_for_processes_forked_after_it() -> None:
+    """A process forked later (a second engine's core, a fork pool) holds a copy of the pipe's write end: the watcher
+    must act on "done", not wait for the pipe's end (closing one engine waited for the other's)."""
+    before = children()
+    child = subprocess.Popen(["sleep", "300"])
+    guard = Guard(before)
+    forked = os.fork()
+    if forked == 0:  # pragma: no cover - the child only waits
+        time.sleep(5)
+        os._exit(0)
+    try:
+        t0 = time.monotonic()
+        guard.close()
+        assert time.monotonic() - t0 < 2.5 and child.poll() is None
+    finally:
+        os.kill(forked, signal.SIGKILL)
+        os.waitpid(forked, 0)
+        child.kill()
+        child.wait()
+
+
+class Dead(Exception):
+    """The engine's death, as unless_dead raises it."""
+
+
+def run_unless_dead(work_s: float, death_s: float | None, cancel_death: bool = False, cancel_caller: bool = False):
+    """Run ``unless_dead`` on real asyncio work of ``work_s`` seconds against a death after ``death_s`` (None: never);
+    return (outcome, whether the work was left running)."""
+    from tourney.backends.vllm import unless_dead
+
+    async def main():
+        done = asyncio.Event()
+
+        async def work():
+            await asyncio.sleep(work_s)
+            done.set()
+            return "answers"
+
+        loop = asyncio.get_running_loop()
+        death = loop.create_future()
+        if death_s is not None:
+            loop.call_later(death_s, death.cancel if cancel_death else lambda: death.set_result(None))
+        call = asyncio.ensure_future(unless_dead(work(), death, Dead))
+        if cancel_caller:
+            loop.call_later(0.05, call.cancel)
+        try:
+            outcome = await call
+        except (Dead, asyncio.CancelledError) as err:
+            outcome = type(err).__name__
+        await asyncio.sleep(work_s)  # long enough for an orphaned work to finish
+        return outcome, done.is_set()
+
+    return asyncio.run(main())
+
+
+def test_unless_dead_returns_answers_or_the_death_and_never_leaves_work_running() -> None:
+    assert run_unless_dead(0.05, None) == ("answers", True)
+    assert run_unless_dead(0.05, 1.0) == ("answers", True)
+    assert run_unless_dead(0.3, 0.05) == ("Dead", False)  # the engine died first: its requests are aborted
+    assert run_unless_dead(0.3, 0.05, cancel_death=True) == ("CancelledError", False)  # closed while waiting
+    assert run_unless_dead(0.3, None, cancel_caller=True) == ("CancelledError", False)  # the caller gave up

@@ -109,6 +109,9 @@ def test_a_context_or_tensor_parallel_size_the_model_cannot_have_is_refused_befo
     with pytest.raises(InputError, match=f"{limit + 1} is more than model .* has \\({limit} positions") as err:
         VLLMBackend(str(tiny_model_dir), max_model_len=limit + 1)
     assert err.value.field == "--max-model-len"
+    monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "false")  # vLLM reads only 1/true as yes
+    with pytest.raises(InputError, match="is more than model"):
+        VLLMBackend(str(tiny_model_dir), max_model_len=limit + 1)
     monkeypatch.setenv("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "1")  # vLLM's own way past the limit stays open
     assert VLLMBackend(str(tiny_model_dir), max_model_len=limit + 1).context == limit + 1
     with pytest.raises(InputError, match="3 does not divide the 2 attention heads") as err:

@@ -7,8 +7,8 @@ holds the write end. A normal close writes "done" (vLLM's own shutdown has stopp
 when the pipe closes without it, tourney died, and the watcher ends the processes it was given if they still run (the
 same pid *and* start time: a reused pid is left alone).
 
-    python -I guard.py PID:START ...   (the watcher; stdin is the pipe; -I: this folder's openai.py and friends must
-                                        not shadow the packages psutil may import)
+    python -P guard.py PID:START ...   (the watcher; stdin is the pipe; -P: this folder's openai.py and friends must
+                                        not shadow the packages psutil may import, while PYTHONPATH still counts)
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Guard:
         self.watcher: subprocess.Popen[bytes] | None = None
         if marks:
             self.watcher = subprocess.Popen(
-                [sys.executable, "-I", __file__, *marks], stdin=subprocess.PIPE,
+                [sys.executable, "-P", __file__, *marks], stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )  # fmt: skip
 
@@ -79,7 +79,8 @@ def stop(marks: list[str]) -> None:
 def main() -> None:
     """Wait for the pipe from tourney to close; unless it said "done", stop the processes named on the command
     line."""
-    if sys.stdin.buffer.read() != DONE:  # EOF without "done": tourney died
+    # Only "done"'s bytes: a process forked later holds a copy of the write end, so the end of the pipe may be late.
+    if sys.stdin.buffer.read(len(DONE)) != DONE:  # EOF first: tourney died
         stop(sys.argv[1:])
 
 

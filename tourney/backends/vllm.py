@@ -110,15 +110,18 @@ class VLLMBackend(BackendBase):
     def check_fit(self, tensor_parallel_size: int) -> None:
         """Refuse, before any engine starts (and in a dry run), a context the model does not have and a tensor-parallel
         size that does not divide its attention heads: vLLM finds both only after loading, and stops with a trace."""
-        context, limit = self.context or 0, self.model_limit() if self.context else 0
-        if limit and context > limit and os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "0") in ("", "0"):
+        try:
+            context, limit = self.context or 0, self.model_limit() if self.context else 0
+            heads = int(getattr(self.text_config(), "num_attention_heads", 0) or 0) if tensor_parallel_size > 1 else 0
+        except Exception:  # a configuration transformers cannot read: vLLM's own start says what is wrong
+            return
+        allowed = os.environ.get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "").strip().lower() in ("1", "true")  # vLLM's reading
+        if limit and context > limit and not allowed:
             raise InputError(f"{context} is more than model {self.spec.name!r} has ({limit} positions; "
                              "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 allows it)", field="--max-model-len")  # fmt: skip
-        if tensor_parallel_size > 1:
-            heads = int(getattr(self.text_config(), "num_attention_heads", 0) or 0)
-            if heads and heads % tensor_parallel_size:
-                raise InputError(f"{tensor_parallel_size} does not divide the {heads} attention heads of model "
-                                 f"{self.spec.name!r}", field="--tensor-parallel-size")  # fmt: skip
+        if heads and heads % tensor_parallel_size:
+            raise InputError(f"{tensor_parallel_size} does not divide the {heads} attention heads of model "
+                             f"{self.spec.name!r}", field="--tensor-parallel-size")  # fmt: skip
 
     def text_config(self) -> Any:
         """The model's (text) configuration, read once."""
@@ -291,16 +294,9 @@ class VLLMBackend(BackendBase):
     async def _alive(self, work: Awaitable[T]) -> T:
         """``work`` on the pipelined engine, or its ``EngineDeadError`` once the engine is marked dead: a request added
         while the engine process died was never answered nor failed (vLLM 0.32), and waited for ever."""
-        task = asyncio.ensure_future(work)
-        assert self._death is not None
-        either: set[asyncio.Future[Any]] = {task, self._death}
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            return task.result()
-        task.cancel()
-        with suppress(BaseException):
-            await task
-        raise self._async.dead_error
+        engine, death = self._async, self._death
+        assert death is not None
+        return await unless_dead(work, death, lambda: engine.dead_error)
 
     async def _stream(self, prompt: list[int], params: Any) -> Any:
         """Run one request to completion on AsyncLLM and return its final RequestOutput."""
@@ -497,6 +493,25 @@ async def marked_dead(engine: Any) -> None:
     """Return once the pipelined engine is marked dead (its process died or its output handler failed)."""
     while not engine.errored:
         await asyncio.sleep(0.5)
+
+
+async def unless_dead(work: Awaitable[T], death: asyncio.Future[Any], dead: Callable[[], BaseException]) -> T:
+    """``work``'s result, or ``dead()`` raised once ``death`` is done first (CancelledError if it was cancelled: the
+    engine is closing); ``work`` is cancelled whenever it is left unfinished, the caller's cancellation included."""
+    task = asyncio.ensure_future(work)
+    either: set[asyncio.Future[Any]] = {task, death}
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():  # the caller was cancelled, or the engine died or is closing: abort the requests
+            task.cancel()
+            with suppress(BaseException):
+                await task
+    if not (task.cancelled() and death.done()):  # answered, or failed (or was cancelled) on its own
+        return task.result()
+    if death.cancelled():
+        raise asyncio.CancelledError
+    raise dead()
 
 
 def wake_on_death(engine: Any) -> threading.Event:
