@@ -19,10 +19,13 @@ EXAMPLE = REPO / "examples" / "best_of_n.jsonl"
 
 
 def tourney_env(cache_root: Path | None = None) -> dict[str, str]:
-    """The environment for a CLI subprocess: offline, optional cache root, and vLLM's memory left to tourney's own
-    default (as a user's shell would), not the test session's."""
+    """The environment for a CLI subprocess: offline, optional cache root, and vLLM's memory and log level left to
+    tourney's own defaults (as a user's shell would), not the test session's."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)
+    # Importing an experiments module (bench_engine, scaling, gpu_check) sets VLLM_LOGGING_LEVEL=WARNING in the test
+    # process: the log then lacks vLLM's INFO lines (the "[shutdown]" ones the log test reads).
+    env.pop("VLLM_LOGGING_LEVEL", None)
     if cache_root is not None:
         env["TOURNEY_CACHE_DIR"] = str(cache_root)
     return env
