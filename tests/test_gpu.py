@@ -265,12 +265,13 @@ def test_a_policys_context_fits_its_longest_prompt_plus_max_tokens(long_model_di
     backend = VLLMBackend(str(long_model_dir), dtype="float32")
     try:
         longest = len(backend.tokenizer.encode(backend.render(chats[1]), add_special_tokens=False))
-        assert backend.fit_chats(chats, 512) == -(-(longest + 512 + 64) // 256) * 256 == backend.engine_context()
+        texts = [backend.render(c) for c in chats]
+        assert backend.fit_prompts(texts, 512) == -(-(longest + 512 + 64) // 256) * 256 == backend.engine_context()
     finally:
         backend.close()
     asked = VLLMBackend(str(long_model_dir), dtype="float32", max_model_len=4096)
     try:
-        assert asked.fit_chats(chats, 512) is None and asked.engine_context() == 4096
+        assert asked.fit_prompts([asked.render(c) for c in chats], 512) is None and asked.engine_context() == 4096
     finally:
         asked.close()
 

@@ -49,6 +49,18 @@ def input_name(path: str) -> str:
     return "<stdin>" if path == "-" else path
 
 
+def shown(path: str) -> str:
+    """A file tourney made beside an output, named for a message: relative to the working folder when under it (the
+    outputs' real paths are absolute)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def streamed(mode: int) -> bool:
+    """Whether a file of this ``st_mode`` is a stream (FIFO, character device): read once, never replaced."""
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
 def jsonl_lines(
     path: str, start: int = 0, end: int | None = None, first_line: int = 1, name: str | None = None
 ) -> Iterator[tuple[str, int, str]]:
@@ -279,7 +291,7 @@ def output_target(path: str) -> tuple[str, bool]:
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise InputError("is a directory, not a file", file=path)
-        if stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode):
+        if streamed(st.st_mode):
             if not os.access(path, os.W_OK):
                 raise InputError("cannot write: permission denied", file=path)
             # Opened by the name given: a pipe behind /dev/stdout has no path that realpath could return.

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tourney.errors import InputError
-from tourney.io import fail_as, output_target, umask, write_fully
+from tourney.io import fail_as, output_target, shown, umask, write_fully
 
 FLUSH_S = 0.5  # at most this long between flushes, so rows appear as prompts finish
 FLUSH_BYTES = 1 << 20
@@ -206,10 +206,3 @@ class Sink:
         names = [self.partial(k) for k, regular in enumerate(self.regular) if regular]
         there = [shown(n) for n in names if os.path.exists(n)]
         return " and " + " and ".join(there) if there else ""
-
-
-def shown(path: str) -> str:
-    """A file tourney made beside an output, named for a message: relative to the working folder when under it (the
-    outputs' real paths are absolute)."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel

@@ -24,7 +24,7 @@ from typing import Any
 
 from tourney.console import plural
 from tourney.errors import InputError
-from tourney.io import Item, input_name, jsonl_lines, parse_line
+from tourney.io import Item, input_name, jsonl_lines, parse_line, streamed
 from tourney.sink import Resume
 from tourney.tables import is_table
 
@@ -142,13 +142,10 @@ class Source:
 
 def _streamed(path: str) -> bool:
     """Whether ``path`` is a pipe or a device (not a file or folder that can be read again)."""
-    import stat
-
     try:
-        mode = os.stat(path).st_mode
+        return streamed(os.stat(path).st_mode)
     except OSError:
         return False  # missing: the reader says so
-    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 @dataclass

@@ -30,7 +30,7 @@ class Guard:
         """Start watching every descendant of this process that is not in ``before`` (pids taken before the engine
         started); no watcher when there is none."""
         marks = []
-        for p in psutil.Process().children(recursive=True):
+        for p in _descendants():
             if p.pid not in before:
                 with contextlib.suppress(psutil.Error):  # gone already
                     marks.append(f"{p.pid}:{p.create_time()!r}")
@@ -55,7 +55,11 @@ class Guard:
 
 def children() -> set[int]:
     """The pids of this process's descendants now."""
-    return {p.pid for p in psutil.Process().children(recursive=True)}
+    return {p.pid for p in _descendants()}
+
+
+def _descendants() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
 
 
 def stop(marks: list[str]) -> None:

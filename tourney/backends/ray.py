@@ -131,13 +131,13 @@ class RayBackend(BackendBase):
         """Size the replicas' context for ``needed`` tokens (see ``VLLMBackend.fit_context``)."""
         return self.local.fit_context(needed) if self.fittable() else None
 
-    def fit_chats(self, chats: Sequence[Chat], max_tokens: int) -> int | None:
-        """Size the replicas' context for the longest chat plus ``max_tokens``."""
-        return self.local.fit_chats(chats, max_tokens) if self.fittable() else None
+    def fit_prompts(self, texts: Sequence[str], max_tokens: int) -> int | None:
+        """Size the replicas' context for the longest rendered prompt plus ``max_tokens``."""
+        return self.local.fit_prompts(texts, max_tokens) if self.fittable() else None
 
-    def too_long(self, chats: Sequence[Chat]) -> list[tuple[int, int]]:
-        """The chats the replicas' context cannot hold (see ``VLLMBackend.too_long``)."""
-        return self.local.too_long(chats)
+    def too_long(self, texts: Sequence[str]) -> list[tuple[int, int]]:
+        """The rendered prompts the replicas' context cannot hold (see ``VLLMBackend.too_long``)."""
+        return self.local.too_long(texts)
 
     def render(self, messages: Chat) -> str:
         """The prompt text the model's chat template writes."""

@@ -149,26 +149,25 @@ class VLLMBackend(BackendBase):
         self.fitted = max(self.fitted or 0, min(want, limit) if limit else want)
         return self.fitted
 
-    def fit_chats(self, chats: Sequence[Chat], max_tokens: int) -> int | None:
-        """``fit_context`` for the longest of ``chats`` + ``max_tokens`` (a policy's prompts). Longest first, and a
-        token covers at least one UTF-8 byte: only prompts longer in bytes than the longest in tokens are counted."""
-        if not self.fittable() or not chats:
+    def fit_prompts(self, texts: Sequence[str], max_tokens: int) -> int | None:
+        """``fit_context`` for the longest of the rendered prompts ``texts`` + ``max_tokens`` (a policy's). Longest
+        first, and a token covers at least one UTF-8 byte: only prompts longer in bytes than the longest in tokens are
+        counted."""
+        if not self.fittable() or not texts:
             return None
-        texts = sorted((self.render(c) for c in chats), key=lambda t: -len(t.encode()))
         longest = 0
-        for text in texts:
+        for text in sorted(texts, key=lambda t: -len(t.encode())):
             if len(text.encode()) <= longest:
                 break
             longest = max(longest, len(self.tokenizer.encode(text, add_special_tokens=False)))
         return self.fit_context(longest + max_tokens)
 
-    def too_long(self, chats: Sequence[Chat]) -> list[tuple[int, int]]:
-        """(index, tokens) of the chats whose prompt leaves no token to generate within ``context_limit()``, before
-        the engine starts (a token covers at least one UTF-8 byte: only chats that long in bytes are counted)."""
+    def too_long(self, texts: Sequence[str]) -> list[tuple[int, int]]:
+        """(index, tokens) of the rendered prompts that leave no token to generate within ``context_limit()``, before
+        the engine starts (a token covers at least one UTF-8 byte: only prompts that long in bytes are counted)."""
         limit = self.context_limit()
         out = []
-        for k, chat in enumerate(chats):
-            text = self.render(chat)
+        for k, text in enumerate(texts):
             if (
                 len(text.encode()) + 1 > limit
                 and (n := len(self.tokenizer.encode(text, add_special_tokens=False))) + 1 > limit

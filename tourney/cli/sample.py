@@ -89,9 +89,8 @@ def sample_cmd(**opts: Any) -> None:
             backend = make_backend(cfg)
             try:
                 identity = backend.identity()
-                if hasattr(backend, "fit_chats"):  # an in-process engine: a context the prompts + --max-tokens need
-                    check_lengths(rows, backend, opts["input_path"])
-                    backend.fit_chats([r.chat() for r in rows], opts["max_tokens"])
+                if hasattr(backend, "fit_prompts"):  # an in-process engine: a context the prompts + --max-tokens need
+                    fit_lengths(rows, backend, opts["input_path"], opts["max_tokens"])
                 with CONSOLE.progress(len(rows) * opts["n"], doing="sampling") as bar:
                     progress = bar.advance
                     if hasattr(backend, "pool"):  # a server: its retries are said until samples come back
@@ -133,14 +132,16 @@ def waiting_on_server(pool: Any, bar: Any) -> Any:
     return advance
 
 
-def check_lengths(rows: list[Any], backend: Any, path: str) -> None:
+def fit_lengths(rows: list[Any], backend: Any, path: str, max_tokens: int) -> None:
     """Before the engine starts: a prompt the policy's context cannot hold is an InputError at its line (exit 2),
-    as a judge's is, not a failure after vLLM's start-up."""
+    as a judge's is, not a failure after vLLM's start-up; else the engine's context is sized to the longest prompt
+    plus ``max_tokens`` (each prompt rendered once for both)."""
     from tourney.api import context_hint
     from tourney.errors import InputError
     from tourney.io import input_name
 
-    over = backend.too_long([r.chat() for r in rows])
+    texts = [backend.render(r.chat()) for r in rows]
+    over = backend.too_long(texts)
     if over:
         k, n = over[0]
         limit = backend.context_limit()
@@ -148,6 +149,7 @@ def check_lengths(rows: list[Any], backend: Any, path: str) -> None:
             f"the prompt has {n} tokens; the policy's context is {limit} ({context_hint(backend, n + 1, 'shorten it')})"
         )
         raise InputError(why, input_name(path), rows[k].line, "prompt")
+    backend.fit_prompts(texts, max_tokens)
 
 
 def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
