@@ -20,6 +20,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def script_env(cpu: bool = True) -> None:
+    """The environment of a benchmark run as a script, set before it imports vLLM: vLLM's logs at WARNING on stderr
+    (its report goes to stdout); with ``cpu``, offline and a 1 GiB CPU KV cache. Called under ``__main__`` only: a
+    process that imports the module (the tests) keeps its own environment."""
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    if cpu:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
 def out_dir(text: str) -> Path:
     """An output folder that is a folder or can be made one (checked before any work; nothing is left behind)."""
     path = Path(text)

@@ -27,14 +27,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.args import Parser, at_least_two, non_negative, positive
+from experiments.args import Parser, at_least_two, non_negative, positive, script_env
 
 if TYPE_CHECKING:
     from tourney.types import Request
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
 CONTEXT = 2048  # the judge's context in every run here
 MAX_TOKENS = 1536  # the longest judge prompt here takes about 330 tokens of the context (rm-r1 template)
@@ -327,4 +323,5 @@ def separate_run(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
+    script_env()
     main()

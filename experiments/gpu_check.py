@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import re
 import sys
 import time
@@ -30,15 +29,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # never stdout: the report goes there
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from experiments.args import Parser, guarded, non_negative, open_unit, positive, positive_float  # noqa: E402
-from tourney.config import DTYPES  # noqa: E402
-from tourney.errors import BackendError  # noqa: E402
-from tourney.types import Judgment, Request  # noqa: E402
+from experiments.args import Parser, guarded, non_negative, open_unit, positive, positive_float, script_env
+from tourney.config import DTYPES
+from tourney.errors import BackendError
+from tourney.types import Judgment, Request
 
 Z95 = 1.959964
 ANNOTATION = re.compile(r"<<[^<>]*>>")
@@ -282,4 +278,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    script_env(cpu=False)
     sys.exit(main())

@@ -23,8 +23,7 @@ def tourney_env(cache_root: Path | None = None) -> dict[str, str]:
     tourney's own defaults (as a user's shell would), not the test session's."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     env.pop("VLLM_CPU_KVCACHE_SPACE", None)
-    # Importing an experiments module (bench_engine, scaling, gpu_check) sets VLLM_LOGGING_LEVEL=WARNING in the test
-    # process: the log then lacks vLLM's INFO lines (the "[shutdown]" ones the log test reads).
+    # A level set in the developer's shell would hide vLLM's INFO lines (the "[shutdown]" ones the log test reads).
     env.pop("VLLM_LOGGING_LEVEL", None)
     if cache_root is not None:
         env["TOURNEY_CACHE_DIR"] = str(cache_root)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,12 @@ def test_bench_engine_max_tokens_fit_beside_its_longest_judge_prompt(tmp_path: P
             text = tok.apply_chat_template(family.render(item.prompt, a, b), add_generation_prompt=True, tokenize=False)
             longest = max(longest, len(tok(text, add_special_tokens=False).input_ids))
     assert 250 < longest <= 340 and longest + MAX_TOKENS <= CONTEXT
+
+
+def test_importing_an_experiment_leaves_the_processs_vllm_settings_alone():
+    code = ("import os, experiments.bench_engine, experiments.gpu_check, experiments.scaling.__main__; "
+            "print(sorted(k for k in ('VLLM_LOGGING_LEVEL', 'VLLM_LOGGING_STREAM', 'VLLM_CPU_KVCACHE_SPACE') "
+            "if k in os.environ))")  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VLLM_")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

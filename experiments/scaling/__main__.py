@@ -9,14 +9,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 # Bradley-Terry fits many tiny problems; a multi-threaded BLAS makes each L-BFGS step ~3 ms on a busy 2-core machine
 # (2-3x slower runs, measured), one thread makes it negligible.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from experiments.args import Parser, guarded, out_dir  # noqa: E402
+from experiments.args import Parser, guarded, out_dir, script_env  # noqa: E402
 from experiments.scaling import config as config_mod  # noqa: E402
 from experiments.scaling import report, run  # noqa: E402
 from tourney.errors import InputError  # noqa: E402
@@ -112,4 +109,5 @@ class Progress:
 
 
 if __name__ == "__main__":
+    script_env()
     sys.exit(main())
