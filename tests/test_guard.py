@@ -15,17 +15,22 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tourney.backends.guard import Guard, children, stop
+from tourney.backends.guard import Guard, stop
 
 REPO = Path(__file__).parents[1]
 
 OWNER = """
 import subprocess, sys, time
-from tourney.backends.guard import Guard, children
-before = children()
-child = subprocess.Popen(["sleep", "300"])
-guard = Guard(before)
-print(child.pid, flush=True)
+from tourney.backends.guard import Guard
+guard = Guard()
+engine = subprocess.Popen(["sleep", "300"])  # the engine's process
+if sys.argv[1] == "started":
+    guard.started()
+    later = subprocess.Popen(["sleep", "300"])  # another engine's, or the caller's own
+else:  # killed while the engine starts: the watcher must have seen it
+    time.sleep(1.5)
+    later = engine
+print(engine.pid, later.pid, flush=True)
 time.sleep(300)
 """
 
@@ -48,25 +53,30 @@ def owner_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO))
 
 
-def test_a_killed_owner_takes_the_processes_it_started_with_it() -> None:
-    owner = subprocess.Popen([sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True, env=owner_env())
+@pytest.mark.parametrize("when", ["started", "starting"])
+def test_a_killed_owner_takes_its_engines_processes_with_it(when: str) -> None:
+    """Killed once the engine is up, or while it loads: the engine's processes end, a process started after the
+    engine was up (another engine's) is left alone."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, when], stdout=subprocess.PIPE, text=True, env=owner_env())
     assert owner.stdout is not None
-    child = int(owner.stdout.readline())
+    engine, later = map(int, owner.stdout.readline().split())
     try:
-        assert not gone(child, 0.5)
+        assert not gone(engine, 0.5)
         owner.send_signal(signal.SIGKILL)
         owner.wait()
-        assert gone(child, 15.0)
+        assert gone(engine, 15.0)
+        assert later == engine or not gone(later, 1.0)
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(child, signal.SIGKILL)
+        for pid in {engine, later}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_closed_guard_ends_nothing() -> None:
-    before = children()
+    guard = Guard()
     child = subprocess.Popen(["sleep", "300"])
     try:
-        guard = Guard(before)
+        guard.started()
         assert guard.watcher is not None
         watcher = guard.watcher
         guard.close()
@@ -77,18 +87,12 @@ def test_a_closed_guard_ends_nothing() -> None:
         child.wait()
 
 
-def test_no_watcher_when_nothing_was_started() -> None:
-    guard = Guard(children())
-    assert guard.watcher is None
-    guard.close()
-
-
 def test_a_reused_pid_is_left_alone() -> None:
     child = subprocess.Popen(["sleep", "300"])
     try:
-        stop([f"{child.pid}:0.0"])  # the pid, another start time: another process
+        stop({child.pid: 0.0})  # the pid, another start time: another process
         assert child.poll() is None
-        stop([f"{child.pid}:{psutil.Process(child.pid).create_time()!r}"])
+        stop({child.pid: psutil.Process(child.pid).create_time()})
         child.wait(timeout=15)  # ended (psutil, having waited on it, may have taken its status)
     finally:
         child.kill()
@@ -160,12 +164,38 @@ def test_a_killed_owner_leaves_no_engine_behind(tiny_model_dir: Path) -> None:
     assert all(gone(p.pid, 30.0) for p in procs), [p.pid for p in procs]
 
 
+@pytest.mark.slow
+def test_an_owner_killed_while_its_engine_loads_leaves_no_engine_behind(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """tourney killed -9 while vLLM starts (a 32B model loads for minutes): the processes started so far end (they
+    stayed ~5 minutes, until vLLM's start-up timed out)."""
+    pytest.importorskip("vllm")
+    env = owner_env()
+    for name in ("VLLM_ENABLE_V1_MULTIPROCESSING", "VLLM_LOGGING_STREAM"):
+        env.pop(name, None)
+    with open(tmp_path / "out", "w") as out:  # not a pipe: the engine's processes would hold it open
+        owner = subprocess.Popen([sys.executable, "-c", ENGINE, str(tiny_model_dir), "pipelined"], stdout=out,
+                                 stderr=subprocess.DEVNULL, env=env)  # fmt: skip
+    try:
+        end, procs = time.monotonic() + 120, []
+        while not procs and time.monotonic() < end and owner.poll() is None:
+            time.sleep(0.2)
+            procs = [p for p in psutil.Process(owner.pid).children(recursive=True)
+                     if "guard.py" not in " ".join(p.cmdline())]  # fmt: skip
+        assert procs, "the engine's process never started"
+        time.sleep(1.0)  # the watcher looks twice a second
+    finally:
+        owner.kill()
+        owner.wait()
+    assert "ready" not in (tmp_path / "out").read_text()  # killed during the start
+    assert all(gone(p.pid, 30.0) for p in procs), [p.pid for p in procs]
+
+
 def test_closing_a_guard_does_not_wait_for_processes_forked_after_it() -> None:
     """A process forked later (a second engine's core, a fork pool) holds a copy of the pipe's write end: the watcher
     must act on "done", not wait for the pipe's end (closing one engine waited for the other's)."""
-    before = children()
+    guard = Guard()
     child = subprocess.Popen(["sleep", "300"])
-    guard = Guard(before)
+    guard.started()
     forked = os.fork()
     if forked == 0:  # pragma: no cover - the child only waits
         time.sleep(5)

@@ -22,7 +22,7 @@ from typing import Any
 
 from tourney.aio import LoopThread, T, gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
-from tourney.backends.guard import Guard, children
+from tourney.backends.guard import Guard
 from tourney.console import vllm_logs_off_stdout
 from tourney.errors import BackendError, InputError
 from tourney.models import ModelSpec, check_hub, resolve_model
@@ -187,11 +187,12 @@ class VLLMBackend(BackendBase):
             if self._llm is not None or self._async is not None:
                 return
             mark = stderr_file()
-            before = children()
+            self._guard = Guard()  # from here: a kill -9 while a 32B model loads must not leave its processes
             try:
                 self._build(self.engine_args())
-                self._guard = Guard(before)
+                self._guard.started()
             except BackendError:
+                await self._shutdown()
                 raise
             except Exception as err:  # vLLM raises many kinds here (OSError, ValueError, RuntimeError from the child)
                 await self._shutdown()
