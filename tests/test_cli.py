@@ -103,7 +103,11 @@ BAD_INPUTS = [
     ('{"id": ' + "9" * 5000 + ', "prompt": "q", "responses": ["a"]}', ":1:", "malformed JSON"),
     ("[" * 100000, ":1:", "malformed JSON"),
     ('{"prompt": "q", "prompt": "r", "responses": ["a"]}', ":1: field 'prompt'", "appears twice"),
-    ('{"prompt": "q", "responses": [{"text": "a", "quality": 1, "quality": 2}]}', "field 'quality'", "appears twice"),
+    (
+        '{"prompt": "q", "responses": [{"text": "a", "quality": 1, "quality": 2}]}',
+        ":1: field 'responses[0].quality'",
+        "appears twice",
+    ),
 ]
 
 

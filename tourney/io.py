@@ -128,6 +128,31 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+class _Pairs(list[tuple[str, Any]]):
+    """An object's pairs as written, duplicates kept."""
+
+
+def _duplicate_path(text: str, key: str) -> str:
+    """Where the first key written twice in a JSON text is, as error fields name it (``responses[1].quality``);
+    ``key`` alone when nested too deep to say."""
+
+    def first(value: Any, path: str) -> str | None:
+        if isinstance(value, _Pairs):
+            keys = [key for key, _ in value]
+            twice = next((key for k, key in enumerate(keys) if key in keys[:k]), None)
+            if twice is not None:
+                return f"{path}.{twice}" if path else twice
+            return next((p for key, item in value if (p := first(item, f"{path}.{key}" if path else key))), None)
+        if isinstance(value, list):
+            return next((p for k, item in enumerate(value) if (p := first(item, f"{path}[{k}]"))), None)
+        return None
+
+    try:
+        return first(json.loads(text, object_pairs_hook=_Pairs), "") or key
+    except RecursionError:
+        return key
+
+
 _DECODER = json.JSONDecoder(parse_constant=lambda name: _reject_constant(name), object_pairs_hook=_unique_keys)
 
 
@@ -138,7 +163,7 @@ def decode(text: str, name: str, lineno: int) -> Any:
     except json.JSONDecodeError as err:
         raise InputError(f"malformed JSON: {err.msg} at column {err.colno}", name, lineno) from None
     except _DuplicateKey as err:
-        raise InputError("appears twice in one object", name, lineno, str(err)) from None
+        raise InputError("appears twice in one object", name, lineno, _duplicate_path(text, str(err))) from None
     except (ValueError, RecursionError) as err:  # NaN/Infinity, integers past Python's digit limit, deep nesting
         raise InputError(f"malformed JSON: {str(err).splitlines()[0][:120]}", name, lineno) from None
     try:
