@@ -192,6 +192,29 @@ def test_a_replica_killed_mid_run_changes_nothing(how, cluster, rows, reference,
     assert committed(cache) == s["judgments"] and s["retries"] >= 1
 
 
+def test_a_replicas_engine_process_killed_mid_run_changes_nothing(cluster, rows, reference, tiny_model_dir, tmp_path,
+                                                                  monkeypatch):  # fmt: skip
+    """With vLLM's engine in a process of its own (a GPU's default), the OOM killer taking it ends that replica, which
+    Ray restarts and whose calls go on elsewhere, as for a replica killed: not the run."""
+    import psutil
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # forwarded to the replicas
+
+    def kill_engine() -> None:
+        procs = psutil.Process(pid_of(replica(0))).children(recursive=True)
+        engines = [p for p in procs if "guard.py" not in " ".join(p.cmdline())]
+        assert engines, "the replica's engine has no process of its own"
+        for p in engines:
+            p.kill()
+
+    run, out, summary, cache = run_with(cluster, rows, tiny_model_dir, tmp_path, kill_engine, "--replicas", "2")
+    assert run.returncode == 0, run.stderr
+    assert out.read_bytes() == reference()[0]
+    s = json.loads(summary.read_text())
+    assert (s["judgments"], s["cached"]) == (reference()[1]["judgments"], 0) and committed(cache) == s["judgments"]
+    assert s["retries"] >= 1
+
+
 def test_a_node_lost_mid_run_changes_nothing(cluster, rows, reference, tiny_model_dir, tmp_path):
     import ray
 

@@ -308,3 +308,19 @@ def test_pipelined_engine_judges_concurrent_batches_by_their_seeds(thinking_vllm
         assert j.verdict in ("A", "B", None) and j.finish_reason in ("stop", "length")
     # judge() on the same engine gives the same judgments: seeds, not batch composition, decide.
     assert judge.judge(reqs) == together
+
+
+def test_rope_scaling_stretches_the_models_positions_as_vllm_reads_it() -> None:
+    from types import SimpleNamespace as Config
+
+    from tourney.backends.vllm import rope_factor
+
+    assert rope_factor(Config(model_type="llama")) == 1.0
+    assert rope_factor(Config(model_type="llama", rope_parameters={"rope_type": "linear", "factor": 4.0})) == 4.0
+    assert rope_factor(Config(model_type="qwen2", rope_scaling={"type": "dynamic", "factor": 2.0})) == 2.0
+    # YaRN-like configs state scaled positions already; Gemma 3's are scaled too; a null factor counts as none.
+    assert rope_factor(Config(model_type="qwen2", rope_parameters={"rope_type": "yarn", "factor": 4.0})) == 1.0
+    assert rope_factor(Config(model_type="gemma3_text", rope_parameters={"rope_type": "linear", "factor": 8.0})) == 1.0
+    assert rope_factor(Config(model_type="llama", rope_parameters={"rope_type": "linear", "factor": None})) == 1.0
+    nested = {"full_attention": {"rope_type": "linear", "factor": 8.0}, "sliding_attention": {"rope_type": "default"}}
+    assert rope_factor(Config(model_type="x", rope_parameters=nested)) == 8.0

@@ -21,7 +21,7 @@ from typing import Any
 
 from tourney.aio import LoopThread, gather_all
 from tourney.backends.base import BackendBase, Chat, Generation, Sampling, Scored
-from tourney.backends.vllm import VLLMBackend, one_line
+from tourney.backends.vllm import EngineDied, VLLMBackend, one_line
 from tourney.errors import BackendError, InputError
 
 HEARTBEAT = 10.0  # seconds between pings of a replica with work in flight
@@ -465,6 +465,10 @@ class Replica:
         assert self.backend is not None
         try:
             return await self.backend.loop.wrap(getattr(self.backend, method)(*args))
+        except EngineDied:
+            # Its engine's process died (on a GPU it runs beside the actor): end the actor too, so that Ray restarts
+            # the replica and the coordinator hands its calls on, as for any lost replica (the guard ends the rest).
+            os._exit(1)
         except BackendError as err:
             return Failed(str(err), err.index)
 

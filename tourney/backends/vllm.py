@@ -94,15 +94,11 @@ class VLLMBackend(BackendBase):
         return self.model_limit()
 
     def model_limit(self) -> int:
-        """The model's own limit as vLLM derives it (0: not stated), read once: the config's positions, times a
-        linear or dynamic RoPE scaling factor (YaRN-style configs state scaled positions already), at most the
-        tokenizer's ``model_max_length``."""
+        """The model's own limit as vLLM derives it (0: not stated), read once: the config's positions, times its RoPE
+        scaling factor (``rope_factor``), at most the tokenizer's ``model_max_length``."""
         if not hasattr(self, "_model_limit"):
             text = self.text_config()
-            limit = float(getattr(text, "max_position_embeddings", 0) or 0)
-            rope = getattr(text, "rope_parameters", None) or getattr(text, "rope_scaling", None) or {}
-            if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) in ("linear", "dynamic"):
-                limit *= float(rope.get("factor") or 1.0)
+            limit = float(getattr(text, "max_position_embeddings", 0) or 0) * rope_factor(text)
             limit = min(limit, float(getattr(self.tokenizer, "model_max_length", limit) or limit))
             self._model_limit = int(limit)
         return self._model_limit
@@ -539,6 +535,30 @@ def wake_on_death(engine: Any) -> threading.Event:
     return stop
 
 
+YARN_LIKE = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
+
+
+def rope_factor(config: Any) -> float:
+    """How far a model's RoPE scaling stretches its stated positions, as vLLM 0.32 reads it: the ``factor`` of a
+    scaling that is not YaRN-like (those state scaled positions already), per layer type when nested; none for
+    Gemma 3, whose positions are scaled already."""
+    if "gemma3" in str(getattr(config, "model_type", "")):
+        return 1.0
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
+    if not isinstance(rope, dict):
+        return 1.0
+    nested = rope and all(isinstance(v, dict) for v in rope.values())
+    factor = 1.0
+    for params in [p for p in rope.values() if p] if nested else [rope]:
+        if params.get("rope_type", params.get("type")) not in YARN_LIKE:
+            factor = params.get("factor", factor)
+    return float(factor or 1.0)
+
+
+class EngineDied(BackendError):
+    """The engine's process died mid-run (killed, out of memory): this backend cannot judge any more."""
+
+
 @contextmanager
 def engine_alive(name: str) -> Iterator[None]:
     """Turn the death of the engine's process mid-run (killed, out of memory) into one BackendError line; vLLM raises
@@ -548,7 +568,7 @@ def engine_alive(name: str) -> Iterator[None]:
     except Exception as err:
         if not any(type(e).__name__ == "EngineDeadError" for e in chain(err)):
             raise
-        raise BackendError(f"the vLLM engine of {name!r} died mid-run (killed, or out of memory?)") from err
+        raise EngineDied(f"the vLLM engine of {name!r} died mid-run (killed, or out of memory?)") from err
 
 
 def chain(err: BaseException) -> Iterator[BaseException]:
