@@ -108,6 +108,7 @@ BAD_INPUTS = [
         ":1: field 'responses[0].quality'",
         "appears twice",
     ),
+    ('{"r": [{"a": 1, "a": 2}], "z": }', ":1: field 'a'", "appears twice"),  # found before the bad end: its name
 ]
 
 

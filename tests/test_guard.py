@@ -20,17 +20,19 @@ from tourney.backends.guard import Guard, stop
 REPO = Path(__file__).parents[1]
 
 OWNER = """
-import subprocess, sys, time
+import multiprocessing, subprocess, sys, time
 from tourney.backends.guard import Guard
 guard = Guard()
-engine = subprocess.Popen(["sleep", "300"])  # the engine's process
+# The engine's process, forked as vLLM does on a GPU: it holds a copy of the watcher's pipe, which never closes.
+engine = multiprocessing.get_context(sys.argv[2]).Process(target=time.sleep, args=(300,))
+engine.start()
 if sys.argv[1] == "started":
     guard.started()
-    later = subprocess.Popen(["sleep", "300"])  # another engine's, or the caller's own
+    later = subprocess.Popen(["sleep", "300"]).pid  # another engine's, or the caller's own
 else:  # killed while the engine starts: the watcher must have seen it
     time.sleep(1.5)
-    later = engine
-print(engine.pid, later.pid, flush=True)
+    later = engine.pid
+print(engine.pid, later, flush=True)
 time.sleep(300)
 """
 
@@ -53,11 +55,13 @@ def owner_env() -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=str(REPO))
 
 
+@pytest.mark.parametrize("start", ["fork", "spawn"])
 @pytest.mark.parametrize("when", ["started", "starting"])
-def test_a_killed_owner_takes_its_engines_processes_with_it(when: str) -> None:
-    """Killed once the engine is up, or while it loads: the engine's processes end, a process started after the
-    engine was up (another engine's) is left alone."""
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, when], stdout=subprocess.PIPE, text=True, env=owner_env())
+def test_a_killed_owner_takes_its_engines_processes_with_it(when: str, start: str) -> None:
+    """Killed once the engine is up, or while it loads, its processes forked (a GPU's default) or spawned (a CPU's):
+    the engine's processes end, a process started after the engine was up (another engine's) is left alone."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, when, start], stdout=subprocess.PIPE, text=True,
+                             env=owner_env())  # fmt: skip
     assert owner.stdout is not None
     engine, later = map(int, owner.stdout.readline().split())
     try:
@@ -85,6 +89,15 @@ def test_a_closed_guard_ends_nothing() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_no_watcher_stays_when_the_engine_has_no_process_of_its_own() -> None:
+    guard = Guard()
+    watcher = guard.watcher
+    assert watcher is not None
+    guard.started()  # nothing new: an engine in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0)
+    assert guard.watcher is None and watcher.returncode == 0
+    guard.close()
 
 
 def test_a_reused_pid_is_left_alone() -> None:

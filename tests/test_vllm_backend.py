@@ -324,3 +324,5 @@ def test_rope_scaling_stretches_the_models_positions_as_vllm_reads_it() -> None:
     assert rope_factor(Config(model_type="llama", rope_parameters={"rope_type": "linear", "factor": None})) == 1.0
     nested = {"full_attention": {"rope_type": "linear", "factor": 8.0}, "sliding_attention": {"rope_type": "default"}}
     assert rope_factor(Config(model_type="x", rope_parameters=nested)) == 8.0
+    assert rope_factor(Config(model_type="x", rope_parameters=nested | {"sliding_attention": None})) == 8.0
+    assert rope_factor(Config(model_type="x", rope_parameters={"rope_type": "telechat3-yarn", "factor": 4.0})) == 1.0

@@ -133,23 +133,24 @@ class _Pairs(list[tuple[str, Any]]):
 
 
 def _duplicate_path(text: str, key: str) -> str:
-    """Where the first key written twice in a JSON text is, as error fields name it (``responses[1].quality``);
-    ``key`` alone when nested too deep to say."""
+    """Where a key written twice in a JSON text is, as error fields name it (``responses[1].quality``): the first
+    object (in reading order) that repeats one; ``key`` alone when the text cannot be read again that far."""
 
     def first(value: Any, path: str) -> str | None:
         if isinstance(value, _Pairs):
-            keys = [key for key, _ in value]
-            twice = next((key for k, key in enumerate(keys) if key in keys[:k]), None)
-            if twice is not None:
-                return f"{path}.{twice}" if path else twice
-            return next((p for key, item in value if (p := first(item, f"{path}.{key}" if path else key))), None)
+            seen: set[str] = set()
+            for name, _ in value:
+                if name in seen:
+                    return f"{path}.{name}" if path else name
+                seen.add(name)
+            return next((p for name, item in value if (p := first(item, f"{path}.{name}" if path else name))), None)
         if isinstance(value, list):
             return next((p for k, item in enumerate(value) if (p := first(item, f"{path}[{k}]"))), None)
         return None
 
     try:
         return first(json.loads(text, object_pairs_hook=_Pairs), "") or key
-    except RecursionError:
+    except (ValueError, RecursionError):  # malformed after the duplicate, or nested too deep
         return key
 
 

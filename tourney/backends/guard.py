@@ -2,15 +2,17 @@
 
 vLLM's engine core runs in a child process that never learns its parent died: after a ``kill -9`` it kept ~4.4 GB
 (on a GPU, the card's memory) until killed by hand, and the resumed run found no room. ``Guard`` starts, before the
-engine, a small watcher in a session of its own (Ctrl-C at the terminal does not reach it) holding the read end of a
-pipe; tourney holds the write end. While the engine starts (a 32B model loads for minutes) the watcher notes every new
-descendant of tourney; once it is up, tourney sends the engine's processes (``started``), and processes started later
-(another engine) are not the watcher's. A normal close writes "d" (vLLM's own shutdown has stopped them) and the
-watcher just exits; when the pipe closes without it, tourney died, and the watcher ends the processes it noted if they
-still run (the same pid *and* start time: a reused pid is left alone).
+engine, a small watcher in a session of its own (Ctrl-C at the terminal does not reach it), tourney's child, reading
+a pipe from tourney. While the engine starts (a 32B model loads for minutes) the watcher notes every new descendant
+of tourney; once it is up, tourney sends the engine's processes (``started``), and processes started later (another
+engine) are not the watcher's. A normal close writes "d" (vLLM's own shutdown has stopped them) and the watcher just
+exits. When tourney dies first (the watcher's parent changes, or the pipe closes without "d"), it ends the processes
+it noted if they still run (the same pid *and* start time: a reused pid is left alone). The parent is what tells:
+processes forked from tourney (vLLM's default on a GPU) hold copies of the pipe, which then never closes.
 
-    python -P guard.py OWNER_PID BEFORE_PID ...   (the watcher; stdin is the pipe; -P: this folder's openai.py and
-                                                   friends must not shadow the packages psutil may import)
+    python -P guard.py OWNER_PID PID:START ...   (the watcher; stdin is the pipe; PID:START: tourney's descendants
+                                                  before the engine; -P: this folder's openai.py and friends must not
+                                                  shadow the packages psutil may import)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import psutil
 
 DONE, STARTED = b"d", b"s"
 GRACE_S = 10.0  # SIGTERM first (vLLM shuts its workers down on it), SIGKILL after this
-POLL_S = 0.5  # how often the watcher looks for the starting engine's new processes
+POLL_S = 0.5  # how often the watcher looks at its parent and, while the engine starts, for new processes
 
 Marks = dict[int, float]  # pid -> start time
 
@@ -36,18 +38,25 @@ class Guard:
 
     def __init__(self) -> None:
         """Start the watcher; every process this one starts from now until ``started`` is watched."""
-        self.before = children()
+        self.before = descendants()
         self.watcher: subprocess.Popen[bytes] | None = subprocess.Popen(
-            [sys.executable, "-P", __file__, str(os.getpid()), *map(str, sorted(self.before))],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [sys.executable, "-P", __file__, str(os.getpid()), *encode(self.before)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
+        assert self.watcher.stdout is not None
+        self.watcher.stdout.read(1)  # it watches (~0.2 s; "" if it could not start): the engine may start now
+        self.watcher.stdout.close()
 
     def started(self) -> None:
-        """The engine is up: its processes are the new descendants now (the watcher's own aside)."""
-        if self.watcher is not None:
-            skip = self.before | {self.watcher.pid}
-            marks = {p.pid: when for p in _descendants() if p.pid not in skip and (when := _start(p)) is not None}
-            self._send(STARTED + " ".join(f"{pid}:{when!r}" for pid, when in marks.items()).encode() + b"\n")
+        """The engine is up: its processes are the new descendants now (the watcher aside); none (an engine in this
+        process): no watcher is needed."""
+        if self.watcher is None:
+            return
+        marks = new(descendants(), self.before, self.watcher.pid)
+        if not marks:
+            self.close()
+            return
+        self._send(STARTED + " ".join(encode(marks)).encode() + b"\n")
 
     def close(self) -> None:
         """Tell the watcher the engine was shut down (it ends nothing) and reap it; safe to call twice."""
@@ -66,21 +75,28 @@ class Guard:
                 self.watcher.stdin.flush()
 
 
-def children() -> set[int]:
-    """The pids of this process's descendants now."""
-    return {p.pid for p in _descendants()}
+def descendants(pid: int | None = None) -> Marks:
+    """The descendants of a process (default: this one) now, with their start times."""
+    out: Marks = {}
+    for p in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):  # gone already
+            out[p.pid] = p.create_time()
+    return out
 
 
-def _descendants(pid: int | None = None) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
+def new(now: Marks, before: Marks, watcher: int) -> Marks:
+    """The processes of ``now`` that were not there ``before`` (same pid and start time), the watcher aside."""
+    return {pid: when for pid, when in now.items() if pid != watcher and before.get(pid) != when}
 
 
-def _start(p: psutil.Process) -> float | None:
-    """A process's start time (None: gone already)."""
-    try:
-        return float(p.create_time())
-    except psutil.Error:
-        return None
+def encode(marks: Marks) -> list[str]:
+    """Marks as ``PID:START`` words."""
+    return [f"{pid}:{when!r}" for pid, when in marks.items()]
+
+
+def decode(words: list[str]) -> Marks:
+    """``PID:START`` words as marks."""
+    return {int(pid): float(when) for pid, when in (w.split(":") for w in words)}
 
 
 def stop(marks: Marks) -> None:
@@ -91,7 +107,9 @@ def stop(marks: Marks) -> None:
         with contextlib.suppress(psutil.Error):
             p = psutil.Process(pid)
             if p.create_time() == when:
-                procs |= {q.pid: q for q in [p, *p.children(recursive=True)]}
+                procs[pid] = p
+                with contextlib.suppress(psutil.Error):
+                    procs |= {q.pid: q for q in p.children(recursive=True)}
     for p in procs.values():
         with contextlib.suppress(psutil.Error):
             p.terminate()
@@ -101,21 +119,35 @@ def stop(marks: Marks) -> None:
             p.kill()
 
 
-def watch(owner: int, before: set[int]) -> None:
-    """The watcher: note ``owner``'s new descendants until it says the engine started (then take its list); stop
-    them if the pipe from it closes before "d"."""
-    pipe, skip = sys.stdin.buffer, before | {os.getpid()}
+def watch(owner: int, before: Marks) -> None:
+    """The watcher: until ``owner`` says the engine started (then its list counts), note its new descendants; when it
+    dies before saying "d", stop them."""
     marks: Marks = {}
-    while not select.select([pipe], [], [], POLL_S)[0]:  # starting: poll (a dead owner's orphans cannot be found)
-        with contextlib.suppress(psutil.Error):
-            marks |= {p.pid: when for p in _descendants(owner) if p.pid not in skip and (when := _start(p)) is not None}
-    head = pipe.read(1)
-    if head == STARTED:
-        marks = {int(pid): float(when) for pid, when in (m.split(":") for m in pipe.readline().decode().split())}
-        head = pipe.read(1)  # "d", or EOF: tourney died
-    if head != DONE:
-        stop(marks)
+    got, engine_up = b"", False
+    os.write(1, b"r")  # watching: tourney may start the engine
+    os.close(1)
+    while True:
+        alive = os.getppid() == owner
+        if select.select([0], [], [], POLL_S if alive else 0)[0]:
+            chunk = os.read(0, 4096)  # unbuffered: select stays true to what is left
+            got += chunk
+            if not engine_up and got.startswith(STARTED) and b"\n" in got:
+                line, got = got[1:].split(b"\n", 1)
+                with contextlib.suppress(ValueError):  # a cut message: keep what was polled
+                    marks = decode(line.decode().split())
+                engine_up = True
+            if got.startswith(DONE):
+                return
+            if chunk:
+                continue
+        elif alive:
+            if not engine_up:
+                with contextlib.suppress(psutil.Error):
+                    marks |= new(descendants(owner), before, os.getpid())
+            continue
+        break  # tourney died (the pipe closed without "d", or the parent changed and the pipe holds nothing more)
+    stop(marks)
 
 
 if __name__ == "__main__":
-    watch(int(sys.argv[1]), {int(pid) for pid in sys.argv[2:]})
+    watch(int(sys.argv[1]), decode(sys.argv[2:]))

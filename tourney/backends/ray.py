@@ -12,6 +12,7 @@ starts (``connect``), so the rest of tourney never needs it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import sys
@@ -25,6 +26,7 @@ from tourney.backends.vllm import EngineDied, VLLMBackend, one_line
 from tourney.errors import BackendError, InputError
 
 HEARTBEAT = 10.0  # seconds between pings of a replica with work in flight
+MAX_LOSSES = 3  # replicas one call may lose before the run ends
 PING_TIMEOUT = 60.0  # a replica that does not answer a ping this long is treated as lost
 PLACE_TIMEOUT = 120.0  # how long the cluster may take to reserve the replicas' resources
 PRIVATE_OBJECT_STORE = 512 << 20  # the private cluster's object store: verdict texts, not tensors, cross it
@@ -276,13 +278,18 @@ class RayBackend(BackendBase):
     async def _call(self, method: str, weight: int, offset: int, *args: Any) -> Any:
         """Run ``method`` on the live replica with the least work in flight; a replica lost meanwhile hands the
         call to another (or to itself once back). ``offset``: the share's place in the caller's batch."""
-        while True:
+        for losses in itertools.count(1):
             slot = await self._pick()
             slot.outstanding += weight
             try:
                 out = await self._await(slot, getattr(slot.actor, method).remote(*args))
             except Lost:
                 self._down(slot)
+                if losses == MAX_LOSSES:  # a request that kills any engine (memory) must not restart them for ever
+                    raise BackendError(
+                        f"one call lost its replica {MAX_LOSSES} times (last {slot.name()}): its requests may be what "
+                        "ends the replicas (see their log)"
+                    ) from None
                 self.rerouted += 1
                 continue
             finally:
@@ -420,6 +427,7 @@ class Replica:
         self.backend: VLLMBackend | None = None
         self.info: dict[str, Any] | None = None  # set once the engine runs
         self.lock = asyncio.Lock()
+        self.closing = False
 
     async def start(self) -> dict[str, Any] | Failed:
         """Build and start the engine once; where it runs and its context, or why it cannot."""
@@ -465,9 +473,13 @@ class Replica:
         assert self.backend is not None
         try:
             return await self.backend.loop.wrap(getattr(self.backend, method)(*args))
-        except EngineDied:
+        except EngineDied as err:
+            if self.closing:
+                return Failed(str(err))
             # Its engine's process died (on a GPU it runs beside the actor): end the actor too, so that Ray restarts
             # the replica and the coordinator hands its calls on, as for any lost replica (the guard ends the rest).
+            print(f"tourney replica {self.index}: {err}; ending this process for Ray to restart", file=sys.stderr,
+                  flush=True)  # fmt: skip
             os._exit(1)
         except BackendError as err:
             return Failed(str(err), err.index)
@@ -478,6 +490,7 @@ class Replica:
 
     async def shutdown(self) -> None:
         """Shut the engine down cleanly before the actor is killed."""
+        self.closing = True  # calls still running now fail as the engine goes: not a death to restart from
         if self.backend is not None:
             self.backend.close()
             self.backend = None

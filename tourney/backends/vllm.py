@@ -8,6 +8,7 @@ backend's private event-loop thread. vLLM (and torch) are imported lazily, so im
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import hashlib
 import itertools
@@ -183,8 +184,8 @@ class VLLMBackend(BackendBase):
             if self._llm is not None or self._async is not None:
                 return
             mark = stderr_file()
-            self._guard = Guard()  # from here: a kill -9 while a 32B model loads must not leave its processes
             try:
+                self._guard = Guard()  # from here: a kill -9 while a 32B model loads must not leave its processes
                 self._build(self.engine_args())
                 self._guard.started()
             except BackendError:
@@ -535,7 +536,7 @@ def wake_on_death(engine: Any) -> threading.Event:
     return stop
 
 
-YARN_LIKE = ("su", "longrope", "llama3", "yarn", "deepseek_yarn", "deepseek_llama_scaling")
+YARN_LIKE = ("su", "longrope", "llama3", "yarn", "telechat3-yarn", "deepseek_yarn", "deepseek_llama_scaling")
 
 
 def rope_factor(config: Any) -> float:
@@ -547,9 +548,12 @@ def rope_factor(config: Any) -> float:
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None)
     if not isinstance(rope, dict):
         return 1.0
-    nested = rope and all(isinstance(v, dict) for v in rope.values())
+    layer_types: tuple[str, ...] = ("full_attention", "sliding_attention")
+    with contextlib.suppress(ImportError):
+        from transformers.configuration_utils import ALLOWED_LAYER_TYPES as layer_types  # what vLLM reads too
+    nested = bool(rope) and set(rope).issubset(layer_types)
     factor = 1.0
-    for params in [p for p in rope.values() if p] if nested else [rope]:
+    for params in [p for p in rope.values() if isinstance(p, dict) and p] if nested else [rope]:
         if params.get("rope_type", params.get("type")) not in YARN_LIKE:
             factor = params.get("factor", factor)
     return float(factor or 1.0)
