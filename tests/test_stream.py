@@ -307,6 +307,21 @@ def test_a_run_killed_before_its_first_row_does_not_hold_back_another_command(tm
     assert out.read_bytes().count(b"\n") == 4 and not (tmp_path / "o.jsonl.resume").exists()
 
 
+@pytest.mark.parametrize("left", [b"", b'{"tourney": "res'])
+def test_a_resume_file_killed_before_its_first_line_is_nothing_to_resume(tmp_path, left):
+    """A kill between creating the resume file and writing its first line (seen in CI) leaves it empty or cut."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "o.jsonl"
+    write_prompts(src, 2)
+    (tmp_path / "o.jsonl.resume").write_bytes(left)
+    (tmp_path / "o.jsonl.partial").write_bytes(b"")
+    p = tourney("rank", src, "-o", out, "--seed", 3, *SIM)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes().count(b"\n") == 2 and sorted(f.name for f in tmp_path.iterdir()) == ["in.jsonl", "o.jsonl"]
+    (tmp_path / "o.jsonl.resume").write_bytes(b"not json\n")  # a first line that is whole but unreadable: refused
+    p = tourney("rank", src, "-o", out, "--seed", 3, *SIM)
+    assert p.returncode == 2 and "cannot read this resume file" in p.stderr
+
+
 def test_the_resume_refusal_names_files_as_the_user_does(killed, tmp_path, monkeypatch):
     src, out = left_by_kill(killed, tmp_path)
     monkeypatch.chdir(tmp_path)

@@ -83,6 +83,8 @@ class Sink:
         try:
             with open(self.log, "rb") as f:
                 lines = f.read().split(b"\n")
+            if len(lines) == 1:  # killed before its first line was whole (an empty file): nothing to go on from
+                return Resume()
             head = json.loads(lines[0])
             marks = []
             for raw in lines[1:]:
