@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import stat
@@ -75,6 +76,29 @@ def test_dev_stdout_on_a_pipe_is_streamed_and_counts_as_stdout(tmp_path):
     line = one_error(process("rank", EXAMPLE, "-o", "-", "--summary", "/dev/stdout", *SIM))
     assert line == "tourney: error: --summary and --output name the same file (/dev/stdout)"
     assert os.listdir(tmp_path) == []
+
+
+def test_stdout_redirected_to_a_file_is_that_file(tmp_path):
+    """``-o - > F`` with ``--judgments /dev/stdout`` wrote both into F (the rows were lost); ``>> INPUT`` read the run's
+    own rows back in: both refused, nothing written."""
+    src = tmp_path / "in.jsonl"
+    shutil.copy(EXAMPLE, src)
+    before = src.read_bytes()
+
+    def run(*args, out, stdin=None):
+        with open(out, "ab") as f:
+            return subprocess.run(python_m_tourney(*args), stdout=f, stderr=subprocess.PIPE, stdin=stdin, text=True,
+                                  timeout=120)  # fmt: skip
+
+    p = run("rank", src, "-o", "-", "--judgments", "/dev/stdout", *SIM, out=tmp_path / "both.txt")
+    assert one_error(p) == "tourney: error: --judgments and --output name the same file (/dev/stdout)"
+    assert (tmp_path / "both.txt").read_bytes() == b""
+    same = "tourney: error: --output and INPUT name the same file (stdout)"
+    assert one_error(run("rank", src, *SIM, out=src)) == same
+    with open(src, "rb") as stdin:
+        assert one_error(run("rank", "-", *SIM, out=src, stdin=stdin)) == same
+    assert src.read_bytes() == before
+    assert run("rank", src, *SIM, out=tmp_path / "o.jsonl").returncode == 0  # a file of its own: fine
 
 
 def test_new_files_get_the_umask_mode_and_existing_files_keep_theirs(tmp_path):

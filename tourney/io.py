@@ -335,13 +335,13 @@ def output_target(path: str) -> tuple[str, bool]:
 
 def _identity(path: str, target: str) -> str | None:
     """What two outputs (or one and the input) must not share: an existing file's or FIFO's inode (every name of it:
-    links, hard links, /dev/stdout on a pipe), a new file's real path, ``-`` for stdout unless it is a FIFO; None for
-    a character device, which may be named twice."""
+    links, hard links, /dev/stdout on a pipe or redirected to a file, ``>> INPUT``), a new file's real path, ``-`` for
+    stdout on a terminal; None for a character device, which may be named twice."""
     try:
         st = os.fstat(sys.stdout.fileno()) if path == "-" else os.stat(target)
     except (OSError, ValueError):  # a new file; or no usable stdout, which cannot clash with a named output
         return "-" if path == "-" else target
-    if stat.S_ISFIFO(st.st_mode) or (stat.S_ISREG(st.st_mode) and path != "-"):
+    if stat.S_ISFIFO(st.st_mode) or stat.S_ISREG(st.st_mode):
         return _inode(st)
     return "-" if path == "-" else None
 
@@ -390,8 +390,8 @@ def check_outputs(
         if key is None:
             continue
         if key in seen:
-            what = "stdout" if path == "-" else "the same file"
-            raise InputError(f"{option} and {seen[key]} name {what} ({path})")
+            what = f"stdout ({path})" if key == "-" else f"the same file ({'stdout' if path == '-' else path})"
+            raise InputError(f"{option} and {seen[key]} name {what}")
         seen[key] = option
 
 
