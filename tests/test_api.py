@@ -71,9 +71,9 @@ def test_tournament_validates_itself(kwargs, field):
 
 @pytest.mark.parametrize(
     ("kwargs", "error"),
-    [({"temperature": -1.0}, "field '--temperature': 'temperature' is out of range: -1.0"),
-     ({"top_p": 0.0}, "field '--top-p': 'top_p' is out of range: 0.0"),
-     ({"max_tokens": 0}, "field '--max-tokens': 'max_tokens' is out of range: 0"),
+    [({"temperature": -1.0}, "option --temperature: 'temperature' is out of range: -1.0"),
+     ({"top_p": 0.0}, "option --top-p: 'top_p' is out of range: 0.0"),
+     ({"max_tokens": 0}, "option --max-tokens: 'max_tokens' is out of range: 0"),
      ({"judge": "simulated", "family": "rm-r1"}, "--family has no effect with --judge simulated"),
      ({"judge": "simulated", "temperature": 0.5}, "--temperature has no effect with --judge simulated"),
      ({"judge": "simulated", "backend": "openai"}, "--backend has no effect with --judge simulated"),

@@ -232,7 +232,7 @@ def test_budget_and_adaptive_votes_from_the_cli(tmp_path):
     assert stats["budget"] == 30 and stats["adaptive_votes"] and stats["judgments"] <= 30 * 12
     p = tourney("best-of-n", data, *SIM, "--strategy", "knockout", "--budget", "5")
     line = p.stderr.strip()
-    assert p.returncode == 2 and f"{data}:1: field '--budget'" in line and "over the budget of 5" in line
+    assert p.returncode == 2 and f"{data}:1: option --budget" in line and "over the budget of 5" in line
     assert "pick a budgeted strategy (lucb, adaptive-knockout, swiss)" in line and len(p.stderr.splitlines()) == 1
     p = tourney("best-of-n", data, *SIM, "--strategy", "adaptive-knockout", "--budget", "5")
     assert p.returncode == 2 and p.stderr.strip().endswith("(raise --budget or use --strategy lucb)")

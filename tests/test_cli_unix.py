@@ -174,7 +174,7 @@ def test_model_judge_option_clashes(args, names):
     ("args", "what"),
     [
         (["--dtype", "float13"], "'float13' is not one of"),
-        (["--backend", "openai", "--base-url", "localhost:18123"], "--base-url': expected http://HOST"),
+        (["--backend", "openai", "--base-url", "localhost:18123"], "--base-url: expected http://HOST"),
         (["--family", "missing.toml"], "missing.toml"),
     ],
 )
@@ -201,7 +201,7 @@ def test_closing_line_and_warnings_for_invalid_verdicts(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert lines[0].startswith("tourney: 15 judgments (0 cached), 15 invalid, 0 forced, 1 judge call, 0 retries")
     assert "15 of 15 judgments (100%) had no verdict" in lines[1]
-    assert 'no verdict at all (ranked in input order): "capital", "arithmetic", "chat"' in lines[2]
+    assert 'no verdict at all (their rankings say nothing): "capital", "arithmetic", "chat"' in lines[2]
     assert json.loads(summary.read_text())["all_invalid_prompts"] == ["capital", "arithmetic", "chat"]
     quiet = tourney("rank", EXAMPLE, *SIM, "--quiet")
     assert quiet.returncode == 0 and quiet.stderr == ""
@@ -469,7 +469,7 @@ def test_the_default_cache_is_never_an_output_and_empty_paths_are_refused(tmp_pa
     for cmd in ("rank", "best-of-n"):
         line = one_error(tourney(cmd, EXAMPLE, *sim, "-o", tmp_path / "x.parquet"))
         assert (
-            line == f"tourney: error: field '-o': {cmd} writes JSONL (rank, pairs and train read it); name the"
+            line == f"tourney: error: option -o: {cmd} writes JSONL (rank, pairs and train read it); name the"
             " output .jsonl"
         )
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r2.jsonl").exists()

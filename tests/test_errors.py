@@ -95,7 +95,7 @@ def test_a_missing_install_stays_a_backend_failure(tmp_path: Path, monkeypatch: 
 
 def test_verdict_is_checked_once_as_an_input_error() -> None:
     assert [check_verdict(v) for v in VERDICT_MODES] == list(VERDICT_MODES)
-    message = "field '--verdict': verdict must be one of auto, logprobs, parse; got 'maybe'"
+    message = "option --verdict: verdict must be one of auto, logprobs, parse; got 'maybe'"
     with pytest.raises(InputError, match=message):
         check_verdict("maybe")
     with pytest.raises(InputError, match="got 'maybe'"):
@@ -103,16 +103,16 @@ def test_verdict_is_checked_once_as_an_input_error() -> None:
 
 
 def test_bad_simulator_settings_are_input_errors() -> None:
-    with pytest.raises(InputError, match="field '--sim-tau': tau must be > 0; got 0"):
+    with pytest.raises(InputError, match="option --sim-tau: tau must be > 0; got 0"):
         SimulatedJudge(tau=0)
-    with pytest.raises(InputError, match="field '--sim-tau': tau must be > 0; got nan"):
+    with pytest.raises(InputError, match="option --sim-tau: tau must be > 0; got nan"):
         SimulatedJudge(tau=float("nan"))
-    with pytest.raises(InputError, match="field '--sim-invalid-rate': .*got 1.5"):
+    with pytest.raises(InputError, match="option --sim-invalid-rate: .*got 1.5"):
         SimulatedJudge(invalid_rate=1.5)
 
 
 def test_bad_engine_mode_is_an_input_error() -> None:
-    with pytest.raises(InputError, match="field '--mode': .*got 'sideways'"):
+    with pytest.raises(InputError, match="option --mode: .*got 'sideways'"):
         VLLMBackend("./never-resolved", mode="sideways")
 
 
@@ -121,7 +121,7 @@ def test_bad_engine_mode_is_an_input_error() -> None:
 
 @pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://host/v1", "http://", "http://host:port", "http://[::1"])
 def test_bad_server_url_is_an_input_error_naming_it(url: str) -> None:
-    message = f"field '--base-url': expected http://HOST[:PORT][/v1], got '{url}'"
+    message = f"option --base-url: expected http://HOST[:PORT][/v1], got '{url}'"
     with pytest.raises(InputError, match=re.escape(message)):
         check_base_urls([url])
     with pytest.raises(InputError, match="--base-url"):
@@ -130,11 +130,11 @@ def test_bad_server_url_is_an_input_error_naming_it(url: str) -> None:
 
 def test_server_pool_options_are_input_errors() -> None:
     assert check_base_urls(("http://127.0.0.1:8000/v1", "https://h")) == ["http://127.0.0.1:8000/v1", "https://h"]
-    with pytest.raises(InputError, match="field '--base-url': no server URL given"):
+    with pytest.raises(InputError, match="option --base-url: no server URL given"):
         ServerPool([])
-    with pytest.raises(InputError, match="field '--concurrency': must be >= 1; got 0"):
+    with pytest.raises(InputError, match="option --concurrency: must be >= 1; got 0"):
         ServerPool(["http://127.0.0.1:1"], concurrency=0)
-    with pytest.raises(InputError, match="field '--max-retries': must be >= 0; got -1"):
+    with pytest.raises(InputError, match="option --max-retries: must be >= 0; got -1"):
         ServerPool(["http://127.0.0.1:1"], max_retries=-1)
 
 

@@ -411,7 +411,7 @@ def test_unknown_engine_arg_against_vllms_own_engine_args():
     p = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and p.stdout == "", p.stderr
     assert (
-        p.stderr == "tourney: error: field '--engine-arg': unknown vLLM engine argument 'enforce_eagre'; did you "
+        p.stderr == "tourney: error: option --engine-arg: unknown vLLM engine argument 'enforce_eagre'; did you "
         "mean 'enforce_eager'?\n"
     )
     from tourney.config import JudgeConfig

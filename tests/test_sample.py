@@ -135,7 +135,7 @@ def test_a_parquet_output_name_is_refused_and_an_empty_input_warned(prompts_file
     assert (
         p.returncode == 2
         and p.stderr
-        == "tourney: error: field '-o': sample writes JSONL (rank, pairs and train read it); name the output .jsonl\n"
+        == "tourney: error: option -o: sample writes JSONL (rank, pairs and train read it); name the output .jsonl\n"
     )
     assert os.listdir(tmp_path) == []
     (tmp_path / "empty.jsonl").write_text("")

@@ -120,7 +120,7 @@ def test_a_context_or_tensor_parallel_size_the_model_cannot_have_is_refused_befo
     example = Path(__file__).parents[1] / "examples" / "best_of_n.jsonl"
     p = tourney("rank", example, "--judge", tiny_model_dir, "--family", "rm-r1", "--tensor-parallel-size", "4",
                 "--dry-run")  # fmt: skip
-    assert p.returncode == 2 and p.stderr.startswith("tourney: error: field '--tensor-parallel-size': 4 does not")
+    assert p.returncode == 2 and p.stderr.startswith("tourney: error: option --tensor-parallel-size: 4 does not")
 
 
 def test_two_way_softmax() -> None:

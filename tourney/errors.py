@@ -12,7 +12,8 @@ class InputError(Exception):
         """Build the error from its parts; any part may be missing."""
         self.message, self.file, self.line, self.field = message, file, line, field
         where = ":".join(str(x) for x in (file, line) if x is not None)
-        parts = [p for p in (where, f"field '{field}'" if field else None, message) if p]
+        named = (f"option {field}" if field.startswith("-") else f"field '{field}'") if field else None  # -o, --budget
+        parts = [p for p in (where, named, message) if p]
         super().__init__(": ".join(parts))
 
 

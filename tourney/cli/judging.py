@@ -324,7 +324,7 @@ def report(stream: Stream, prep: Prepared) -> None:
     bad = stream.all_invalid
     if bad:
         shown = ", ".join(json.dumps(i) for i in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-        CONSOLE.warn(f"{plural(len(bad), 'prompt')} got no verdict at all (ranked in input order): {shown}")
+        CONSOLE.warn(f"{plural(len(bad), 'prompt')} got no verdict at all (their rankings say nothing): {shown}")
 
 
 def log_path() -> Path:
