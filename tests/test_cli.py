@@ -341,3 +341,18 @@ def test_the_simulated_judge_checks_a_prompt_as_a_family_does(tmp_path, messages
         assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
         assert p.stderr.startswith(f"tourney: error: {src}:1: field 'prompt': ") and what in p.stderr
         assert not out.exists()
+
+
+def test_a_parquet_file_piped_in_is_named_as_parquet(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "t.parquet"
+    responses = [[{"text": "a", "quality": 1.0}, {"text": "b", "quality": 2.0}]]
+    pq.write_table(pa.table({"prompt": ["q"], "responses": responses}), path)
+    p = tourney("rank", "-", "--judge", "simulated", "--no-cache", stdin=path.read_bytes())
+    assert (
+        p.returncode == 2
+        and p.stderr == "tourney: error: <stdin>: is Parquet: give its path (only JSONL is read from a pipe)\n"
+    )
+    assert tourney("rank", path, "--judge", "simulated", "--no-cache").returncode == 0

@@ -87,6 +87,8 @@ def jsonl_lines(
             at += len(raw)
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark some editors write
                 raw = raw[3:]
+            if lineno == 1 and raw.startswith(b"PAR1"):  # a Parquet file piped in: tables are read by their path
+                raise InputError("is Parquet: give its path (only JSONL is read from a pipe)", file=name)
             if not raw or raw.isspace():  # blank (isspace: no copy of a long line)
                 continue
             try:

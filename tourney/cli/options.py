@@ -109,7 +109,8 @@ VLLM: list[Decorator] = [
 # How long a server (--backend openai) is waited on and retried: judges (rank, best-of-n, pairs) and policies (sample).
 RETRIES: list[Decorator] = [
     click.option("--max-retries", type=click.IntRange(min=0), default=6, show_default=True,
-                 help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s)."),
+                 help="Retries per request on 429/5xx/timeouts/resets (exponential backoff, capped at 30 s; "
+                      "--backend openai)."),
     click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0, show_default=True,
                  help="Seconds to wait for one server answer before retrying (--backend openai)."),
 ]  # fmt: skip

@@ -59,6 +59,11 @@ def pairs_cmd(**opts: Any) -> None:
     )
 
 
+# The shared -o help says JSONL; pairs also writes Parquet.
+OUTPUT_HELP = "Output file ('-' = stdout): JSONL, or Parquet (see --format)."
+next(p for p in pairs_cmd.params if p.name == "output").help = OUTPUT_HELP
+
+
 class _Writer:
     """Pairs a prompt as soon as its result comes, and writes its pairs (JSONL) and judgments in input order."""
 
