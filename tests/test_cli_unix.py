@@ -473,3 +473,28 @@ def test_the_default_cache_is_never_an_output_and_empty_paths_are_refused(tmp_pa
             " output .jsonl"
         )
     assert not (tmp_path / "x.parquet").exists() and not (tmp_path / "r2.jsonl").exists()
+
+
+def test_the_bar_rate_counts_from_the_end_of_the_first_burst():
+    """A lockstep step's judgments arrive within microseconds: rich's own speed showed 92,998/s for a judge doing 1/s.
+    Here 24 judgments arrive at once, then 6 more 1.2 s later: 5/s, with the ETA from it."""
+    import io
+
+    from tourney.console import Console, Progress, clock
+
+    console = Console()
+    console._stream = io.StringIO()
+    bar = Progress(console, total=36, enabled=True)
+    try:
+        for _ in range(24):
+            bar.advance(1)
+        fields = bar._bar.tasks[0].fields
+        assert fields["rate"] == "" and fields["eta"] == "-:--:--"
+        time.sleep(1.2)
+        for _ in range(6):
+            bar.advance(1)
+        rate = float(fields["rate"].removesuffix("/s"))
+        assert 4.0 < rate <= 5.0 and fields["eta"] == clock(6 / rate)
+    finally:
+        bar.stop()
+    assert clock(3725.4) == "1:02:05" and clock(90000) == "25:00:00"
