@@ -105,7 +105,8 @@ def test_unknown_pairing_policy(tmp_path, text):
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({"prompt": "q", "responses": [{"text": "a", "quality": 1}, {"text": "b", "quality": 2}]}))
     p = tourney("pairs", src, "-o", tmp_path / "o.jsonl", "--pairing", text, *SIM)
-    assert p.returncode == 2 and "pairing policy" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    what = "unknown pairing policy" if text == "worst-best" else "bad value in pairing policy"
+    assert p.returncode == 2 and f"{what} '{text}'" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
 
 

@@ -88,8 +88,9 @@ def parse_policy(text: str) -> Policy:
             return Policy("all", margin=float(arg))
     except ValueError:
         pass
-    raise InputError(f"unknown pairing policy {text!r}; use best-worst, top-bottom:K (K >= 1) or all:MARGIN "
-                     f"(MARGIN >= 0)", field="--pairing")  # fmt: skip
+    what = "bad value in pairing policy" if name in ("best-worst", "top-bottom", "all") else "unknown pairing policy"
+    raise InputError(f"{what} {text!r}; use best-worst, top-bottom:K (K >= 1) or all:MARGIN (MARGIN >= 0)",
+                     field="--pairing")  # fmt: skip
 
 
 def distinct(item: Item) -> tuple[Item, list[int]]:
