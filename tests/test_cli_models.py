@@ -247,6 +247,33 @@ def test_ctrl_c_in_process_is_one_line_and_keeps_judgments(tiny_model_dir, tmp_p
     assert not (tmp_path / "o.jsonl").exists()
 
 
+@pytest.mark.slow
+def test_ctrl_c_while_the_engine_starts_says_at_once_why_it_waits(tiny_model_dir, tmp_path):
+    """vLLM cannot be stopped while it loads (a 32B model: minutes); the wait is said at once, not in silence."""
+    import signal
+
+    import psutil
+
+    src = tmp_path / "in.jsonl"
+    write_prompts(src, prompts=2, n=4)
+    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--max-tokens", "8", "--engine-arg",
+            "enforce_eager=true", "--cache", tmp_path / "c.sqlite", "-o", tmp_path / "o.jsonl"]  # fmt: skip
+    proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=tourney_env(tmp_path))  # fmt: skip
+    deadline, engine = time.monotonic() + 120, []
+    while not engine and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # the engine's own process appears as its start begins
+        engine = [p for p in psutil.Process(proc.pid).children() if "EngineCore" in " ".join(p.cmdline())]
+    assert engine, "the engine's process never appeared"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and len(lines) == 2, err
+    assert lines[0] == "tourney: stopping once the vLLM engine has started (it cannot be stopped while it loads)"
+    assert INTERRUPTED.fullmatch(lines[1]) and not (tmp_path / "o.jsonl").exists()
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
+
+
 def unreachable_hub_env(hub_cache: Path) -> dict[str, str]:
     """A real process's environment with a hub that refuses connections (a closed port on 127.0.0.1) and its own
     Hugging Face cache; online mode, as a user's shell is."""

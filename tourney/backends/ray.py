@@ -125,6 +125,10 @@ class RayBackend(BackendBase):
         """The model's own context limit."""
         return self.local.model_limit()
 
+    def starting(self) -> bool:
+        """Whether the engine is being built now (another thread may ask: a Ctrl-C says why it waits)."""
+        return self._start_lock.locked()
+
     def fittable(self) -> bool:
         """Whether the replicas' context can still be sized to the work (no context asked for, none started)."""
         return not self.slots and self.local.fittable()

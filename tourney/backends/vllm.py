@@ -128,6 +128,10 @@ class VLLMBackend(BackendBase):
             self._text_config = AutoConfig.from_pretrained(self.spec.path).get_text_config()
         return self._text_config
 
+    def starting(self) -> bool:
+        """Whether the engine is being built now (another thread may ask: a Ctrl-C says why it waits)."""
+        return self._start_lock.locked()
+
     def fittable(self) -> bool:
         """Whether ``fit_context`` can still size the engine: no context asked for, engine not started."""
         return not (self.context or self.max_model_len)

@@ -214,6 +214,9 @@ def judge(
                     stream = play(items, each, mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
                                   **common)  # fmt: skip
                 return stream, the_judge
+            except KeyboardInterrupt:
+                say_if_starting(getattr(the_judge, "backend", None))
+                raise
             finally:
                 the_judge.close()
     except BackendError as err:
@@ -224,6 +227,13 @@ def judge(
         if cache:
             cache.close()
         prep.source.close()
+
+
+def say_if_starting(backend: Any) -> None:
+    """On Ctrl-C: if a vLLM engine is still starting (it cannot be stopped while it loads, and closing it waits for
+    that: ~20 s for SmolLM2 here, minutes for a 32B model), say so at once instead of a silent wait."""
+    if getattr(backend, "starting", lambda: False)():
+        CONSOLE.say("tourney: stopping once the vLLM engine has started (it cannot be stopped while it loads)")
 
 
 @contextmanager

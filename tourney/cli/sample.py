@@ -18,7 +18,7 @@ from tourney.cli.checks import (
     given_options,
     jsonl_output,
 )
-from tourney.cli.judging import log_path
+from tourney.cli.judging import log_path, say_if_starting
 from tourney.console import plural, vllm_logs_off_stdout
 from tourney.errors import BackendError
 
@@ -99,6 +99,9 @@ def sample_cmd(**opts: Any) -> None:
                                         top_p=opts["top_p"], max_tokens=opts["max_tokens"], seed=opts["seed"],
                                         cache=cache, batch_size=opts["batch_size"], progress=progress,
                                         status=bar.phase)  # fmt: skip
+            except KeyboardInterrupt:
+                say_if_starting(backend)
+                raise
             finally:
                 backend.close()
     except BackendError as err:
