@@ -334,8 +334,9 @@ def test_the_resume_refusal_names_files_as_the_user_does(killed, tmp_path, monke
 
 
 def test_a_reader_that_closes_the_pipe_ends_the_run_quietly_and_leaves_no_partial_file(tmp_path):
-    """``tourney rank ... -o - --judgments J | head -1``: the run stops at the closed pipe without a word (click's
-    exit 1 for EPIPE) and, as it cannot resume with stdout among its outputs, leaves no J.partial behind."""
+    """``tourney rank ... -o - --judgments J | head -1``: the run stops at the closed pipe without a word, exit 141
+    (128 + SIGPIPE, as a Unix tool stopped by it), and, as it cannot resume with stdout among its outputs, leaves no
+    J.partial behind."""
     src, judgments = tmp_path / "in.jsonl", tmp_path / "j.jsonl"
     write_prompts(src, 200)
     proc = subprocess.Popen(python_m_tourney("rank", src, "-o", "-", "--judgments", judgments, "--window", 1,
@@ -344,5 +345,5 @@ def test_a_reader_that_closes_the_pipe_ends_the_run_quietly_and_leaves_no_partia
     assert proc.stdout is not None and proc.stderr is not None
     assert json.loads(proc.stdout.readline())["id"] == "q0"
     proc.stdout.close()  # as head -1 exits
-    assert proc.wait(timeout=60) == 1 and proc.stderr.read() == b""
+    assert proc.wait(timeout=60) == 141 and proc.stderr.read() == b""
     assert sorted(f.name for f in tmp_path.iterdir()) == ["in.jsonl"]

@@ -7,7 +7,10 @@ code: 2 for bad input or options, 1 for a backend failure, 130 for Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib
+import os
 import sys
 
 import click
@@ -48,10 +51,18 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except KeyboardInterrupt as err:
             raise Interrupted from err
+        except OSError as err:
+            if err.errno == errno.EPIPE:
+                raise PipeClosed from err
+            raise
 
 
 class Interrupted(Exception):
     """Ctrl-C during a command."""
+
+
+class PipeClosed(Exception):
+    """The reader of stdout went away (``| head -1``)."""
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -97,6 +108,12 @@ def run(args: list[str] | None) -> int:
     except BackendError as err:
         CONSOLE.error(str(err), "judge failed")
         return 1
+    except PipeClosed:
+        # Silent, and 128 + SIGPIPE, as a Unix tool stopped by the closed pipe (click's own answer was a bare 1, the
+        # code of a failed judge); stdout goes to /dev/null so that the exit's flush finds no closed pipe.
+        with contextlib.suppress(OSError, ValueError):  # in-process runs have no stdout descriptor
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except (click.exceptions.Abort, KeyboardInterrupt, Interrupted):  # Abort: Ctrl-C as click saw it
         if sys.stderr.isatty():  # close the terminal's "^C" echo; a file or pipe gets one line
             click.echo(err=True)
