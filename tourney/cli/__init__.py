@@ -2,7 +2,7 @@
 
 Add a command: write its module (a ``click.Command``), then add one line to ``COMMANDS``. Commands are imported only
 when run or listed, so ``tourney --help`` loads no model library. ``main`` turns errors into one line and an exit
-code: 2 for bad input or options, 1 for a backend failure, 130 for Ctrl-C.
+code: 2 for bad input or options, 1 for a backend failure, 130 for Ctrl-C, 141 for a closed stdout pipe.
 """
 
 from __future__ import annotations
