@@ -366,6 +366,17 @@ def test_ctrl_c_on_the_simulator_keeps_what_was_judged(tmp_path):
     assert rows >= 1 and not (tmp_path / "o").exists()
 
 
+def test_ctrl_c_without_a_cache_says_nothing_was_kept(tmp_path):
+    proc = subprocess.Popen(python_m_tourney("best-of-n", EXAMPLE, "--judge", "simulated", "--sim-latency", "5",
+                                             "--no-cache", "-o", tmp_path / "o"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    time.sleep(3)  # past the start, into the first 5-second round
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    line = one_error(subprocess.CompletedProcess(proc.args, proc.returncode, out, err), 130)
+    assert line == "tourney: interrupted (nothing is cached: --no-cache)" and not (tmp_path / "o").exists()
+
+
 def test_ctrl_c_on_the_server_backend_is_one_line(tmp_path):
     src = tmp_path / "in.jsonl"  # one quick prompt (1 judgment), then 75 judgments that take ~10 s
     rows_in = [{"prompt": "q0", "responses": ["a", "b"]}]

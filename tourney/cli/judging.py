@@ -73,7 +73,7 @@ def prepare(
     from tourney.config import resolve_family
 
     CONSOLE.quiet = opts["quiet"]
-    CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "judgments so far are cached"
+    CONSOLE.interrupted = "nothing is cached: --no-cache" if opts["no_cache"] else "judgments so far are cached"
     # A budget without --strategy: the budgeted default (robust over the judges of experiments.bench_strategies).
     strategy = opts["strategy"] or (BUDGETED_DEFAULT if opts["budget"] is not None else default_strategy)
     check_judge_options(opts, given_options(), strategy)

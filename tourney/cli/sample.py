@@ -61,7 +61,7 @@ def sample_cmd(**opts: Any) -> None:
     from tourney.sample import SampleCache, default_samples_path, read_prompts, sample
 
     CONSOLE.quiet = opts["quiet"]
-    CONSOLE.interrupted = "nothing is cached (--no-cache)" if opts["no_cache"] else "samples so far are cached"
+    CONSOLE.interrupted = "nothing is cached: --no-cache" if opts["no_cache"] else "samples so far are cached"
     given = given_options()
     check_backend_options(opts, given)
     check_dry_run(opts, given, ("output", "summary_path"))
