@@ -269,9 +269,44 @@ def test_ctrl_c_while_the_engine_starts_says_at_once_why_it_waits(tiny_model_dir
     _, err = proc.communicate(timeout=180)
     lines = err.strip().splitlines()
     assert proc.returncode == 130 and len(lines) == 2, err
-    assert lines[0] == "tourney: stopping once the vLLM engine has started (it cannot be stopped while it loads)"
+    assert lines[0] == STOPPING
     assert INTERRUPTED.fullmatch(lines[1]) and not (tmp_path / "o.jsonl").exists()
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in engine)
+    assert "init engine" in (tmp_path / "logs" / "last-run.log").read_text()  # it was let finish loading
+
+
+STOPPING = "tourney: stopping once the vLLM engine has loaded (Ctrl-C again ends it now)"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_while_the_engine_starts_ends_it_without_waiting(tiny_model_dir, tmp_path):
+    """The user who does not want to wait for a 32B model to finish loading presses Ctrl-C again: the engine's
+    processes are ended (by the guard's watcher) and tourney leaves before the engine is up."""
+    import signal
+
+    import psutil
+
+    src = tmp_path / "in.jsonl"
+    write_prompts(src, prompts=2, n=4)
+    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--max-tokens", "8", "--engine-arg",
+            "enforce_eager=true", "--cache", tmp_path / "c.sqlite", "-o", tmp_path / "o.jsonl"]  # fmt: skip
+    proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=tourney_env(tmp_path))  # fmt: skip
+    deadline, engine = time.monotonic() + 120, []
+    while not engine and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+        engine = [p for p in psutil.Process(proc.pid).children() if "EngineCore" in " ".join(p.cmdline())]
+    assert engine, "the engine's process never appeared"
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=180)
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130 and len(lines) == 2 and lines[0] == STOPPING, err
+    assert INTERRUPTED.fullmatch(lines[1]) and not (tmp_path / "o.jsonl").exists()
+    _, alive = psutil.wait_procs(engine, timeout=30)  # the watcher: SIGTERM, then SIGKILL after 10 s
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+    assert "init engine" not in (tmp_path / "logs" / "last-run.log").read_text()  # it never finished loading
 
 
 def unreachable_hub_env(hub_cache: Path) -> dict[str, str]:

@@ -112,6 +112,44 @@ def test_a_reused_pid_is_left_alone() -> None:
         child.wait()
 
 
+@pytest.mark.parametrize("up", [False, True])
+def test_end_ends_the_engines_processes_at_once(up: bool) -> None:
+    """A second Ctrl-C while the engine loads (``up``: once it is up, the same): the watcher ends what the engine
+    started while tourney goes on (and leaves); tourney's other processes are left alone."""
+    other = subprocess.Popen(["sleep", "300"])
+    guard = Guard()
+    child = subprocess.Popen(["sleep", "300"])
+    try:
+        if up:
+            guard.started()
+        else:
+            time.sleep(0.1)  # the end comes before the watcher's next look: it looks once more
+        guard.end()
+        assert guard.watcher is None
+        assert gone(child.pid, 5.0) and other.poll() is None
+    finally:
+        for p in (child, other):
+            p.kill()
+            p.wait()
+
+
+def test_a_zombie_is_not_waited_for() -> None:
+    """An engine process ended but not yet reaped by its parent (tourney, busy closing or gone) has ended: ``stop``,
+    run elsewhere (the watcher), does not wait the grace period (10 s) for it."""
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, time\n"
+                               "print(subprocess.Popen(['sleep', '300']).pid, flush=True)\ntime.sleep(300)"],
+                              stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        t0 = time.monotonic()
+        stop({child: psutil.Process(child).create_time()})  # SIGTERM: a zombie, its parent does not reap it
+        assert time.monotonic() - t0 < 5.0 and psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+    finally:
+        parent.kill()
+        parent.wait()
+
+
 ENGINE = """
 import sys
 from tourney.backends.base import Sampling

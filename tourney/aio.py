@@ -87,14 +87,18 @@ class LoopThread:
             if last is not None:
                 last.close()
             return
+        wait = 30.0
         try:
             if last is not None:
                 asyncio.run_coroutine_threadsafe(last, loop).result(timeout=timeout)
             asyncio.run_coroutine_threadsafe(_cancel_all(), loop).result(timeout=timeout)
+        except KeyboardInterrupt:
+            wait = 0.0  # Ctrl-C while waiting: the loop may be busy for minutes (an engine loading); it is a daemon
+            raise
         finally:
             loop.call_soon_threadsafe(loop.stop)
             if self._thread is not None:
-                self._thread.join(timeout=30)
+                self._thread.join(timeout=wait)
             if not loop.is_running():
                 loop.close()
 

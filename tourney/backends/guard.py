@@ -6,8 +6,9 @@ engine, a small watcher in a session of its own (Ctrl-C at the terminal does not
 a pipe from tourney. While the engine starts (a 32B model loads for minutes) the watcher notes every new descendant
 of tourney; once it is up, tourney sends the engine's processes (``started``), and processes started later (another
 engine) are not the watcher's. A normal close writes "d" (vLLM's own shutdown has stopped them) and the watcher just
-exits. When tourney dies first (the watcher's parent changes, or the pipe closes without "d"), it ends the processes
-it noted if they still run (the same pid *and* start time: a reused pid is left alone). The parent is what tells:
+exits. When tourney dies first (the watcher's parent changes, or the pipe closes without "d"), or says "e" (a second
+Ctrl-C while the engine loads: end it now), it ends the processes it noted if they still run (the same pid *and*
+start time: a reused pid is left alone). The parent is what tells:
 processes forked from tourney (vLLM's default on a GPU) hold copies of the pipe, which then never closes.
 
     python -P guard.py OWNER_PID PID:START ...   (the watcher; stdin is the pipe; PID:START: tourney's descendants
@@ -22,10 +23,11 @@ import os
 import select
 import subprocess
 import sys
+import time
 
 import psutil
 
-DONE, STARTED = b"d", b"s"
+DONE, STARTED, END = b"d", b"s", b"e"
 GRACE_S = 10.0  # SIGTERM first (vLLM shuts its workers down on it), SIGKILL after this
 POLL_S = 0.5  # how often the watcher looks at its parent and, while the engine starts, for new processes
 
@@ -67,6 +69,15 @@ class Guard:
             with contextlib.suppress(OSError):
                 watcher.stdin.close()
             watcher.wait()
+
+    def end(self) -> None:
+        """End the engine's processes now, without waiting (a second Ctrl-C while it loads): the watcher, in a
+        session of its own, ends them and exits; tourney may leave at once."""
+        self._send(END)
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None and watcher.stdin is not None:
+            with contextlib.suppress(OSError):
+                watcher.stdin.close()
 
     def _send(self, message: bytes) -> None:
         if self.watcher is not None and self.watcher.stdin is not None:
@@ -113,10 +124,21 @@ def stop(marks: Marks) -> None:
     for p in procs.values():
         with contextlib.suppress(psutil.Error):
             p.terminate()
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=GRACE_S)
+    alive, deadline = list(procs.values()), time.monotonic() + GRACE_S
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if running(p)]
     for p in alive:
         with contextlib.suppress(psutil.Error):
             p.kill()
+
+
+def running(p: psutil.Process) -> bool:
+    """Whether ``p`` still runs: a zombie has ended (its parent, tourney, may not be there to reap it)."""
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def watch(owner: int, before: Marks) -> None:
@@ -138,6 +160,11 @@ def watch(owner: int, before: Marks) -> None:
                 engine_up = True
             if got.startswith(DONE):
                 return
+            if got.startswith(END):
+                if not engine_up:  # what started since the last look
+                    with contextlib.suppress(psutil.Error):
+                        marks |= new(descendants(owner), before, os.getpid())
+                break
             if chunk:
                 continue
         elif alive:

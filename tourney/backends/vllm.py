@@ -237,8 +237,14 @@ class VLLMBackend(BackendBase):
         self._death = asyncio.ensure_future(marked_dead(self._async))
 
     def close(self) -> None:
-        """Shut the engine (and its child process) down and stop the loop thread; safe to call twice."""
-        self.loop.close(self._shutdown())
+        """Shut the engine (and its child process) down and stop the loop thread; safe to call twice. Closing waits
+        for an engine that is loading; a Ctrl-C during that wait ends its processes at once instead."""
+        try:
+            self.loop.close(self._shutdown())
+        except KeyboardInterrupt:
+            if self.starting() and self._guard is not None:
+                self._guard.end()
+            raise
         gc.collect()
 
     async def _shutdown(self) -> None:

@@ -185,7 +185,7 @@ def judge(
     try:
         with logs:
             the_judge = make_judge(cfg, prep.family)
-            try:
+            with closing(the_judge, getattr(the_judge, "backend", None)):
                 more = None if prep.source.complete else prep.source.chunks
                 check_context(prep.source.longest, the_judge, prep.name, CONSOLE.warn, more)
                 common: dict[str, Any] = {"judge": the_judge, "tournament": prep.tournament, "cache": cache,
@@ -214,11 +214,6 @@ def judge(
                     stream = play(items, each, mode=cfg.engine_mode(), keep_records=keep, progress=bar.advance,
                                   **common)  # fmt: skip
                 return stream, the_judge
-            except KeyboardInterrupt:
-                say_if_starting(getattr(the_judge, "backend", None))
-                raise
-            finally:
-                the_judge.close()
     except BackendError as err:
         if not (cfg.simulated or opts["verbose"]):
             err.args = (f"{err} (log: {log_path()})",)
@@ -229,11 +224,19 @@ def judge(
         prep.source.close()
 
 
-def say_if_starting(backend: Any) -> None:
-    """On Ctrl-C: if a vLLM engine is still starting (it cannot be stopped while it loads, and closing it waits for
-    that: ~20 s for SmolLM2 here, minutes for a 32B model), say so at once instead of a silent wait."""
-    if getattr(backend, "starting", lambda: False)():
-        CONSOLE.say("tourney: stopping once the vLLM engine has started (it cannot be stopped while it loads)")
+@contextmanager
+def closing(thing: Any, backend: Any) -> Iterator[None]:
+    """Close ``thing`` (a judge or a backend) at the end. On Ctrl-C, first say so if ``backend``'s vLLM engine is still
+    starting: it cannot be stopped while it loads, and closing it waits for that (~20 s for SmolLM2 here, minutes for
+    a 32B model), so the wait is not silent."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if getattr(backend, "starting", lambda: False)():
+            CONSOLE.say("tourney: stopping once the vLLM engine has loaded (Ctrl-C again ends it now)")
+        raise
+    finally:
+        thing.close()
 
 
 @contextmanager

@@ -117,10 +117,14 @@ RETRIES: list[Decorator] = [
 
 WINDOW = 4096  # prompts in flight: big batches for a GPU judge, a few hundred MB at most
 
-# Every command that runs tournaments (rank, best-of-n, pairs).
-JUDGE: list[Decorator] = [
-    INPUT,
-    OUTPUT(),
+
+def judging(output: Decorator | None = None) -> list[Decorator]:
+    """The options of every command that runs tournaments (rank, best-of-n, pairs); ``output`` replaces the
+    default ``-o`` (pairs also writes Parquet)."""
+    return [INPUT, output or OUTPUT(), *_JUDGING]
+
+
+_JUDGING: list[Decorator] = [
     LIMIT(),
     click.option("--judge", default="smollm2", show_default=True,
                  help="Judge: 'smollm2' (built-in weak CPU judge), a model directory or hub id (e.g. "
@@ -178,3 +182,4 @@ JUDGE: list[Decorator] = [
     QUIET(help="No progress bar and no closing summary line (warnings and errors still show)."),
     VERBOSE(),
 ]  # fmt: skip
+JUDGE = judging()

@@ -17,7 +17,7 @@ from tourney.io import Item
 
 
 @click.command("pairs")
-@options.apply_to(options.JUDGE)
+@options.apply_to(options.judging(options.OUTPUT(help="Output file ('-' = stdout): JSONL, or Parquet (see --format).")))
 @click.option("--pairing", default="best-worst", show_default=True,
               help="best-worst, top-bottom:K (i-th best vs i-th worst, i < K) or all:MARGIN (every pair whose score "
                    "gap >= MARGIN).")  # fmt: skip
@@ -57,11 +57,6 @@ def pairs_cmd(**opts: Any) -> None:
         f"{stats.skipped_no_pair} with no pair for {opts['pairing']}; "
         f"{plural(stats.dropped_low_confidence, 'pair')} below --min-confidence"
     )
-
-
-# The shared -o help says JSONL; pairs also writes Parquet.
-OUTPUT_HELP = "Output file ('-' = stdout): JSONL, or Parquet (see --format)."
-next(p for p in pairs_cmd.params if p.name == "output").help = OUTPUT_HELP
 
 
 class _Writer:

@@ -18,7 +18,7 @@ from tourney.cli.checks import (
     given_options,
     jsonl_output,
 )
-from tourney.cli.judging import log_path, say_if_starting
+from tourney.cli.judging import closing, log_path
 from tourney.console import plural, vllm_logs_off_stdout
 from tourney.errors import BackendError
 
@@ -87,7 +87,7 @@ def sample_cmd(**opts: Any) -> None:
     try:
         with logs:  # the engine's start and its shutdown alike (vLLM logs both)
             backend = make_backend(cfg)
-            try:
+            with closing(backend, backend):
                 identity = backend.identity()
                 if hasattr(backend, "fit_prompts"):  # an in-process engine: a context the prompts + --max-tokens need
                     fit_lengths(rows, backend, opts["input_path"], opts["max_tokens"])
@@ -99,11 +99,6 @@ def sample_cmd(**opts: Any) -> None:
                                         top_p=opts["top_p"], max_tokens=opts["max_tokens"], seed=opts["seed"],
                                         cache=cache, batch_size=opts["batch_size"], progress=progress,
                                         status=bar.phase)  # fmt: skip
-            except KeyboardInterrupt:
-                say_if_starting(backend)
-                raise
-            finally:
-                backend.close()
     except BackendError as err:
         where = "" if opts["verbose"] else f" (log: {log_path()})"
         raise click.ClickException(f"policy failed: {err}{where}") from None
