@@ -95,6 +95,8 @@ def test_knockout_pairs_without_a_direct_match_have_no_confidence():
     assert any(p.confidence is None and p.votes_for == p.votes_against == 0 for p in pairs)
     kept, stats = run_pairs(items, "best-worst", strategy="knockout", min_confidence=0.5)
     assert all(p.confidence is not None for p in kept) and stats.dropped_low_confidence == len(pairs) - len(kept)
+    unmet = sum(p.confidence is None for p in pairs)
+    assert 0 < stats.dropped_no_direct_vote == unmet <= stats.dropped_low_confidence
     assert stats.skipped_no_pair == 0  # every prompt had its best-worst pair: the dropped ones are counted once
 
 

@@ -53,6 +53,7 @@ class PairStats:
     skipped_unseparated: int = 0  # every score equal, or no decisive valid vote
     skipped_no_pair: int = 0  # separated, but no pair met the policy (e.g. no gap >= MARGIN)
     dropped_low_confidence: int = 0  # pairs removed by --min-confidence
+    dropped_no_direct_vote: int = 0  # of those, pairs whose responses never met (confidence null)
     duplicates_merged: int = 0  # responses whose text repeats an earlier one of the same prompt
 
     def as_dict(self) -> dict[str, Any]:
@@ -149,6 +150,7 @@ def make_pairs(
             pair = _pair(res, orig, idx, c, r, rationale)
             if min_confidence is not None and (pair.confidence is None or pair.confidence < min_confidence):
                 stats.dropped_low_confidence += 1
+                stats.dropped_no_direct_vote += pair.confidence is None
                 continue
             out.append(pair)
         if not met:

@@ -51,11 +51,12 @@ def pairs_cmd(**opts: Any) -> None:
     stream, the_judge = ran
     stats = writer.finish(stream, the_judge)
     report(stream, prep)
+    unmet = f" ({stats.dropped_no_direct_vote} never met)" if stats.dropped_no_direct_vote else ""
     CONSOLE.say(
         f"tourney: {plural(stats.pairs, 'pair')} from {plural(stats.prompts, 'prompt')}; skipped "
         f"{stats.skipped_too_few} with < 2 distinct responses, {stats.skipped_unseparated} unseparated, "
         f"{stats.skipped_no_pair} with no pair for {opts['pairing']}; "
-        f"{plural(stats.dropped_low_confidence, 'pair')} below --min-confidence"
+        f"{plural(stats.dropped_low_confidence, 'pair')} dropped by --min-confidence{unmet}"
     )
 
 
