@@ -16,7 +16,7 @@ from strategies.knockout import Knockout
 from strategies.registry import STRATEGIES as STRATEGY_CLASSES
 from tests.test_engine import CountingJudge, make_items
 from tourney.engine import MAX_CALL, SLOW_STEP_S, Engine
-from tourney.errors import BackendError
+from tourney.errors import BackendError, InputError
 from tourney.simulated import SimulatedJudge
 from tourney.sink import Resume, Sink
 from tourney.tournament import Tournament
@@ -331,6 +331,19 @@ def test_the_resume_refusal_names_files_as_the_user_does(killed, tmp_path, monke
         "tourney: error: o.jsonl.resume: a killed run with other settings or outputs left "
         "this; rerun that command to finish it, or delete it and o.jsonl.partial to start over"
     )
+
+
+def test_the_resume_refusal_names_the_partial_file_of_an_output_no_longer_given(tmp_path, monkeypatch):
+    """Killed with --judgments, re-run without it: deleting what the refusal names must be enough to start over."""
+    monkeypatch.chdir(tmp_path)
+    sink = Sink([("--judgments", "j.jsonl"), ("-o", "o.jsonl")], {"seed": 1})
+    sink.open(Resume())
+    sink.put([["{}"], ["{}"]], "p1")
+    sink.stop()  # as a kill leaves them
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["j.jsonl.partial", "o.jsonl.partial", "o.jsonl.resume"]
+    with pytest.raises(InputError) as err:
+        Sink([("-o", "o.jsonl")], {"seed": 1}).resume_point()
+    assert str(err.value).endswith("or delete it and o.jsonl.partial and j.jsonl.partial to start over")
 
 
 def test_a_reader_that_closes_the_pipe_ends_the_run_quietly_and_leaves_no_partial_file(tmp_path):

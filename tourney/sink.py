@@ -96,7 +96,7 @@ class Sink:
         if not marks:  # killed before its first prompt was written: nothing to go on from, whatever its command
             return Resume()
         if head.get("settings") != self.settings or head.get("outputs") != self.options:
-            also = self._partials()
+            also = self._partials(head.get("partials", []))
             raise InputError(f"a killed run with other settings or outputs left this; rerun that command to finish "
                              f"it, or delete it{also} to start over", file=shown(self.log))  # fmt: skip
         mark = marks[-1]
@@ -131,7 +131,11 @@ class Sink:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if resume.prompts else os.O_TRUNC)
             self._log_fd = fail_as(self.paths[0], os.open, self.log, flags, mode)
             if not resume.prompts:
-                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options}
+                # The partial files, from the resume file's folder: a re-run that refuses to go on (other outputs)
+                # names them all.
+                here = os.path.dirname(os.path.abspath(self.log))
+                partials = [os.path.relpath(self.partial(k), here) for k, regular in enumerate(self.regular) if regular]
+                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options, "partials": partials}
                 os.write(self._log_fd, (json.dumps(head) + "\n").encode())
 
     def put(self, lines: Sequence[Sequence[str]], prompt_id: Any) -> None:
@@ -204,7 +208,20 @@ class Sink:
                     os.close(fd)
         self._fds, self._log_fd = [-1 for _ in self._fds], -1
 
-    def _partials(self) -> str:
+    def _partials(self, recorded: Sequence[Any] = ()) -> str:
+        """' and A and B': the partial files there are of this run's outputs and of the killed run's (``recorded``,
+        relative to the resume file's folder)."""
         names = [self.partial(k) for k, regular in enumerate(self.regular) if regular]
+        mine = {os.path.abspath(n) for n in names}
+        assert self.log is not None
+        here = os.path.dirname(os.path.abspath(self.log))
+        theirs = [os.path.join(here, n) for n in recorded if isinstance(n, str)]
+        names += [nearest(n) for n in theirs if os.path.abspath(n) not in mine]
         there = [shown(n) for n in names if os.path.exists(n)]
         return " and " + " and ".join(there) if there else ""
+
+
+def nearest(path: str) -> str:
+    """An absolute path as the user would type it here: relative when it is under the working directory."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
