@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from clirun import INTERRUPTED, on_a_terminal, python_m_tourney, tourney
@@ -247,16 +248,13 @@ def test_ctrl_c_in_process_is_one_line_and_keeps_judgments(tiny_model_dir, tmp_p
     assert not (tmp_path / "o.jsonl").exists()
 
 
-@pytest.mark.slow
-def test_ctrl_c_while_the_engine_starts_says_at_once_why_it_waits(tiny_model_dir, tmp_path):
-    """vLLM cannot be stopped while it loads (a 32B model: minutes); the wait is said at once, not in silence."""
-    import signal
-
+def engine_starting(model: Path, tmp_path: Path) -> tuple[subprocess.Popen[str], list[Any]]:
+    """A real ``tourney rank`` whose vLLM engine has just begun to start: its process, and the engine's."""
     import psutil
 
     src = tmp_path / "in.jsonl"
     write_prompts(src, prompts=2, n=4)
-    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--max-tokens", "8", "--engine-arg",
+    args = ["rank", src, "--judge", model, "--family", "rm-r1", "--max-tokens", "8", "--engine-arg",
             "enforce_eager=true", "--cache", tmp_path / "c.sqlite", "-o", tmp_path / "o.jsonl"]  # fmt: skip
     proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=tourney_env(tmp_path))  # fmt: skip
@@ -265,6 +263,17 @@ def test_ctrl_c_while_the_engine_starts_says_at_once_why_it_waits(tiny_model_dir
         time.sleep(0.1)  # the engine's own process appears as its start begins
         engine = [p for p in psutil.Process(proc.pid).children() if "EngineCore" in " ".join(p.cmdline())]
     assert engine, "the engine's process never appeared"
+    return proc, engine
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_engine_starts_says_at_once_why_it_waits(tiny_model_dir, tmp_path):
+    """vLLM cannot be stopped while it loads (a 32B model: minutes); the wait is said at once, not in silence."""
+    import signal
+
+    import psutil
+
+    proc, engine = engine_starting(tiny_model_dir, tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=180)
     lines = err.strip().splitlines()
@@ -286,17 +295,7 @@ def test_a_second_ctrl_c_while_the_engine_starts_ends_it_without_waiting(tiny_mo
 
     import psutil
 
-    src = tmp_path / "in.jsonl"
-    write_prompts(src, prompts=2, n=4)
-    args = ["rank", src, "--judge", tiny_model_dir, "--family", "rm-r1", "--max-tokens", "8", "--engine-arg",
-            "enforce_eager=true", "--cache", tmp_path / "c.sqlite", "-o", tmp_path / "o.jsonl"]  # fmt: skip
-    proc = subprocess.Popen(python_m_tourney(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=tourney_env(tmp_path))  # fmt: skip
-    deadline, engine = time.monotonic() + 120, []
-    while not engine and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.1)
-        engine = [p for p in psutil.Process(proc.pid).children() if "EngineCore" in " ".join(p.cmdline())]
-    assert engine, "the engine's process never appeared"
+    proc, engine = engine_starting(tiny_model_dir, tmp_path)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
