@@ -31,6 +31,16 @@ def script_env(cpu: bool = True) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
+def script_exit(code: int | None = 0) -> NoReturn:
+    """Leave a script as ``tourney`` does: once vLLM is loaded, without the interpreter's teardown (there vLLM's
+    ``AsyncLLM.__del__`` prints a TypeError traceback after the engine was shut down, and torch spends ~2 s)."""
+    if "vllm" in sys.modules:
+        from tourney.cli import exit_now
+
+        exit_now(code or 0)
+    sys.exit(code)
+
+
 def out_dir(text: str) -> Path:
     """An output folder that is a folder or can be made one (checked before any work; nothing is left behind)."""
     path = Path(text)

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from experiments.args import Parser, at_least_two, non_negative, positive, script_env
+from experiments.args import Parser, at_least_two, non_negative, positive, script_env, script_exit
 
 if TYPE_CHECKING:
     from tourney.types import Request
@@ -325,3 +325,4 @@ def separate_run(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     script_env()
     main()
+    script_exit()

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.args import Parser, guarded, non_negative, open_unit, positive, positive_float, script_env
+from experiments.args import Parser, guarded, non_negative, open_unit, positive, positive_float, script_env, script_exit
 from tourney.config import DTYPES
 from tourney.errors import BackendError
 from tourney.types import Judgment, Request
@@ -235,6 +235,7 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> Report:
     from tourney.cli import CONSOLE
     from tourney.cli.judging import log_path
     from tourney.config import JudgeConfig, make_judge
+    from tourney.console import plural
 
     cfg = JudgeConfig(args.judge, backend=args.backend, family=args.family, max_tokens=args.max_tokens,
                       temperature=args.temperature, seed=args.seed, dtype=args.dtype,
@@ -250,8 +251,10 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> Report:
                 began = time.perf_counter()
                 start = getattr(judge, "start", None)  # a model judge loads here: its start-up is timed apart
                 if start is not None:
+                    CONSOLE.line(f"gpu_check: starting {args.judge} ({args.backend})")
                     start()
                 loaded = time.perf_counter()
+                CONSOLE.line(f"gpu_check: judging {plural(len(pairs), 'pair')} x 2 orders")
                 judgments = judge.judge(requests(pairs, args.seed))
                 report = score(judgments, time.perf_counter() - loaded, loaded - began)
             finally:
@@ -279,4 +282,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     script_env(cpu=False)
-    sys.exit(main())
+    script_exit(main())

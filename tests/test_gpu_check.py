@@ -143,3 +143,26 @@ def test_a_real_judge_on_a_vllm_server(vllm_server) -> None:
     assert report.tokens > 0 and report.tokens_per_s > 0
     assert [line.split()[0] for line in lines[1:6]] == ["parse", "forced", "position", "accuracy", "speed"]
     assert lines[-1].startswith("gpu_check: tiny: parse ") and "tokens/s" in lines[-1]
+
+
+@pytest.mark.slow
+def test_the_script_on_an_in_process_engine_says_what_it_does_and_exits_cleanly(tiny_model_dir, tmp_path) -> None:
+    """As a user runs it: a line before the engine's start-up and before the judging (they take minutes on a 32B
+    model), the results on stdout, and no traceback from vLLM's AsyncLLM at the interpreter's teardown."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.test_cli_models import tourney_env
+
+    argv = [sys.executable, "-m", "experiments.gpu_check", "--judge", str(tiny_model_dir), "--family", "rm-r1",
+            "--pairs", "1", "--max-tokens", "8", "--dtype", "float32",
+            "--engine-arg", "enforce_eager=true"]  # fmt: skip
+    env = tourney_env(tmp_path) | {"PYTHONPATH": os.getcwd()}
+    p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.splitlines() == [
+        f"gpu_check: starting {tiny_model_dir} (vllm)",
+        "gpu_check: judging 1 pair x 2 orders",
+    ]
+    assert p.stdout.splitlines()[-1].startswith(f"gpu_check: {tiny_model_dir}: parse ")

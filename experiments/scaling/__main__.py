@@ -13,7 +13,7 @@ from typing import Any
 # (2-3x slower runs, measured), one thread makes it negligible.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from experiments.args import Parser, guarded, out_dir, script_env  # noqa: E402
+from experiments.args import Parser, guarded, out_dir, script_env, script_exit  # noqa: E402
 from experiments.scaling import config as config_mod  # noqa: E402
 from experiments.scaling import report, run  # noqa: E402
 from tourney.errors import InputError  # noqa: E402
@@ -110,4 +110,4 @@ class Progress:
 
 if __name__ == "__main__":
     script_env()
-    sys.exit(main())
+    script_exit(main())
