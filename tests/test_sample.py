@@ -107,17 +107,22 @@ def test_a_prompt_longer_than_the_policys_context_is_refused_before_the_engine_s
     assert re.fullmatch(rf"tourney: error: {src}:2: field 'prompt': the prompt has \d+ tokens; the policy's context is"
                         r" 4096 \(shorten it\)\n", p.stderr), p.stderr  # fmt: skip
     assert not (tmp_path / "out.jsonl").exists()  # exit 2 is the tokenizer's count: the engine's refusal was exit 1
+    dry = tourney("sample", src, "--policy", tiny_model_dir, "-n", 2, "--no-cache", "--dry-run")
+    assert dry.returncode == 2 and dry.stderr == p.stderr and not dry.stdout  # the dry run finds it too
 
 
-def test_dry_run_loads_no_model(prompts_file, tmp_path):
-    """Without a sample cache to count, a dry run reads nothing of the policy (with one, its tokenizer): a hub id
-    that exists nowhere here passes; a name that cannot be a model is refused as a run refuses it; output options
-    are refused (a dry run writes nothing), and no cache file is created."""
+def test_dry_run_loads_no_model(prompts_file, tmp_path, tiny_model_dir):
+    """A dry run reads the policy's tokenizer only (to check the prompts against its context, as the run does): a
+    hub id that exists nowhere here fails as the run would; a name that cannot be a model is refused as a run refuses
+    it; output options are refused (a dry run writes nothing), and no cache file is created."""
     cache = tmp_path / "none.sqlite"
-    p = tourney("sample", prompts_file, "-n", 5, "--policy", "nobody/no-such-model", "--dry-run", "--cache", cache)
+    p = tourney("sample", prompts_file, "-n", 5, "--policy", tiny_model_dir, "--dry-run", "--cache", cache)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout) == {"prompts": 3, "samples": 15, "new": 15, "cached": 0}
     assert not cache.exists()
+    p = tourney("sample", prompts_file, "--policy", "nobody/no-such-model", "--dry-run", "--cache", cache)
+    assert p.returncode == 1 and p.stderr.startswith("tourney: error: policy failed: cannot load model"), p.stderr
+    assert len(p.stderr.splitlines()) == 1 and not cache.exists()
     p = tourney("sample", prompts_file, "--policy", "/no/such/model", "--dry-run", "--no-cache")
     want = "tourney: error: unknown model '/no/such/model': not a directory, a hub id (org/name) or a built-in"
     assert p.returncode == 2 and p.stderr.strip() == want + " (smollm2)", p.stderr

@@ -50,7 +50,8 @@ from tourney.errors import BackendError
                  help="Sample cache (SQLite). Default: samples.sqlite in $TOURNEY_CACHE_DIR or ~/.cache/tourney."),
     options.NO_CACHE(help="Do not read or write the sample cache."),
     options.SUMMARY(),
-    options.DRY_RUN(help="Print how many samples the run would ask for and how many are cached; start no model."),
+    options.DRY_RUN(help="Print how many samples the run would ask for and how many are cached; check every prompt "
+                         "against the policy's context (no model is started)."),
     options.QUIET(help="No progress bar and no closing summary line (warnings and errors still show)."),
     options.VERBOSE(),
 ])  # fmt: skip
@@ -130,10 +131,10 @@ def waiting_on_server(pool: Any, bar: Any) -> Any:
     return advance
 
 
-def fit_lengths(rows: list[Any], backend: Any, path: str, max_tokens: int) -> None:
+def fit_lengths(rows: list[Any], backend: Any, path: str, max_tokens: int, fit: bool = True) -> None:
     """Before the engine starts: a prompt the policy's context cannot hold is an InputError at its line (exit 2),
-    as a judge's is, not a failure after vLLM's start-up; else the engine's context is sized to the longest prompt
-    plus ``max_tokens`` (each prompt rendered once for both)."""
+    as a judge's is, not a failure after vLLM's start-up; else (``fit``) the engine's context is sized to the longest
+    prompt plus ``max_tokens`` (each prompt rendered once for both)."""
     from tourney.api import context_hint
     from tourney.errors import InputError
     from tourney.io import input_name
@@ -147,12 +148,13 @@ def fit_lengths(rows: list[Any], backend: Any, path: str, max_tokens: int) -> No
             f"the prompt has {n} tokens; the policy's context is {limit} ({context_hint(backend, n + 1, 'shorten it')})"
         )
         raise InputError(why, input_name(path), rows[k].line, "prompt")
-    backend.fit_prompts(texts, max_tokens)
+    if fit:
+        backend.fit_prompts(texts, max_tokens)
 
 
 def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
-    """Print how many samples a run would make and how many the cache has; with Ray, the cluster's placement. No
-    model starts (the policy's identity needs its tokenizer, read only when a sample cache exists)."""
+    """Print how many samples a run would make and how many the cache has; with Ray, the cluster's placement; check
+    every prompt against an in-process policy's context, as the run does. No model starts (only its tokenizer)."""
     from tourney.backends.base import Sampling
     from tourney.config import make_backend
     from tourney.sample import SampleCache, cached_samples, default_samples_path
@@ -167,15 +169,23 @@ def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
         for line in check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size):
             CONSOLE.say(line)
     cached, path = 0, opts["cache_path"] or default_samples_path()
-    if not opts["no_cache"] and os.path.exists(path):
-        backend, store = make_backend(cfg), SampleCache(path)
-        try:
-            sampling = Sampling(opts["temperature"], opts["top_p"], opts["max_tokens"])
-            cached = cached_samples(rows, backend.identity(), opts["n"], sampling, opts["seed"], store)
-        except BackendError as err:
-            raise click.ClickException(f"policy failed: {err}") from None
-        finally:
-            store.close()
-            backend.close()
+    try:
+        backend = make_backend(cfg)
+    except BackendError as err:
+        raise click.ClickException(f"policy failed: {err}") from None
+    try:
+        if hasattr(backend, "fit_prompts"):
+            fit_lengths(rows, backend, opts["input_path"], opts["max_tokens"], fit=False)
+        if not opts["no_cache"] and os.path.exists(path):
+            store = SampleCache(path)
+            try:
+                sampling = Sampling(opts["temperature"], opts["top_p"], opts["max_tokens"])
+                cached = cached_samples(rows, backend.identity(), opts["n"], sampling, opts["seed"], store)
+            finally:
+                store.close()
+    except BackendError as err:
+        raise click.ClickException(f"policy failed: {err}") from None
+    finally:
+        backend.close()
     total = len(rows) * opts["n"]
     click.echo(json.dumps({"prompts": len(rows), "samples": total, "new": total - cached, "cached": cached}))
