@@ -205,15 +205,25 @@ def test_rlvr_dry_run_uses_rm_r1_presets(data_dir, tmp_path, model, size, lr, no
         assert "ray start --head" in res.stdout
 
 
-def test_rlvr_bad_input_and_missing_environment(data_dir, tmp_path):
+def test_rlvr_bad_input_and_missing_environment(data_dir, tmp_path, monkeypatch):
     base = ["train", "rlvr", "--data", str(data_dir), "--output", str(tmp_path / "ck")]
     res = run_cli(*base, "--model", "/models/judge-3B", "--dry-run")
     assert res.returncode == 2 and "no RM-R1 preset for model size 3b" in res.stderr and "--lr" in res.stderr
     assert run_cli(*base, "--model", "/models/judge-3B", "--lr", "2e-6", "--dry-run").returncode == 0
     res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B", "--data", str(tmp_path / "none"), "--dry-run")
     assert res.returncode == 2 and "train.parquet: missing" in res.stderr
+    # An interpreter asked for that is not there is a wrong value (exit 2), dry run or not: never replaced.
+    nope = str(tmp_path / "nope")
+    for extra, env, name in (["--python", nope], None, "option --python"), ([], {"TOURNEY_TRAIN_PYTHON": nope},
+                                                                            "$TOURNEY_TRAIN_PYTHON"):  # fmt: skip
+        for dry in ([], ["--dry-run"]):
+            res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B", *extra, *dry, env=env)
+            assert res.returncode == 2 and not res.stdout, res.stderr
+            assert res.stderr == f"tourney: error: {name}: {nope}: no executable file there\n"
     # No training environment: one line saying how to create it, exit 1 (the environment, not the input).
-    res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B", env={"TOURNEY_TRAIN_PYTHON": str(tmp_path / "nope")})
+    monkeypatch.setattr(launcher, "repo_root", lambda: tmp_path)  # a checkout without .venv-train
+    monkeypatch.delenv("TOURNEY_TRAIN_PYTHON", raising=False)
+    res = run_cli(*base, "--model", "Qwen/Qwen2.5-7B")
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert "bash scripts/setup_train.sh" in res.stderr
     if not launcher.has_gpu():  # with verl present but no GPU: one line, exit 1

@@ -134,7 +134,11 @@ def launch_options(data_help: str, lr_help: str, nnodes_help: str, nnodes_defaul
 
 
 def _python_or_placeholder(explicit: str | None, dry_run: bool) -> str:
-    """The verl interpreter; a dry run without one prints the command for ``.venv-train/bin/python``."""
+    """The verl interpreter; a dry run without one prints the command for ``.venv-train/bin/python``; one asked for
+    (--python, $TOURNEY_TRAIN_PYTHON) that is not there is refused, dry run or not."""
+    bad = launcher.asked_python(explicit)
+    if bad:
+        raise click.UsageError(bad)
     try:
         return launcher.require_train_python(explicit)
     except launcher.NoTrainingEnv as err:

@@ -105,10 +105,21 @@ def require_train_python(explicit: str | None = None) -> str:
     """The interpreter with verl, or NoTrainingEnv with the one line that says how to create it."""
     python = train_python(explicit)
     if python is None:
-        where = explicit or os.environ.get("TOURNEY_TRAIN_PYTHON")
-        found = f"no interpreter at {where}" if where else "no training environment with verl"
-        raise NoTrainingEnv(f"{found}: run `{SETUP_HINT}` (creates {ENV_DIR}/ with verl) or pass --python")
+        raise NoTrainingEnv(f"no training environment with verl: run `{SETUP_HINT}` (creates {ENV_DIR}/ with verl) "
+                            "or pass --python")  # fmt: skip
     return python
+
+
+def asked_python(explicit: str | None) -> str | None:
+    """Why the interpreter asked for (--python, else $TOURNEY_TRAIN_PYTHON) cannot be used, or None (none was
+    asked for, or it is an executable file)."""
+    if explicit:
+        where = f"option --python: {explicit}"
+    elif os.environ.get("TOURNEY_TRAIN_PYTHON"):
+        where = f"$TOURNEY_TRAIN_PYTHON: {os.environ['TOURNEY_TRAIN_PYTHON']}"
+    else:
+        return None
+    return None if train_python(explicit) else f"{where}: no executable file there"
 
 
 def has_gpu() -> bool:
