@@ -189,6 +189,8 @@ def test_chat_prompts_are_conversational_with_rationale_and_parquet(tmp_path):
         assert r["rejected"][0]["role"] == "assistant" and len(r["rejected"]) == 1
         assert len(r["rationale"]) == 2 and {w["chosen_shown_as"] for w in r["rationale"]} == {"A", "B"}
         assert all(w["raw"].startswith("[simulated]") for w in r["rationale"])
+        # Each judgment as --judgments has it: P(A) says which side won (the chosen one, shown as A or B).
+        assert all(w["forced"] is False and w["p_a"] == float(w["verdict"] == "A") for w in r["rationale"])
     stats = json.loads(summary.read_text())
     assert stats["pairs"]["pairs"] == 3 and stats["judgments"] == 3 * 6 * 2
     p = tourney("pairs", src, "-o", pq_out, "--rationale", "--votes", "2", *SIM)

@@ -175,8 +175,9 @@ def _pair(res: Result, orig: Item, idx: Sequence[int], c: int, r: int, rationale
     direct = [rec for rec in res.records if {rec.a, rec.b} == {c, r}]
     p_chosen = [_p_for(rec, c) for rec in direct]
     valid = [p for p in p_chosen if p is not None]
-    why = [{"chosen_shown_as": "A" if rec.a == c else "B", "verdict": rec.verdict, "raw": rec.raw}
-           for rec in direct] if rationale else []  # fmt: skip
+    # p_a and forced: a forced verdict's raw text holds no verdict (it was read from the log-probabilities).
+    why = [{"chosen_shown_as": "A" if rec.a == c else "B", "verdict": rec.verdict, "p_a": rec.p_a,
+            "forced": rec.forced, "raw": rec.raw} for rec in direct] if rationale else []  # fmt: skip
     return Pair(
         item=orig, chosen=idx[c], rejected=idx[r], score_chosen=res.scores[c], score_rejected=res.scores[r],
         votes_for=sum(p > 0.5 for p in valid), votes_against=sum(p < 0.5 for p in valid),
@@ -240,6 +241,7 @@ def _schema(rows: Sequence[dict[str, Any]]) -> Any:
               ("score_rejected", pa.float64()), ("margin", pa.float64()), ("votes_for", pa.int64()),
               ("votes_against", pa.int64()), ("votes_invalid", pa.int64()), ("confidence", pa.float64())]  # fmt: skip
     if rows and "rationale" in rows[0]:
-        why = pa.struct([("chosen_shown_as", pa.string()), ("verdict", pa.string()), ("raw", pa.string())])
+        why = pa.struct([("chosen_shown_as", pa.string()), ("verdict", pa.string()), ("p_a", pa.float64()),
+                         ("forced", pa.bool_()), ("raw", pa.string())])  # fmt: skip
         fields.append(("rationale", pa.list_(why)))
     return pa.schema(fields)
