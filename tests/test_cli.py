@@ -319,6 +319,7 @@ def test_intervals_bound_each_bradley_terry_score_and_are_seeded(tmp_path):
 def test_intervals_need_round_robin_bradley_terry(extra):
     p = tourney("rank", EXAMPLE, *SIM, "--intervals", *extra, "-o", "-")
     assert p.returncode == 2 and p.stdout == "" and "--strategy round-robin --rating bt" in p.stderr
+    assert p.stderr.startswith("tourney: error: option --intervals: needs Bradley–Terry scores")  # an option, as given
 
 
 @pytest.mark.parametrize(

@@ -78,9 +78,14 @@ def prepare(
     strategy = opts["strategy"] or (BUDGETED_DEFAULT if opts["budget"] is not None else default_strategy)
     check_judge_options(opts, given_options(), strategy)
     cfg = judge_config(opts)  # checks every value of the judge's options, before the input is read
-    tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
-                            adaptive_votes=opts["adaptive_votes"], budget=opts["budget"], seed=opts["seed"],
-                            elo_k=opts["elo_k"], intervals=opts.get("intervals", False))  # fmt: skip
+    try:
+        tournament = Tournament(strategy=strategy, rating=opts["rating"], votes=opts["votes"],
+                                adaptive_votes=opts["adaptive_votes"], budget=opts["budget"], seed=opts["seed"],
+                                elo_k=opts["elo_k"], intervals=opts.get("intervals", False))  # fmt: skip
+    except InputError as err:  # the library names its parameters (elo_k); the user gave options (--elo-k)
+        if err.field is None or err.file is not None:
+            raise
+        raise InputError(err.message, field="--" + err.field.replace("_", "-")) from None
     source = Source(opts["input_path"], opts["limit"])
     outputs = {} if opts["dry_run"] else {"--output": opts["output"], "--judgments": opts.get("judgments_path"),
                                           "--summary": opts.get("summary_path")}  # fmt: skip
