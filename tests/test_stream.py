@@ -259,9 +259,10 @@ def test_a_killed_run_continues_after_its_rows_with_any_window(killed, tmp_path)
 
 
 @pytest.mark.parametrize(("change", "where"), [
-    (["--seed", "3"], "o.jsonl.resume: a killed run with other settings"),
-    (["--strategy", "knockout"], "o.jsonl.resume: a killed run with other settings"),
-    (["--judgments", "J"], "o.jsonl.resume: a killed run with other settings or outputs"),
+    (["--seed", "3"], "o.jsonl.resume: a killed run with other settings or outputs (--seed differs)"),
+    (["--strategy", "knockout"], "o.jsonl.resume: a killed run with other settings or outputs (--strategy differs)"),
+    (["--judgments", "J"], "o.jsonl.resume: a killed run with other settings or outputs (--judgments differs)"),
+    (["--sim-tau", "2", "--votes", "3"], "outputs (--sim-tau, --votes differ)"),
     ("other input", "in.jsonl:"),
     ("short input", "in.jsonl: has 3 prompts"),
 ])  # fmt: skip
@@ -328,9 +329,21 @@ def test_the_resume_refusal_names_files_as_the_user_does(killed, tmp_path, monke
     p = tourney("rank", "in.jsonl", "-o", "o.jsonl", "--seed", "3", *SIM)
     assert p.returncode == 2
     assert p.stderr.strip() == (
-        "tourney: error: o.jsonl.resume: a killed run with other settings or outputs left "
+        "tourney: error: o.jsonl.resume: a killed run with other settings or outputs (--seed differs) left "
         "this; rerun that command to finish it, or delete it and o.jsonl.partial to start over"
     )
+
+
+def test_the_settings_that_differ_are_named_as_options():
+    from tourney.sink import changed
+
+    run = {"command": "rank", "judge": {"judge": "a", "seed": 0, "engine_kwargs": {"x": 1}, "sim": {"tau": 1.0}},
+           "tournament": {"seed": 0, "elo_k": 32.0}}  # fmt: skip
+    other = {"command": "rank", "judge": {"judge": "b", "seed": 1, "engine_kwargs": {"x": 2}, "sim": {"tau": 2.0}},
+             "tournament": {"seed": 1, "elo_k": 16.0}}  # fmt: skip
+    assert changed(run, other) == ["--elo-k", "--engine-arg", "--judge", "--seed", "--sim-tau"]
+    assert changed(run, run) == [] and changed(None, run) == []  # a resume file from before settings were kept
+    assert changed(run | {"command": "pairs", "pairing": "best-worst"}, run) == ["it was tourney pairs"]
 
 
 def test_the_resume_refusal_names_the_partial_file_of_an_output_no_longer_given(tmp_path, monkeypatch):

@@ -54,7 +54,7 @@ class Sink:
         targets = [output_target(path) for path in self.paths]
         self.targets = [target for target, _ in targets]
         self.regular = [not streamed for _, streamed in targets]
-        self.settings = settings_hash(settings)
+        self.settings, self.given = settings_hash(settings), settings
         main = self.targets[self.options.index("-o")] if "-o" in self.options else None
         # Resuming needs every output as a file; with stdout or a FIFO among them, a re-run starts over.
         self.log = main + ".resume" if resumable and main is not None and all(self.regular) else None
@@ -97,8 +97,12 @@ class Sink:
             return Resume()
         if head.get("settings") != self.settings or head.get("outputs") != self.options:
             also = self._partials(head.get("partials", []))
-            raise InputError(f"a killed run with other settings or outputs left this; rerun that command to finish "
-                             f"it, or delete it{also} to start over", file=shown(self.log))  # fmt: skip
+            named = changed(head.get("given"), self.given) + sorted(set(head.get("outputs", [])) ^ set(self.options))
+            what = f" ({', '.join(named)} {'differs' if len(named) == 1 else 'differ'})" if named else ""
+            if named[:1] and not named[0].startswith("-"):
+                what = f" ({named[0]})"
+            raise InputError(f"a killed run with other settings or outputs{what} left this; rerun that command to "
+                             f"finish it, or delete it{also} to start over", file=shown(self.log))  # fmt: skip
         mark = marks[-1]
         sizes = tuple(int(n) for n in mark["bytes"])
         for k, size in enumerate(sizes):
@@ -135,7 +139,8 @@ class Sink:
                 # names them all.
                 here = os.path.dirname(os.path.abspath(self.log))
                 partials = [os.path.relpath(self.partial(k), here) for k, regular in enumerate(self.regular) if regular]
-                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options, "partials": partials}
+                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options, "partials": partials,
+                        "given": self.given}  # fmt: skip
                 os.write(self._log_fd, (json.dumps(head) + "\n").encode())
 
     def put(self, lines: Sequence[Sequence[str]], prompt_id: Any) -> None:
@@ -225,3 +230,35 @@ def nearest(path: str) -> str:
     """An absolute path as the user would type it here: relative when it is under the working directory."""
     rel = os.path.relpath(path)
     return path if rel.startswith("..") else rel
+
+
+# Settings whose option is not --NAME (``run_settings``' keys, by path).
+OPTION_OF = {"judge.judge": "--judge", "judge.engine_kwargs": "--engine-arg"}
+
+
+def changed(before: Any, now: dict[str, Any]) -> list[str]:
+    """The options whose value differs between two runs' settings (``run_settings``), as the user gives them."""
+    if not isinstance(before, dict):  # a resume file from before settings were kept
+        return []
+    old, new = flat(before), flat(now)
+    if old.get("command") != new.get("command"):  # another command's options: only the command itself says it
+        return [f"it was tourney {old.get('command')}"]
+    out: list[str] = []
+    for path in sorted(set(old) | set(new)):
+        if old.get(path) != new.get(path):
+            key = path.rsplit(".", 1)[-1].replace("_", "-")
+            name = OPTION_OF.get(path) or (f"--sim-{key}" if path.startswith("judge.sim.") else f"--{key}")
+            if name not in out:  # --seed is the judge's and the tournament's
+                out.append(name)
+    return sorted(out)
+
+
+def flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Run settings as {"judge.sim.tau": value}: the judge's, its simulator's and the tournament's taken apart."""
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in ("judge", "tournament", "sim") and isinstance(value, dict):
+            out |= flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
