@@ -143,6 +143,6 @@ def test_sft_prepare_needs_items_or_a_teacher_not_both(tmp_path):
     none = tmp_path / "none.jsonl"
     none.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}) + "\n")
     res = run_cli("train", "sft-prepare", str(none), "--teacher", "arithmetic", "-o", str(tmp_path / "o"))
-    assert res.returncode == 2 and "the teacher backed no pair" in res.stderr
+    assert res.returncode == 2 and res.stderr.endswith("the teacher backed no pair (1 unverified): nothing to distil\n")
     res = run_cli("train", "sft-prepare", str(path), "--teacher", "arithmetic", "-o", str(tmp_path / "ok"))
     assert res.returncode == 0 and json.loads(res.stdout)["kept"] == 1, res.stderr

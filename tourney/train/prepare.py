@@ -125,6 +125,8 @@ def prepare(
 
 def make_dir(out_dir: str) -> None:
     """Create the output directory, or fail with one line (a file in the way, no permission)."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise InputError("is not a folder: -o names the folder for train.parquet and val.parquet", file=out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as err:

@@ -161,7 +161,8 @@ def teacher_prepare(
         counts["kept"] += 1
         rows += [(json.dumps(pair.prompt, ensure_ascii=False), row) for row in taught]
     if not rows:
-        raise InputError(f"the teacher backed no pair ({dict(counts)}): nothing to distil", file=pairs_path)
+        why = ", ".join(f"{n} {k.replace('skipped_', '').replace('_', ' ')}" for k, n in counts.items() if n)
+        raise InputError(f"the teacher backed no pair ({why or 'no pairs'}): nothing to distil", file=pairs_path)
     train, val = write_split(rows, out_dir, seed, val_fraction)
     return {"pairs": len(pairs), **{k: counts[k] for k in ("kept", "skipped_identical", "skipped_unverified")},
             "teacher": "arithmetic", "train": len(train), "val": len(val), "out": out_dir}  # fmt: skip
