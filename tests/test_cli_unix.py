@@ -48,6 +48,17 @@ def test_symlink_output_writes_its_target_and_stays_a_link(tmp_path):
     assert link.is_symlink() and len(target.read_text().splitlines()) == 3
 
 
+def test_a_symlink_into_a_missing_folder_names_that_folder(tmp_path):
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(tmp_path / "nodir" / "x.jsonl")
+    p = tourney("rank", EXAMPLE, "-o", link, *SIM)
+    assert p.returncode == 2 and link.is_symlink() and not (tmp_path / "nodir").exists()
+    assert (
+        p.stderr == f"tourney: error: {link}: cannot write: no such directory ({tmp_path / 'nodir'}, where the link "
+        "points)\n"
+    )
+
+
 def test_fifo_output_is_streamed_and_never_replaced(tmp_path):
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)

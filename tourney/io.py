@@ -329,7 +329,9 @@ def output_target(path: str) -> tuple[str, bool]:
     target = os.path.realpath(path)
     folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise InputError("cannot write: no such directory", file=path)
+        # Through a dangling symlink the missing folder is the link's target's: name it.
+        link = f" ({folder}, where the link points)" if os.path.islink(path) else ""
+        raise InputError(f"cannot write: no such directory{link}", file=path)
     if not os.access(folder, os.W_OK):
         raise InputError("cannot write: permission denied", file=path)
     return target, False
