@@ -198,8 +198,12 @@ def test_bad_option_values_fail_before_any_model_loads(args, what):
 def test_unknown_model_name_warns_which_family_it_falls_back_to(tmp_path):
     p = tourney("rank", EXAMPLE, "--judge", "someone/plain-chat-model", "--no-cache", "--dry-run",
                 env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
-    assert "names no known family; using rm-r1" in p.stderr
+    assert "names no known family; using rm-r1's prompt and verdict, and its budget of 32768 tokens a judgment (set " \
+           "--family or --max-tokens)" in p.stderr  # fmt: skip
     assert p.returncode == 1 and "cannot load model 'someone/plain-chat-model'" in p.stderr  # no hub here
+    p = tourney("rank", EXAMPLE, "--judge", "someone/plain-chat-model", "--no-cache", "--dry-run", "--max-tokens", 96,
+                env={"HF_HUB_OFFLINE": "1"})  # fmt: skip
+    assert "names no known family; using rm-r1's prompt and verdict (set --family)" in p.stderr
 
 
 # ---- what the user is told -----------------------------------------------------------------------------------------

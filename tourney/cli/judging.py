@@ -91,7 +91,7 @@ def prepare(
                                           "--summary": opts.get("summary_path")}  # fmt: skip
     check_files(opts, outputs, str(default_cache_path()))
     family = resolve_family(cfg)  # resolved once, before any model loads: a bad --family fails here
-    warn_unknown_family(cfg)
+    warn_unknown_family(cfg, family)
     warn_greedy_votes(cfg, family, opts["votes"])
     sink = None if opts["dry_run"] else Sink(streams, run_settings(command, cfg, tournament, settings or {}),
                                              resumable)  # fmt: skip
@@ -367,14 +367,18 @@ def judge_config(opts: dict[str, Any]) -> JudgeConfig:
     )  # fmt: skip
 
 
-def warn_unknown_family(cfg: JudgeConfig) -> None:
-    """Say which family a model name that names none falls back to."""
+def warn_unknown_family(cfg: JudgeConfig, family: Any) -> None:
+    """Say which family a model name that names none falls back to, and the budget that comes with it (rm-r1's
+    32,768 tokens: a small model that writes no verdict thinks until its context is full)."""
+    from tourney.config import judge_sampling
     from tourney.judges import family_from_name
     from tourney.models import builtin_spec
 
     if cfg.simulated or cfg.family or builtin_spec(cfg.judge) or family_from_name(cfg.judge):
         return
-    CONSOLE.warn(f"the judge name {cfg.judge!r} names no known family; using rm-r1's prompt and verdict (set --family)")
+    budget = "" if cfg.max_tokens else f", and its budget of {judge_sampling(cfg, family).max_tokens} tokens a judgment"
+    CONSOLE.warn(f"the judge name {cfg.judge!r} names no known family; using rm-r1's prompt and verdict{budget} (set "
+                 f"--family{'' if cfg.max_tokens else ' or --max-tokens'})")  # fmt: skip
 
 
 def warn_greedy_votes(cfg: JudgeConfig, family: Any, votes: int) -> None:
