@@ -334,6 +334,22 @@ def test_the_resume_refusal_names_files_as_the_user_does(killed, tmp_path, monke
     )
 
 
+@pytest.mark.parametrize("parquet", [True, False])
+def test_a_run_that_cannot_resume_says_which_outputs_it_dropped(tmp_path, monkeypatch, parquet):
+    """Ctrl-C of ``pairs -o x.parquet --judgments j.jsonl`` (or ``-o - --judgments j.jsonl``) keeps no j.jsonl.partial:
+    the interrupted line says so instead of leaving the user to look for it."""
+    monkeypatch.chdir(tmp_path)
+    streams = [("--judgments", "j.jsonl")] + ([] if parquet else [("-o", "-")])
+    sink = Sink(streams, {"seed": 1}, resumable=not parquet)
+    assert sink.dropped() == ""
+    sink.open(Resume())
+    sink.put([["{}"]] * len(streams), "p1")
+    sink.stop()
+    assert list(tmp_path.iterdir()) == []
+    why = "-o is Parquet, written whole at the end" if parquet else "stdout or a FIFO is an output"
+    assert sink.dropped() == f"--judgments not kept: {why}, so the run cannot resume"
+
+
 def test_the_settings_that_differ_are_named_as_options():
     from tourney.sink import changed
 

@@ -58,6 +58,7 @@ class Sink:
         main = self.targets[self.options.index("-o")] if "-o" in self.options else None
         # Resuming needs every output as a file; with stdout or a FIFO among them, a re-run starts over.
         self.log = main + ".resume" if resumable and main is not None and all(self.regular) else None
+        self.resumable = resumable
         self._fds: list[int] = []
         self._log_fd = -1
         self._buffers: list[list[str]] = [[] for _ in outputs]
@@ -198,6 +199,16 @@ class Sink:
                 fail_as(self.paths[k], os.replace, self.partial(k), target)
         if self.log is not None:
             os.unlink(self.log)
+
+    def dropped(self) -> str:
+        """After ``stop`` of a run that cannot resume: which file outputs it dropped and why ("" if none)."""
+        if self.log is not None or not self._prompts:
+            return ""
+        files = [option for option, regular in zip(self.options, self.regular) if regular]
+        if not files:
+            return ""
+        why = "-o is Parquet, written whole at the end" if not self.resumable else "stdout or a FIFO is an output"
+        return f"{' and '.join(files)} not kept: {why}, so the run cannot resume"
 
     def where(self) -> str:
         """Where an interrupted run's rows are, for the message that says how to continue."""

@@ -258,6 +258,8 @@ def writing(prep: Prepared) -> Iterator[None]:
             n = sink.written
             CONSOLE.interrupted = (f"{n} prompt{'s' * (n != 1)} written to {sink.where()}, {CONSOLE.interrupted}; "
                                    "run the same command again to continue after them")  # fmt: skip
+        elif sink.dropped():
+            CONSOLE.interrupted += f"; {sink.dropped()}"
         raise
 
 
