@@ -292,14 +292,16 @@ def test_limit_reads_only_the_first_prompts(tmp_path, command):
     assert dry["prompts"] == 1
 
 
-def test_sample_limit_reads_only_the_first_prompts(tmp_path):
+def test_sample_limit_reads_only_the_first_prompts(tmp_path, tiny_model_dir):
     from tourney.sample import read_prompts
 
     src = tmp_path / "p.jsonl"
     src.write_text('{"id": "a", "prompt": "x"}\n{"id": "b", "prompt": "y"}\n{oops\n')
     assert [r.id for r in read_prompts(str(src), 2)] == ["a", "b"]
-    p = tourney("sample", src, "--limit", "1", "--policy", "nobody/x", "--dry-run", "--cache", tmp_path / "s.sqlite")
-    assert p.returncode == 0 and json.loads(p.stdout)["prompts"] == 1
+    p = tourney(
+        "sample", src, "--limit", "1", "--policy", tiny_model_dir, "--dry-run", "--cache", tmp_path / "s.sqlite"
+    )
+    assert p.returncode == 0 and json.loads(p.stdout)["prompts"] == 1, p.stderr
 
 
 def test_intervals_bound_each_bradley_terry_score_and_are_seeded(tmp_path):
