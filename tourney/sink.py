@@ -251,7 +251,7 @@ def changed(before: Any, now: dict[str, Any]) -> list[str]:
     """The options whose value differs between two runs' settings (``run_settings``), as the user gives them."""
     if not isinstance(before, dict):  # a resume file from before settings were kept
         return []
-    old, new = flat(before), flat(now)
+    old, new = flat(before), flat(json.loads(json.dumps(now)))  # as the resume file holds it: tuples are lists
     if old.get("command") != new.get("command"):  # another command's options: only the command itself says it
         return [f"it was tourney {old.get('command')}"]
     out: list[str] = []
