@@ -134,7 +134,7 @@ def test_invalid_utf8(tmp_path):
 @pytest.mark.parametrize(
     "args",
     [["--votes", "0"], ["--strategy", "no-such"], ["--rating", "glicko"], ["--sim-tau", "-1"], ["--seed", "x"],
-     ["--no-such-option"]],
+     ["--no-such-option"], ["--sim-position-bias", "nan"], ["--sim-position-bias", "-inf"]],
 )  # fmt: skip
 def test_bad_option_values(tmp_path, args):
     out = tmp_path / "o"

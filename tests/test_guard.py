@@ -122,8 +122,6 @@ def test_end_ends_the_engines_processes_at_once(up: bool) -> None:
     try:
         if up:
             guard.started()
-        else:
-            time.sleep(0.1)  # the end comes before the watcher's next look: it looks once more
         guard.end()
         assert guard.watcher is None
         assert gone(child.pid, 5.0) and other.poll() is None
@@ -131,6 +129,28 @@ def test_end_ends_the_engines_processes_at_once(up: bool) -> None:
         for p in (child, other):
             p.kill()
             p.wait()
+
+
+END_AND_LEAVE = """
+import os, subprocess
+from tourney.backends.guard import Guard
+guard = Guard()
+child = subprocess.Popen(["sleep", "300"])  # started just now: the watcher has not looked yet
+print(child.pid, flush=True)
+guard.end()
+os._exit(130)  # as tourney leaves after a second Ctrl-C
+"""
+
+
+def test_end_ends_what_started_just_before_even_as_the_owner_leaves_at_once() -> None:
+    owner = subprocess.run([sys.executable, "-c", END_AND_LEAVE], capture_output=True, text=True, env=owner_env(),
+                           timeout=60)  # fmt: skip
+    child = int(owner.stdout.split()[0])
+    try:
+        assert gone(child, 5.0)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
 
 
 def test_a_zombie_is_not_waited_for() -> None:

@@ -373,6 +373,10 @@ def test_the_resume_refusal_names_the_partial_file_of_an_output_no_longer_given(
     with pytest.raises(InputError) as err:
         Sink([("-o", "o.jsonl")], {"seed": 1}).resume_point()
     assert str(err.value).endswith("or delete it and o.jsonl.partial and j.jsonl.partial to start over")
+    with pytest.raises(InputError) as err:  # the same option, another file: not a resume into an empty j2.jsonl
+        Sink([("--judgments", "j2.jsonl"), ("-o", "o.jsonl")], {"seed": 1}).resume_point()
+    assert "(--judgments differs)" in str(err.value) and "and o.jsonl.partial and j.jsonl.partial" in str(err.value)
+    assert Sink([("--judgments", "j.jsonl"), ("-o", "o.jsonl")], {"seed": 1}).resume_point().prompts == 1
 
 
 def test_a_reader_that_closes_the_pipe_ends_the_run_quietly_and_leaves_no_partial_file(tmp_path):

@@ -78,7 +78,7 @@ class LoopThread:
             inbox.post(call.cancel)
             raise
 
-    def close(self, last: Coroutine[Any, Any, Any] | None = None, timeout: float = 120.0) -> None:
+    def close(self, last: Coroutine[Any, Any, Any] | None = None, timeout: float | None = 120.0) -> None:
         """Run ``last`` (a clean-up coroutine) on the loop, then stop and join it; safe to call twice."""
         with self._lock:
             self._closed = True

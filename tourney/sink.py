@@ -96,9 +96,13 @@ class Sink:
                              file=shown(self.log)) from None  # fmt: skip
         if not marks:  # killed before its first prompt was written: nothing to go on from, whatever its command
             return Resume()
-        if head.get("settings") != self.settings or head.get("outputs") != self.options:
-            also = self._partials(head.get("partials", []))
-            named = changed(head.get("given"), self.given) + sorted(set(head.get("outputs", [])) ^ set(self.options))
+        recorded = head.get("partials") if isinstance(head.get("partials"), list) else []
+        theirs = head.get("outputs") if isinstance(head.get("outputs"), list) else []
+        moved = self._moved(theirs, recorded)
+        if head.get("settings") != self.settings or theirs != self.options or moved:
+            also = self._partials(recorded)
+            outputs = sorted({str(o) for o in theirs} ^ set(self.options)) + moved
+            named = changed(head.get("given"), self.given) + outputs
             what = f" ({', '.join(named)} {'differs' if len(named) == 1 else 'differ'})" if named else ""
             if named[:1] and not named[0].startswith("-"):
                 what = f" ({named[0]})"
@@ -138,10 +142,8 @@ class Sink:
             if not resume.prompts:
                 # The partial files, from the resume file's folder: a re-run that refuses to go on (other outputs)
                 # names them all.
-                here = os.path.dirname(os.path.abspath(self.log))
-                partials = [os.path.relpath(self.partial(k), here) for k, regular in enumerate(self.regular) if regular]
-                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options, "partials": partials,
-                        "given": self.given}  # fmt: skip
+                head = {"tourney": "resume", "settings": self.settings, "outputs": self.options,
+                        "partials": self._here(), "given": self.given}  # fmt: skip
                 os.write(self._log_fd, (json.dumps(head) + "\n").encode())
 
     def put(self, lines: Sequence[Sequence[str]], prompt_id: Any) -> None:
@@ -224,6 +226,18 @@ class Sink:
                     os.close(fd)
         self._fds, self._log_fd = [-1 for _ in self._fds], -1
 
+    def _here(self) -> list[str]:
+        """This run's partial files, relative to the resume file's folder (as its head records them)."""
+        assert self.log is not None
+        here = os.path.dirname(os.path.abspath(self.log))
+        return [os.path.relpath(self.partial(k), here) for k, regular in enumerate(self.regular) if regular]
+
+    def _moved(self, theirs: list[Any], recorded: list[Any]) -> list[str]:
+        """The outputs given again under another path (``--judgments j2.jsonl`` for the killed run's j.jsonl)."""
+        if theirs != self.options or len(recorded) != len(self.options):  # other outputs, or an older resume file
+            return []
+        return [o for o, a, b in zip(self.options, recorded, self._here(), strict=True) if a != b]
+
     def _partials(self, recorded: Sequence[Any] = ()) -> str:
         """' and A and B': the partial files there are of this run's outputs and of the killed run's (``recorded``,
         relative to the resume file's folder)."""
@@ -232,15 +246,9 @@ class Sink:
         assert self.log is not None
         here = os.path.dirname(os.path.abspath(self.log))
         theirs = [os.path.join(here, n) for n in recorded if isinstance(n, str)]
-        names += [nearest(n) for n in theirs if os.path.abspath(n) not in mine]
+        names += [shown(n) for n in theirs if os.path.abspath(n) not in mine]
         there = [shown(n) for n in names if os.path.exists(n)]
         return " and " + " and ".join(there) if there else ""
-
-
-def nearest(path: str) -> str:
-    """An absolute path as the user would type it here: relative when it is under the working directory."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
 
 
 # Settings whose option is not --NAME (``run_settings``' keys, by path).

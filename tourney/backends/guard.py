@@ -73,7 +73,11 @@ class Guard:
     def end(self) -> None:
         """End the engine's processes now, without waiting (a second Ctrl-C while it loads): the watcher, in a
         session of its own, ends them and exits; tourney may leave at once."""
-        self._send(END)
+        if self.watcher is None:
+            return
+        # What started since the watcher's last look: tourney leaves at once, so the watcher cannot look again.
+        marks = new(descendants(), self.before, self.watcher.pid)
+        self._send(END + " ".join(encode(marks)).encode() + b"\n")
         watcher, self.watcher = self.watcher, None
         if watcher is not None and watcher.stdin is not None:
             with contextlib.suppress(OSError):
@@ -136,7 +140,7 @@ def stop(marks: Marks) -> None:
 def running(p: psutil.Process) -> bool:
     """Whether ``p`` still runs: a zombie has ended (its parent, tourney, may not be there to reap it)."""
     try:
-        return p.status() != psutil.STATUS_ZOMBIE
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE  # is_running: not a reused pid
     except psutil.Error:
         return False
 
@@ -160,10 +164,9 @@ def watch(owner: int, before: Marks) -> None:
                 engine_up = True
             if got.startswith(DONE):
                 return
-            if got.startswith(END):
-                if not engine_up:  # what started since the last look
-                    with contextlib.suppress(psutil.Error):
-                        marks |= new(descendants(owner), before, os.getpid())
+            if got.startswith(END) and b"\n" in got:
+                with contextlib.suppress(ValueError):  # what tourney saw when it said "e" (it is leaving)
+                    marks |= decode(got[1:].split(b"\n", 1)[0].decode().split())
                 break
             if chunk:
                 continue

@@ -240,7 +240,8 @@ class VLLMBackend(BackendBase):
         """Shut the engine (and its child process) down and stop the loop thread; safe to call twice. Closing waits
         for an engine that is loading; a Ctrl-C during that wait ends its processes at once instead."""
         try:
-            self.loop.close(self._shutdown())
+            # A loading engine is waited for however long it loads (a 32B model: minutes), as Ctrl-C said it would.
+            self.loop.close(self._shutdown(), timeout=None if self.starting() else 120.0)
         except KeyboardInterrupt:
             if self.starting() and self._guard is not None:
                 self._guard.end()

@@ -7,6 +7,7 @@ only click and tourney's light registries: the training environment (no vLLM) im
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,22 @@ from tourney.config import BACKENDS, DTYPES, MODES, REPLICA_TIMEOUT
 from tourney.forcing import VERDICT_MODES
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+class Finite(click.ParamType):
+    """A finite number: nan or inf would pass as a float and make every later number nan."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        """The number, or click's one-line error."""
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+        return float(number)
+
+
+FINITE = Finite()
 
 
 def option(*decls: str, **attrs: Any) -> Callable[..., Decorator]:
@@ -165,7 +182,7 @@ _JUDGING: list[Decorator] = [
     *VLLM,
     click.option("--sim-tau", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
                  help="Simulator: temperature of P(i beats j) = sigmoid((q_i - q_j)/tau)."),
-    click.option("--sim-position-bias", type=float, default=0.0, show_default=True,
+    click.option("--sim-position-bias", type=FINITE, default=0.0, show_default=True,
                  help="Simulator: logit added in favour of position A."),
     click.option("--sim-invalid-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
                  help="Simulator: share of votes that come back unparseable."),
