@@ -29,7 +29,7 @@ class Finite(click.ParamType):
         """The number, or click's one-line error."""
         number = click.FLOAT.convert(value, param, ctx)
         if not math.isfinite(number):
-            self.fail(f"expected a finite number, got {value!r}", param, ctx)
+            self.fail(f"expected a finite number, got {value}", param, ctx)
         return float(number)
 
 

@@ -73,15 +73,6 @@ def _check_out_dir(out_dir: str, *inputs: str | None) -> None:
                 raise InputError(f"-o and INPUT name the same file ({out}); write to another folder")
 
 
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A finite number (or None): verl and TRL would take nan or inf as the reward."""
-    import math
-
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"expected a finite number, got {value}")
-    return value
-
-
 def _env_failure(err: Exception) -> None:
     """One line, exit 1: the environment, not the input, is what is missing."""
     raise click.ClickException(str(err))  # exit code 1; tourney's main prints "tourney: error: ..."
@@ -167,9 +158,8 @@ def _verl_model(name: str, dry_run: bool) -> str:
 )
 @click.option(
     "--format-penalty",
-    type=float,
+    type=options.FINITE,
     default=None,
-    callback=_finite,
     help="Reward for an output with no verdict (default: -1, the same as a wrong verdict, as in RM-R1).",
 )
 @click.option(
