@@ -103,9 +103,12 @@ class Sink:
             also = self._partials(recorded)
             outputs = sorted({str(o) for o in theirs} ^ set(self.options)) + moved
             named = changed(head.get("given"), self.given) + outputs
-            what = f" ({', '.join(named)} {'differs' if len(named) == 1 else 'differ'})" if named else ""
-            if named[:1] and not named[0].startswith("-"):
+            if not named:
+                what = ""
+            elif not named[0].startswith("-"):  # another command: the options are not comparable
                 what = f" ({named[0]})"
+            else:
+                what = f" ({', '.join(named)} {'differs' if len(named) == 1 else 'differ'})"
             raise InputError(f"a killed run with other settings or outputs{what} left this; rerun that command to "
                              f"finish it, or delete it{also} to start over", file=shown(self.log))  # fmt: skip
         mark = marks[-1]
@@ -184,8 +187,7 @@ class Sink:
             self.flush()
         self._close()
         if not self._prompts or self.log is None:
-            partials = [self.partial(k) for k, regular in enumerate(self.regular) if regular]
-            for name in partials + ([self.log] if self.log else []):
+            for name in self._partial_files() + ([self.log] if self.log else []):
                 with contextlib.suppress(OSError):
                     os.unlink(name)
 
@@ -226,11 +228,18 @@ class Sink:
                     os.close(fd)
         self._fds, self._log_fd = [-1 for _ in self._fds], -1
 
+    def _partial_files(self) -> list[str]:
+        """The partial files of this run's file outputs (streams have none)."""
+        return [self.partial(k) for k, regular in enumerate(self.regular) if regular]
+
+    def _folder(self) -> str:
+        """The resume file's folder: the head records partial files relative to it."""
+        assert self.log is not None
+        return os.path.dirname(os.path.abspath(self.log))
+
     def _here(self) -> list[str]:
         """This run's partial files, relative to the resume file's folder (as its head records them)."""
-        assert self.log is not None
-        here = os.path.dirname(os.path.abspath(self.log))
-        return [os.path.relpath(self.partial(k), here) for k, regular in enumerate(self.regular) if regular]
+        return [os.path.relpath(name, self._folder()) for name in self._partial_files()]
 
     def _moved(self, theirs: list[Any], recorded: list[Any]) -> list[str]:
         """The outputs given again under another path (``--judgments j2.jsonl`` for the killed run's j.jsonl)."""
@@ -241,11 +250,9 @@ class Sink:
     def _partials(self, recorded: Sequence[Any] = ()) -> str:
         """' and A and B': the partial files there are of this run's outputs and of the killed run's (``recorded``,
         relative to the resume file's folder)."""
-        names = [self.partial(k) for k, regular in enumerate(self.regular) if regular]
+        names = self._partial_files()
         mine = {os.path.abspath(n) for n in names}
-        assert self.log is not None
-        here = os.path.dirname(os.path.abspath(self.log))
-        theirs = [os.path.join(here, n) for n in recorded if isinstance(n, str)]
+        theirs = [os.path.join(self._folder(), n) for n in recorded if isinstance(n, str)]
         names += [shown(n) for n in theirs if os.path.abspath(n) not in mine]
         there = [shown(n) for n in names if os.path.exists(n)]
         return " and " + " and ".join(there) if there else ""
