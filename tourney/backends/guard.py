@@ -54,21 +54,16 @@ class Guard:
         process): no watcher is needed."""
         if self.watcher is None:
             return
-        marks = new(descendants(), self.before, self.watcher.pid)
+        marks = self._new()
         if not marks:
             self.close()
             return
-        self._send(STARTED + " ".join(encode(marks)).encode() + b"\n")
+        self._send(STARTED + line(marks))
 
     def close(self) -> None:
         """Tell the watcher the engine was shut down (it ends nothing) and reap it; safe to call twice."""
         self._send(DONE)
-        watcher, self.watcher = self.watcher, None
-        if watcher is not None:
-            assert watcher.stdin is not None
-            with contextlib.suppress(OSError):
-                watcher.stdin.close()
-            watcher.wait()
+        self._let_go(wait=True)
 
     def end(self) -> None:
         """End the engine's processes now, without waiting (a second Ctrl-C while it loads): the watcher, in a
@@ -76,12 +71,23 @@ class Guard:
         if self.watcher is None:
             return
         # What started since the watcher's last look: tourney leaves at once, so the watcher cannot look again.
-        marks = new(descendants(), self.before, self.watcher.pid)
-        self._send(END + " ".join(encode(marks)).encode() + b"\n")
+        self._send(END + line(self._new()))
+        self._let_go(wait=False)
+
+    def _new(self) -> Marks:
+        """This process's descendants started since the guard was made, the watcher aside."""
+        assert self.watcher is not None
+        return new(descendants(), self.before, self.watcher.pid)
+
+    def _let_go(self, wait: bool) -> None:
+        """Close the pipe to the watcher (and reap it when ``wait``); the guard watches nothing more."""
         watcher, self.watcher = self.watcher, None
-        if watcher is not None and watcher.stdin is not None:
+        if watcher is not None:
+            assert watcher.stdin is not None
             with contextlib.suppress(OSError):
                 watcher.stdin.close()
+            if wait:
+                watcher.wait()
 
     def _send(self, message: bytes) -> None:
         if self.watcher is not None and self.watcher.stdin is not None:
@@ -107,6 +113,11 @@ def new(now: Marks, before: Marks, watcher: int) -> Marks:
 def encode(marks: Marks) -> list[str]:
     """Marks as ``PID:START`` words."""
     return [f"{pid}:{when!r}" for pid, when in marks.items()]
+
+
+def line(marks: Marks) -> bytes:
+    """Marks as the rest of a message's line: ``PID:START ...`` and a newline."""
+    return " ".join(encode(marks)).encode() + b"\n"
 
 
 def decode(words: list[str]) -> Marks:
@@ -145,6 +156,14 @@ def running(p: psutil.Process) -> bool:
         return False
 
 
+def read_marks(sent: bytes, otherwise: Marks) -> Marks:
+    """The marks of a message's line; ``otherwise`` if it was cut (tourney died while writing it)."""
+    try:
+        return decode(sent.decode().split())
+    except ValueError:
+        return otherwise
+
+
 def watch(owner: int, before: Marks) -> None:
     """The watcher: until ``owner`` says the engine started (then its list counts), note its new descendants; when it
     dies before saying "d", stop them."""
@@ -158,15 +177,13 @@ def watch(owner: int, before: Marks) -> None:
             chunk = os.read(0, 4096)  # unbuffered: select stays true to what is left
             got += chunk
             if not engine_up and got.startswith(STARTED) and b"\n" in got:
-                line, got = got[1:].split(b"\n", 1)
-                with contextlib.suppress(ValueError):  # a cut message: keep what was polled
-                    marks = decode(line.decode().split())
+                sent, got = got[1:].split(b"\n", 1)
+                marks = read_marks(sent, marks)  # the engine's list replaces what was polled
                 engine_up = True
             if got.startswith(DONE):
                 return
-            if got.startswith(END) and b"\n" in got:
-                with contextlib.suppress(ValueError):  # what tourney saw when it said "e" (it is leaving)
-                    marks |= decode(got[1:].split(b"\n", 1)[0].decode().split())
+            if got.startswith(END) and b"\n" in got:  # what tourney saw when it said "e" (it is leaving)
+                marks |= read_marks(got[1:].split(b"\n", 1)[0], {})
                 break
             if chunk:
                 continue
