@@ -169,11 +169,9 @@ def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
         for line in check_cluster(cfg.ray_address, cfg.replicas, cfg.tensor_parallel_size):
             CONSOLE.say(line)
     cached, path = 0, opts["cache_path"] or default_samples_path()
+    backend = None
     try:
         backend = make_backend(cfg)
-    except BackendError as err:
-        raise click.ClickException(f"policy failed: {err}") from None
-    try:
         if hasattr(backend, "fit_prompts"):
             fit_lengths(rows, backend, opts["input_path"], opts["max_tokens"], fit=False)
         if not opts["no_cache"] and os.path.exists(path):
@@ -186,6 +184,7 @@ def dry_run(opts: dict[str, Any], cfg: Any, rows: list[Any]) -> None:
     except BackendError as err:
         raise click.ClickException(f"policy failed: {err}") from None
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
     total = len(rows) * opts["n"]
     click.echo(json.dumps({"prompts": len(rows), "samples": total, "new": total - cached, "cached": cached}))
